@@ -1,0 +1,92 @@
+"""`study` command line: validate, run, report, presets (also `python -m study ...`).
+
+Exit codes: 0 success; 1 the study ran but some trials failed; 2 bad input (invalid study
+file, bad --set, missing results folder), reported with file, line and field path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from study.presets import describe, preset_paths, resolve_study_file
+from study.spec import load_spec_file
+from study.spec_builder import SpecError
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description="Chained fine-tuning studies on Ray (see README.md).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a study file; starts nothing")
+    p.add_argument("file", help="study file (YAML) or preset name")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("run", help="run a study on the Ray cluster in RAY_ADDRESS, or a local one")
+    p.add_argument("file", help="study file (YAML) or preset name")
+    p.add_argument("--storage", help="results root (overrides the file's storage)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
+    p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+
+    p = sub.add_parser("report", help="write report.md/.html, tables and figures from a results folder")
+    p.add_argument("results_dir")
+    p.add_argument("--out", help="output folder (default: RESULTS_DIR/report)")
+
+    sub.add_parser("presets", help="list the shipped study files")
+    return parser
+
+
+def _load(file: str, overrides: list[str]):
+    return load_spec_file(resolve_study_file(file), overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            spec = _load(args.file, args.overrides)
+            n = len(spec.chains) * len(spec.seeds)
+            for values in spec.grid.values():
+                n *= len(values)
+            print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' ({n} trials)")
+            return 0
+        if args.command == "run":
+            overrides = list(args.overrides) + ([f"storage={args.storage}"] if args.storage else [])
+            spec = _load(args.file, overrides)
+            from study.orchestrate import run_study
+
+            outcome = run_study(spec, resume=args.resume, report=not args.no_report)
+            print(f"[study] results: {outcome.study_dir}")
+            if outcome.report:
+                print(f"[study] report: {outcome.report}")
+            if outcome.failed:
+                print(f"[study] {len(outcome.failed)} of {outcome.trials} trials failed:", file=sys.stderr)
+                for line in outcome.failed:
+                    print(f"  {line}", file=sys.stderr)
+                return 1
+            return 0
+        if args.command == "report":
+            from analysis.report import write_report
+
+            path = write_report(Path(args.results_dir), Path(args.out) if args.out else None)
+            print(f"[study] report: {path}")
+            return 0
+        if args.command == "presets":
+            for name, path in preset_paths().items():
+                print(f"{name:24s} {describe(path)}  ({path})")
+            return 0
+    except SpecError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FileNotFoundError as exc:
+        print(f"study: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

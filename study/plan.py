@@ -1,0 +1,103 @@
+"""Expand a study spec into concrete trial plans: one per (chain × grid point × seed).
+
+A plan is plain data (JSON-able) handed to `trainables`, which never imports `study`: the
+seam between "what to run" and "how to run it". Identity is content-addressed:
+
+- stage_key: hash of everything that determines a stage's weights (base model, data source and
+  selection, training settings, every earlier stage, its own method/task/hyperparameters/seed).
+  Two trials whose chains share a prefix share those stages' keys.
+- trial_id: `<chain>-<seed>-<hash>` from the chain's stage keys, never a timestamp, so a rerun
+  writes to the same place and overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from study.spec import GRID_KEY, StageSpec, StudySpec
+
+PLAN_VERSION = 1  # bump when the meaning of a plan field changes (it enters every stage_key)
+
+
+def _digest(payload: Any, n: int = 16) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """Cartesian product of the grid axes, in a stable order; [{}] without a grid."""
+    keys = sorted(spec.grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(spec.grid[k] for k in keys))]
+
+
+def resolve_stages(spec: StudySpec, chain: str, point: Mapping[str, Any]) -> tuple[StageSpec, ...]:
+    stages = list(spec.chains[chain])
+    for key, value in point.items():
+        match = GRID_KEY.match(key)
+        assert match, key  # validated by the spec
+        index, fld = int(match.group(1)) - 1, match.group(2)
+        stages[index] = dataclasses.replace(stages[index], **{fld: value})
+    return tuple(stages)
+
+
+def base_identity(spec: StudySpec, data_dir: str | None) -> dict[str, Any]:
+    """What every stage_key of the study starts from."""
+    return {
+        "plan_version": PLAN_VERSION,
+        "model": dataclasses.asdict(spec.model),
+        "data_source": "mirror" if data_dir else "hub",
+        "data_seed": spec.data_seed,
+        "training": dataclasses.asdict(spec.training),
+    }
+
+
+def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None, base_model_path: str | None = None) -> list[dict[str, Any]]:
+    """All trial plans: chains × grid points × seeds, in that order."""
+    base = base_identity(spec, data_dir)
+    base_key = _digest(base)
+    plans: list[dict[str, Any]] = []
+    for chain in spec.chains:
+        for point in grid_points(spec):
+            for seed in spec.seeds:
+                plan = _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path)
+                plans.append(plan)
+    return plans
+
+
+def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path) -> dict[str, Any]:
+    parent = base_key
+    stages = []
+    for number, stage in enumerate(resolve_stages(spec, chain, point), start=1):
+        settings = spec.task_settings(stage.task)
+        entry = {
+            "stage": number,
+            "method": stage.method,
+            "task": stage.task,
+            "learning_rate": float(stage.learning_rate),
+            "batch_size": int(stage.batch_size),
+            "steps": int(stage.steps),
+            "seed": int(stage.seed if stage.seed is not None else seed),
+            "train_size": settings.train_size,
+        }
+        entry["stage_key"] = parent = _digest({"parent": parent, **entry})
+        stages.append(entry)
+    trial_id = f"{chain}-{seed}-{_digest([s['stage_key'] for s in stages], 8)}"
+    return {
+        "trial_id": trial_id,
+        "study": spec.name,
+        "chain": chain,
+        "seed": int(seed),
+        "grid_point": dict(point),
+        "model": {**dataclasses.asdict(spec.model), "path": base_model_path or spec.model.name},
+        "stages": stages,
+        "eval_tasks": [{"task": t, "size": spec.task_settings(t).eval_size} for t in spec.all_eval_tasks()],
+        "data_dir": data_dir,
+        "data_seed": spec.data_seed,
+        "training": dataclasses.asdict(spec.training),
+        "study_dir": str(study_dir),
+    }

@@ -1,0 +1,382 @@
+"""The study spec: a YAML study file loaded into frozen, validated dataclasses.
+
+Everything a study needs is declared here, with paper defaults. Loading never stops at the
+first problem: every problem is collected with its field path (and YAML line when known) and
+raised once as `SpecError`, so a researcher fixes a file in one round trip.
+
+Layout of a study file (see study/presets/demo.yaml):
+
+    name: demo
+    model: tiny                     # or {name: meta-llama/Llama-2-7b-hf, max_length: 2048}
+    tasks: {toxigen_qa: {train_size: 2241, eval_size: null}}
+    stage_defaults: {method: sft, learning_rate: 1.0e-5, batch_size: 16, steps: 100}
+    chains:
+      tqa_arc: [{task: toxigen_qa}, {task: arc_easy}]
+    grid: {stage1.learning_rate: [1.0e-5, 5.0e-6]}
+    seeds: [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from study.spec_builder import Problem, SpecError, build_dataclass, yaml_line_index
+
+# Fields of a stage that a grid axis may sweep (issue #2: learning rate and batch size; steps
+# is cheap to allow and useful for quick scans).
+GRID_FIELDS = ("learning_rate", "batch_size", "steps")
+GRID_KEY = re.compile(r"^stage(\d+)\.(\w+)$")
+# Stage methods this build can run. Others named in the paper (dpo, ppo) are listed so the
+# error can say they are planned rather than misspelled.
+AVAILABLE_METHODS = ("sft",)
+PLANNED_METHODS = ("dpo", "ppo", "rloo")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = "tiny"
+    """'tiny' (built-in, no download), a Hugging Face causal LM id, or a local path."""
+    max_length: int = 512
+    """Longest tokenized example used in training and evaluation (paper: 2048)."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """'auto' = bfloat16 on a GPU with bf16 support, float32 on CPU."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    train_size: int | None = 2241
+    """Training examples, stratified by group (paper: ~2,241). null = the whole train split."""
+    eval_size: int | None = None
+    """Held-out examples evaluated after every stage. null = the whole eval split."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    task: str
+    method: str = "sft"
+    learning_rate: float = 1e-5
+    batch_size: int = 16
+    steps: int = 100
+    seed: int | None = None
+    """None = the trial's seed."""
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Optimizer and schedule shared by all stages (paper §2.2: AdamW 0.9/0.95, wd 0.1, cosine, no warmup)."""
+
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    weight_decay: float = 0.1
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    eval_batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    executor: Literal["auto", "function", "train"] = "auto"
+    """How a trial runs its chain: 'train' = a Ray Train TorchTrainer per trial; 'function' =
+    the same worker loop called inside the Tune trial (cheaper for one CPU worker);
+    'auto' = 'function' for one CPU worker, 'train' otherwise."""
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1
+    max_concurrent_trials: int | None = None
+    """None = as many as the cluster's CPUs (or GPUs) allow."""
+    max_failures: int = 1
+    """Tune retries of a failed trial."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    chains: Mapping[str, tuple[StageSpec, ...]]
+    model: ModelSpec = field(default_factory=ModelSpec)
+    tasks: Mapping[str, TaskSpec] = field(default_factory=dict)
+    eval_tasks: tuple[str, ...] = ()
+    """Tasks evaluated at stage 0 and after every stage; empty = every task used in a chain."""
+    grid: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
+    data_dir: str | None = None
+    """Local mirror of the datasets (laid out like shared/data). None = $STUDY_DATA_DIR, else the Hub."""
+    data_seed: int = 0
+    """Seed of the training-set subsample; fixed across trial seeds like the paper's data."""
+    storage: str = "results"
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
+
+    def task_settings(self, task: str) -> TaskSpec:
+        return self.tasks.get(task, TaskSpec())
+
+    def all_eval_tasks(self) -> tuple[str, ...]:
+        if self.eval_tasks:
+            return self.eval_tasks
+        seen: dict[str, None] = {}
+        for stages in self.chains.values():
+            for stage in stages:
+                seen.setdefault(stage.task, None)
+        return tuple(seen)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (YAML/JSON-able) that loads back to an equal spec."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_spec_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudySpec:
+    """Read, override (`--set key=value`) and validate a study file; raise SpecError listing every problem."""
+    import yaml
+
+    from study.overrides import apply_overrides
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError([Problem("", f"cannot read study file: {exc.strerror}")], source=str(path)) from exc
+    try:
+        raw = yaml.safe_load(text)
+        lines = yaml_line_index(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise SpecError([Problem("", f"invalid YAML: {getattr(exc, 'problem', exc)}", line)], source=str(path)) from exc
+    if raw is None:
+        raw = {}
+    problems: list[Problem] = []
+    raw = apply_overrides(raw, overrides, problems)
+    return spec_from_dict(raw, source=str(path), lines=lines, preexisting=problems)
+
+
+def spec_from_dict(
+    raw: Any,
+    *,
+    source: str = "<dict>",
+    lines: Mapping[str, int] | None = None,
+    preexisting: list[Problem] | None = None,
+) -> StudySpec:
+    problems: list[Problem] = list(preexisting or [])
+    if not isinstance(raw, Mapping):
+        raise SpecError(problems + [Problem("", "a study file must be a mapping of fields")], source=source)
+    raw = dict(raw)
+    raw = _expand_shorthands(raw)
+    defaults = raw.pop("stage_defaults", None) or {}
+    if not isinstance(defaults, Mapping):
+        problems.append(Problem("stage_defaults", "must be a mapping of stage fields"))
+        defaults = {}
+    raw["chains"] = _apply_stage_defaults(raw.get("chains"), defaults, problems)
+    raw["grid"] = _flatten_grid(raw.get("grid"), problems)
+
+    spec = build_dataclass(StudySpec, raw, "", problems)
+    if spec is not None:
+        problems.extend(semantic_problems(spec))
+    if problems:
+        raise SpecError(problems, source=source, lines=lines)
+    return spec
+
+
+def _expand_shorthands(raw: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(raw.get("model"), str):
+        raw["model"] = {"name": raw["model"]}
+    if isinstance(raw.get("seeds"), int):
+        raw["seeds"] = [raw["seeds"]]
+    if isinstance(raw.get("eval_tasks"), str):
+        raw["eval_tasks"] = [raw["eval_tasks"]]
+    return raw
+
+
+def _apply_stage_defaults(chains: Any, defaults: Mapping[str, Any], problems: list[Problem]) -> Any:
+    """Each stage inherits `stage_defaults` and overrides what it names (nanochat-style)."""
+    unknown = set(defaults) - {f.name for f in dataclasses.fields(StageSpec)}
+    for key in sorted(unknown):
+        problems.append(Problem(f"stage_defaults.{key}", _unknown_key_message(key, StageSpec)))
+    defaults = {k: v for k, v in defaults.items() if k not in unknown}
+    if not isinstance(chains, Mapping):
+        return chains
+    merged: dict[str, Any] = {}
+    for name, stages in chains.items():
+        if isinstance(stages, list):
+            merged[name] = [{**defaults, **s} if isinstance(s, Mapping) else s for s in stages]
+        else:
+            merged[name] = stages
+    return merged
+
+
+def _flatten_grid(grid: Any, problems: list[Problem]) -> Any:
+    """Accept both `stage1.learning_rate: [...]` and `stage1: {learning_rate: [...]}`."""
+    if grid is None:
+        return {}
+    if not isinstance(grid, Mapping):
+        return grid
+    flat: dict[str, Any] = {}
+    for key, value in grid.items():
+        if isinstance(value, Mapping):
+            for sub, values in value.items():
+                flat[f"{key}.{sub}"] = values
+        else:
+            flat[str(key)] = value
+    for key, values in flat.items():
+        if key.endswith(".learning_rate") and isinstance(values, list):
+            flat[key] = [_float_or_same(v) for v in values]
+    return flat
+
+
+def _float_or_same(value: Any) -> Any:
+    """YAML 1.1 reads `1e-5` as a string: accept it as the number every researcher means."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _unknown_key_message(key: str, cls: type) -> str:
+    from study.spec_builder import did_you_mean
+
+    return f"unknown field '{key}'{did_you_mean(key, [f.name for f in dataclasses.fields(cls)])}"
+
+
+def semantic_problems(spec: StudySpec) -> list[Problem]:
+    """Checks across fields, after types are right."""
+    from trainables.tasks import TASK_NAMES  # pure data registry; no torch
+
+    from study.spec_builder import did_you_mean
+
+    out: list[Problem] = []
+
+    def check_task(name: str, path: str) -> None:
+        if name not in TASK_NAMES:
+            out.append(Problem(path, f"unknown task '{name}'{did_you_mean(name, TASK_NAMES)} (known: {', '.join(TASK_NAMES)})"))
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
+        out.append(Problem("name", "must be letters, digits, '_', '-' or '.' (it names the results folder)"))
+    if not spec.chains:
+        out.append(Problem("chains", "at least one chain is required"))
+    for chain, stages in spec.chains.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", chain):
+            out.append(Problem(f"chains.{chain}", "chain names must be letters, digits, '_' or '-'"))
+        if not stages:
+            out.append(Problem(f"chains.{chain}", "a chain needs at least one stage"))
+        for i, stage in enumerate(stages):
+            out.extend(stage_problems(stage, f"chains.{chain}[{i}]"))
+            check_task(stage.task, f"chains.{chain}[{i}].task")
+    for name, settings in spec.tasks.items():
+        check_task(name, f"tasks.{name}")
+        for attr in ("train_size", "eval_size"):
+            value = getattr(settings, attr)
+            if value is not None and value < 1:
+                out.append(Problem(f"tasks.{name}.{attr}", "must be ≥ 1 or null (all)"))
+    for i, name in enumerate(spec.eval_tasks):
+        check_task(name, f"eval_tasks[{i}]")
+    if not spec.seeds:
+        out.append(Problem("seeds", "at least one seed is required"))
+    if len(set(spec.seeds)) != len(spec.seeds):
+        out.append(Problem("seeds", "seeds must be distinct"))
+    out.extend(grid_problems(spec))
+    out.extend(_model_problems(spec.model))
+    out.extend(_training_problems(spec.training))
+    out.extend(_execution_problems(spec.execution))
+    return out
+
+
+def stage_problems(stage: StageSpec, path: str) -> list[Problem]:
+    out = []
+    if stage.method not in AVAILABLE_METHODS:
+        if stage.method in PLANNED_METHODS:
+            out.append(Problem(f"{path}.method", f"method '{stage.method}' is not available in this build yet (available: {', '.join(AVAILABLE_METHODS)})"))
+        else:
+            from study.spec_builder import did_you_mean
+
+            out.append(Problem(f"{path}.method", f"unknown method '{stage.method}'{did_you_mean(stage.method, AVAILABLE_METHODS + PLANNED_METHODS)}"))
+    if not stage.learning_rate > 0:
+        out.append(Problem(f"{path}.learning_rate", f"must be > 0 (got {stage.learning_rate})"))
+    if stage.batch_size < 1:
+        out.append(Problem(f"{path}.batch_size", f"must be ≥ 1 (got {stage.batch_size})"))
+    if stage.steps < 1:
+        out.append(Problem(f"{path}.steps", f"must be ≥ 1 (got {stage.steps})"))
+    return out
+
+
+def grid_problems(spec: StudySpec) -> list[Problem]:
+    out = []
+    shortest = min((len(s) for s in spec.chains.values()), default=0)
+    for key, values in spec.grid.items():
+        path = f"grid.{key}"
+        match = GRID_KEY.match(key)
+        if not match or match.group(2) not in GRID_FIELDS:
+            out.append(Problem(path, f"grid keys look like 'stage<k>.<field>' with field one of {', '.join(GRID_FIELDS)}"))
+            continue
+        k, fld = int(match.group(1)), match.group(2)
+        if not 1 <= k <= shortest:
+            out.append(Problem(path, f"stage {k} does not exist in every chain (stages are numbered 1..{shortest})"))
+        if not values:
+            out.append(Problem(path, "a grid axis needs at least one value"))
+        for i, value in enumerate(values):
+            if fld == "learning_rate":
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            if not ok:
+                kind = "a number > 0" if fld == "learning_rate" else "an integer ≥ 1"
+                out.append(Problem(f"{path}[{i}]", f"must be {kind} (got {value!r})"))
+        if len(set(values)) != len(values):
+            out.append(Problem(path, "grid values must be distinct"))
+    return out
+
+
+def _model_problems(model: ModelSpec) -> list[Problem]:
+    out = []
+    if not model.name.strip():
+        out.append(Problem("model.name", "must name 'tiny', a Hugging Face id or a local path"))
+    if model.max_length < 16:
+        out.append(Problem("model.max_length", f"must be ≥ 16 (got {model.max_length})"))
+    return out
+
+
+def _training_problems(t: TrainingSpec) -> list[Problem]:
+    out = []
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(t, name) < 1:
+            out.append(Problem(f"training.{name}", f"must be in [0, 1) (got {getattr(t, name)})"))
+    if t.weight_decay < 0:
+        out.append(Problem("training.weight_decay", "must be ≥ 0"))
+    if t.warmup_steps < 0:
+        out.append(Problem("training.warmup_steps", "must be ≥ 0"))
+    if t.max_grad_norm <= 0:
+        out.append(Problem("training.max_grad_norm", "must be > 0"))
+    if t.eval_batch_size < 1:
+        out.append(Problem("training.eval_batch_size", "must be ≥ 1"))
+    return out
+
+
+def _execution_problems(e: ExecutionSpec) -> list[Problem]:
+    out = []
+    if not e.cpus_per_trial > 0:
+        # Ray refuses a trial bundle of 0 CPUs ("empty head"); fractions work.
+        out.append(Problem("execution.cpus_per_trial", "must be > 0 (fractions such as 0.5 are fine)"))
+    if e.gpus_per_trial < 0:
+        out.append(Problem("execution.gpus_per_trial", "must be ≥ 0"))
+    if e.workers_per_trial != 1:
+        out.append(Problem("execution.workers_per_trial", "only 1 worker per trial is supported in this build"))
+    if e.max_concurrent_trials is not None and e.max_concurrent_trials < 1:
+        out.append(Problem("execution.max_concurrent_trials", "must be ≥ 1 or null"))
+    if e.max_failures < 0:
+        out.append(Problem("execution.max_failures", "must be ≥ 0"))
+    return out

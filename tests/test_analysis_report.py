@@ -1,0 +1,137 @@
+"""write_report: report.md / report.html, CSV + Parquet tables and PNG figures from Parquet alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from analysis import write_report
+from analysis.labels import points
+from tests.test_analysis_forgetting import (
+    GRID_LOW_LR,
+    eval_rows,
+    trial_rows,
+    two_seed_rows,
+    write_table,
+)
+
+TABLES = ["forgetting_summary", "group_forgetting", "forgetting_curve", "stage_accuracy", "forgetting_by_trial"]
+FIGURES = ["forgetting_by_first_lr.png", "group_forgetting.png", "forgetting_curve.png"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_study(results_dir: Path) -> Path:
+    """Write a results folder with three settings:
+    - tqa_arc, stage1.learning_rate=0.001, seeds 0 and 1 (two_seed_rows): forgetting 0.10 →
+      "10.00", WG 0.175 muslim → "17.50 (muslim)", max biased 0.075 → "7.50".
+    - tqa_arc, stage1.learning_rate=1e-05, seed 0: all 0.90 → 0.88 (forgetting 0.02),
+      muslim 0.90 → 0.80 (0.10, worst, biased 0.08), women 0.90 → 0.90 (0.00).
+    - arc_tqa (no grid), seed 0: arc 0.60 → 0.55, forgetting 0.05; arc has no groups.
+    """
+    trials, evals = two_seed_rows()
+    trials += trial_rows("low", "tqa_arc", 0, ["toxigen_qa", "arc"], GRID_LOW_LR, [1e-5, 1e-5])
+    evals += eval_rows("low", 1, "toxigen_qa", {"all": 0.90, "muslim": 0.90, "women": 0.90})
+    evals += eval_rows("low", 2, "toxigen_qa", {"all": 0.88, "muslim": 0.80, "women": 0.90}, n=50)
+    trials += trial_rows("rev", "arc_tqa", 0, ["arc", "toxigen_qa"], "{}", [1e-3, 1e-5])
+    evals += eval_rows("rev", 1, "arc", {"all": 0.60}) + eval_rows("rev", 2, "arc", {"all": 0.55})
+    evals += eval_rows("rev", 2, "toxigen_qa", {"all": 0.85, "muslim": 0.80, "women": 0.90})
+    write_table(results_dir, "trials", trials, parts=2)
+    write_table(results_dir, "evals", evals, parts=2)
+    return results_dir
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path) -> Path:
+    return write_study(tmp_path)
+
+
+def test_write_report_writes_every_file(study_dir: Path):
+    """Default out_dir is <results>/report; every table exists as CSV and Parquet with the same
+    rows; every figure is a non-empty PNG."""
+    report_md = write_report(study_dir)
+    out = study_dir / "report"
+    assert report_md == out / "report.md"
+    assert (out / "report.html").is_file()
+    for name in TABLES:
+        from_parquet = pl.read_parquet(out / "tables" / f"{name}.parquet")
+        from_csv = pl.read_csv(out / "tables" / f"{name}.csv")
+        assert from_parquet.height == from_csv.height > 0, name
+    for name in FIGURES:
+        data = (out / "figures" / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, name
+
+
+def test_report_tables_hold_the_expected_rows(study_dir: Path, tmp_path_factory):
+    """forgetting_summary: one row per setting (see the fixture for the numbers);
+    group_forgetting: muslim and women for each tqa_arc setting (arc has no groups) = 4 rows."""
+    out = tmp_path_factory.mktemp("elsewhere")
+    write_report(study_dir, out)
+    summary = pl.read_parquet(out / "tables" / "forgetting_summary.parquet")
+    expected = pl.DataFrame({
+        "chain": ["arc_tqa", "tqa_arc", "tqa_arc"],
+        "first_learning_rate": [1e-3, 1e-3, 1e-5],
+        "n_seeds": [1, 2, 1],
+        "forgetting": [0.05, 0.10, 0.02],
+        "wg_forgetting": [None, 0.175, 0.10],
+        "worst_group": [None, "muslim", "muslim"],
+        "max_biased_forgetting": [None, 0.075, 0.08],
+    })
+    assert_frame_equal(summary.select(expected.columns), expected)
+    groups = pl.read_csv(out / "tables" / "group_forgetting.csv")
+    assert groups.select("group", "forgetting").to_dicts() == [
+        {"group": "muslim", "forgetting": pytest.approx(0.175)},
+        {"group": "women", "forgetting": pytest.approx(0.15)},
+        {"group": "muslim", "forgetting": pytest.approx(0.10)},
+        {"group": "women", "forgetting": pytest.approx(0.0)},
+    ]
+    # stage_accuracy: seed means, e.g. tqa_arc lr 1e-3, stage 2, toxigen_qa, muslim = 0.675.
+    accuracy = pl.read_parquet(out / "tables" / "stage_accuracy.parquet").filter(
+        pl.col("chain") == "tqa_arc", pl.col("stage1.learning_rate") == 0.001,
+        pl.col("stage") == 2, pl.col("eval_task") == "toxigen_qa", pl.col("group") == "muslim",
+    )
+    assert accuracy.get_column("accuracy").to_list() == [pytest.approx(0.675)]
+    assert accuracy.get_column("n_seeds").to_list() == [2]
+
+
+def test_report_md_and_html_show_the_numbers(study_dir: Path):
+    """report.md names every chain and prints forgetting, WG (group) and max biased in points."""
+    text = write_report(study_dir).read_text(encoding="utf-8")
+    for needle in [
+        "tqa_arc", "arc_tqa", "stage1.learning_rate=0.001", "stage1.learning_rate=1e-05",
+        "| 10.00 | 17.50 (muslim) | 7.50 |",  # lr 1e-3, two seeds
+        "| 2.00 | 10.00 (muslim) | 8.00 |",  # lr 1e-5
+        "| 5.00 | – | – |",  # arc_tqa: no groups on arc
+        "BiasedForgetting", "Seeds", "figures/forgetting_by_first_lr.png",
+    ]:
+        assert needle in text, needle
+    page = (study_dir / "report" / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count('src="data:image/png;base64,') == len(FIGURES)
+    assert "17.50 (muslim)" in page and "arc_tqa" in page
+
+
+def test_report_without_chained_results_still_writes_every_file(tmp_path: Path):
+    """Only stage 1 has been evaluated: no forgetting yet, but the report, empty tables and
+    placeholder figures are still written."""
+    write_table(tmp_path, "trials", trial_rows("t", "tqa_arc", 0, ["toxigen_qa", "arc"]))
+    write_table(tmp_path, "evals", eval_rows("t", 1, "toxigen_qa", {"all": 0.9, "muslim": 0.8}))
+    text = write_report(tmp_path, tmp_path / "out").read_text(encoding="utf-8")
+    assert "No chained trial" in text
+    assert pl.read_parquet(tmp_path / "out" / "tables" / "forgetting_summary.parquet").is_empty()
+    for name in FIGURES:
+        assert (tmp_path / "out" / "figures" / name).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_report_needs_trials(tmp_path: Path):
+    write_table(tmp_path, "evals", eval_rows("t", 1, "toxigen_qa", {"all": 0.9}))
+    with pytest.raises(FileNotFoundError, match="trials"):
+        write_report(tmp_path)
+
+
+def test_points_never_prints_negative_zero():
+    """0.85 − 0.85 may be −1e-17 in floating point; the report shows 0.00, not -0.00."""
+    assert points(-1e-17) == "0.00"
+    assert (points(0.0481), points(-0.02), points(None)) == ("4.81", "-2.00", "–")

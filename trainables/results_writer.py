@@ -1,0 +1,64 @@
+"""Write result rows as Parquet parts: `<study_dir>/<table>/<part>.parquet`, atomically.
+
+One folder per table (a Parquet dataset: Polars `scan_parquet("evals/*.parquet")`, DuckDB
+`read_parquet('evals/*.parquet')` and pandas/pyarrow read it as one table). Part names come
+from the trial id and stage, so re-running a trial overwrites its parts instead of adding
+rows. A part is written to a hidden temporary file in the same folder and renamed into place:
+readers never see half a file (rename is atomic on POSIX filesystems).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "trials": pa.schema([
+        ("trial_id", pa.string()), ("chain", pa.string()), ("seed", pa.int64()), ("stage", pa.int64()),
+        ("method", pa.string()), ("task", pa.string()), ("learning_rate", pa.float64()),
+        ("batch_size", pa.int64()), ("steps", pa.int64()), ("stage_seed", pa.int64()),
+        ("train_size", pa.int64()), ("n_train_examples", pa.int64()), ("data_seed", pa.int64()),
+        ("replay_from_stage", pa.int64()), ("replay_fraction", pa.float64()),
+        ("stage_key", pa.string()), ("model", pa.string()), ("grid_point", pa.string()),
+        ("executor", pa.string()), ("train_seconds", pa.float64()), ("status", pa.string()),
+    ]),
+    "evals": pa.schema([
+        ("trial_id", pa.string()), ("stage", pa.int64()), ("eval_task", pa.string()), ("metric", pa.string()),
+        ("group", pa.string()), ("n", pa.int64()), ("correct", pa.int64()), ("accuracy", pa.float64()),
+    ]),
+    "predictions": pa.schema([
+        ("trial_id", pa.string()), ("stage", pa.int64()), ("eval_task", pa.string()), ("example_id", pa.string()),
+        ("groups", pa.list_(pa.string())), ("label", pa.string()), ("prediction", pa.string()),
+        ("correct", pa.bool_()), ("margin", pa.float64()),
+    ]),
+    "train_log": pa.schema([
+        ("trial_id", pa.string()), ("stage", pa.int64()), ("step", pa.int64()), ("loss", pa.float64()),
+        ("learning_rate", pa.float64()), ("grad_norm", pa.float64()), ("seconds", pa.float64()),
+    ]),
+}
+
+
+def write_part(study_dir: str | Path, table: str, part: str, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write `rows` (dicts with exactly the table's columns) as one part, replacing any previous one."""
+    schema = SCHEMAS[table]
+    missing = [c for c in schema.names if any(c not in r for r in rows)]
+    extra = sorted({k for r in rows for k in r} - set(schema.names))
+    if missing or extra:
+        raise ValueError(f"rows for table '{table}' do not match its schema: missing {missing}, unexpected {extra}")
+    folder = Path(study_dir) / table
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{part}.parquet"
+    fd, tmp = tempfile.mkstemp(prefix=f".{part}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        pq.write_table(pa.Table.from_pylist(list(rows), schema=schema), tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final

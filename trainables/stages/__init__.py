@@ -1,0 +1,27 @@
+"""Stage runners, one per fine-tuning method, all with the signature of `StageRunner`.
+
+A registry instead of a class hierarchy: adding DPO or PPO (issue #4) is one module and one
+line here. Every runner trains `model` in place for `stage.steps` optimizer steps and returns
+the rows of its training log.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+from trainables.stages.sft import run_sft
+
+
+class StageRunner(Protocol):
+    def __call__(self, *, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict,
+                 max_length: int, work_dir: str) -> list[dict]: ...
+
+
+STAGE_RUNNERS: dict[str, Callable[..., list[dict]]] = {"sft": run_sft}
+
+
+def get_runner(method: str) -> Callable[..., list[dict]]:
+    try:
+        return STAGE_RUNNERS[method]
+    except KeyError:
+        raise ValueError(f"no stage runner for method '{method}' (available: {', '.join(STAGE_RUNNERS)})") from None

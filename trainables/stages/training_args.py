@@ -1,0 +1,45 @@
+"""The one place where our stage settings become TRL/transformers training arguments.
+
+Paper §2.2: AdamW (β1 0.9, β2 0.95), weight decay 0.1, cosine schedule, no warmup, a fixed
+number of optimizer steps. TRL 1.x defaults that would silently change the experiment are
+overridden here: bf16 (≈10x slower on CPU), gradient checkpointing (slower, needless for small
+models), the fused AdamW (not on every device), checkpoint saving (we save once per stage).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def common_training_kwargs(*, stage: dict, training: dict, work_dir: str) -> dict[str, Any]:
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    bf16 = bool(on_gpu and torch.cuda.is_bf16_supported())
+    return {
+        "output_dir": work_dir,
+        "max_steps": int(stage["steps"]),
+        "per_device_train_batch_size": int(stage["batch_size"]),
+        "gradient_accumulation_steps": 1,
+        "learning_rate": float(stage["learning_rate"]),
+        "adam_beta1": float(training["adam_beta1"]),
+        "adam_beta2": float(training["adam_beta2"]),
+        "weight_decay": float(training["weight_decay"]),
+        "lr_scheduler_type": training["lr_scheduler"],
+        "warmup_steps": int(training["warmup_steps"]),
+        "max_grad_norm": float(training["max_grad_norm"]),
+        "optim": "adamw_torch",
+        "seed": int(stage["seed"]),
+        "data_seed": int(stage["seed"]),
+        "bf16": bf16,
+        "fp16": False,
+        "use_cpu": not on_gpu,
+        "gradient_checkpointing": False,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "report_to": [],
+        "logging_strategy": "steps",
+        "logging_steps": 1,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
