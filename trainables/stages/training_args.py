@@ -16,7 +16,7 @@ def common_training_kwargs(*, stage: dict, training: dict, work_dir: str) -> dic
 
     on_gpu = torch.cuda.is_available()
     bf16 = bool(on_gpu and torch.cuda.is_bf16_supported())
-    return {
+    kwargs = {
         "output_dir": work_dir,
         "max_steps": int(stage["steps"]),
         "per_device_train_batch_size": int(stage["batch_size"]),
@@ -34,7 +34,6 @@ def common_training_kwargs(*, stage: dict, training: dict, work_dir: str) -> dic
         "bf16": bf16,
         "fp16": False,
         "use_cpu": not on_gpu,
-        "gradient_checkpointing": False,
         "save_strategy": "no",
         "eval_strategy": "no",
         "report_to": [],
@@ -43,3 +42,15 @@ def common_training_kwargs(*, stage: dict, training: dict, work_dir: str) -> dic
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
     }
+    kwargs[_checkpointing_field()] = False
+    return kwargs
+
+
+def _checkpointing_field() -> str:
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing (old name warns)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"

@@ -1,0 +1,36 @@
+# Two entry points (README): `make demo` and `make test`. Each creates or refreshes .venv.
+# torch is pinned in the same pip command as everything else: on these machines 2.13.0 is a
+# CPU build on local disk, and an unpinned torch would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+# The local dataset mirror beside the checkout (no Hub access here); unset it to use the Hub.
+STUDY_DATA_DIR ?= $(abspath ../shared/data)
+export STUDY_DATA_DIR
+
+.PHONY: venv demo test test-fast bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/study run demo
+
+# Both tiers: the fast unit tests and the slow end-to-end tests on a local Ray cluster.
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "slow or not slow" -v --durations=15
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/executor_overhead.py
+
+clean:
+	rm -rf $(VENV) results

@@ -1,0 +1,48 @@
+"""Shared fixtures: the local dataset mirror, the built-in tiny model, a local Ray cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mirror_dir() -> Path | None:
+    """STUDY_DATA_DIR, else ../shared/data beside the checkout; None when absent."""
+    candidates = [os.environ.get("STUDY_DATA_DIR"), str(REPO.parent / "shared" / "data")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "toxigen").is_dir():
+            return Path(candidate).resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = mirror_dir()
+    if path is None:
+        pytest.skip("local dataset mirror absent (set STUDY_DATA_DIR or provide ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(data_dir, tmp_path_factory) -> Path:
+    from trainables.tiny_model import ensure_tiny_model
+
+    cache = os.environ.get("STUDY_CACHE_DIR")
+    return ensure_tiny_model(str(data_dir), Path(cache) / "models" if cache else tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster on 127.0.0.1 with 2 CPUs (no dashboard: it only slows tests)."""
+    os.environ.pop("RAY_ADDRESS", None)
+    from study.cluster import connect
+
+    connect(num_cpus=2, dashboard=False)
+    import ray
+
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,104 @@
+"""End to end on a real local Ray cluster: study file → Tune → (Train) → TRL → Parquet → report."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from study.orchestrate import run_study
+from study.spec import spec_from_dict
+
+pytestmark = pytest.mark.slow
+
+TQA_EVAL, ARC_EVAL, STEPS = 60, 30, 8
+
+
+def _spec(tmp_path, data_dir, *, chains, executor="function", name="e2e"):
+    return spec_from_dict({
+        "name": name,
+        "model": {"name": "tiny", "max_length": 256},
+        "tasks": {"toxigen_qa": {"train_size": 64, "eval_size": TQA_EVAL}, "arc_easy": {"train_size": 64, "eval_size": ARC_EVAL}},
+        "eval_tasks": ["toxigen_qa", "arc_easy"],
+        "stage_defaults": {"learning_rate": 3e-3, "batch_size": 8, "steps": STEPS},
+        "chains": chains,
+        "seeds": [0],
+        "data_dir": str(data_dir),
+        "storage": str(tmp_path / "results"),
+        "execution": {"executor": executor, "cpus_per_trial": 1},
+    })
+
+
+def _table(study_dir, name) -> pl.DataFrame:
+    return pl.read_parquet(study_dir / name / "*.parquet")
+
+
+def _accuracy(predictions: pl.DataFrame, trial: str, stage: int, task: str, group: str | None = None) -> float:
+    rows = predictions.filter((pl.col("trial_id") == trial) & (pl.col("stage") == stage) & (pl.col("eval_task") == task))
+    if group is not None:
+        rows = rows.filter(pl.col("groups").list.contains(group))
+    return rows["correct"].mean()
+
+
+def test_two_chain_study_writes_tables_and_report_matching_predictions(ray_cluster, data_dir, tmp_path):
+    spec = _spec(tmp_path, data_dir, chains={
+        "tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}],
+        "arc_tqa": [{"task": "arc_easy"}, {"task": "toxigen_qa"}],
+    })
+    outcome = run_study(spec)
+    assert outcome.failed == [] and outcome.trials == 2
+    study_dir = outcome.study_dir
+
+    trials = _table(study_dir, "trials")
+    assert trials.height == 4  # 2 trials x 2 stages
+    assert set(trials["status"]) == {"finished"} and set(trials["executor"]) == {"function"}
+    assert trials["stage_key"].n_unique() == 4
+    evals = _table(study_dir, "evals")
+    for trial in trials["trial_id"].unique():
+        assert sorted(evals.filter(pl.col("trial_id") == trial)["stage"].unique()) == [0, 1, 2]
+    tqa_groups = evals.filter((pl.col("eval_task") == "toxigen_qa") & (pl.col("stage") == 0))["group"].unique()
+    assert len(tqa_groups) == 14  # "all" + the 13 ToxiGen groups
+    predictions = _table(study_dir, "predictions")
+    assert predictions.height == 2 * 3 * (TQA_EVAL + ARC_EVAL)
+    train_log = _table(study_dir, "train_log")
+    assert train_log.height == 2 * 2 * STEPS
+
+    # evals agree with the per-example predictions, overall and per group.
+    for row in evals.iter_rows(named=True):
+        group = None if row["group"] == "all" else row["group"]
+        assert row["accuracy"] == pytest.approx(_accuracy(predictions, row["trial_id"], row["stage"], row["eval_task"], group))
+
+    # The report's forgetting equals a recomputation from predictions (one seed: no averaging).
+    summary = pl.read_parquet(outcome.report.parent / "tables" / "forgetting_summary.parquet")
+    tqa_trial = trials.filter(pl.col("chain") == "tqa_arc")["trial_id"][0]
+    expected = _accuracy(predictions, tqa_trial, 1, "toxigen_qa") - _accuracy(predictions, tqa_trial, 2, "toxigen_qa")
+    row = summary.filter(pl.col("chain") == "tqa_arc").row(0, named=True)
+    assert row["forgetting"] == pytest.approx(expected)
+    groups = sorted({g for gs in predictions["groups"] for g in gs})
+    per_group = {g: _accuracy(predictions, tqa_trial, 1, "toxigen_qa", g) - _accuracy(predictions, tqa_trial, 2, "toxigen_qa", g)
+                 for g in groups}
+    assert row["wg_forgetting"] == pytest.approx(max(per_group.values()))
+    assert row["max_biased_forgetting"] == pytest.approx(max(per_group.values()) - expected)
+    report_md = outcome.report.read_text()
+    assert "tqa_arc" in report_md and "arc_tqa" in report_md
+    assert (outcome.report.parent / "figures" / "forgetting_by_first_lr.png").stat().st_size > 1000
+
+    # Re-running the finished study overwrites its parts: no duplicated rows.
+    again = run_study(spec)
+    assert again.failed == []
+    assert _table(study_dir, "evals").height == evals.height
+    assert _table(study_dir, "predictions").height == predictions.height
+    assert _table(study_dir, "trials").height == 4
+
+
+def test_chain_runs_through_ray_train_torchtrainer(ray_cluster, data_dir, tmp_path):
+    spec = _spec(tmp_path, data_dir, executor="train", name="e2e_train",
+                 chains={"arc_tqa": [{"task": "arc_easy"}, {"task": "toxigen_qa"}]})
+    outcome = run_study(spec, report=False)
+    assert outcome.failed == []
+    trials = _table(outcome.study_dir, "trials")
+    assert set(trials["executor"]) == {"train"} and set(trials["status"]) == {"finished"}
+    evals = _table(outcome.study_dir, "evals")
+    assert sorted(evals["stage"].unique()) == [0, 1, 2]
+    # Ray Train kept its run under the study folder, named by the trial id.
+    trial_id = trials["trial_id"][0]
+    assert (outcome.study_dir / "_ray_train" / trial_id).is_dir()

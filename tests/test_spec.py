@@ -1,0 +1,350 @@
+"""The study spec: loading, round-tripping, stage_defaults, and every invalid file's message.
+
+Fast tier: no Ray, no torch. Invalid fixtures live in tests/specs/invalid_*.yaml; each is listed
+below with the field path, a fragment of the message and the 1-based line the problem must
+point at, so a regression in the path, the wording or the line index fails a named case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.presets import preset_paths
+from study.spec import StageSpec, StudySpec, load_spec_file, spec_from_dict
+from study.spec_builder import Problem, SpecError
+
+SPECS = Path(__file__).parent / "specs"
+DEMO = preset_paths()["demo"]
+
+
+def _problems(path: Path, overrides=()) -> list[Problem]:
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path, overrides)
+    return info.value.problems
+
+
+def _minimal(**extra) -> dict:
+    return {"name": "t", "chains": {"a": [{"task": "toxigen_qa"}]}, **extra}
+
+
+# ---------------------------------------------------------------- valid files
+
+
+def test_demo_preset_loads_with_its_declared_values():
+    spec = load_spec_file(DEMO)
+    assert isinstance(spec, StudySpec)
+    assert spec.name == "demo"
+    assert list(spec.chains) == ["tqa_arc", "arc_tqa"]
+    assert [s.task for s in spec.chains["tqa_arc"]] == ["toxigen_qa", "arc_easy"]
+    assert spec.model.name == "tiny" and spec.model.max_length == 384
+    assert spec.grid == {"stage1.learning_rate": (1.0e-3, 3.0e-3)}
+    assert spec.seeds == (0,)
+    assert spec.tasks["toxigen_qa"].train_size == 800
+    assert spec.execution.cpus_per_trial == 1.0
+
+
+def test_demo_round_trips_through_to_dict():
+    spec = load_spec_file(DEMO)
+    data = spec.to_dict()
+    # to_dict is plain data: no tuples or dataclasses survive.
+    assert isinstance(data["chains"]["tqa_arc"], list)
+    assert isinstance(data["chains"]["tqa_arc"][0], dict)
+    assert isinstance(data["grid"]["stage1.learning_rate"], list)
+    again = spec_from_dict(data)
+    assert again == spec
+    assert again.to_dict() == data
+
+
+def test_demo_round_trips_through_yaml_text(tmp_path):
+    spec = load_spec_file(DEMO)
+    out = tmp_path / "dumped.yaml"
+    out.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=True))
+    again = load_spec_file(out)
+    assert again == spec
+    # The dumped form is explicit: stage_defaults are baked into each stage.
+    assert "stage_defaults" not in yaml.safe_load(out.read_text())
+
+
+def test_round_trip_keeps_non_default_values(tmp_path):
+    spec = load_spec_file(SPECS / "valid_small.yaml")
+    assert spec.chains["tqa_arc"][1].learning_rate == pytest.approx(1e-4)
+    out = tmp_path / "small.yaml"
+    out.write_text(yaml.safe_dump(spec.to_dict()))
+    again = load_spec_file(out)
+    assert again == spec
+    assert again.chains["tqa_arc"][1].learning_rate == pytest.approx(1e-4)
+    assert again.seeds == (0, 1)
+
+
+def test_stage_defaults_are_inherited_and_a_stage_overrides_only_what_it_names():
+    spec = spec_from_dict(
+        {
+            "name": "inherit",
+            "stage_defaults": {"method": "sft", "learning_rate": 3e-3, "batch_size": 8},
+            "chains": {
+                "a": [
+                    {"task": "toxigen_qa"},
+                    {"task": "arc_easy", "learning_rate": 1e-4, "seed": 7},
+                ]
+            },
+        }
+    )
+    first, second = spec.chains["a"]
+    assert first == StageSpec(task="toxigen_qa", method="sft", learning_rate=3e-3, batch_size=8)
+    # Only learning_rate and seed changed; batch_size still comes from stage_defaults.
+    assert second.learning_rate == 1e-4
+    assert second.seed == 7
+    assert second.batch_size == 8
+    # steps is in neither: the dataclass default applies.
+    default_steps = {f.name: f.default for f in dataclasses.fields(StageSpec)}["steps"]
+    assert first.steps == second.steps == default_steps
+    assert first.seed is None
+
+
+def test_stage_defaults_do_not_leak_between_chains():
+    spec = spec_from_dict(
+        {
+            "name": "leak",
+            "stage_defaults": {"steps": 11},
+            "chains": {
+                "a": [{"task": "toxigen_qa", "steps": 3}],
+                "b": [{"task": "toxigen_qa"}],
+            },
+        }
+    )
+    assert spec.chains["a"][0].steps == 3
+    assert spec.chains["b"][0].steps == 11
+
+
+def test_yaml_1_1_exponent_learning_rates_are_floats(tmp_path):
+    text = (
+        "name: exp\n"
+        "stage_defaults: {learning_rate: 1e-5}\n"
+        "chains:\n"
+        "  a: [{task: toxigen_qa}, {task: arc_easy, learning_rate: 2e-5}]\n"
+        "grid:\n"
+        "  stage1.learning_rate: [1e-5, 5e-6]\n"
+        "  stage2: {learning_rate: [3e-5]}\n"
+    )
+    # PyYAML (YAML 1.1) really does read these as strings: the spec must convert them.
+    raw = yaml.safe_load(text)
+    assert raw["chains"]["a"][1]["learning_rate"] == "2e-5"
+    assert raw["grid"]["stage1.learning_rate"] == ["1e-5", "5e-6"]
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    spec = load_spec_file(path)
+    first, second = spec.chains["a"]
+    assert isinstance(first.learning_rate, float) and first.learning_rate == 1e-5
+    assert isinstance(second.learning_rate, float) and second.learning_rate == 2e-5
+    assert spec.grid["stage1.learning_rate"] == (1e-5, 5e-6)
+    assert all(isinstance(v, float) for v in spec.grid["stage1.learning_rate"])
+    # The nested grid form is flattened to the dotted key, with the same conversion.
+    assert spec.grid["stage2.learning_rate"] == (3e-5,)
+    assert isinstance(spec.grid["stage2.learning_rate"][0], float)
+
+
+def test_non_numeric_learning_rate_string_is_still_rejected():
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(
+            {"name": "t", "chains": {"a": [{"task": "toxigen_qa", "learning_rate": "fast"}]}}
+        )
+    [problem] = info.value.problems
+    assert problem.path == "chains.a[0].learning_rate"
+    assert "must be a number" in problem.message and "'fast'" in problem.message
+
+
+def test_shorthands_model_seed_and_eval_task():
+    spec = spec_from_dict(_minimal(model="gpt2", seeds=5, eval_tasks="arc_easy"))
+    assert spec.model.name == "gpt2"
+    assert spec.model.max_length == 512  # the rest of ModelSpec keeps its defaults
+    assert spec.seeds == (5,)
+    assert spec.eval_tasks == ("arc_easy",)
+
+
+def test_all_eval_tasks_defaults_to_chain_tasks_in_first_use_order():
+    spec = spec_from_dict(
+        {"name": "t", "chains": {"a": [{"task": "arc_easy"}, {"task": "toxigen_qa"}], "b": [{"task": "toxigen_qa"}]}}
+    )
+    assert spec.eval_tasks == ()
+    assert spec.all_eval_tasks() == ("arc_easy", "toxigen_qa")
+
+
+def test_spec_is_frozen():
+    spec = load_spec_file(DEMO)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.name = "other"
+
+
+# ---------------------------------------------------------------- invalid files
+
+# (file, field path, message fragment, 1-based line or None when the field is absent)
+INVALID = [
+    ("invalid_unknown_top_key.yaml", "chians", "unknown field 'chians'; did you mean 'chains'?", 2),
+    ("invalid_unknown_stage_key.yaml", "chains.a[0].learning_rte", "did you mean 'learning_rate'?", 5),
+    ("invalid_unknown_task.yaml", "chains.a[1].task", "unknown task 'toxigen'; did you mean 'toxigen_qa'?", 5),
+    ("invalid_negative_lr.yaml", "chains.a[0].learning_rate", "must be > 0 (got -1e-05)", 5),
+    ("invalid_batch_size_zero.yaml", "chains.a[1].batch_size", "must be ≥ 1 (got 0)", 6),
+    ("invalid_steps_string.yaml", "chains.a[0].steps", "must be an integer (got 'many')", 5),
+    ("invalid_method_planned.yaml", "chains.a[0].method", "method 'dpo' is not available in this build yet", 5),
+    ("invalid_method_typo.yaml", "chains.a[0].method", "unknown method 'sftt'; did you mean 'sft'?", 5),
+    ("invalid_grid_stage_beyond.yaml", "grid.stage3.learning_rate", "stage 3 does not exist in every chain", 7),
+    ("invalid_grid_key_format.yaml", "grid.stage1.lr", "grid keys look like 'stage<k>.<field>'", 5),
+    ("invalid_grid_value_type.yaml", "grid.stage1.batch_size[1]", "must be an integer ≥ 1 (got 'big')", 7),
+    ("invalid_duplicate_seeds.yaml", "seeds", "seeds must be distinct", 4),
+    ("invalid_empty_chains.yaml", "chains", "at least one chain is required", 3),
+    ("invalid_empty_chain.yaml", "chains.b", "a chain needs at least one stage", 4),
+    ("invalid_chain_name.yaml", "chains.tqa arc", "chain names must be letters, digits", 3),
+    ("invalid_missing_name.yaml", "name", "required field is missing", None),
+    ("invalid_name_chars.yaml", "name", "must be letters, digits", 1),
+    ("invalid_executor.yaml", "execution.executor", "must be one of 'auto', 'function', 'train' (got 'ray')", 5),
+    ("invalid_cpus_zero.yaml", "execution.cpus_per_trial", "must be > 0", 6),
+    ("invalid_yaml_syntax.yaml", "", "invalid YAML", 6),
+    ("invalid_eval_task.yaml", "eval_tasks[1]", "unknown task 'arc_hard'", 6),
+    ("invalid_stage_defaults_key.yaml", "stage_defaults.batchsize", "did you mean 'batch_size'?", 4),
+    ("invalid_task_size.yaml", "tasks.toxigen_qa.train_size", "must be ≥ 1 or null", 4),
+    ("invalid_max_length.yaml", "model.max_length", "must be ≥ 16 (got 8)", 4),
+    pytest.param(
+        "invalid_grid_nested_list.yaml", "grid.stage1.batch_size[0]", "must be an integer ≥ 1", 6,
+        marks=pytest.mark.xfail(
+            raises=TypeError, strict=True,
+            reason="BUG study/spec.py grid_problems: set(values) on an unhashable grid value raises TypeError instead of a Problem",
+        ),
+        id="invalid_grid_nested_list.yaml",
+    ),
+    pytest.param(
+        "invalid_missing_chains.yaml", "chains", "required field is missing", None,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="BUG study/spec.py spec_from_dict: raw['chains'] is always set, so a missing 'chains' reads 'must be a mapping (got None)'",
+        ),
+        id="invalid_missing_chains.yaml",
+    ),
+]
+
+
+def _case_file(case) -> str:
+    return case.values[0] if hasattr(case, "values") else case[0]
+
+
+CASES = [c if hasattr(c, "values") else pytest.param(*c, id=c[0]) for c in INVALID]
+
+
+@pytest.mark.parametrize(("filename", "path", "fragment", "line"), CASES)
+def test_invalid_file_reports_path_message_and_line(filename, path, fragment, line):
+    problems = _problems(SPECS / filename)
+    matching = [p for p in problems if p.path == path]
+    assert matching, f"no problem at {path!r}; got {problems}"
+    assert any(fragment in p.message for p in matching), [p.message for p in matching]
+    assert [p.line for p in matching if fragment in p.message][0] == line
+
+
+def test_there_are_enough_invalid_cases_and_every_fixture_is_covered():
+    files = sorted(p.name for p in SPECS.glob("invalid_*.yaml"))
+    covered = sorted(_case_file(c) for c in INVALID)
+    assert files == covered
+    assert len(files) >= 12
+
+
+def test_single_problem_files_report_exactly_one_problem():
+    # A problem must not cascade into spurious follow-up problems.
+    for filename in ("invalid_negative_lr.yaml", "invalid_grid_key_format.yaml", "invalid_executor.yaml",
+                     "invalid_unknown_stage_key.yaml", "invalid_duplicate_seeds.yaml"):
+        assert len(_problems(SPECS / filename)) == 1, filename
+
+
+def test_reported_line_points_at_the_offending_key():
+    # The line number in the table above must name the field in the file itself.
+    text = (SPECS / "invalid_unknown_stage_key.yaml").read_text().splitlines()
+    [problem] = _problems(SPECS / "invalid_unknown_stage_key.yaml")
+    assert "learning_rte" in text[problem.line - 1]
+
+
+def test_grid_on_stage_zero_is_rejected():
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(_minimal(grid={"stage0.learning_rate": [1e-3]}))
+    assert any(p.path == "grid.stage0.learning_rate" and "stage 0 does not exist" in p.message
+               for p in info.value.problems)
+
+
+def test_grid_duplicate_and_empty_values_are_rejected():
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(_minimal(grid={"stage1.learning_rate": [1e-3, "1e-3"], "stage1.steps": []}))
+    messages = {(p.path, p.message) for p in info.value.problems}
+    assert ("grid.stage1.learning_rate", "grid values must be distinct") in messages
+    assert ("grid.stage1.steps", "a grid axis needs at least one value") in messages
+
+
+def test_inherited_bad_default_points_at_each_stage():
+    with pytest.raises(SpecError) as info:
+        spec_from_dict({"name": "t", "stage_defaults": {"steps": 0},
+                        "chains": {"a": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]}})
+    assert sorted(p.path for p in info.value.problems) == ["chains.a[0].steps", "chains.a[1].steps"]
+
+
+def test_non_mapping_study_file_is_rejected(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- name: a\n- name: b\n")
+    [problem] = _problems(path)
+    assert problem.path == ""
+    assert "must be a mapping" in problem.message
+
+
+def test_missing_file_is_a_spec_error(tmp_path):
+    [problem] = _problems(tmp_path / "nope.yaml")
+    assert "cannot read study file" in problem.message
+
+
+# ---------------------------------------------------------------- all problems at once
+
+
+def test_every_type_problem_is_reported_at_once():
+    path = SPECS / "many_type_problems.yaml"
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path)
+    got = {(p.path, p.line) for p in info.value.problems}
+    assert got == {
+        ("stage_defaults.learning_rte", 4),
+        ("chians", 2),
+        ("chains.a[0].steps", 8),
+        ("chains.a[1].batch_size", 10),
+        ("training.lr_scheduler", 12),
+        ("execution.executor", 14),
+    }
+    assert len(info.value.problems) == 6
+    rendered = str(info.value)
+    assert rendered.splitlines()[0] == f"{path}: 6 problems"
+    for p in info.value.problems:
+        assert f"{path}:{p.line}: {p.path}: {p.message}" in rendered
+    assert "did you mean 'cosine'?" in rendered
+
+
+def test_every_semantic_problem_is_reported_at_once():
+    path = SPECS / "many_semantic_problems.yaml"
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path)
+    problems = info.value.problems
+    assert len(problems) == 6
+    assert {p.path for p in problems} == {
+        "chains.a[0].learning_rate",
+        "chains.a[1].batch_size",
+        "chains.a[2].method",
+        "chains.a[2].task",
+        "seeds",
+        "execution.cpus_per_trial",
+    }
+    rendered = str(info.value)
+    assert len(rendered.splitlines()) == 1 + 6
+    for p in problems:
+        assert p.line is not None
+        assert f"{path}:{p.line}: {p.path}: {p.message}" in rendered
+
+
+def test_render_without_line_uses_the_source_alone():
+    err = SpecError([Problem("name", "required field is missing"), Problem("", "top problem")], source="x.yaml")
+    lines = str(err).splitlines()
+    assert lines == ["x.yaml: 2 problems", "  x.yaml: name: required field is missing", "  x.yaml: <top>: top problem"]
+    assert str(SpecError([Problem("a", "b", 3)], source="y.yaml")).splitlines()[0] == "y.yaml: 1 problem"
