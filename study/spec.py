@@ -160,6 +160,9 @@ def load_spec_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
     if raw is None:
         raw = {}
     problems: list[Problem] = []
+    if isinstance(raw, dict):
+        # Expand `model: tiny` first, so `--set model.max_length=...` works on shorthand files.
+        raw = _expand_shorthands(dict(raw))
     raw = apply_overrides(raw, overrides, problems)
     return spec_from_dict(raw, source=str(path), lines=lines, preexisting=problems)
 
@@ -180,7 +183,8 @@ def spec_from_dict(
     if not isinstance(defaults, Mapping):
         problems.append(Problem("stage_defaults", "must be a mapping of stage fields"))
         defaults = {}
-    raw["chains"] = _apply_stage_defaults(raw.get("chains"), defaults, problems)
+    if "chains" in raw:
+        raw["chains"] = _apply_stage_defaults(raw["chains"], defaults, problems)
     raw["grid"] = _flatten_grid(raw.get("grid"), problems)
 
     spec = build_dataclass(StudySpec, raw, "", problems)
@@ -336,7 +340,7 @@ def grid_problems(spec: StudySpec) -> list[Problem]:
             if not ok:
                 kind = "a number > 0" if fld == "learning_rate" else "an integer ≥ 1"
                 out.append(Problem(f"{path}[{i}]", f"must be {kind} (got {value!r})"))
-        if len(set(values)) != len(values):
+        if len({repr(v) for v in values}) != len(values):  # repr: values may be unhashable (bad input)
             out.append(Problem(path, "grid values must be distinct"))
     return out
 

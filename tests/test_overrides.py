@@ -214,11 +214,6 @@ def test_bad_override_is_reported_together_with_file_problems():
     assert len(paths) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG study/spec.py load_spec_file: overrides run before _expand_shorthands, so "
-    "`model: tiny` in the file makes `--set model.max_length=...` fail ('model' is a value)",
-)
 def test_nested_override_on_a_shorthand_model(tmp_path):
     path = tmp_path / "short.yaml"
     path.write_text("name: short\nmodel: tiny\nchains:\n  a: [{task: toxigen_qa}]\n")

@@ -207,22 +207,8 @@ INVALID = [
     ("invalid_stage_defaults_key.yaml", "stage_defaults.batchsize", "did you mean 'batch_size'?", 4),
     ("invalid_task_size.yaml", "tasks.toxigen_qa.train_size", "must be ≥ 1 or null", 4),
     ("invalid_max_length.yaml", "model.max_length", "must be ≥ 16 (got 8)", 4),
-    pytest.param(
-        "invalid_grid_nested_list.yaml", "grid.stage1.batch_size[0]", "must be an integer ≥ 1", 6,
-        marks=pytest.mark.xfail(
-            raises=TypeError, strict=True,
-            reason="BUG study/spec.py grid_problems: set(values) on an unhashable grid value raises TypeError instead of a Problem",
-        ),
-        id="invalid_grid_nested_list.yaml",
-    ),
-    pytest.param(
-        "invalid_missing_chains.yaml", "chains", "required field is missing", None,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG study/spec.py spec_from_dict: raw['chains'] is always set, so a missing 'chains' reads 'must be a mapping (got None)'",
-        ),
-        id="invalid_missing_chains.yaml",
-    ),
+    ("invalid_grid_nested_list.yaml", "grid.stage1.batch_size[0]", "must be an integer ≥ 1", 6),
+    ("invalid_missing_chains.yaml", "chains", "required field is missing", None),
 ]
 
 

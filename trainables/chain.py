@@ -39,6 +39,7 @@ def stage_part(plan: dict, stage: int) -> str:
 def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "function") -> dict[str, Any]:
     """Run every stage of `plan`; write trials/evals/predictions/train_log parts; return the last metrics."""
     report = report or (lambda metrics: None)
+    _quiet_libraries()
     study_dir = Path(plan["study_dir"])
     model_cfg = plan["model"]
     eval_sets = {
@@ -76,6 +77,19 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
         metrics.update({"train_seconds": seconds, "train_loss": log_rows[-1]["loss"] if log_rows else float("nan")})
         report(metrics)
     return metrics
+
+
+def _quiet_libraries() -> None:
+    """Progress bars from datasets/transformers flood Ray's driver log; metrics go to Parquet."""
+    import os
+
+    import datasets
+    import transformers
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
 
 
 def _evaluate_and_write(plan: dict, stage: int, model: Any, tokenizer: Any, eval_sets: dict[str, list]) -> dict[str, Any]:

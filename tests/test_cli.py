@@ -1,0 +1,127 @@
+"""The `study` command line: validate, presets, report; exit codes and messages (no Ray started)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study.cli import EXIT_BAD_INPUT, main
+from study.presets import preset_paths
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = Path(__file__).parent / "specs"
+
+
+def test_exit_code_for_bad_input_is_2():
+    assert EXIT_BAD_INPUT == 2
+
+
+def test_validate_valid_file(capsys):
+    path = SPECS / "valid_small.yaml"
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    # 2 chains × 2 grid values × 2 seeds
+    assert out.strip() == f"{path}: valid study 'small' (8 trials)"
+    assert err == ""
+
+
+def test_validate_preset_by_name(capsys):
+    assert main(["validate", "demo"]) == 0
+    out, _ = capsys.readouterr()
+    assert "valid study 'demo'" in out
+    assert "(4 trials)" in out
+    assert str(preset_paths()["demo"]) in out
+
+
+def test_validate_with_set_changes_the_trial_count(capsys):
+    assert main(["validate", "demo", "--set", "seeds=[0,1,2]", "--set", "grid.stage1.learning_rate=[1e-3]"]) == 0
+    out, _ = capsys.readouterr()
+    assert "(6 trials)" in out  # 2 chains × 1 grid value × 3 seeds
+
+
+def test_validate_invalid_file_exits_2_with_path_and_line(capsys):
+    path = SPECS / "invalid_unknown_stage_key.yaml"
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"{path}:5: chains.a[0].learning_rte: unknown field 'learning_rte'; did you mean 'learning_rate'?" in err
+
+
+def test_validate_lists_every_problem(capsys):
+    path = SPECS / "many_semantic_problems.yaml"
+    assert main(["validate", str(path)]) == 2
+    _, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert lines[0] == f"{path}: 6 problems"
+    assert len(lines) == 7
+    assert f"{path}:10: seeds: seeds must be distinct" in err
+    assert f"{path}:12: execution.cpus_per_trial:" in err
+
+
+def test_validate_bad_set_path_exits_2(capsys):
+    assert main(["validate", "demo", "--set", "chains.tqa_arc.7.steps=1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "--set chains.tqa_arc.7.steps=1: 'chains.tqa_arc.7': no list item 7 (the list has 2)" in err
+
+
+def test_validate_set_without_equals_exits_2(capsys):
+    assert main(["validate", "demo", "--set", "seeds"]) == 2
+    assert "expected key=value" in capsys.readouterr().err
+
+
+def test_validate_missing_file_exits_2(capsys, tmp_path):
+    missing = tmp_path / "absent.yaml"
+    assert main(["validate", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "cannot read study file" in err
+
+
+def test_presets_lists_demo(capsys):
+    assert main(["presets"]) == 0
+    out, _ = capsys.readouterr()
+    [line] = [l for l in out.splitlines() if l.split()[0] == "demo"]
+    assert "Demo: tiny model" in line
+    assert str(preset_paths()["demo"]) in line
+
+
+def test_report_on_a_missing_folder_exits_2(capsys, tmp_path):
+    missing = tmp_path / "no_results_here"
+    assert main(["report", str(missing)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("study: ")
+    assert "no_results_here" in err
+    assert not missing.exists()  # nothing was created
+
+
+def test_unknown_command_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["launch", "demo"])
+    assert info.value.code == 2
+
+
+def test_python_dash_m_study_validate_invalid_starts_nothing():
+    """The real entry point: exit 2, the problem on stderr, and neither ray nor torch imported."""
+    path = SPECS / "invalid_negative_lr.yaml"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "study", "validate", str(path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == ""
+    assert f"{path}:5: chains.a[0].learning_rate: must be > 0" in proc.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "study.cli" in imported  # the import trace really was captured
+    assert not {m for m in imported if m == "ray" or m.startswith("ray.")}
+    assert "torch" not in imported

@@ -1,0 +1,228 @@
+"""Trial plans: chains × grid points × seeds, content-addressed stage keys and trial ids."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+
+from study.plan import build_plans, grid_points
+from study.spec import spec_from_dict
+
+BASE = {
+    "name": "plan_test",
+    "model": {"name": "tiny", "max_length": 128},
+    "tasks": {"toxigen_qa": {"train_size": 40, "eval_size": 20}, "arc_easy": {"train_size": 30, "eval_size": 10}},
+    "stage_defaults": {"learning_rate": 1e-3, "batch_size": 8, "steps": 5},
+    "chains": {
+        "tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}],
+        "arc_tqa": [{"task": "arc_easy"}, {"task": "toxigen_qa"}],
+    },
+    "grid": {"stage2.learning_rate": [1e-4, 2e-4]},
+    "seeds": [0, 1],
+}
+
+
+def _spec(**changes):
+    raw = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        raw[key] = value
+    return spec_from_dict(raw)
+
+
+def _plans(spec=None, *, study_dir="/tmp/study", data_dir=None):
+    return build_plans(spec or _spec(), study_dir=study_dir, data_dir=data_dir)
+
+
+def _by(plans, chain, seed, lr2=None):
+    [plan] = [
+        p for p in plans
+        if p["chain"] == chain and p["seed"] == seed
+        and (lr2 is None or p["grid_point"].get("stage2.learning_rate") == lr2)
+    ]
+    return plan
+
+
+def _keys(plan):
+    return [s["stage_key"] for s in plan["stages"]]
+
+
+def test_chains_times_grid_times_seeds():
+    plans = _plans()
+    assert len(plans) == 2 * 2 * 2
+    # Order: chains, then grid points, then seeds.
+    assert [(p["chain"], p["grid_point"]["stage2.learning_rate"], p["seed"]) for p in plans] == [
+        (c, lr, s) for c in ("tqa_arc", "arc_tqa") for lr in (1e-4, 2e-4) for s in (0, 1)
+    ]
+
+
+def test_trial_ids_are_unique_well_formed_and_deterministic():
+    first = [p["trial_id"] for p in _plans()]
+    again = [p["trial_id"] for p in _plans(_spec())]
+    assert first == again
+    assert len(set(first)) == len(first)
+    for plan in _plans():
+        assert re.fullmatch(rf"{plan['chain']}-{plan['seed']}-[0-9a-f]{{8}}", plan["trial_id"])
+
+
+def test_plans_are_json_plain_data():
+    plans = _plans()
+    assert json.loads(json.dumps(plans)) == plans
+
+
+def test_grid_value_is_applied_to_the_named_stage_only():
+    for plan in _plans():
+        lr2 = plan["grid_point"]["stage2.learning_rate"]
+        first, second = plan["stages"]
+        assert (first["stage"], second["stage"]) == (1, 2)
+        assert second["learning_rate"] == lr2
+        assert first["learning_rate"] == 1e-3  # stage_defaults, not the grid
+        assert first["batch_size"] == second["batch_size"] == 8
+
+
+def test_stage_fields_come_from_the_spec():
+    plan = _by(_plans(), "tqa_arc", 1, 1e-4)
+    first, second = plan["stages"]
+    assert (first["task"], second["task"]) == ("toxigen_qa", "arc_easy")
+    assert (first["train_size"], second["train_size"]) == (40, 30)
+    assert first["seed"] == second["seed"] == 1
+    assert first["method"] == "sft" and first["steps"] == 5
+    assert plan["eval_tasks"] == [{"task": "toxigen_qa", "size": 20}, {"task": "arc_easy", "size": 10}]
+    assert plan["model"]["path"] == "tiny" and plan["model"]["max_length"] == 128
+
+
+def test_base_model_path_goes_into_the_plan_model():
+    [plan, *_] = build_plans(_spec(), study_dir="/s", data_dir=None, base_model_path="/models/tiny")
+    assert plan["model"]["path"] == "/models/tiny"
+    assert plan["model"]["name"] == "tiny"
+
+
+def test_grid_on_stage2_shares_stage1_key():
+    plans = _plans()
+    a = _by(plans, "tqa_arc", 0, 1e-4)
+    b = _by(plans, "tqa_arc", 0, 2e-4)
+    assert _keys(a)[0] == _keys(b)[0]
+    assert _keys(a)[1] != _keys(b)[1]
+    assert a["trial_id"] != b["trial_id"]
+
+
+def test_grid_on_stage1_changes_every_key():
+    spec = _spec(grid={"stage1.learning_rate": [1e-4, 2e-4]})
+    plans = _plans(spec)
+    a, b = [p for p in plans if p["chain"] == "tqa_arc" and p["seed"] == 0]
+    assert a["stages"][0]["learning_rate"] != b["stages"][0]["learning_rate"]
+    assert _keys(a)[0] != _keys(b)[0]
+    # Stage 2 is configured identically but its parent differs, so its key differs too.
+    assert {k: v for k, v in a["stages"][1].items() if k != "stage_key"} == {
+        k: v for k, v in b["stages"][1].items() if k != "stage_key"
+    }
+    assert _keys(a)[1] != _keys(b)[1]
+
+
+def test_chains_sharing_a_prefix_share_its_key():
+    spec = _spec(
+        chains={
+            "tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}],
+            "tqa_tqa": [{"task": "toxigen_qa"}, {"task": "toxigen_qa"}],
+            "arc_tqa": [{"task": "arc_easy"}, {"task": "toxigen_qa"}],
+        }
+    )
+    plans = _plans(spec)
+    x, y, z = (_by(plans, c, 0, 1e-4) for c in ("tqa_arc", "tqa_tqa", "arc_tqa"))
+    assert _keys(x)[0] == _keys(y)[0]
+    assert _keys(x)[1] != _keys(y)[1]
+    assert _keys(x)[0] != _keys(z)[0]
+
+
+def test_stage_keys_change_with_the_trial_seed():
+    plans = _plans()
+    a, b = _by(plans, "tqa_arc", 0, 1e-4), _by(plans, "tqa_arc", 1, 1e-4)
+    assert _keys(a)[0] != _keys(b)[0]
+    assert _keys(a)[1] != _keys(b)[1]
+
+
+def test_fixed_stage_seed_ignores_trial_seed_but_ids_stay_unique():
+    spec = _spec(chains={"tqa_arc": [{"task": "toxigen_qa", "seed": 7}, {"task": "arc_easy"}]})
+    plans = _plans(spec)
+    a, b = _by(plans, "tqa_arc", 0, 1e-4), _by(plans, "tqa_arc", 1, 1e-4)
+    assert a["stages"][0]["seed"] == b["stages"][0]["seed"] == 7
+    assert _keys(a)[0] == _keys(b)[0]
+    assert _keys(a)[1] != _keys(b)[1]
+    assert len({p["trial_id"] for p in plans}) == len(plans)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": {"name": "gpt2", "max_length": 128}},
+        {"model": {"name": "tiny", "max_length": 256}},
+        {"data_seed": 1},
+        {"training": {"weight_decay": 0.0}},
+        {"training": {"lr_scheduler": "linear"}},
+        {"stage_defaults": {"learning_rate": 1e-3, "batch_size": 16, "steps": 5}},
+        {"stage_defaults": {"learning_rate": 1e-3, "batch_size": 8, "steps": 6}},
+        {"tasks": {"toxigen_qa": {"train_size": 41, "eval_size": 20}, "arc_easy": {"train_size": 30, "eval_size": 10}}},
+    ],
+    ids=["model_name", "max_length", "data_seed", "weight_decay", "scheduler", "batch_size", "steps", "train_size"],
+)
+def test_stage_keys_change_with_what_determines_weights(change):
+    before = _by(_plans(), "tqa_arc", 0, 1e-4)
+    after = _by(_plans(_spec(**change)), "tqa_arc", 0, 1e-4)
+    assert _keys(before)[0] != _keys(after)[0]
+    assert _keys(before)[1] != _keys(after)[1]
+    assert before["trial_id"] != after["trial_id"]
+
+
+def test_train_size_of_a_later_task_leaves_the_first_stage_key():
+    tasks = copy.deepcopy(BASE["tasks"])
+    tasks["arc_easy"]["train_size"] = 31
+    before = _by(_plans(), "tqa_arc", 0, 1e-4)
+    after = _by(_plans(_spec(tasks=tasks)), "tqa_arc", 0, 1e-4)
+    assert _keys(before)[0] == _keys(after)[0]
+    assert _keys(before)[1] != _keys(after)[1]
+
+
+def test_data_source_enters_the_key():
+    hub = _by(_plans(data_dir=None), "tqa_arc", 0, 1e-4)
+    mirror = _by(_plans(data_dir="/data/mirror"), "tqa_arc", 0, 1e-4)
+    assert _keys(hub)[0] != _keys(mirror)[0]
+    assert mirror["data_dir"] == "/data/mirror" and hub["data_dir"] is None
+
+
+def test_things_that_do_not_change_weights_leave_keys_alone():
+    base = _plans()
+    tasks = copy.deepcopy(BASE["tasks"])
+    tasks["toxigen_qa"]["eval_size"] = 99
+    renamed = _plans(_spec(name="other_name", tasks=tasks, execution={"cpus_per_trial": 2}))
+    assert [p["trial_id"] for p in base] == [p["trial_id"] for p in renamed]
+    assert [_keys(p) for p in base] == [_keys(p) for p in renamed]
+    assert renamed[0]["eval_tasks"][0] == {"task": "toxigen_qa", "size": 99}
+
+
+def test_trial_id_does_not_depend_on_study_dir():
+    a = _plans(study_dir="/results/one")
+    b = _plans(study_dir="/elsewhere/two")
+    assert [p["trial_id"] for p in a] == [p["trial_id"] for p in b]
+    assert {p["study_dir"] for p in a} == {"/results/one"}
+    assert {p["study_dir"] for p in b} == {"/elsewhere/two"}
+    for pa, pb in zip(a, b):
+        assert {**pa, "study_dir": None} == {**pb, "study_dir": None}
+
+
+def test_grid_points_without_a_grid_and_with_two_axes():
+    assert grid_points(_spec(grid={})) == [{}]
+    assert len(_plans(_spec(grid={}))) == 2 * 2
+    spec = _spec(grid={"stage2.steps": [3, 4, 5], "stage1.batch_size": [4, 8]})
+    points = grid_points(spec)
+    assert len(points) == 6
+    assert points[0] == {"stage1.batch_size": 4, "stage2.steps": 3}  # axes in sorted order
+    assert len({tuple(sorted(p.items())) for p in points}) == 6
+    plans = _plans(spec)
+    assert len(plans) == 2 * 6 * 2
+    assert len({p["trial_id"] for p in plans}) == len(plans)
+    for plan in plans:
+        assert plan["stages"][0]["batch_size"] == plan["grid_point"]["stage1.batch_size"]
+        assert plan["stages"][1]["steps"] == plan["grid_point"]["stage2.steps"]
+        assert plan["stages"][1]["batch_size"] == 8
