@@ -46,6 +46,12 @@ def chain_trial(config: dict[str, Any], *, plans: list[dict], executor: str, cpu
         run_chain(plan, report=tune.report, executor="function")
         return
 
+    # Ray Train V2 patches `print` in workers to tee into its logger even while sys.stdout is
+    # redirected; `datasets` fingerprinting (through dill) captures dis.dis output that way, so
+    # the patch floods the logs with bytecode. It is propagated from here to the workers.
+    import os
+
+    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
