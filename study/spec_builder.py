@@ -112,10 +112,12 @@ def build_dataclass(cls: type, raw: Any, path: str, problems: list[Problem]) -> 
         return None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    before = len(problems)
     for key in raw:
         if key not in fields:
             problems.append(Problem(_join(path, str(key)), f"unknown field '{key}'{did_you_mean(str(key), fields)}"))
+    # Unknown keys are reported but do not stop construction, so cross-field checks still run
+    # and a typo does not hide the file's other problems.
+    before = len(problems)
     values = {}
     for name, f in fields.items():
         if name in raw:

@@ -334,3 +334,21 @@ def test_render_without_line_uses_the_source_alone():
     lines = str(err).splitlines()
     assert lines == ["x.yaml: 2 problems", "  x.yaml: name: required field is missing", "  x.yaml: <top>: top problem"]
     assert str(SpecError([Problem("a", "b", 3)], source="y.yaml")).splitlines()[0] == "y.yaml: 1 problem"
+
+
+def test_unknown_key_does_not_hide_cross_field_problems(tmp_path):
+    """A typo'd top-level key, a negative learning rate and an unknown task: all three at once."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\n"
+        "model: tiny\n"
+        "chians: {}\n"
+        "chains:\n"
+        "  tqa_arc:\n"
+        "    - {task: toxigen_qa, learning_rate: -0.001}\n"
+        "    - {task: toxigen}\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path)
+    found = {(p.path, p.line) for p in info.value.problems}
+    assert found == {("chians", 3), ("chains.tqa_arc[0].learning_rate", 6), ("chains.tqa_arc[1].task", 7)}
