@@ -349,6 +349,9 @@ def _model_problems(model: ModelSpec) -> list[Problem]:
     out = []
     if not model.name.strip():
         out.append(Problem("model.name", "must name 'tiny', a Hugging Face id or a local path"))
+    elif model.name.startswith(("/", "./", "../", "~")) and not Path(model.name).expanduser().exists():
+        # Caught here rather than in a trial, where transformers would try it as a Hub id.
+        out.append(Problem("model.name", f"local model path {model.name} does not exist"))
     if model.max_length < 16:
         out.append(Problem("model.max_length", f"must be ≥ 16 (got {model.max_length})"))
     return out

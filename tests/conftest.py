@@ -7,25 +7,14 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def mirror_dir() -> Path | None:
-    """STUDY_DATA_DIR, else ../shared/data beside the checkout; None when absent."""
-    candidates = [os.environ.get("STUDY_DATA_DIR"), str(REPO.parent / "shared" / "data")]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "toxigen").is_dir():
-            return Path(candidate).resolve()
-    return None
-
+from tests.mirror import SKIP_REASON, mirror_dir
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = mirror_dir()
     if path is None:
-        pytest.skip("local dataset mirror absent (set STUDY_DATA_DIR or provide ../shared/data)")
+        pytest.skip(SKIP_REASON)
     return path
-
 
 @pytest.fixture(scope="session")
 def tiny_model_path(data_dir, tmp_path_factory) -> Path:
@@ -33,7 +22,6 @@ def tiny_model_path(data_dir, tmp_path_factory) -> Path:
 
     cache = os.environ.get("STUDY_CACHE_DIR")
     return ensure_tiny_model(str(data_dir), Path(cache) / "models" if cache else tmp_path_factory.mktemp("models"))
-
 
 @pytest.fixture(scope="session")
 def ray_cluster():

@@ -102,3 +102,25 @@ def test_chain_runs_through_ray_train_torchtrainer(ray_cluster, data_dir, tmp_pa
     # Ray Train kept its run under the study folder, named by the trial id.
     trial_id = trials["trial_id"][0]
     assert (outcome.study_dir / "_ray_train" / trial_id).is_dir()
+
+
+def test_failed_trial_is_listed_and_cli_exits_1(ray_cluster, data_dir, tmp_path, capsys):
+    """A model folder without weights: the trial fails inside Ray; the run still finishes and says which."""
+    from study.cli import main
+
+    empty_model = tmp_path / "empty-model"
+    empty_model.mkdir()
+    study_file = tmp_path / "fails.yaml"
+    study_file.write_text(
+        "name: fails\n"
+        f"model: {empty_model}\n"
+        "tasks: {arc_easy: {train_size: 16, eval_size: 8}}\n"
+        "stage_defaults: {steps: 2, batch_size: 4}\n"
+        "chains: {arc: [{task: arc_easy}]}\n"
+        f"data_dir: {data_dir}\n"
+        f"storage: {tmp_path / 'results'}\n"
+        "execution: {max_failures: 0}\n"
+    )
+    assert main(["run", str(study_file), "--no-report"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 1 trials failed" in err and "arc-0-" in err

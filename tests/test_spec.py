@@ -352,3 +352,14 @@ def test_unknown_key_does_not_hide_cross_field_problems(tmp_path):
         load_spec_file(path)
     found = {(p.path, p.line) for p in info.value.problems}
     assert found == {("chians", 3), ("chains.tqa_arc[0].learning_rate", 6), ("chains.tqa_arc[1].task", 7)}
+
+
+def test_missing_local_model_path_is_a_validation_error(tmp_path):
+    base = {"name": "m", "chains": {"a": [{"task": "arc_easy"}]}}
+    with pytest.raises(SpecError) as info:
+        spec_from_dict({**base, "model": {"name": str(tmp_path / "no-such-model")}})
+    assert [(p.path, "does not exist" in p.message) for p in info.value.problems] == [("model.name", True)]
+    (tmp_path / "model").mkdir()
+    assert spec_from_dict({**base, "model": {"name": str(tmp_path / "model")}}).model.name == str(tmp_path / "model")
+    # A Hub id is left to the trial (real users have the Hub).
+    assert spec_from_dict({**base, "model": "meta-llama/Llama-2-7b-hf"}).model.name == "meta-llama/Llama-2-7b-hf"

@@ -5,21 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.mirror import MIRROR, needs_mirror
 from trainables.tasks import Example, load_examples
 from trainables.tasks.arc import example_from_row
 from trainables.tasks.templates import TOXICITY_INSTRUCTION, multiple_choice_instruction, render_prompt
 
 
-def _mirror_dir() -> Path | None:
-    env = os.environ.get("STUDY_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return path if path.is_dir() else None
-
-
-MIRROR = _mirror_dir()
-needs_mirror = pytest.mark.skipif(
-    MIRROR is None, reason="local dataset mirror absent (set STUDY_DATA_DIR or provide ../shared/data)"
-)
 
 # Copied from the paper (Appendix A.2), curly quotes included.
 PAPER_ARC_INSTRUCTION = (

@@ -5,21 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.mirror import MIRROR, needs_mirror
 from trainables.tasks import load_examples
 from trainables.tasks.source import read_rows
 from trainables.tasks.toxigen import CANONICAL_GROUPS, HUB, MIRROR as TOXIGEN_MIRROR, examples_from_rows, split_of
 
 
-def _mirror_dir() -> Path | None:
-    env = os.environ.get("STUDY_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return path if path.is_dir() else None
-
-
-MIRROR = _mirror_dir()
-needs_mirror = pytest.mark.skipif(
-    MIRROR is None, reason="local dataset mirror absent (set STUDY_DATA_DIR or provide ../shared/data)"
-)
 
 
 def test_split_rule_is_pinned():
