@@ -31,17 +31,18 @@ def connect(*, num_cpus: int | None = None, dashboard: bool = True) -> str:
     if address:
         ray.init(address=address, log_to_driver=True)
         return f"Ray cluster at {address}"
-    ray.init(
+    context = ray.init(
         num_cpus=num_cpus,
         _node_ip_address=LOOPBACK,
         include_dashboard=dashboard,
         dashboard_host=LOOPBACK,
         log_to_driver=True,
     )
-    context = ray.get_runtime_context()
-    url = getattr(ray, "_private").worker.get_dashboard_url() if dashboard else None
-    where = f"local Ray cluster on {LOOPBACK} (gcs {context.gcs_address})"
-    return where + (f", dashboard http://{url}" if url and not str(url).startswith("http") else f", dashboard {url}" if url else "")
+    where = f"local Ray cluster on {LOOPBACK} (gcs {context.address_info.get('gcs_address')})"
+    if dashboard and context.dashboard_url:
+        url = context.dashboard_url
+        where += f", dashboard {url if url.startswith('http') else 'http://' + url}"
+    return where
 
 
 def cluster_cpus() -> float:

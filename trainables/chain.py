@@ -76,6 +76,7 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
         write_part(study_dir, "trials", plan["trial_id"], trial_rows)
         metrics.update({"train_seconds": seconds, "train_loss": log_rows[-1]["loss"] if log_rows else float("nan")})
         report(metrics)
+    shutil.rmtree(study_dir / "_work" / plan["trial_id"], ignore_errors=True)
     return metrics
 
 
