@@ -159,7 +159,10 @@ def _blocks(
         _Heading("Forgetting of the first task, per setting (final stage)"),
     ]
     if summary.is_empty():
-        blocks.append(_Paragraph("No chained trial with evaluations after a later stage yet."))
+        blocks.append(_Paragraph(
+            "No forgetting to show yet: no chain has an evaluation of its first task after a later stage "
+            "(chains still running, single-stage chains, or a first task that is not among the eval tasks)."
+        ))
     else:
         blocks.append(_summary_table(summary))
     blocks.append(_Heading("Per-group forgetting at the final stage"))

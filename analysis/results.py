@@ -6,6 +6,7 @@ machine (no torch, ray or transformers needed).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,24 @@ def scan_table(results_dir: str | Path, table: str) -> pl.LazyFrame | None:
     return pl.concat([pl.scan_parquet(file) for file in files], how="diagonal_relaxed")
 
 
-def load_results(results_dir: str | Path) -> ResultTables:
+PLANS_FILE = "plans.json"
+
+
+def current_trial_ids(results_dir: str | Path) -> set[str] | None:
+    """Trial ids of the latest `study run` into this folder (its plans.json), or None if absent."""
+    path = Path(results_dir) / PLANS_FILE
+    if not path.is_file():
+        return None
+    return {plan["trial_id"] for plan in json.loads(path.read_text())}
+
+
+def load_results(results_dir: str | Path, *, all_trials: bool = False) -> ResultTables:
     """Open `results_dir` as a ResultTables of lazy frames.
+
+    By default only the trials of the folder's latest run (plans.json) are kept: a rerun with
+    other non-grid settings (say, more steps) gets new trial ids, and its older trials, still
+    in the Parquet files, must not be averaged into the same (chain, grid point) setting.
+    `all_trials=True` keeps every trial found.
 
     Raises FileNotFoundError naming the path when the folder does not exist or holds no
     evals, since every analysis starts from the evals table.
@@ -54,6 +71,10 @@ def load_results(results_dir: str | Path) -> ResultTables:
     if not root.is_dir():
         raise FileNotFoundError(f"results folder not found: {root}")
     tables = {name: scan_table(root, name) for name in TABLE_NAMES}
+    keep = None if all_trials else current_trial_ids(root)
+    if keep is not None:
+        tables = {name: None if frame is None else frame.filter(pl.col("trial_id").is_in(sorted(keep)))
+                  for name, frame in tables.items()}
     if tables["evals"] is None:
         raise FileNotFoundError(
             f"no evals in results folder {root}: expected Parquet files in {root / 'evals'}"

@@ -1,6 +1,6 @@
 """Wall time of the same study run with each trial executor, measured in one run.
 
-    python bench/executor_overhead.py [--trials-steps N]
+    python bench/executor_overhead.py [--steps N]
 
 Runs a 4-trial study (2 chains × 2 first-stage learning rates, tiny model, mirror data) on one
 local Ray cluster twice: `function` (the chain loop inside the Tune trial) and `train` (a Ray

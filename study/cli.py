@@ -7,6 +7,7 @@ file, bad --set, missing results folder), reported with file, line and field pat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -55,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' ({n} trials)")
             return 0
         if args.command == "run":
-            overrides = list(args.overrides) + ([f"storage={args.storage}"] if args.storage else [])
-            spec = _load(args.file, overrides)
+            spec = _load(args.file, args.overrides)
+            if args.storage:
+                # Set directly, not through --set: a path is not YAML ('#' would start a comment).
+                spec = dataclasses.replace(spec, storage=args.storage)
             from study.orchestrate import run_study
 
             outcome = run_study(spec, resume=args.resume, report=not args.no_report)

@@ -21,6 +21,11 @@ from study.plan import build_plans
 from study.spec import StudySpec
 
 
+# CPU share of a Tune trial that only hosts a TorchTrainer (its Train controller takes 0 CPUs;
+# Ray refuses a 0-CPU trial bundle).
+TRAIN_TRIAL_CPU = 0.01
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     study_dir: Path
@@ -61,7 +66,8 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
     _write_atomic(study_dir / "study.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
 
     log(f"[study] {spec.name}: data from {data_dir or 'the Hugging Face Hub'}")
-    base_model = resolve_base_model(spec.model.name, data_dir)
+    # Built inside the study folder: on a multi-node cluster every trial finds it in storage.
+    base_model = resolve_base_model(spec.model.name, data_dir, cache_dir=study_dir / "_models")
     log(f"[study] base model: {base_model}")
     plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model)
     _write_atomic(study_dir / "plans.json", json.dumps(plans, indent=1))
@@ -76,15 +82,18 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
     # asks for the rest.
     if executor == "function":
         trial_resources = {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial}
+        worker_cpus = ex.cpus_per_trial
     else:
-        trial_resources = {"cpu": 0.01}
+        # Trial + worker together take cpus_per_trial, so N trials fit where N workers do.
+        trial_resources = {"cpu": TRAIN_TRIAL_CPU}
+        worker_cpus = max(TRAIN_TRIAL_CPU, ex.cpus_per_trial - TRAIN_TRIAL_CPU)
     limit = ex.max_concurrent_trials or max(1, int(cluster_cpus() // ex.cpus_per_trial))
     if ex.gpus_per_trial:
         limit = min(limit, max(1, int(cluster_gpus() // ex.gpus_per_trial)))
     log(f"[study] {len(plans)} trials, executor={executor}, up to {limit} at a time")
 
     trainable = tune.with_resources(
-        tune.with_parameters(chain_trial, plans=plans, executor=executor, cpus_per_worker=ex.cpus_per_trial,
+        tune.with_parameters(chain_trial, plans=plans, executor=executor, cpus_per_worker=worker_cpus,
                              gpus_per_worker=ex.gpus_per_trial, max_failures=ex.max_failures),
         trial_resources,
     )
@@ -112,5 +121,8 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
     if report:
         from analysis.report import write_report
 
-        report_path = write_report(study_dir)
+        try:
+            report_path = write_report(study_dir)
+        except FileNotFoundError as exc:  # e.g. every trial failed before its first evaluation
+            log(f"[study] no report written: {exc}")
     return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path)

@@ -45,11 +45,16 @@ def resolve_stages(spec: StudySpec, chain: str, point: Mapping[str, Any]) -> tup
     return tuple(stages)
 
 
-def base_identity(spec: StudySpec, data_dir: str | None) -> dict[str, Any]:
+def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | None = None) -> dict[str, Any]:
     """What every stage_key of the study starts from."""
+    model = spec.model.name
+    if model == "tiny" and base_model_path:
+        model = Path(base_model_path).name  # tiny-<content hash>: tokenizer corpus and init included
     return {
         "plan_version": PLAN_VERSION,
-        "model": dataclasses.asdict(spec.model),
+        "model": {**dataclasses.asdict(spec.model), "name": model},
+        # bf16 autocast on GPUs vs float32 on CPUs gives different weights from the same settings.
+        "accelerator": "gpu" if spec.execution.gpus_per_trial > 0 else "cpu",
         "data_source": "mirror" if data_dir else "hub",
         "data_seed": spec.data_seed,
         "training": dataclasses.asdict(spec.training),
@@ -58,7 +63,7 @@ def base_identity(spec: StudySpec, data_dir: str | None) -> dict[str, Any]:
 
 def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None, base_model_path: str | None = None) -> list[dict[str, Any]]:
     """All trial plans: chains × grid points × seeds, in that order."""
-    base = base_identity(spec, data_dir)
+    base = base_identity(spec, data_dir, base_model_path)
     base_key = _digest(base)
     plans: list[dict[str, Any]] = []
     for chain in spec.chains:
@@ -66,10 +71,15 @@ def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None,
             for seed in spec.seeds:
                 plan = _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path)
                 plans.append(plan)
+    ids = [p["trial_id"] for p in plans]
+    if len(set(ids)) != len(ids):  # two trials would write the same parts and checkpoints
+        raise ValueError(f"trial ids collide: {sorted(i for i in ids if ids.count(i) > 1)}")
     return plans
 
 
 def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path) -> dict[str, Any]:
+    from trainables.tasks import get_task  # pure-data registry (no torch); imported where used
+
     parent = base_key
     stages = []
     for number, stage in enumerate(resolve_stages(spec, chain, point), start=1):
@@ -83,6 +93,7 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
             "steps": int(stage.steps),
             "seed": int(stage.seed if stage.seed is not None else seed),
             "train_size": settings.train_size,
+            "task_version": get_task(stage.task).version,
         }
         entry["stage_key"] = parent = _digest({"parent": parent, **entry})
         stages.append(entry)

@@ -147,19 +147,22 @@ def load_spec_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
 
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError([Problem("", f"cannot read study file: {exc.strerror}")], source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError([Problem("", f"not UTF-8 text (byte {exc.start}): {exc.reason}")], source=str(path)) from exc
+    duplicates: list[Problem] = []
     try:
         raw = yaml.safe_load(text)
-        lines = yaml_line_index(text)
+        lines = yaml_line_index(text, duplicates)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise SpecError([Problem("", f"invalid YAML: {getattr(exc, 'problem', exc)}", line)], source=str(path)) from exc
     if raw is None:
         raw = {}
-    problems: list[Problem] = []
+    problems: list[Problem] = list(duplicates)
     if isinstance(raw, dict):
         # Expand `model: tiny` first, so `--set model.max_length=...` works on shorthand files.
         raw = _expand_shorthands(dict(raw))
@@ -289,6 +292,7 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
                 out.append(Problem(f"tasks.{name}.{attr}", "must be ≥ 1 or null (all)"))
     for i, name in enumerate(spec.eval_tasks):
         check_task(name, f"eval_tasks[{i}]")
+    out.extend(data_problems(spec))
     if not spec.seeds:
         out.append(Problem("seeds", "at least one seed is required"))
     if len(set(spec.seeds)) != len(spec.seeds):
@@ -297,6 +301,34 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
     out.extend(_model_problems(spec.model))
     out.extend(_training_problems(spec.training))
     out.extend(_execution_problems(spec.execution))
+    return out
+
+
+def data_problems(spec: StudySpec) -> list[Problem]:
+    """The local mirror, when one is named (data_dir or $STUDY_DATA_DIR), must hold every file
+    the study reads: checked here so a bad path fails validation, not a trial."""
+    from trainables.tasks import TASK_NAMES, get_task, resolve_data_dir
+
+    try:
+        root = resolve_data_dir(spec.data_dir)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        return [Problem("data_dir", str(exc))]
+    if root is None:
+        return []  # the Hugging Face Hub
+    needed: dict[str, set[str]] = {}
+    for stages in spec.chains.values():
+        for stage in stages:
+            needed.setdefault(stage.task, set()).add("train")
+    for task in spec.all_eval_tasks():
+        needed.setdefault(task, set()).add("eval")
+    out = []
+    for task, splits in needed.items():
+        if task not in TASK_NAMES:
+            continue  # reported as an unknown task
+        for split in sorted(splits):
+            relative = get_task(task).mirror.files[split]
+            if not (root / relative).is_file():
+                out.append(Problem("data_dir", f"{root} has no {relative} (task {task}, {split} split)"))
     return out
 
 
@@ -340,16 +372,31 @@ def grid_problems(spec: StudySpec) -> list[Problem]:
             if not ok:
                 kind = "a number > 0" if fld == "learning_rate" else "an integer ≥ 1"
                 out.append(Problem(f"{path}[{i}]", f"must be {kind} (got {value!r})"))
-        if len({repr(v) for v in values}) != len(values):  # repr: values may be unhashable (bad input)
+        if len({_grid_value_key(v) for v in values}) != len(values):
             out.append(Problem(path, "grid values must be distinct"))
     return out
+
+
+def _path_exists(text: str) -> bool:
+    try:
+        return Path(text).expanduser().exists()
+    except RuntimeError:  # '~user' for an unknown user
+        return False
+
+
+def _grid_value_key(value: Any) -> str:
+    """Equal numbers are equal grid values (1 and 1.0 give the same stage); repr copes with
+    unhashable bad input."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value))
+    return repr(value)
 
 
 def _model_problems(model: ModelSpec) -> list[Problem]:
     out = []
     if not model.name.strip():
         out.append(Problem("model.name", "must name 'tiny', a Hugging Face id or a local path"))
-    elif model.name.startswith(("/", "./", "../", "~")) and not Path(model.name).expanduser().exists():
+    elif model.name.startswith(("/", "./", "../", "~")) and not _path_exists(model.name):
         # Caught here rather than in a trial, where transformers would try it as a Hub id.
         out.append(Problem("model.name", f"local model path {model.name} does not exist"))
     if model.max_length < 16:

@@ -59,8 +59,12 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def yaml_line_index(text: str) -> dict[str, int]:
-    """Map field paths ('chains.tqa_arc[0].learning_rate') to 1-based YAML lines."""
+def yaml_line_index(text: str, duplicates: list[Problem] | None = None) -> dict[str, int]:
+    """Map field paths ('chains.tqa_arc[0].learning_rate') to 1-based YAML lines.
+
+    PyYAML silently keeps the last of two equal keys; a repeated key is appended to
+    `duplicates` as a Problem, since the earlier value would be lost without a word.
+    """
     import yaml
 
     root = yaml.compose(text)
@@ -70,6 +74,8 @@ def yaml_line_index(text: str) -> dict[str, int]:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 child = f"{path}.{key.value}" if path else str(key.value)
+                if child in index and duplicates is not None:
+                    duplicates.append(Problem(child, f"duplicate key (also on line {index[child]})", key.start_mark.line + 1))
                 index[child] = key.start_mark.line + 1
                 walk(value, child)
                 # grid keys may be nested ({stage1: {learning_rate: ...}}) or dotted; index both.

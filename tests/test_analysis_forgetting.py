@@ -115,6 +115,24 @@ def test_load_results_reads_every_part_and_marks_absent_tables(two_seeds):
     assert two_seeds.curvature is None and two_seeds.weights is None
 
 
+def test_load_results_keeps_only_the_latest_runs_trials(tmp_path: Path):
+    """plans.json of the latest run names only t1: t0 (left by an earlier run with other
+    settings) stays on disk but is left out, so the setting has 1 seed, forgetting 0.90 − 0.80."""
+    import json
+
+    trials, evals = two_seed_rows()
+    write_table(tmp_path, "trials", trials)
+    write_table(tmp_path, "evals", evals)
+    (tmp_path / "plans.json").write_text(json.dumps([{"trial_id": "t1"}]))
+    latest = load_results(tmp_path)
+    assert set(latest.evals.collect()["trial_id"]) == {"t1"}
+    summary = forgetting_summary(latest.trials, latest.evals).row(0, named=True)
+    assert summary["n_seeds"] == 1 and summary["forgetting"] == pytest.approx(0.10)
+    assert summary["acc_first_task_after_first_stage"] == pytest.approx(0.90)
+    everything = load_results(tmp_path, all_trials=True)
+    assert forgetting_summary(everything.trials, everything.evals)["n_seeds"].to_list() == [2]
+
+
 def test_load_results_without_evals_names_the_path(tmp_path: Path):
     write_table(tmp_path, "trials", trial_rows("t0", "tqa_arc", 0, ["toxigen_qa", "arc"]))
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "evals")):

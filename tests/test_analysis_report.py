@@ -119,7 +119,7 @@ def test_report_without_chained_results_still_writes_every_file(tmp_path: Path):
     write_table(tmp_path, "trials", trial_rows("t", "tqa_arc", 0, ["toxigen_qa", "arc"]))
     write_table(tmp_path, "evals", eval_rows("t", 1, "toxigen_qa", {"all": 0.9, "muslim": 0.8}))
     text = write_report(tmp_path, tmp_path / "out").read_text(encoding="utf-8")
-    assert "No chained trial" in text
+    assert "No forgetting to show yet" in text
     assert pl.read_parquet(tmp_path / "out" / "tables" / "forgetting_summary.parquet").is_empty()
     for name in FIGURES:
         assert (tmp_path / "out" / "figures" / name).read_bytes().startswith(PNG_SIGNATURE)

@@ -9,15 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from study.cli import EXIT_BAD_INPUT, main
+from study.cli import main
 from study.presets import preset_paths
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = Path(__file__).parent / "specs"
-
-
-def test_exit_code_for_bad_input_is_2():
-    assert EXIT_BAD_INPUT == 2
 
 
 def test_validate_valid_file(capsys):
@@ -125,3 +121,18 @@ def test_python_dash_m_study_validate_invalid_starts_nothing():
     assert "study.cli" in imported  # the import trace really was captured
     assert not {m for m in imported if m == "ray" or m.startswith("ray.")}
     assert "torch" not in imported
+
+
+def test_storage_option_is_a_path_not_yaml(monkeypatch, tmp_path):
+    """`--storage "/data/run #2"` must stay whole ('#' would start a YAML comment)."""
+    import study.orchestrate
+
+    seen = {}
+
+    def fake_run_study(spec, **kwargs):
+        seen["storage"] = spec.storage
+        return study.orchestrate.RunOutcome(study_dir=tmp_path, trials=0, failed=[], report=None)
+
+    monkeypatch.setattr(study.orchestrate, "run_study", fake_run_study)
+    assert main(["run", str(SPECS / "valid_small.yaml"), "--storage", "/data/run #2"]) == 0
+    assert seen["storage"] == "/data/run #2"

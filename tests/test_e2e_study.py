@@ -13,8 +13,9 @@ pytestmark = pytest.mark.slow
 TQA_EVAL, ARC_EVAL, STEPS = 60, 30, 8
 
 
-def _spec(tmp_path, data_dir, *, chains, executor="function", name="e2e"):
+def _spec(tmp_path, data_dir, *, chains, executor="function", name="e2e", grid=None):
     return spec_from_dict({
+        "grid": grid or {},
         "name": name,
         "model": {"name": "tiny", "max_length": 256},
         "tasks": {"toxigen_qa": {"train_size": 64, "eval_size": TQA_EVAL}, "arc_easy": {"train_size": 64, "eval_size": ARC_EVAL}},
@@ -40,7 +41,8 @@ def _accuracy(predictions: pl.DataFrame, trial: str, stage: int, task: str, grou
 
 
 def test_two_chain_study_writes_tables_and_report_matching_predictions(ray_cluster, data_dir, tmp_path):
-    spec = _spec(tmp_path, data_dir, chains={
+    # A one-value grid axis: exercises the dotted Tune param and the config → plan lookup.
+    spec = _spec(tmp_path, data_dir, grid={"stage2.learning_rate": [2e-3]}, chains={
         "tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}],
         "arc_tqa": [{"task": "arc_easy"}, {"task": "toxigen_qa"}],
     })
@@ -52,6 +54,8 @@ def test_two_chain_study_writes_tables_and_report_matching_predictions(ray_clust
     assert trials.height == 4  # 2 trials x 2 stages
     assert set(trials["status"]) == {"finished"} and set(trials["executor"]) == {"function"}
     assert trials["stage_key"].n_unique() == 4
+    assert trials.filter(pl.col("stage") == 2)["learning_rate"].to_list() == [2e-3, 2e-3]
+    assert set(trials["grid_point"]) == {'{"stage2.learning_rate": 0.002}'}
     evals = _table(study_dir, "evals")
     for trial in trials["trial_id"].unique():
         assert sorted(evals.filter(pl.col("trial_id") == trial)["stage"].unique()) == [0, 1, 2]
@@ -121,6 +125,8 @@ def test_failed_trial_is_listed_and_cli_exits_1(ray_cluster, data_dir, tmp_path,
         f"storage: {tmp_path / 'results'}\n"
         "execution: {max_failures: 0}\n"
     )
-    assert main(["run", str(study_file), "--no-report"]) == 1
-    err = capsys.readouterr().err
-    assert "1 of 1 trials failed" in err and "arc-0-" in err
+    # With the report on: no evals exist, which must not turn the failure into "bad input" (2).
+    assert main(["run", str(study_file)]) == 1
+    captured = capsys.readouterr()
+    assert "1 of 1 trials failed" in captured.err and "arc-0-" in captured.err
+    assert "no report written" in captured.out

@@ -363,3 +363,41 @@ def test_missing_local_model_path_is_a_validation_error(tmp_path):
     assert spec_from_dict({**base, "model": {"name": str(tmp_path / "model")}}).model.name == str(tmp_path / "model")
     # A Hub id is left to the trial (real users have the Hub).
     assert spec_from_dict({**base, "model": "meta-llama/Llama-2-7b-hf"}).model.name == "meta-llama/Llama-2-7b-hf"
+
+
+def test_duplicate_yaml_keys_are_reported_with_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: x\nname: y\nchains:\n  a: [{task: arc_easy}]\n")
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path)
+    assert [(p.path, p.line, p.message) for p in info.value.problems] == [("name", 2, "duplicate key (also on line 1)")]
+
+
+def test_numerically_equal_grid_values_are_duplicates():
+    """1e-3 and 0.001 would give the same stage keys and the same trial id twice."""
+    with pytest.raises(SpecError) as info:
+        spec_from_dict({"name": "g", "chains": {"a": [{"task": "arc_easy"}]},
+                        "grid": {"stage1.learning_rate": ["1e-3", 0.001], "stage1.batch_size": [16, 16]}})
+    assert sorted(p.path for p in info.value.problems) == ["grid.stage1.batch_size", "grid.stage1.learning_rate"]
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda tmp: tmp / "missing", "does not exist"),
+    (lambda tmp: (tmp / "file.txt").write_text("x") and tmp / "file.txt", "is not a directory"),
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "has no arc/ARC-Easy/ARC-Easy-Train.jsonl"),
+])
+def test_bad_data_dir_fails_validation(tmp_path, make, fragment):
+    data_dir = make(tmp_path)
+    with pytest.raises(SpecError) as info:
+        spec_from_dict({"name": "d", "chains": {"a": [{"task": "arc_easy"}]}, "data_dir": str(data_dir)})
+    assert {p.path for p in info.value.problems} == {"data_dir"}
+    assert any(fragment in p.message for p in info.value.problems)
+
+
+def test_non_utf8_file_and_unknown_user_path_are_problems_not_tracebacks(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SpecError, match="not UTF-8"):
+        load_spec_file(path)
+    with pytest.raises(SpecError, match="does not exist"):
+        spec_from_dict({"name": "u", "model": "~no_such_user_xyz/model", "chains": {"a": [{"task": "arc_easy"}]}})

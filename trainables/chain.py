@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from trainables.evaluate import evaluate_examples, group_accuracy
 from trainables.models import load_model_and_tokenizer, save_checkpoint
-from trainables.results_writer import write_part
+from trainables.results_writer import SCHEMAS, write_part
 from trainables.stages import get_runner
 from trainables.tasks import load_examples
 
@@ -46,6 +46,7 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
         e["task"]: load_examples(e["task"], "eval", size=e["size"], data_dir=plan["data_dir"], data_seed=plan["data_seed"])
         for e in plan["eval_tasks"]
     }
+    clear_trial_parts(study_dir, plan["trial_id"])
     trial_rows = [_trial_row(plan, s, executor, status="pending") for s in plan["stages"]]
     write_part(study_dir, "trials", plan["trial_id"], trial_rows)
 
@@ -62,22 +63,32 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
                                  data_seed=plan["data_seed"])
         work_dir = study_dir / "_work" / plan["trial_id"] / f"stage{number}"
         start = time.perf_counter()
-        log_rows = get_runner(stage["method"])(
+        outcome = get_runner(stage["method"])(
             model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=plan["training"],
-            max_length=int(model_cfg["max_length"]), work_dir=str(work_dir),
+            max_length=int(model_cfg["max_length"]), work_dir=str(work_dir), model_dtype=model_cfg["dtype"],
         )
+        log_rows = outcome.log_rows
         seconds = time.perf_counter() - start
         shutil.rmtree(work_dir, ignore_errors=True)
         save_checkpoint(model, tokenizer, checkpoint_dir(plan, number))
         write_part(study_dir, "train_log", stage_part(plan, number),
                    [{"trial_id": plan["trial_id"], "stage": number, **row} for row in log_rows])
         metrics = _evaluate_and_write(plan, number, model, tokenizer, eval_sets)
-        trial_rows[index] = _trial_row(plan, stage, executor, status="finished", seconds=seconds, n_train=len(examples))
+        trial_rows[index] = _trial_row(plan, stage, executor, status="finished", seconds=seconds,
+                                       n_train=outcome.n_examples)
         write_part(study_dir, "trials", plan["trial_id"], trial_rows)
         metrics.update({"train_seconds": seconds, "train_loss": log_rows[-1]["loss"] if log_rows else float("nan")})
         report(metrics)
     shutil.rmtree(study_dir / "_work" / plan["trial_id"], ignore_errors=True)
     return metrics
+
+
+def clear_trial_parts(study_dir: Path, trial_id: str) -> None:
+    """A (re)started trial replaces all of its earlier rows: a rerun with fewer stages or a
+    different eval set must not leave stale parts beside the new ones."""
+    for table in SCHEMAS:
+        for part in (study_dir / table).glob(f"{trial_id}.*parquet"):
+            part.unlink()
 
 
 def _quiet_libraries() -> None:

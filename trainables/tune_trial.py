@@ -88,4 +88,4 @@ def _limit_threads(cpus: float) -> None:
     # Two trials on two cores must not each start a thread per core.
     import torch
 
-    torch.set_num_threads(max(1, int(cpus)))
+    torch.set_num_threads(max(1, round(cpus)))

@@ -2,25 +2,26 @@
 
 A registry instead of a class hierarchy: adding DPO or PPO (issue #4) is one module and one
 line here. Every runner trains `model` in place for `stage.steps` optimizer steps and returns
-the rows of its training log.
+a StageOutcome (its training log and the number of examples it used).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Protocol, Sequence
 
+from trainables.stages.outcome import StageOutcome
 from trainables.stages.sft import run_sft
 
 
 class StageRunner(Protocol):
     def __call__(self, *, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict,
-                 max_length: int, work_dir: str) -> list[dict]: ...
+                 max_length: int, work_dir: str, model_dtype: str) -> StageOutcome: ...
 
 
-STAGE_RUNNERS: dict[str, Callable[..., list[dict]]] = {"sft": run_sft}
+STAGE_RUNNERS: dict[str, Callable[..., StageOutcome]] = {"sft": run_sft}
 
 
-def get_runner(method: str) -> Callable[..., list[dict]]:
+def get_runner(method: str) -> Callable[..., StageOutcome]:
     try:
         return STAGE_RUNNERS[method]
     except KeyError:

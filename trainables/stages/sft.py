@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from trainables.stages.outcome import StageOutcome
 from trainables.stages.training_args import common_training_kwargs
 
 
@@ -20,26 +21,49 @@ def sft_dataset(examples: Sequence[Any]):
 
 
 def run_sft(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
-            work_dir: str) -> list[dict]:
+            work_dir: str, model_dtype: str = "auto") -> StageOutcome:
+    kept = fitting_examples(tokenizer, examples, max_length)
+    log = TrainLogRecorder()
+    trainer = build_sft_trainer(model=model, tokenizer=tokenizer, stage=stage, examples=kept, training=training,
+                                max_length=max_length, work_dir=work_dir, model_dtype=model_dtype,
+                                callbacks=[log.callback()])
+    trainer.train()
+    return StageOutcome(log_rows=log.rows, n_examples=len(kept))
+
+
+def build_sft_trainer(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict,
+                      max_length: int, work_dir: str, model_dtype: str = "auto", callbacks: list | None = None):
     from trl import SFTConfig, SFTTrainer
 
     args = SFTConfig(
-        **common_training_kwargs(stage=stage, training=training, work_dir=work_dir),
+        **common_training_kwargs(stage=stage, training=training, work_dir=work_dir, model_dtype=model_dtype),
         max_length=max_length,
         completion_only_loss=True,
         packing=False,
     )
-    log = TrainLogRecorder()
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=sft_dataset(examples),
         processing_class=tokenizer,
-        callbacks=[log.callback()],
+        callbacks=callbacks or [],
     )
     quiet_trainer(trainer)
-    trainer.train()
-    return log.rows
+    return trainer
+
+
+def fitting_examples(tokenizer: Any, examples: Sequence[Any], max_length: int) -> list[Any]:
+    """Examples whose prompt + completion (+ EOS) fit in max_length tokens.
+
+    TRL 1.x truncates only by keeping the start, which cuts the answer off (and then drops the
+    fully masked example without saying so); we drop such examples here instead, so the stage
+    records how many it really trained on (trials.n_train_examples).
+    """
+    kept = [ex for ex in examples
+            if len(tokenizer(ex.prompt + ex.completion, add_special_tokens=True)["input_ids"]) + 1 <= max_length]
+    if not kept:
+        raise ValueError(f"no training example fits in max_length={max_length} tokens; raise model.max_length")
+    return kept
 
 
 def quiet_trainer(trainer: Any) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def common_training_kwargs(*, stage: dict, training: dict, work_dir: str) -> dict[str, Any]:
+def common_training_kwargs(*, stage: dict, training: dict, work_dir: str, model_dtype: str) -> dict[str, Any]:
     import torch
 
+    from trainables.models import bf16_autocast
+
     on_gpu = torch.cuda.is_available()
-    bf16 = bool(on_gpu and torch.cuda.is_bf16_supported())
+    bf16 = bf16_autocast(model_dtype)
     kwargs = {
         "output_dir": work_dir,
         "max_steps": int(stage["steps"]),
