@@ -165,6 +165,12 @@ def _blocks(
         ))
     else:
         blocks.append(_summary_table(summary))
+        ungrouped = sorted(set(summary.filter(pl.col("wg_forgetting").is_null())["first_task"].to_list()))
+        if ungrouped:
+            blocks.append(_Paragraph(
+                f"–: worst-group and biased forgetting need demographic groups, which {', '.join(ungrouped)} "
+                "does not have; only its overall forgetting is defined."
+            ))
     blocks.append(_Heading("Per-group forgetting at the final stage"))
     if tables["group_forgetting"].is_empty():
         blocks.append(_Paragraph("No first task with demographic groups."))

@@ -104,6 +104,7 @@ def test_report_md_and_html_show_the_numbers(study_dir: Path):
         "| 10.00 | 17.50 (muslim) | 7.50 |",  # lr 1e-3, two seeds
         "| 2.00 | 10.00 (muslim) | 8.00 |",  # lr 1e-5
         "| 5.00 | – | – |",  # arc_tqa: no groups on arc
+        "which arc does not have",  # ...and the report says why
         "BiasedForgetting", "Seeds", "figures/forgetting_by_first_lr.png",
     ]:
         assert needle in text, needle
