@@ -79,6 +79,30 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True)
+class CurvatureSpec:
+    """Hessian curvature of a stage's training loss, measured after the listed stages (paper §3.4)."""
+
+    enabled: bool = False
+    stages: tuple[int, ...] = (1,)
+    """1-based stages after which to measure, on that stage's task and training loss (paper: after stage 1)."""
+    n_samples: int = 50
+    """Training examples in the fixed, recorded random sample the loss is taken over (paper: 50)."""
+    sample_seed: int = 0
+    algorithms: tuple[Literal["power_iteration", "lanczos"], ...] = ("power_iteration", "lanczos")
+    top_k: int = 1
+    max_iterations: int = 100
+    tol: float = 1e-3
+    trace_samples: int = 0
+    """Hutchinson probes for a trace estimate; 0 = no trace."""
+    per_group: bool = False
+    """Also measure the top eigenvalue on each group's own sample of n_samples examples."""
+    parameters: str | None = None
+    """Regex of parameter names to restrict the Hessian to (e.g. 'model\\.layers\\.0\\.'); None = all."""
+    batch_size: int = 50
+    """Examples per forward pass inside one Hessian-vector product (memory, not results)."""
+
+
+@dataclass(frozen=True)
 class ExecutionSpec:
     executor: Literal["auto", "function", "train"] = "auto"
     """How a trial runs its chain: 'train' = a Ray Train TorchTrainer per trial; 'function' =
@@ -109,6 +133,7 @@ class StudySpec:
     """Seed of the training-set subsample; fixed across trial seeds like the paper's data."""
     storage: str = "results"
     training: TrainingSpec = field(default_factory=TrainingSpec)
+    curvature: CurvatureSpec = field(default_factory=CurvatureSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
 
     def task_settings(self, task: str) -> TaskSpec:
@@ -300,6 +325,7 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
     out.extend(grid_problems(spec))
     out.extend(_model_problems(spec.model))
     out.extend(_training_problems(spec.training))
+    out.extend(_curvature_problems(spec))
     out.extend(_execution_problems(spec.execution))
     return out
 
@@ -417,6 +443,32 @@ def _training_problems(t: TrainingSpec) -> list[Problem]:
         out.append(Problem("training.max_grad_norm", "must be > 0"))
     if t.eval_batch_size < 1:
         out.append(Problem("training.eval_batch_size", "must be ≥ 1"))
+    return out
+
+
+def _curvature_problems(spec: StudySpec) -> list[Problem]:
+    c = spec.curvature
+    out = []
+    longest = max((len(s) for s in spec.chains.values()), default=0)
+    for i, stage in enumerate(c.stages):
+        if not 1 <= stage <= longest:
+            out.append(Problem(f"curvature.stages[{i}]", f"no chain has a stage {stage} (stages are numbered 1..{longest})"))
+    if not c.stages and c.enabled:
+        out.append(Problem("curvature.stages", "at least one stage is required when curvature is enabled"))
+    if not c.algorithms:
+        out.append(Problem("curvature.algorithms", "at least one of power_iteration, lanczos"))
+    if len(set(c.algorithms)) != len(c.algorithms):
+        out.append(Problem("curvature.algorithms", "algorithms must be distinct"))
+    for name, low in (("n_samples", 1), ("top_k", 1), ("max_iterations", 1), ("batch_size", 1), ("trace_samples", 0)):
+        if getattr(c, name) < low:
+            out.append(Problem(f"curvature.{name}", f"must be ≥ {low} (got {getattr(c, name)})"))
+    if not c.tol > 0:
+        out.append(Problem("curvature.tol", f"must be > 0 (got {c.tol})"))
+    if c.parameters is not None:
+        try:
+            re.compile(c.parameters)
+        except re.error as exc:
+            out.append(Problem("curvature.parameters", f"not a valid regular expression: {exc}"))
     return out
 
 

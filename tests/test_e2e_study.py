@@ -65,6 +65,10 @@ def test_two_chain_study_writes_tables_and_report_matching_predictions(ray_clust
     assert predictions.height == 2 * 3 * (TQA_EVAL + ARC_EVAL)
     train_log = _table(study_dir, "train_log")
     assert train_log.height == 2 * 2 * STEPS
+    weights = _table(study_dir, "weights").sort("trial_id", "stage")
+    assert weights.height == 4 and (weights["l2_sq_from_previous"] > 0).all()
+    first = weights.filter(pl.col("stage") == 1)
+    assert first["l2_sq_from_previous"].to_list() == first["l2_sq_from_base"].to_list()  # previous = base
 
     # evals agree with the per-example predictions, overall and per group.
     for row in evals.iter_rows(named=True):

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from trainables.evaluate import evaluate_examples, group_accuracy
 from trainables.models import load_model_and_tokenizer, save_checkpoint
 from trainables.results_writer import SCHEMAS, write_part
+from trainables.stage_measurements import curvature_rows, weight_row
 from trainables.stages import get_runner
 from trainables.tasks import load_examples
 
@@ -73,11 +74,21 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
         save_checkpoint(model, tokenizer, checkpoint_dir(plan, number))
         write_part(study_dir, "train_log", stage_part(plan, number),
                    [{"trial_id": plan["trial_id"], "stage": number, **row} for row in log_rows])
+        previous = checkpoint_dir(plan, number - 1) if number > 1 else model_cfg["path"]
+        write_part(study_dir, "weights", stage_part(plan, number),
+                   [weight_row(plan["trial_id"], number, checkpoint_dir(plan, number), previous, model_cfg["path"])])
         metrics = _evaluate_and_write(plan, number, model, tokenizer, eval_sets)
         trial_rows[index] = _trial_row(plan, stage, executor, status="finished", seconds=seconds,
                                        n_train=outcome.n_examples)
         write_part(study_dir, "trials", plan["trial_id"], trial_rows)
         metrics.update({"train_seconds": seconds, "train_loss": log_rows[-1]["loss"] if log_rows else float("nan")})
+        curvature = plan.get("curvature") or {}
+        if curvature.get("enabled") and number in curvature["stages"]:
+            rows = curvature_rows(plan, stage, checkpoint_dir(plan, number), examples)
+            write_part(study_dir, "curvature", stage_part(plan, number), rows)
+            top = next((r for r in rows if r["group"] == "all" and r["eigenvalue"] is not None), None)
+            if top is not None:
+                metrics["spectral_radius"] = abs(top["eigenvalue"])
         report(metrics)
     shutil.rmtree(study_dir / "_work" / plan["trial_id"], ignore_errors=True)
     return metrics

@@ -36,6 +36,18 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("groups", pa.list_(pa.string())), ("label", pa.string()), ("prediction", pa.string()),
         ("correct", pa.bool_()), ("margin", pa.float64()),
     ]),
+    "curvature": pa.schema([
+        ("trial_id", pa.string()), ("stage", pa.int64()), ("task", pa.string()), ("group", pa.string()),
+        ("algorithm", pa.string()), ("n_samples", pa.int64()), ("sample_seed", pa.int64()),
+        ("param_subset", pa.string()), ("eigenvalues", pa.list_(pa.float64())), ("eigenvalue", pa.float64()),
+        ("trace", pa.float64()), ("iterations", pa.int64()), ("hvp_count", pa.int64()), ("residual", pa.float64()),
+        ("converged", pa.bool_()), ("tol", pa.float64()), ("seconds", pa.float64()),
+        ("example_ids", pa.list_(pa.string())),
+    ]),
+    "weights": pa.schema([
+        ("trial_id", pa.string()), ("stage", pa.int64()), ("l2_sq_from_previous", pa.float64()),
+        ("l2_sq_from_base", pa.float64()), ("n_params", pa.int64()),
+    ]),
     "train_log": pa.schema([
         ("trial_id", pa.string()), ("stage", pa.int64()), ("step", pa.int64()), ("loss", pa.float64()),
         ("learning_rate", pa.float64()), ("grad_norm", pa.float64()), ("seconds", pa.float64()),

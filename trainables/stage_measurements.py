@@ -1,0 +1,72 @@
+"""Measurements taken after a stage besides evaluation: weight change and loss curvature.
+
+- weights: ‖θ_k − θ_{k−1}‖² and ‖θ_k − θ_0‖², streamed from the safetensors checkpoints.
+- curvature (when enabled for this stage): the Hessian of the stage's training loss on a fixed,
+  recorded random sample of its training examples (paper §3.4: 50 samples, power iteration),
+  overall and optionally per group, from the stage's checkpoint reloaded with eager attention
+  (double-backward through SDPA fails on CPU).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from trainables.weight_change import squared_distance
+
+
+def weight_row(trial_id: str, stage: int, checkpoint: Path, previous: str | Path, base: str | Path) -> dict[str, Any]:
+    from_previous, n_params = squared_distance(checkpoint, previous)
+    from_base = from_previous if stage == 1 else squared_distance(checkpoint, base)[0]
+    return {"trial_id": trial_id, "stage": stage, "l2_sq_from_previous": from_previous,
+            "l2_sq_from_base": from_base, "n_params": n_params}
+
+
+def curvature_sample(examples: Sequence[Any], n: int, seed: int) -> list[Any]:
+    """A seeded random subset of n examples (all of them when fewer), in a stable order."""
+    if len(examples) <= n:
+        return list(examples)
+    picked = np.random.default_rng(seed).choice(len(examples), size=n, replace=False)
+    return [examples[i] for i in sorted(picked)]
+
+
+def curvature_rows(plan: dict, stage: dict, checkpoint: Path, train_examples: Sequence[Any]) -> list[dict[str, Any]]:
+    from trainables.curvature import load_model_for_curvature, measure_curvature
+
+    cfg = plan["curvature"]
+    model, tokenizer = load_model_for_curvature(str(checkpoint))
+    samples = {"all": curvature_sample(train_examples, cfg["n_samples"], cfg["sample_seed"])}
+    if cfg["per_group"]:
+        for group in sorted({g for ex in train_examples for g in ex.groups}):
+            members = [ex for ex in train_examples if group in ex.groups]
+            samples[group] = curvature_sample(members, cfg["n_samples"], cfg["sample_seed"])
+    rows = []
+    for group, sample in samples.items():
+        # Per-group: the top eigenvalue only (the question is which groups sit in sharper minima).
+        algorithms = tuple(cfg["algorithms"]) if group == "all" else tuple(cfg["algorithms"][:1])
+        results = measure_curvature(
+            model, tokenizer, sample,
+            algorithms=algorithms,
+            top_k=cfg["top_k"] if group == "all" else 1,
+            max_iterations=cfg["max_iterations"],
+            tol=cfg["tol"],
+            trace_samples=cfg["trace_samples"] if group == "all" else 0,
+            max_length=int(plan["model"]["max_length"]),
+            batch_size=cfg["batch_size"],
+            param_regex=cfg["parameters"],
+            seed=cfg["sample_seed"],
+        )
+        for result in results:
+            rows.append({
+                "trial_id": plan["trial_id"], "stage": stage["stage"], "task": stage["task"], "group": group,
+                "algorithm": result.algorithm, "n_samples": len(sample), "sample_seed": cfg["sample_seed"],
+                "param_subset": cfg["parameters"] or "all", "eigenvalues": list(result.eigenvalues),
+                "eigenvalue": result.eigenvalues[0] if result.eigenvalues else None, "trace": result.trace,
+                "iterations": result.iterations, "hvp_count": result.hvp_count, "residual": result.residual,
+                "converged": result.converged, "tol": result.tol, "seconds": result.seconds,
+                "example_ids": [ex.example_id for ex in sample],
+            })
+    del model
+    return rows
