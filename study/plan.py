@@ -111,6 +111,6 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
         "data_seed": spec.data_seed,
         "training": dataclasses.asdict(spec.training),
         # Measurement only: it does not change weights, so it is not part of any stage_key.
-        "curvature": dataclasses.asdict(spec.curvature),
+        "curvature": spec.to_dict()["curvature"],
         "study_dir": str(study_dir),
     }

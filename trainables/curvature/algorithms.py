@@ -1,0 +1,240 @@
+"""Eigenvalue and trace algorithms over any matrix-free curvature operator.
+
+Everything here works on a `hessian_eigenthings.CurvatureOperator` (`.size`, `.dtype`,
+`.device`, `.matvec(v)`), so the same code runs on the Hessian of a language model and on a
+closed-form test matrix. Every result counts the Hessian-vector products (HVPs) it really
+spent: the operator is wrapped in a `CountingOperator` for the duration of each algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+ALGORITHMS = ("power_iteration", "lanczos", "hutchinson")
+
+
+@dataclass(frozen=True)
+class CurvatureResult:
+    """One algorithm's answer for one operator.
+
+    algorithm:   "power_iteration" | "lanczos" | "hutchinson"
+    eigenvalues: top-k by magnitude, descending |λ| (empty for hutchinson; for lanczos only
+                 the Ritz values ARPACK accepted when it ran out of budget)
+    trace:       Hutchinson estimate of tr(H), else None
+    iterations:  power steps (summed over deflations) | Lanczos steps (= ARPACK's HVPs) |
+                 Hutchinson probes
+    hvp_count:   HVPs actually evaluated (lanczos: ARPACK's + 1 for the residual check)
+    residual:    ||Hv − λv|| of the top pair, v unit-norm (None for hutchinson or when no
+                 pair was found)
+    converged:   the algorithm's own convergence test passed (hutchinson: always True; it has
+                 no stopping test, see trace_stderr)
+    tol:         the relative tolerance asked for
+    seconds:     wall-clock time of the algorithm, HVPs included
+    trace_stderr: standard error of the Hutchinson estimate (None otherwise)
+    """
+
+    algorithm: str
+    eigenvalues: tuple[float, ...]
+    trace: float | None
+    iterations: int
+    hvp_count: int
+    residual: float | None
+    converged: bool
+    tol: float
+    seconds: float
+    trace_stderr: float | None = None
+
+    @property
+    def spectral_radius(self) -> float | None:
+        """max |λ| found (the paper's curvature measure), None for hutchinson / no result."""
+        return abs(self.eigenvalues[0]) if self.eigenvalues else None
+
+
+def _operator_base():
+    from hessian_eigenthings import CurvatureOperator
+
+    return CurvatureOperator
+
+
+class CountingOperator(_operator_base()):  # type: ignore[misc]
+    """Wraps an operator and counts (optionally records) its matvec calls."""
+
+    def __init__(self, inner: Any, *, record: bool = False) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.record = record
+        self.inputs: list[Any] = []
+        self.outputs: list[Any] = []
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    @property
+    def dtype(self):
+        return self.inner.dtype
+
+    def matvec(self, v):
+        out = self.inner.matvec(v)
+        self.calls += 1
+        if self.record:
+            self.inputs.append(v.detach().clone())
+            self.outputs.append(out.detach().clone())
+        return out
+
+
+def power_iteration(operator: Any, *, top_k: int = 1, max_iterations: int = 100, tol: float = 1e-3,
+                    seed: int = 0) -> CurvatureResult:
+    """The paper's method (Appendix A.4): power iteration on H, deflated for top_k > 1.
+
+    Converges to the eigenvalue of largest magnitude. `max_iterations` bounds the steps (= HVPs)
+    per eigenpair; converged means hessian_eigenthings' test passed for every pair: relative
+    change of the Rayleigh quotient and relative residual ||Hv − λv|| / |λ| both below tol.
+    """
+    from hessian_eigenthings import deflated_power_iteration, power_iteration_one
+
+    _check_k(operator, top_k)
+    counter = CountingOperator(operator)
+    start = time.perf_counter()
+    if top_k == 1:
+        lam, _, residual, iterations, converged = power_iteration_one(
+            counter, max_iter=max_iterations, tol=tol, seed=seed)
+        values, residuals, conv = [float(lam)], [float(residual)], bool(converged)
+    else:
+        res = deflated_power_iteration(counter, k=top_k, max_iter=max_iterations, tol=tol, seed=seed)
+        values = [float(x) for x in res.eigenvalues.tolist()]
+        residuals = [float(x) for x in res.residuals.tolist()]
+        iterations, conv = int(res.iterations), bool(res.converged.all())
+    seconds = time.perf_counter() - start
+    order = sorted(range(len(values)), key=lambda i: -abs(values[i]))
+    return CurvatureResult(
+        algorithm="power_iteration", eigenvalues=tuple(values[i] for i in order), trace=None,
+        iterations=int(iterations), hvp_count=counter.calls, residual=residuals[order[0]],
+        converged=conv, tol=tol, seconds=seconds)
+
+
+def lanczos_steps_budget(max_iterations: int, top_k: int, size: int, ncv: int | None = None) -> tuple[int, int]:
+    """(ncv, ARPACK maxiter) so that ARPACK spends about `max_iterations` Lanczos steps (HVPs).
+
+    ARPACK's `maxiter` counts implicit restarts, each of which extends the Lanczos basis from
+    ~k back to ncv vectors; we translate the HVP budget into restarts so that `max_iterations`
+    means the same thing (HVPs) for power iteration and Lanczos.
+    """
+    if ncv is None:
+        ncv = min(size, max(2 * top_k + 1, 20))
+    ncv = max(top_k + 1, min(ncv, size, max(max_iterations, top_k + 1)))
+    restarts = 1 + max(0, (max_iterations - ncv) // max(1, ncv - top_k))
+    return ncv, restarts
+
+
+def lanczos(operator: Any, *, top_k: int = 1, max_iterations: int = 100, tol: float = 1e-3, seed: int = 0,
+            ncv: int | None = None, maxiter: int | None = None) -> CurvatureResult:
+    """Implicitly restarted Lanczos (ARPACK via scipy.sparse.linalg.eigsh, which='LM').
+
+    ARPACK stops when every wanted Ritz pair has ||Hv − θv|| ≤ tol·|θ|. `max_iterations` is
+    an HVP budget (see `lanczos_steps_budget`); pass `maxiter` (ARPACK restarts) and/or `ncv`
+    to drive ARPACK directly. On ArpackNoConvergence the Ritz values ARPACK had accepted are
+    returned with converged=False. One extra HVP measures the top pair's residual.
+    """
+    import numpy as np
+    import torch
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    n = int(operator.size)
+    _check_k(operator, top_k)
+    if top_k >= n:
+        raise ValueError(f"Lanczos (ARPACK) needs top_k < operator size ({top_k} >= {n})")
+    ncv_used, restarts = lanczos_steps_budget(max_iterations, top_k, n, ncv)
+    if maxiter is not None:
+        restarts = maxiter
+    counter = CountingOperator(operator)
+
+    def to_torch(x):
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1)).to(
+            device=operator.device, dtype=operator.dtype)
+
+    def to_numpy(t):
+        return t.detach().to(device="cpu", dtype=torch.float64).numpy()
+
+    def matvec(x):
+        return to_numpy(counter.matvec(to_torch(x)))
+
+    linear = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    start = time.perf_counter()
+    try:
+        values, vectors = eigsh(linear, k=top_k, which="LM", tol=tol, maxiter=restarts, ncv=ncv_used, v0=v0)
+        converged = True
+    except ArpackNoConvergence as err:
+        values, vectors = err.eigenvalues, err.eigenvectors
+        converged = False
+    steps = counter.calls
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(-np.abs(values), kind="stable")
+    residual = None
+    if len(order):
+        top_val, top_vec = float(values[order[0]]), np.asarray(vectors)[:, order[0]]
+        top_vec = top_vec / np.linalg.norm(top_vec)
+        residual = float(np.linalg.norm(matvec(top_vec) - top_val * top_vec))
+    seconds = time.perf_counter() - start
+    return CurvatureResult(
+        algorithm="lanczos", eigenvalues=tuple(float(values[i]) for i in order), trace=None,
+        iterations=steps, hvp_count=counter.calls, residual=residual, converged=converged, tol=tol,
+        seconds=seconds)
+
+
+def hutchinson_trace(operator: Any, *, samples: int, tol: float = 0.0, seed: int = 0) -> CurvatureResult:
+    """Hutchinson's estimate of tr(H) from `samples` Rademacher probes (hessian_eigenthings.hutchinson)."""
+    from hessian_eigenthings import hutchinson
+
+    if samples < 1:
+        raise ValueError(f"trace_samples must be >= 1 for hutchinson (got {samples})")
+    counter = CountingOperator(operator)
+    start = time.perf_counter()
+    res = hutchinson(counter, num_samples=samples, distribution="rademacher", seed=seed)
+    seconds = time.perf_counter() - start
+    stderr = float(res.stderr) if not math.isnan(res.stderr) else None
+    return CurvatureResult(
+        algorithm="hutchinson", eigenvalues=(), trace=float(res.estimate), iterations=samples,
+        hvp_count=counter.calls, residual=None, converged=True, tol=tol, seconds=seconds, trace_stderr=stderr)
+
+
+def run_algorithms(operator: Any, *, algorithms: Sequence[str] = ("power_iteration", "lanczos"), top_k: int = 1,
+                   max_iterations: int = 100, tol: float = 1e-3, trace_samples: int = 0,
+                   seed: int = 0) -> list[CurvatureResult]:
+    """Run the requested eigen-algorithms (in order), then Hutchinson when trace_samples > 0.
+
+    "hutchinson" may also be named in `algorithms` (it then needs trace_samples > 0).
+    """
+    unknown = [a for a in algorithms if a not in ALGORITHMS]
+    if unknown:
+        raise ValueError(f"unknown curvature algorithm(s) {unknown} (known: {', '.join(ALGORITHMS)})")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (got {top_k})")
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations must be >= 1 (got {max_iterations})")
+    if trace_samples < 0:
+        raise ValueError(f"trace_samples must be >= 0 (got {trace_samples})")
+    if "hutchinson" in algorithms and trace_samples == 0:
+        raise ValueError("algorithm 'hutchinson' needs trace_samples > 0")
+    results = []
+    for name in algorithms:
+        if name == "power_iteration":
+            results.append(power_iteration(operator, top_k=top_k, max_iterations=max_iterations, tol=tol, seed=seed))
+        elif name == "lanczos":
+            results.append(lanczos(operator, top_k=top_k, max_iterations=max_iterations, tol=tol, seed=seed))
+    if trace_samples > 0:
+        results.append(hutchinson_trace(operator, samples=trace_samples, seed=seed))
+    return results
+
+
+def _check_k(operator: Any, top_k: int) -> None:
+    if top_k < 1 or top_k > operator.size:
+        raise ValueError(f"top_k must be in 1..{operator.size} (got {top_k})")
