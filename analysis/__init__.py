@@ -1,7 +1,9 @@
-"""Offline analysis of a study's Parquet results: forgetting, worst-group and biased forgetting.
+"""Offline analysis of a study's Parquet results: forgetting, worst-group and biased forgetting,
+and the curvature / weight-change analysis of the paper's §3.4.
 
-Polars only: this package never imports torch, transformers, trl or ray, so a report can be
-rebuilt from the Parquet files on any machine.
+Polars only (matplotlib for the figures and statsmodels for the curvature regressions, both
+imported on first use): this package never imports torch, transformers, trl or ray, so a report
+can be rebuilt from the Parquet files on any machine.
 
     from analysis import load_results, forgetting_summary
     results = load_results("runs/paper-ordering")
@@ -9,6 +11,12 @@ rebuilt from the Parquet files on any machine.
 """
 
 from analysis.accuracy import accuracy_from_predictions, stage_accuracy
+from analysis.curvature import (
+    curvature_by_setting,
+    curvature_by_trial,
+    curvature_regressions,
+    group_curvature_by_trial,
+)
 from analysis.forgetting import (
     forgetting_by_trial,
     forgetting_curve,
@@ -18,19 +26,25 @@ from analysis.forgetting import (
     trial_overview,
 )
 from analysis.grid import expand_grid_point
+from analysis.regression import ols
 from analysis.report import write_report
 from analysis.results import ResultTables, load_results
 
 __all__ = [
     "ResultTables",
     "accuracy_from_predictions",
+    "curvature_by_setting",
+    "curvature_by_trial",
+    "curvature_regressions",
     "expand_grid_point",
     "forgetting_by_trial",
     "forgetting_curve",
     "forgetting_summary",
+    "group_curvature_by_trial",
     "group_forgetting",
     "load_results",
     "mean_stage_accuracy",
+    "ols",
     "stage_accuracy",
     "trial_overview",
     "write_report",

@@ -1,4 +1,5 @@
-"""PNG figures of the report (forgetting vs first-stage lr, per-group forgetting, curves).
+"""PNG figures of the report (forgetting vs first-stage lr, per-group forgetting, curves, and
+the curvature figures of the paper's Figure 5).
 
 matplotlib is driven through its object API with the Agg canvas, never pyplot, so building a
 report neither needs a display nor changes the backend of a researcher's interactive session.
@@ -141,6 +142,137 @@ def plot_forgetting_curve(curve: pl.DataFrame, path: Path) -> Path:
     axes.set_xlabel("after stage")
     axes.set_ylabel("forgetting of first task (points)")
     axes.set_title(title + " (mean over seeds)")
+    axes.legend(fontsize="x-small")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+# ---------------------------------------------------------------- curvature (paper Figure 5)
+
+# Beyond this many settings the spectral-radius bar chart becomes unreadable; the report's
+# curvature table still lists all of them.
+MAX_CURVATURE_BARS = 24
+
+
+def _task_colours(tasks: list[str]) -> dict[str, str]:
+    """One matplotlib cycle colour per first task, in sorted order, so every curvature
+    figure colours a task the same way."""
+    return {task: f"C{index % 10}" for index, task in enumerate(sorted(set(tasks)))}
+
+
+def _fit(regressions: pl.DataFrame, name: str, first_task: str) -> dict | None:
+    """The regression row (slope, intercept, p_value, r_squared, n) or None if not fitted."""
+    rows = regressions.filter((pl.col("regression") == name) & (pl.col("first_task") == first_task))
+    if rows.is_empty() or rows.item(0, "slope") is None:
+        return None
+    return rows.row(0, named=True)
+
+
+def _fit_label(fit: dict) -> str:
+    p = "–" if fit["p_value"] is None else f"{fit['p_value']:.3g}"
+    r2 = "–" if fit["r_squared"] is None else f"{fit['r_squared']:.3f}"
+    return f"OLS p={p}, R²={r2}, n={fit['n']}"
+
+
+def plot_spectral_radius_by_setting(by_setting: pl.DataFrame, path: Path) -> Path:
+    """Spectral radius after stage 1 per setting (bars, mean over seeds, error bars = std over
+    seeds), coloured by first task, like the paper's Figure 5a (task ordering)."""
+    title = "Spectral radius of the first task's Hessian after stage 1"
+    data = by_setting.filter(pl.col("spectral_radius").is_not_null()).sort("first_task", "chain", "grid_point")
+    if data.is_empty():
+        return _no_data(path, title)
+    shown = data.head(MAX_CURVATURE_BARS)
+    colours = _task_colours(shown.get_column("first_task").to_list())
+    figure = _new_figure(max(6.0, 0.6 * shown.height + 2), 4.5)
+    axes = figure.add_subplot()
+    positions = range(shown.height)
+    axes.bar(
+        positions,
+        shown.get_column("spectral_radius").to_list(),
+        # One seed has no spread: NaN draws no error bar, where 0 would draw a flat cap.
+        yerr=shown.get_column("spectral_radius_std").fill_null(float("nan")).to_list(),
+        capsize=3,
+        color=[colours[task] for task in shown.get_column("first_task")],
+    )
+    labels = [setting_label(c, g) for c, g in shown.select("chain", "grid_point").iter_rows()]
+    axes.set_xticks(list(positions), labels, rotation=45, ha="right", fontsize="x-small")
+    from matplotlib.patches import Patch
+
+    legend = [Patch(color=colour, label=task) for task, colour in colours.items()]
+    axes.legend(handles=legend, title="first task", fontsize="small")
+    axes.set_ylabel("spectral radius ρ(H)")
+    suffix = f" (first {shown.height} of {data.height} settings)" if data.height > shown.height else ""
+    axes.set_title(title + suffix, fontsize="medium")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_spectral_radius_by_lr(by_setting: pl.DataFrame, regressions: pl.DataFrame, path: Path) -> Path:
+    """Spectral radius after stage 1 (y) against stage 1's learning rate (x, log), like the
+    paper's Figure 5b: one colour per first task, a point per setting (mean over seeds, error
+    bars = std over seeds) and the task's OLS line in log10(lr) fitted on the trials
+    (regression "spectral_radius~log10_lr")."""
+    title = "Spectral radius after stage 1 by first-stage learning rate"
+    data = by_setting.filter(
+        pl.col("spectral_radius").is_not_null() & (pl.col("first_learning_rate") > 0)
+    ).sort("first_task", "first_learning_rate")
+    if data.is_empty():
+        return _no_data(path, title)
+    import numpy as np
+
+    colours = _task_colours(data.get_column("first_task").to_list())
+    figure = _new_figure(7, 4.5)
+    axes = figure.add_subplot()
+    for (task,), points in data.group_by("first_task", maintain_order=True):
+        lrs = points.get_column("first_learning_rate").to_numpy()
+        axes.errorbar(
+            lrs, points.get_column("spectral_radius").to_numpy(),
+            yerr=points.get_column("spectral_radius_std").fill_null(float("nan")).to_numpy(),
+            fmt="o", capsize=3, color=colours[task], label=task,
+        )
+        fit = _fit(regressions, "spectral_radius~log10_lr", task)
+        if fit is not None:
+            xs = np.logspace(np.log10(lrs.min()), np.log10(lrs.max()), 50)
+            axes.plot(xs, fit["intercept"] + fit["slope"] * np.log10(xs), linestyle="--",
+                      color=colours[task], label=f"{task}: {_fit_label(fit)}")
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate of stage 1")
+    axes.set_ylabel("spectral radius ρ(H)")
+    axes.set_title(title + " (mean ± std over seeds)", fontsize="medium")
+    axes.legend(fontsize="x-small")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_forgetting_by_spectral_radius(
+    by_trial: pl.DataFrame, regressions: pl.DataFrame, path: Path
+) -> Path:
+    """Forgetting of the first task at the final stage (y, points) against the spectral
+    radius after stage 1 (x), one point per trial and colour per first task, with the task's
+    OLS line (regression "forgetting~spectral_radius"), like the paper's Figure 5c."""
+    title = "Forgetting of the first task by spectral radius after stage 1"
+    data = by_trial.filter(
+        pl.col("spectral_radius").is_not_null() & pl.col("forgetting").is_not_null()
+    ).sort("first_task", "spectral_radius")
+    if data.is_empty():
+        return _no_data(path, title)
+    import numpy as np
+
+    colours = _task_colours(data.get_column("first_task").to_list())
+    figure = _new_figure(7, 4.5)
+    axes = figure.add_subplot()
+    for (task,), points in data.group_by("first_task", maintain_order=True):
+        radius = points.get_column("spectral_radius").to_numpy()
+        axes.scatter(radius, 100 * points.get_column("forgetting").to_numpy(), color=colours[task], label=task)
+        fit = _fit(regressions, "forgetting~spectral_radius", task)
+        if fit is not None:
+            xs = np.linspace(radius.min(), radius.max(), 50)
+            axes.plot(xs, 100 * (fit["intercept"] + fit["slope"] * xs), linestyle="--",
+                      color=colours[task], label=f"{task}: {_fit_label(fit)}")
+    axes.axhline(0, color="grey", linewidth=0.8)
+    axes.set_xlabel("spectral radius ρ(H) after stage 1")
+    axes.set_ylabel("forgetting of first task (points)")
+    axes.set_title(title + " (one point per trial)", fontsize="medium")
     axes.legend(fontsize="x-small")
     figure.tight_layout()
     return _save(figure, path)

@@ -14,7 +14,21 @@ from pathlib import Path
 
 import polars as pl
 
-from analysis.figures import plot_forgetting_by_first_lr, plot_forgetting_curve, plot_group_forgetting
+from analysis.curvature import (
+    POOLED,
+    curvature_by_setting,
+    curvature_by_trial,
+    curvature_regressions,
+    group_curvature_by_trial,
+)
+from analysis.figures import (
+    plot_forgetting_by_first_lr,
+    plot_forgetting_by_spectral_radius,
+    plot_forgetting_curve,
+    plot_group_forgetting,
+    plot_spectral_radius_by_lr,
+    plot_spectral_radius_by_setting,
+)
 from analysis.forgetting import (
     forgetting_by_trial,
     forgetting_curve,
@@ -24,7 +38,7 @@ from analysis.forgetting import (
 )
 from analysis.labels import grid_label, points
 from analysis.render import html_table, markdown_table
-from analysis.results import load_results
+from analysis.results import ResultTables, load_results
 
 # File names under the output folder; `study report` and the README point at these.
 REPORT_MD = "report.md"
@@ -36,6 +50,15 @@ FIGURE_FILES = {
     "group_forgetting": "group_forgetting.png",
     "forgetting_curve": "forgetting_curve.png",
 }
+# Only in a report whose results hold a curvature or weights table.
+CURVATURE_TABLES = ("curvature_by_setting", "curvature_by_trial", "group_curvature_by_trial",
+                    "curvature_regressions")
+CURVATURE_FIGURE_FILES = {
+    "spectral_radius_by_setting": "spectral_radius_by_setting.png",
+    "spectral_radius_by_lr": "spectral_radius_by_lr.png",
+    "forgetting_by_spectral_radius": "forgetting_by_spectral_radius.png",
+}
+CURVATURE_HEADING = "Curvature and weight change"
 
 DEFINITIONS = [
     "A = the task of a chain's first stage, B = the task of its final stage; θ_A = the model "
@@ -54,6 +77,29 @@ DEFINITIONS = [
     "and its stage-s evaluations exist.",
     "All accuracies and forgetting values in this report are percentage points (accuracy × "
     "100); the CSV/Parquet tables keep fractions in [0, 1].",
+]
+
+
+CURVATURE_DEFINITIONS = [
+    "ρ(H) = spectral radius of the Hessian of the first task's training loss at θ_A (after "
+    "stage 1, on group \"all\"): |λ| of its top eigenvalue, by power iteration as in the paper "
+    "(Lanczos where a trial has no power-iteration measurement; the algorithm is in "
+    "curvature_by_trial). Where several measurements exist, the full parameter set and the "
+    "most samples win and sample seeds are averaged.",
+    "‖θ_A − θ_base‖² = squared l2 distance of the weights after stage 1 from the base model; "
+    "‖θ_AB − θ_A‖² = that of the final stage from the stage before it (paper Tables 11–12).",
+    "Regressions are OLS with a constant (statsmodels), one point per trial (seed); for ρ(H) "
+    "against the learning rate, one point per distinct stage 1 (trials that share θ_A count "
+    "once). They are fitted per first task and pooled (first task \"all\"); fewer than 3 points "
+    "give no fit (–). p is the two-sided p-value of the slope.",
+    "The learning rate enters as log10(lr): grids are geometric, so on a linear scale the "
+    "largest rate alone sets the slope, and the figure's log axis shows a straight line only "
+    "for a fit in log10(lr). spectral_radius~lr, the fit on lr itself, is listed too, since "
+    "the paper does not say which scale its OLS used.",
+    "curvature_bound = ½ ρ(H) ‖θ_AB − θ_A‖² is the paper's eq. (5) bound on the rise of the "
+    "first task's loss; forgetting is in accuracy, so it is only compared by regression.",
+    "Forgetting is printed in points here; in the CSV/Parquet tables, and so in the slopes and "
+    "intercepts of regressions with forgetting as y, it is a fraction.",
 ]
 
 
@@ -140,6 +186,128 @@ def _curve_table(curve: pl.DataFrame) -> _Table:
     return _Table(header, rows)
 
 
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _with_error(value: float | None, error: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4g}" if error is None else f"{value:.4g} ± {error:.3g}"
+
+
+def _seeds_cell(row: dict) -> str:
+    """n_seeds, with the count behind ρ or forgetting where only some of the seeds have it
+    (none at all shows as – in its own cell)."""
+    partial = [
+        f"{label}: {row[column]}"
+        for label, column in [("ρ", "n_seeds_spectral_radius"), ("forgetting", "n_seeds_forgetting")]
+        if 0 < row[column] < row["n_seeds"]
+    ]
+    return f"{row['n_seeds']} ({', '.join(partial)})" if partial else str(row["n_seeds"])
+
+
+def _curvature_setting_table(by_setting: pl.DataFrame) -> _Table:
+    header = [
+        "Chain", "Grid point", "First task", "Stage-1 lr", "Seeds", "ρ(H) (mean ± std)",
+        "‖θ_A − θ_base‖²", "‖θ_AB − θ_A‖²", "Forgetting_A",
+    ]
+    rows = [
+        [
+            r["chain"], grid_label(r["grid_point"]) or "–", r["first_task"],
+            _number(r["first_learning_rate"], "g"), _seeds_cell(r),
+            _with_error(r["spectral_radius"], r["spectral_radius_std"]),
+            _number(r["l2_sq_first_from_base"], ".3e"), _number(r["l2_sq_final_from_previous"], ".3e"),
+            points(r["forgetting"]),
+        ]
+        for r in by_setting.iter_rows(named=True)
+    ]
+    return _Table(header, rows)
+
+
+def _regression_table(regressions: pl.DataFrame) -> _Table:
+    header = ["Regression", "First task", "y", "x", "n", "Slope ± se", "Intercept ± se", "p", "R²"]
+    rows = [
+        [
+            r["regression"], "pooled" if r["first_task"] == POOLED else r["first_task"], r["y"], r["x"],
+            str(r["n"]), _with_error(r["slope"], r["slope_se"]),
+            _with_error(r["intercept"], r["intercept_se"]), _number(r["p_value"], ".3g"),
+            _number(r["r_squared"], ".3f"),
+        ]
+        for r in regressions.iter_rows(named=True)
+    ]
+    return _Table(header, rows)
+
+
+def _algorithms_used(by_trial: pl.DataFrame) -> str:
+    counts = by_trial.filter(pl.col("algorithm").is_not_null()).group_by("algorithm").len().sort("algorithm")
+    if counts.is_empty():
+        return "No spectral radius has been measured yet (no power-iteration or Lanczos rows after stage 1)."
+    used = ", ".join(f"{a} ({n} trial{'s' if n != 1 else ''})" for a, n in counts.iter_rows())
+    return f"Spectral radius from: {used}."
+
+
+def _curvature_blocks(tables: dict[str, pl.DataFrame], figures: dict[str, Path]) -> list[object]:
+    blocks: list[object] = [
+        _Heading(CURVATURE_HEADING),
+        _Bullets(CURVATURE_DEFINITIONS),
+        _Paragraph(_algorithms_used(tables["curvature_by_trial"])),
+        _Heading("Curvature, weight change and forgetting per setting (Tables 11–12)", level=3),
+    ]
+    by_setting = tables["curvature_by_setting"]
+    if by_setting.is_empty():
+        blocks.append(_Paragraph("No trial has a curvature or weight-change measurement yet."))
+    else:
+        blocks.append(_curvature_setting_table(by_setting))
+    blocks += [
+        _Heading("Regressions (OLS, Figure 5)", level=3),
+        _regression_table(tables["curvature_regressions"]),
+        _Figure("Spectral radius after stage 1 per setting, mean over seeds, error bars: std over "
+                "seeds (Figure 5a).", figures["spectral_radius_by_setting"]),
+        _Figure("Spectral radius after stage 1 by the first stage's learning rate (log axis); "
+                "points: setting means, error bars: std over seeds, dashed: OLS in log10(lr) "
+                "per first task (Figure 5b).", figures["spectral_radius_by_lr"]),
+        _Figure("Forgetting of the first task at the final stage by spectral radius after "
+                "stage 1, one point per trial; dashed: OLS per first task (Figure 5c).",
+                figures["forgetting_by_spectral_radius"]),
+    ]
+    return blocks
+
+
+def _curvature_tables(
+    results: ResultTables, trials: pl.DataFrame, evals: pl.DataFrame, *, metric: str
+) -> dict[str, pl.DataFrame]:
+    """The curvature tables, or {} when the results hold neither curvature nor weights."""
+    if results.curvature is None and results.weights is None:
+        return {}
+    curvature = None if results.curvature is None else results.curvature.collect()
+    weights = None if results.weights is None else results.weights.collect()
+    by_trial = curvature_by_trial(trials, evals, curvature=curvature, weights=weights, metric=metric)
+    groups = group_curvature_by_trial(trials, evals, curvature=curvature, metric=metric)
+    return {
+        "curvature_by_setting": curvature_by_setting(by_trial),
+        "curvature_by_trial": by_trial,
+        "group_curvature_by_trial": groups,
+        "curvature_regressions": curvature_regressions(by_trial, groups),
+    }
+
+
+def _curvature_figures(tables: dict[str, pl.DataFrame], figure_dir: Path) -> dict[str, Path]:
+    files = {name: figure_dir / file for name, file in CURVATURE_FIGURE_FILES.items()}
+    regressions = tables["curvature_regressions"]
+    return {
+        "spectral_radius_by_setting": plot_spectral_radius_by_setting(
+            tables["curvature_by_setting"], files["spectral_radius_by_setting"]
+        ),
+        "spectral_radius_by_lr": plot_spectral_radius_by_lr(
+            tables["curvature_by_setting"], regressions, files["spectral_radius_by_lr"]
+        ),
+        "forgetting_by_spectral_radius": plot_forgetting_by_spectral_radius(
+            tables["curvature_by_trial"], regressions, files["forgetting_by_spectral_radius"]
+        ),
+    }
+
+
 def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
@@ -189,6 +357,8 @@ def _blocks(
                 "red: worst group.", figures["group_forgetting"]),
         _Figure("Forgetting of the first task after each later stage.", figures["forgetting_curve"]),
     ]
+    if "curvature_by_trial" in tables:
+        blocks += _curvature_blocks(tables, figures)
     blocks += [
         _Heading("Tables"),
         _Paragraph(
@@ -196,6 +366,9 @@ def _blocks(
             + ", ".join(sorted(tables))
             + ". group_forgetting covers each setting's final stage; forgetting_by_trial has "
             "every seed, stage and group."
+            + (" curvature_by_trial and group_curvature_by_trial have one row per trial and per "
+               "(trial, group), the points of curvature_regressions."
+               if "curvature_by_trial" in tables else "")
         ),
     ]
     return blocks
@@ -261,7 +434,12 @@ def write_report(
     Into out_dir (default <results_dir>/report): report.md, report.html (figures embedded),
     tables/{forgetting_summary,group_forgetting,forgetting_curve,stage_accuracy,
     forgetting_by_trial}.{csv,parquet} and figures/{forgetting_by_first_lr,group_forgetting,
-    forgetting_curve}.png. Raises FileNotFoundError when the folder has no evals or no trials.
+    forgetting_curve}.png. When the results hold a curvature or weights table, a "Curvature
+    and weight change" section is added, with tables/{curvature_by_setting,curvature_by_trial,
+    group_curvature_by_trial,curvature_regressions}.{csv,parquet} and figures/
+    {spectral_radius_by_setting,spectral_radius_by_lr,forgetting_by_spectral_radius}.png;
+    otherwise the report is exactly the forgetting report. Raises FileNotFoundError when the
+    folder has no evals or no trials.
     """
     results = load_results(results_dir)
     if results.trials is None:
@@ -280,6 +458,7 @@ def write_report(
         "stage_accuracy": mean_stage_accuracy(trials, evals, metric=metric),
         "forgetting_by_trial": forgetting_by_trial(trials, evals, metric=metric),
     }
+    tables |= _curvature_tables(results, trials, evals, metric=metric)
     _write_tables(tables, out / TABLES_DIR)
     figure_dir = out / FIGURES_DIR
     figures = {
@@ -293,6 +472,8 @@ def write_report(
             tables["forgetting_curve"], figure_dir / FIGURE_FILES["forgetting_curve"]
         ),
     }
+    if "curvature_by_trial" in tables:
+        figures |= _curvature_figures(tables, figure_dir)
     blocks = _blocks(results.results_dir, tables, figures)
     report_md = out / REPORT_MD
     report_md.write_text(_render_markdown(blocks, out), encoding="utf-8")

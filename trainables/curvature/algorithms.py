@@ -8,10 +8,13 @@ spent: the operator is wrapped in a `CountingOperator` for the duration of each 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+from hessian_eigenthings import CurvatureOperator
 
 ALGORITHMS = ("power_iteration", "lanczos", "hutchinson")
 
@@ -53,13 +56,7 @@ class CurvatureResult:
         return abs(self.eigenvalues[0]) if self.eigenvalues else None
 
 
-def _operator_base():
-    from hessian_eigenthings import CurvatureOperator
-
-    return CurvatureOperator
-
-
-class CountingOperator(_operator_base()):  # type: ignore[misc]
+class CountingOperator(CurvatureOperator):
     """Wraps an operator and counts (optionally records) its matvec calls."""
 
     def __init__(self, inner: Any, *, record: bool = False) -> None:
@@ -120,17 +117,34 @@ def power_iteration(operator: Any, *, top_k: int = 1, max_iterations: int = 100,
         converged=conv, tol=tol, seconds=seconds)
 
 
-def lanczos_steps_budget(max_iterations: int, top_k: int, size: int, ncv: int | None = None) -> tuple[int, int]:
-    """(ncv, ARPACK maxiter) so that ARPACK spends about `max_iterations` Lanczos steps (HVPs).
+def _arpack_kept(ncv: int, top_k: int) -> int:
+    """Lanczos vectors ARPACK (dsaup2) keeps at a restart while nothing has converged yet."""
+    if top_k == 1:
+        return ncv // 2 if ncv >= 6 else (2 if ncv > 2 else 1)
+    return top_k
 
-    ARPACK's `maxiter` counts implicit restarts, each of which extends the Lanczos basis from
-    ~k back to ncv vectors; we translate the HVP budget into restarts so that `max_iterations`
-    means the same thing (HVPs) for power iteration and Lanczos.
+
+def _arpack_steps(ncv: int, top_k: int, restarts: int) -> int:
+    """HVPs ARPACK spends with `restarts` update iterations when it does not converge earlier:
+    the start vector, the first ncv-step factorization, then ncv − kept steps per restart."""
+    return ncv + 1 + restarts * (ncv - _arpack_kept(ncv, top_k))
+
+
+def lanczos_steps_budget(max_iterations: int, top_k: int, size: int, ncv: int | None = None) -> tuple[int, int]:
+    """(ncv, ARPACK maxiter) so that ARPACK spends at most about `max_iterations` HVPs.
+
+    ARPACK's `maxiter` counts implicit restarts, not HVPs: after the first ncv-step Lanczos
+    factorization each restart adds ncv − kept steps. We pick the number of restarts (and,
+    for budgets below one restart cycle, a smaller ncv) so that `max_iterations` means HVPs
+    for Lanczos as for power iteration. The smallest possible run is k + 3 HVPs.
     """
     if ncv is None:
         ncv = min(size, max(2 * top_k + 1, 20))
-    ncv = max(top_k + 1, min(ncv, size, max(max_iterations, top_k + 1)))
-    restarts = 1 + max(0, (max_iterations - ncv) // max(1, ncv - top_k))
+        while ncv > top_k + 1 and _arpack_steps(ncv, top_k, 1) > max_iterations:
+            ncv -= 1
+    ncv = max(top_k + 1, min(ncv, size))
+    per_restart = max(1, ncv - _arpack_kept(ncv, top_k))
+    restarts = max(1, (max_iterations - ncv - 1) // per_restart)
     return ncv, restarts
 
 
@@ -169,20 +183,21 @@ def lanczos(operator: Any, *, top_k: int = 1, max_iterations: int = 100, tol: fl
     linear = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(n)
     start = time.perf_counter()
-    try:
-        values, vectors = eigsh(linear, k=top_k, which="LM", tol=tol, maxiter=restarts, ncv=ncv_used, v0=v0)
-        converged = True
-    except ArpackNoConvergence as err:
-        values, vectors = err.eigenvalues, err.eigenvectors
-        converged = False
-    steps = counter.calls
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(-np.abs(values), kind="stable")
-    residual = None
-    if len(order):
-        top_val, top_vec = float(values[order[0]]), np.asarray(vectors)[:, order[0]]
-        top_vec = top_vec / np.linalg.norm(top_vec)
-        residual = float(np.linalg.norm(matvec(top_vec) - top_val * top_vec))
+    with single_threaded_openblas():
+        try:
+            values, vectors = eigsh(linear, k=top_k, which="LM", tol=tol, maxiter=restarts, ncv=ncv_used, v0=v0)
+            converged = True
+        except ArpackNoConvergence as err:
+            values, vectors = err.eigenvalues, err.eigenvectors
+            converged = False
+        steps = counter.calls
+        values = np.asarray(values, dtype=np.float64)
+        order = np.argsort(-np.abs(values), kind="stable")
+        residual = None
+        if len(order):
+            top_val, top_vec = float(values[order[0]]), np.asarray(vectors)[:, order[0]]
+            top_vec = top_vec / np.linalg.norm(top_vec)
+            residual = float(np.linalg.norm(matvec(top_vec) - top_val * top_vec))
     seconds = time.perf_counter() - start
     return CurvatureResult(
         algorithm="lanczos", eigenvalues=tuple(float(values[i]) for i in order), trace=None,
@@ -231,8 +246,63 @@ def run_algorithms(operator: Any, *, algorithms: Sequence[str] = ("power_iterati
         elif name == "lanczos":
             results.append(lanczos(operator, top_k=top_k, max_iterations=max_iterations, tol=tol, seed=seed))
     if trace_samples > 0:
-        results.append(hutchinson_trace(operator, samples=trace_samples, seed=seed))
+        results.append(hutchinson_trace(operator, samples=trace_samples, tol=tol, seed=seed))
     return results
+
+
+@contextlib.contextmanager
+def single_threaded_openblas():
+    """Run numpy/scipy's OpenBLAS on one thread inside the block (best effort, Linux).
+
+    ARPACK's own vector work is O(n·ncv) per step and needs no threads, but idle OpenBLAS
+    worker threads busy-wait after each call and steal the cores the HVPs (torch) run on:
+    on a 2-core machine every HVP inside eigsh was 2-3x slower without this.
+    """
+    restore = []
+    try:
+        for _path, get, set_ in _openblas_thread_controls():
+            restore.append((set_, int(get())))
+            set_(1)
+    except Exception:  # pragma: no cover - a missing symbol only costs speed
+        pass
+    try:
+        yield
+    finally:
+        for set_, n in restore:
+            try:
+                set_(n)
+            except Exception:  # pragma: no cover
+                pass
+
+
+def _openblas_thread_controls():
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return []
+    controls = []
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", "_64", ""):
+                try:
+                    get = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+                    set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}")
+                except AttributeError:
+                    continue
+                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                controls.append((path, get, set_))
+                break
+            else:
+                continue
+            break
+    return controls
 
 
 def _check_k(operator: Any, top_k: int) -> None:
