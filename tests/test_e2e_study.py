@@ -134,3 +134,30 @@ def test_failed_trial_is_listed_and_cli_exits_1(ray_cluster, data_dir, tmp_path,
     captured = capsys.readouterr()
     assert "1 of 1 trials failed" in captured.err and "arc-0-" in captured.err
     assert "no report written" in captured.out
+
+
+def test_curvature_and_weights_land_in_tables_and_report(ray_cluster, data_dir, tmp_path):
+    spec = spec_from_dict({
+        "name": "e2e_curvature",
+        "model": {"name": "tiny", "max_length": 256},
+        "tasks": {"toxigen_qa": {"train_size": 64, "eval_size": 40}, "arc_easy": {"train_size": 32, "eval_size": 20}},
+        "stage_defaults": {"learning_rate": 3e-3, "batch_size": 8, "steps": 8},
+        "chains": {"tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]},
+        "data_dir": str(data_dir), "storage": str(tmp_path / "results"),
+        "curvature": {"enabled": True, "n_samples": 16, "per_group": True, "max_iterations": 60, "tol": 1e-4},
+    })
+    outcome = run_study(spec)
+    assert outcome.failed == []
+    curvature = _table(outcome.study_dir, "curvature")
+    overall = curvature.filter(pl.col("group") == "all")
+    assert sorted(overall["algorithm"]) == ["lanczos", "power_iteration"]
+    assert set(curvature["stage"]) == {1} and set(curvature["task"]) == {"toxigen_qa"}
+    assert (overall["n_samples"] == 16).all() and overall["example_ids"].list.len().to_list() == [16, 16]
+    power, lanczos = (abs(overall.filter(pl.col("algorithm") == a)["eigenvalue"][0]) for a in ("power_iteration", "lanczos"))
+    assert power == pytest.approx(lanczos, rel=0.02)
+    # Per group: one power-iteration row for each ToxiGen group present in the training sample.
+    per_group = curvature.filter(pl.col("group") != "all")
+    assert per_group.height == 13 and set(per_group["algorithm"]) == {"power_iteration"}
+    report = outcome.report.read_text()
+    assert "Curvature and weight change" in report
+    assert (outcome.report.parent / "tables" / "curvature_regressions.csv").exists()
