@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/executor_overhead.py
+	$(VENV)/bin/python bench/curvature.py
 
 clean:
 	rm -rf $(VENV) results

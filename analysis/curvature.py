@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from analysis.accuracy import ALL_GROUPS, Frame
-from analysis.forgetting import SETTING, _trial_forgetting, trial_overview
+from analysis.forgetting import SETTING, trial_forgetting, trial_overview
 from analysis.grid import expand_grid_point
 from analysis.regression import OLS_FIELDS, ols
 
@@ -254,7 +254,7 @@ def curvature_by_trial(
     else:
         change = _weight_change(weights, overview)
     forgetting = (
-        _trial_forgetting(trials, evals, metric=metric)
+        trial_forgetting(trials, evals, metric=metric)
         .filter(pl.col("is_final_stage") & (pl.col("group") == ALL_GROUPS))
         .select("trial_id", "forgetting")
     )
@@ -311,7 +311,7 @@ def group_curvature_by_trial(
         {"spectral_radius": "group_spectral_radius"}
     )
     forgetting = (
-        _trial_forgetting(trials, evals, metric=metric)
+        trial_forgetting(trials, evals, metric=metric)
         .filter(pl.col("is_final_stage") & (pl.col("group") != ALL_GROUPS))
         .select("trial_id", "group", "biased_forgetting", group_forgetting="forgetting")
     )

@@ -78,7 +78,7 @@ def _stage_tasks(trials: Frame) -> pl.DataFrame:
     )
 
 
-def _trial_forgetting(trials: Frame, evals: Frame, *, metric: str) -> pl.DataFrame:
+def trial_forgetting(trials: Frame, evals: Frame, *, metric: str) -> pl.DataFrame:
     """Per (trial, later stage, group) forgetting of the first task, grid_point not expanded."""
     overview = trial_overview(trials)
     on_first_task = (
@@ -128,12 +128,12 @@ def forgetting_by_trial(trials: Frame, evals: Frame, *, metric: str = "accuracy"
     trial's "all" forgetting at the same stage (so 0 on the "all" row). Grid values are
     expanded into one column per key after grid_point.
     """
-    return expand_grid_point(_trial_forgetting(trials, evals, metric=metric))
+    return expand_grid_point(trial_forgetting(trials, evals, metric=metric))
 
 
 def _setting_means(trials: Frame, evals: Frame, *, metric: str) -> pl.DataFrame:
     """Per (setting, after_stage, group): seed-mean accuracies and their forgetting."""
-    per_trial = _trial_forgetting(trials, evals, metric=metric)
+    per_trial = trial_forgetting(trials, evals, metric=metric)
     return (
         per_trial.group_by(*SETTING, "after_stage", "group")
         .agg(
@@ -234,7 +234,7 @@ def forgetting_summary(trials: Frame, evals: Frame, *, metric: str = "accuracy")
     stage (no forgetting to measure) are left out.
     """
     overview = trial_overview(trials)
-    per_trial = _trial_forgetting(trials, evals, metric=metric)
+    per_trial = trial_forgetting(trials, evals, metric=metric)
     # Acc_B(θ_AB) averaged over the very trials that enter the final-stage forgetting.
     finished = per_trial.filter(pl.col("is_final_stage") & (pl.col("group") == ALL_GROUPS))
     final_task_acc = (
