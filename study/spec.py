@@ -98,8 +98,10 @@ class CurvatureSpec:
     """Also measure the top eigenvalue on each group's own sample of n_samples examples."""
     parameters: str | None = None
     """Regex of parameter names to restrict the Hessian to (e.g. 'model\\.layers\\.0\\.'); None = all."""
-    batch_size: int = 50
-    """Examples per forward pass inside one Hessian-vector product (memory, not results)."""
+    batch_size: int = 16
+    """Examples per forward inside one HVP. Batches are cut from length-sorted examples, so small
+    batches pad less: on the tiny model 16 was 7x faster than one batch of 50 (eager attention is
+    quadratic in the padded length), for the same eigenvalue. Speed and memory only, not results."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def encode_sft_example(tokenizer: Any, prompt: str, completion: str) -> tuple[li
     return list(ids), len(prompt_ids)
 
 
-def sft_batches(tokenizer: Any, examples: Sequence[Any], *, max_length: int = 512, batch_size: int = 50) -> list[dict]:
+def sft_batches(tokenizer: Any, examples: Sequence[Any], *, max_length: int = 512, batch_size: int = 16) -> list[dict]:
     """Left-padded batches (input_ids, attention_mask, position_ids, labels, loss_normalizer).
 
     Examples longer than max_length tokens are dropped, as SFT drops them (fitting_examples).
@@ -119,7 +119,7 @@ def check_eager_attention(model: Any) -> None:
 
 
 def curvature_operator(model: Any, tokenizer: Any, examples: Sequence[Any], *, max_length: int = 512,
-                       batch_size: int = 50, param_regex: str | None = None):
+                       batch_size: int = 16, param_regex: str | None = None):
     """hessian_eigenthings.HessianOperator of the SFT loss over `examples` (exact double-backward HVPs)."""
     from hessian_eigenthings import HessianOperator, match_regex
 
@@ -137,7 +137,7 @@ def curvature_operator(model: Any, tokenizer: Any, examples: Sequence[Any], *, m
 def measure_curvature(model: Any, tokenizer: Any, examples: Sequence[Any], *,
                       algorithms: Sequence[str] = ("power_iteration", "lanczos"), top_k: int = 1,
                       max_iterations: int = 100, tol: float = 1e-3, trace_samples: int = 0, max_length: int = 512,
-                      batch_size: int = 50, param_regex: str | None = None, seed: int = 0) -> list:
+                      batch_size: int = 16, param_regex: str | None = None, seed: int = 0) -> list:
     """Top-|λ| eigenvalues (and optionally the trace) of the Hessian of the SFT loss on `examples`.
 
     The model is put in eval mode (no dropout) for the measurement and its mode restored; its
