@@ -41,7 +41,11 @@ def resolve_stages(spec: StudySpec, chain: str, point: Mapping[str, Any]) -> tup
         match = GRID_KEY.match(key)
         assert match, key  # validated by the spec
         index, fld = int(match.group(1)) - 1, match.group(2)
-        stages[index] = dataclasses.replace(stages[index], **{fld: value})
+        if fld == "replay_fraction":
+            replay = dataclasses.replace(stages[index].replay, fraction=float(value))
+            stages[index] = dataclasses.replace(stages[index], replay=replay)
+        else:
+            stages[index] = dataclasses.replace(stages[index], **{fld: value})
     return tuple(stages)
 
 
@@ -94,7 +98,10 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
             "seed": int(stage.seed if stage.seed is not None else seed),
             "train_size": settings.train_size,
             "task_version": get_task(stage.task).version,
+            "replay": dataclasses.asdict(stage.replay) if stage.replay else None,
         }
+        if stage.method == "dpo":  # method settings enter the key only for their own method
+            entry["dpo"] = dataclasses.asdict(stage.dpo)
         entry["stage_key"] = parent = _digest({"parent": parent, **entry})
         stages.append(entry)
     trial_id = f"{chain}-{seed}-{_digest([s['stage_key'] for s in stages], 8)}"

@@ -28,12 +28,12 @@ from study.spec_builder import Problem, SpecError, build_dataclass, yaml_line_in
 
 # Fields of a stage that a grid axis may sweep (issue #2: learning rate and batch size; steps
 # is cheap to allow and useful for quick scans).
-GRID_FIELDS = ("learning_rate", "batch_size", "steps")
+GRID_FIELDS = ("learning_rate", "batch_size", "steps", "replay_fraction")
 GRID_KEY = re.compile(r"^stage(\d+)\.(\w+)$")
 # Stage methods this build can run. Others named in the paper (dpo, ppo) are listed so the
 # error can say they are planned rather than misspelled.
-AVAILABLE_METHODS = ("sft",)
-PLANNED_METHODS = ("dpo", "ppo", "rloo")
+AVAILABLE_METHODS = ("sft", "dpo")
+PLANNED_METHODS = ("ppo", "rloo")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,27 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class DPOSpec:
+    """Settings of a `method: dpo` stage (TRL DPOTrainer, sigmoid loss)."""
+
+    beta: float = 0.1
+    """Strength of the implicit KL constraint to the reference model (> 0)."""
+    reference: Literal["stage_start", "base"] = "stage_start"
+    """Frozen reference policy: the model the stage starts from (standard DPO) or the base model."""
+
+
+@dataclass(frozen=True)
+class ReplaySpec:
+    """Mix examples of an earlier stage's training set into this stage's (the paper's mitigation)."""
+
+    from_stage: int
+    """1-based number of the earlier stage whose training examples are replayed."""
+    fraction: float
+    """Replayed count = round(fraction × size of that stage's training set), sampled by the trial
+    seed and added to this stage's own examples (paper summary: 5% nearly restores performance)."""
+
+
+@dataclass(frozen=True)
 class StageSpec:
     task: str
     method: str = "sft"
@@ -63,6 +84,9 @@ class StageSpec:
     steps: int = 100
     seed: int | None = None
     """None = the trial's seed."""
+    dpo: DPOSpec = field(default_factory=DPOSpec)
+    """Used when method is dpo."""
+    replay: ReplaySpec | None = None
 
 
 @dataclass(frozen=True)
@@ -266,7 +290,7 @@ def _flatten_grid(grid: Any, problems: list[Problem]) -> Any:
         else:
             flat[str(key)] = value
     for key, values in flat.items():
-        if key.endswith(".learning_rate") and isinstance(values, list):
+        if key.endswith((".learning_rate", ".replay_fraction")) and isinstance(values, list):
             flat[key] = [_float_or_same(v) for v in values]
     return flat
 
@@ -311,6 +335,10 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
         for i, stage in enumerate(stages):
             out.extend(stage_problems(stage, f"chains.{chain}[{i}]"))
             check_task(stage.task, f"chains.{chain}[{i}].task")
+            if stage.replay is not None and not 1 <= stage.replay.from_stage <= i:
+                out.append(Problem(f"chains.{chain}[{i}].replay.from_stage",
+                                   f"must name an earlier stage, 1..{i} (got {stage.replay.from_stage})" if i
+                                   else "the first stage has no earlier stage to replay"))
     for name, settings in spec.tasks.items():
         check_task(name, f"tasks.{name}")
         for attr in ("train_size", "eval_size"):
@@ -375,7 +403,24 @@ def stage_problems(stage: StageSpec, path: str) -> list[Problem]:
         out.append(Problem(f"{path}.batch_size", f"must be ≥ 1 (got {stage.batch_size})"))
     if stage.steps < 1:
         out.append(Problem(f"{path}.steps", f"must be ≥ 1 (got {stage.steps})"))
+    if stage.method == "dpo":
+        if not stage.dpo.beta > 0:
+            out.append(Problem(f"{path}.dpo.beta", f"must be > 0 (got {stage.dpo.beta})"))
+        if not _trl_has("DPOTrainer"):
+            out.append(Problem(f"{path}.method", "method 'dpo' needs trl.DPOTrainer, which the installed TRL lacks"))
+    if stage.replay is not None and not 0 <= stage.replay.fraction < 1:
+        out.append(Problem(f"{path}.replay.fraction", f"must be in [0, 1) (got {stage.replay.fraction})"))
     return out
+
+
+def _trl_has(name: str) -> bool:
+    """Whether the installed TRL exports `name`, checked without importing TRL (and torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("trl")
+    if spec is None or not spec.origin:
+        return False
+    return name in Path(spec.origin).read_text()
 
 
 def grid_problems(spec: StudySpec) -> list[Problem]:
@@ -390,15 +435,21 @@ def grid_problems(spec: StudySpec) -> list[Problem]:
         k, fld = int(match.group(1)), match.group(2)
         if not 1 <= k <= shortest:
             out.append(Problem(path, f"stage {k} does not exist in every chain (stages are numbered 1..{shortest})"))
+        elif fld == "replay_fraction":
+            lacking = [c for c, stages in spec.chains.items() if stages[k - 1].replay is None]
+            if lacking:
+                out.append(Problem(path, f"stage {k} has no replay to sweep in chain(s) {', '.join(lacking)}"))
         if not values:
             out.append(Problem(path, "a grid axis needs at least one value"))
         for i, value in enumerate(values):
             if fld == "learning_rate":
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            elif fld == "replay_fraction":
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
             else:
                 ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
             if not ok:
-                kind = "a number > 0" if fld == "learning_rate" else "an integer ≥ 1"
+                kind = {"learning_rate": "a number > 0", "replay_fraction": "a number in [0, 1)"}.get(fld, "an integer ≥ 1")
                 out.append(Problem(f"{path}[{i}]", f"must be {kind} (got {value!r})"))
         if len({_grid_value_key(v) for v in values}) != len(values):
             out.append(Problem(path, "grid values must be distinct"))

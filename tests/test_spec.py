@@ -189,7 +189,7 @@ INVALID = [
     ("invalid_negative_lr.yaml", "chains.a[0].learning_rate", "must be > 0 (got -1e-05)", 5),
     ("invalid_batch_size_zero.yaml", "chains.a[1].batch_size", "must be ≥ 1 (got 0)", 6),
     ("invalid_steps_string.yaml", "chains.a[0].steps", "must be an integer (got 'many')", 5),
-    ("invalid_method_planned.yaml", "chains.a[0].method", "method 'dpo' is not available in this build yet", 5),
+    ("invalid_method_planned.yaml", "chains.a[0].method", "method 'ppo' is not available in this build yet", 5),
     ("invalid_method_typo.yaml", "chains.a[0].method", "unknown method 'sftt'; did you mean 'sft'?", 5),
     ("invalid_grid_stage_beyond.yaml", "grid.stage3.learning_rate", "stage 3 does not exist in every chain", 7),
     ("invalid_grid_key_format.yaml", "grid.stage1.lr", "grid keys look like 'stage<k>.<field>'", 5),
@@ -401,3 +401,41 @@ def test_non_utf8_file_and_unknown_user_path_are_problems_not_tracebacks(tmp_pat
         load_spec_file(path)
     with pytest.raises(SpecError, match="does not exist"):
         spec_from_dict({"name": "u", "model": "~no_such_user_xyz/model", "chains": {"a": [{"task": "arc_easy"}]}})
+
+
+def _chain(*stages):
+    return {"name": "m", "chains": {"a": list(stages)}}
+
+
+@pytest.mark.parametrize("stages, grid, path, fragment", [
+    ([{"task": "arc_easy", "method": "dpo", "dpo": {"beta": 0}}], {}, "chains.a[0].dpo.beta", "must be > 0"),
+    ([{"task": "arc_easy", "method": "dpo", "dpo": {"reference": "sft"}}], {}, "chains.a[0].dpo.reference", "one of"),
+    ([{"task": "arc_easy", "replay": {"from_stage": 1, "fraction": 0.05}}], {}, "chains.a[0].replay.from_stage",
+     "the first stage has no earlier stage"),
+    ([{"task": "toxigen_qa"}, {"task": "arc_easy", "replay": {"from_stage": 2, "fraction": 0.05}}], {},
+     "chains.a[1].replay.from_stage", "must name an earlier stage, 1..1"),
+    ([{"task": "toxigen_qa"}, {"task": "arc_easy", "replay": {"from_stage": 1, "fraction": 1.0}}], {},
+     "chains.a[1].replay.fraction", "must be in [0, 1)"),
+    ([{"task": "toxigen_qa"}, {"task": "arc_easy"}], {"stage2.replay_fraction": [0.05]},
+     "grid.stage2.replay_fraction", "has no replay to sweep"),
+    ([{"task": "toxigen_qa"}, {"task": "arc_easy", "replay": {"from_stage": 1, "fraction": 0.05}}],
+     {"stage2.replay_fraction": [0.05, 1.5]}, "grid.stage2.replay_fraction[1]", "a number in [0, 1)"),
+])
+def test_method_and_replay_settings_are_validated(stages, grid, path, fragment):
+    with pytest.raises(SpecError) as info:
+        spec_from_dict({**_chain(*stages), "grid": grid})
+    assert any(p.path == path and fragment in p.message for p in info.value.problems), info.value.render()
+
+
+def test_replay_fraction_grid_and_dpo_settings_reach_the_plan():
+    from study.plan import build_plans
+
+    spec = spec_from_dict({**_chain({"task": "toxigen_qa", "method": "dpo", "dpo": {"beta": 0.2}},
+                                    {"task": "arc_easy", "replay": {"from_stage": 1, "fraction": 0.05}}),
+                           "grid": {"stage2.replay_fraction": ["0", 0.05]}})
+    plans = build_plans(spec, study_dir="/tmp/x", data_dir=None)
+    assert [p["stages"][1]["replay"] for p in plans] == [{"from_stage": 1, "fraction": 0.0}, {"from_stage": 1, "fraction": 0.05}]
+    assert plans[0]["stages"][0]["dpo"] == {"beta": 0.2, "reference": "stage_start"}
+    assert "dpo" not in plans[0]["stages"][1]  # an SFT stage's key does not depend on DPO settings
+    assert plans[0]["stages"][1]["stage_key"] != plans[1]["stages"][1]["stage_key"]
+    assert plans[0]["stages"][0]["stage_key"] == plans[1]["stages"][0]["stage_key"]
