@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from trainables.evaluate import evaluate_examples, group_accuracy
 from trainables.models import load_model_and_tokenizer, save_checkpoint
+from trainables.replay import replay_rows, replay_sample
 from trainables.results_writer import SCHEMAS, write_part
 from trainables.stage_measurements import curvature_rows, weight_row
 from trainables.stages import get_runner
@@ -62,8 +63,20 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
             model, tokenizer = load_model_and_tokenizer(str(checkpoint_dir(plan, number - 1)), dtype=model_cfg["dtype"])
         examples = load_examples(stage["task"], "train", size=stage["train_size"], data_dir=plan["data_dir"],
                                  data_seed=plan["data_seed"])
+        own_examples = examples
+        if stage.get("replay"):
+            source = plan["stages"][stage["replay"]["from_stage"] - 1]
+            replayed = replay_sample(
+                load_examples(source["task"], "train", size=source["train_size"], data_dir=plan["data_dir"],
+                              data_seed=plan["data_seed"]),
+                stage["replay"]["fraction"], stage["seed"])
+            write_part(study_dir, "replay", stage_part(plan, number),
+                       replay_rows(plan["trial_id"], number, source["stage"], replayed))
+            examples = list(examples) + replayed
         work_dir = study_dir / "_work" / plan["trial_id"] / f"stage{number}"
         start = time.perf_counter()
+        if "dpo" in stage:  # a DPO reference of "base" is the study's base model
+            stage = {**stage, "dpo": {**stage["dpo"], "base_model_path": model_cfg["path"]}}
         outcome = get_runner(stage["method"])(
             model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=plan["training"],
             max_length=int(model_cfg["max_length"]), work_dir=str(work_dir), model_dtype=model_cfg["dtype"],
@@ -84,7 +97,7 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
         metrics.update({"train_seconds": seconds, "train_loss": log_rows[-1]["loss"] if log_rows else float("nan")})
         curvature = plan.get("curvature") or {}
         if curvature.get("enabled") and number in curvature["stages"]:
-            rows = curvature_rows(plan, stage, checkpoint_dir(plan, number), examples)
+            rows = curvature_rows(plan, stage, checkpoint_dir(plan, number), own_examples)
             write_part(study_dir, "curvature", stage_part(plan, number), rows)
             top = next((r for r in rows if r["group"] == "all" and r["eigenvalue"] is not None), None)
             if top is not None:

@@ -48,6 +48,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("trial_id", pa.string()), ("stage", pa.int64()), ("l2_sq_from_previous", pa.float64()),
         ("l2_sq_from_base", pa.float64()), ("n_params", pa.int64()),
     ]),
+    "replay": pa.schema([
+        ("trial_id", pa.string()), ("stage", pa.int64()), ("from_stage", pa.int64()), ("example_id", pa.string()),
+    ]),
     "train_log": pa.schema([
         ("trial_id", pa.string()), ("stage", pa.int64()), ("step", pa.int64()), ("loss", pa.float64()),
         ("learning_rate", pa.float64()), ("grad_norm", pa.float64()), ("seconds", pa.float64()),

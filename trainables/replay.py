@@ -1,0 +1,30 @@
+"""Replay mitigation: mix a sample of an earlier stage's training examples into a stage's own.
+
+The replayed count is exact, round(fraction × size of the earlier stage's training set), and
+the sample is deterministic in the stage's seed; it is drawn only from the examples that the
+named earlier stage trained on (same task, train size and data seed), and every replayed
+example id is written to the `replay` table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def replay_count(fraction: float, source_size: int) -> int:
+    return int(round(fraction * source_size))
+
+
+def replay_sample(source: Sequence[Any], fraction: float, seed: int) -> list[Any]:
+    n = replay_count(fraction, len(source))
+    if n == 0:
+        return []
+    picked = np.random.default_rng(seed).choice(len(source), size=n, replace=False)
+    return [source[i] for i in sorted(picked)]
+
+
+def replay_rows(trial_id: str, stage: int, from_stage: int, replayed: Sequence[Any]) -> list[dict]:
+    return [{"trial_id": trial_id, "stage": stage, "from_stage": from_stage, "example_id": ex.example_id}
+            for ex in replayed]
