@@ -28,9 +28,12 @@ from analysis.forgetting import (
 from analysis.grid import expand_grid_point
 from analysis.regression import ols
 from analysis.report import write_report
+from analysis.transfer import accuracy_matrix, backward_transfer
 from analysis.results import ResultTables, load_results
 
 __all__ = [
+    "accuracy_matrix",
+    "backward_transfer",
     "ResultTables",
     "accuracy_from_predictions",
     "curvature_by_setting",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from analysis.transfer import accuracy_matrix, backward_transfer
 from analysis.curvature import (
     POOLED,
     curvature_by_setting,
@@ -186,6 +187,13 @@ def _curve_table(curve: pl.DataFrame) -> _Table:
     return _Table(header, rows)
 
 
+def _transfer_table(bwt: pl.DataFrame) -> _Table:
+    header = ["Chain", "Grid point", "Stages", "Seeds", "BWT"]
+    rows = [[r["chain"], grid_label(r["grid_point"]) or "–", str(r["n_stages"]), str(r["n_seeds"]), points(r["bwt"])]
+            for r in bwt.iter_rows(named=True)]
+    return _Table(header, rows)
+
+
 def _number(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
@@ -349,6 +357,15 @@ def _blocks(
         blocks.append(_Paragraph("No evaluations after a later stage yet."))
     else:
         blocks.append(_curve_table(tables["forgetting_curve"]))
+    blocks.append(_Heading("Backward transfer"))
+    blocks.append(_Paragraph(
+        "BWT = mean over the earlier stages j of R[n][j] − R[j][j], where R[i][j] is the accuracy on the task of "
+        "stage j after stage i (tables/accuracy_matrix); negative means forgetting. For two stages BWT = −Forgetting_A."
+    ))
+    if tables["backward_transfer"].is_empty():
+        blocks.append(_Paragraph("No chain has a later stage yet."))
+    else:
+        blocks.append(_transfer_table(tables["backward_transfer"]))
     blocks.append(_Heading("Figures"))
     blocks += [
         _Figure("Forgetting of the first task by the first stage's learning rate "
@@ -457,6 +474,8 @@ def write_report(
         "forgetting_curve": forgetting_curve(trials, evals, metric=metric),
         "stage_accuracy": mean_stage_accuracy(trials, evals, metric=metric),
         "forgetting_by_trial": forgetting_by_trial(trials, evals, metric=metric),
+        "accuracy_matrix": accuracy_matrix(trials, evals, metric=metric),
+        "backward_transfer": backward_transfer(trials, evals, metric=metric),
     }
     tables |= _curvature_tables(results, trials, evals, metric=metric)
     _write_tables(tables, out / TABLES_DIR)
