@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, Sequence
 
 from trainables.stages.outcome import StageOutcome
+from trainables.stages.dpo import run_dpo
 from trainables.stages.sft import run_sft
 
 
@@ -18,7 +19,7 @@ class StageRunner(Protocol):
                  max_length: int, work_dir: str, model_dtype: str) -> StageOutcome: ...
 
 
-STAGE_RUNNERS: dict[str, Callable[..., StageOutcome]] = {"sft": run_sft}
+STAGE_RUNNERS: dict[str, Callable[..., StageOutcome]] = {"sft": run_sft, "dpo": run_dpo}
 
 
 def get_runner(method: str) -> Callable[..., StageOutcome]:

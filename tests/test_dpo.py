@@ -1,0 +1,217 @@
+"""DPO stage: preference pairs from the task, TRL's DPOTrainer, the reference policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainables.stages import get_runner
+from trainables.stages.dpo import build_dpo_trainer, fitting_pairs, preference_pairs
+from trainables.tasks import load_examples
+
+TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+            "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}
+
+
+def _stage(**overrides) -> dict:
+    stage = {"method": "dpo", "task": "toxigen_qa", "learning_rate": 3e-3, "batch_size": 16, "steps": 12, "seed": 0,
+             "dpo": {"beta": 0.1, "reference": "stage_start"}}
+    stage.update(overrides)
+    return stage
+
+
+# ---------------------------------------------------------------- preference pairs (no model)
+
+def test_toxigen_pairs_prefer_the_correct_label_over_the_other_one(data_dir):
+    examples = load_examples("toxigen_qa", "train", size=40, data_dir=data_dir)
+    pairs = preference_pairs(examples, seed=0)
+    assert len(pairs) == len(examples)
+    for ex, pair in zip(examples, pairs):
+        assert set(pair) == {"prompt", "chosen", "rejected"}
+        assert pair["prompt"] == ex.prompt
+        assert pair["chosen"] == ex.completion == ex.answer_prefix + ex.options[ex.label]
+        assert pair["rejected"] == ex.answer_prefix + ex.options[1 - ex.label]  # the only wrong option
+    assert {p["rejected"] for p in pairs} == {" This is toxic.", " This is not toxic."}
+
+
+def test_arc_pairs_pick_a_wrong_option_deterministically_by_seed(data_dir):
+    examples = load_examples("arc_easy", "train", size=60, data_dir=data_dir)
+    pairs = preference_pairs(examples, seed=0)
+    picks = []
+    for ex, pair in zip(examples, pairs):
+        assert pair["chosen"] == ex.completion
+        wrong = [ex.answer_prefix + o for i, o in enumerate(ex.options) if i != ex.label]
+        assert pair["rejected"] in wrong
+        picks.append(pair["rejected"])
+    assert len(set(picks)) >= 3, "the wrong option should vary across examples, not always be the same letter"
+    assert preference_pairs(examples, seed=0) == pairs  # deterministic
+    other = preference_pairs(examples, seed=1)
+    assert other != pairs and all(p["chosen"] == q["chosen"] for p, q in zip(pairs, other))
+    # An example's pick depends on the seed and the example, not on its position in the list.
+    assert preference_pairs(examples[::-1], seed=0) == pairs[::-1]
+
+
+# ---------------------------------------------------------------- tokenization and length
+
+def test_fitting_pairs_drop_pairs_that_would_be_cut(tiny_model_path, data_dir):
+    from trainables.models import load_model_and_tokenizer
+
+    _, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    pairs = preference_pairs(load_examples("arc_easy", "train", size=40, data_dir=data_dir), seed=0)
+    longest = [max(len(tokenizer(p["prompt"] + p[s])["input_ids"]) for s in ("chosen", "rejected")) + 1 for p in pairs]
+    limit = sorted(longest)[len(longest) // 2]
+    kept = fitting_pairs(tokenizer, pairs, limit)
+    assert len(kept) == sum(n <= limit for n in longest) and 0 < len(kept) < len(pairs)
+    with pytest.raises(ValueError, match="max_length"):
+        fitting_pairs(tokenizer, pairs, 4)
+
+
+@pytest.mark.parametrize("task", ["toxigen_qa", "arc_easy"])
+def test_trainer_completions_are_exactly_the_answers(tiny_model_path, data_dir, tmp_path, task):
+    """TRL splits prompt + response at the prompt's token count: the completion tokens must decode
+    to exactly the chosen / rejected answer plus EOS (no prompt token leaks in, nothing cut)."""
+    from trainables.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    pairs = preference_pairs(load_examples(task, "train", size=8, data_dir=data_dir), seed=0)
+    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=_stage(steps=1, batch_size=8), pairs=pairs,
+                                training=TRAINING, max_length=512, work_dir=str(tmp_path / "work"))
+    assert len(trainer.train_dataset) == len(pairs)
+    for pair, row in zip(pairs, trainer.train_dataset):
+        assert tokenizer.decode(row["prompt_ids"], skip_special_tokens=True) == pair["prompt"]
+        assert tokenizer.decode(row["chosen_ids"]) == pair["chosen"] + tokenizer.eos_token
+        assert tokenizer.decode(row["rejected_ids"]) == pair["rejected"] + tokenizer.eos_token
+
+
+# ---------------------------------------------------------------- training
+
+def _completion_logps(model, tokenizer, pairs) -> torch.Tensor:
+    """log π(chosen | prompt) − log π(rejected | prompt) per pair, tokenized as TRL does
+    (prompt + response + EOS as one string; the completion is what follows the prompt's tokens)."""
+    diffs = []
+    model.eval()
+    with torch.inference_mode():
+        for pair in pairs:
+            n_prompt = len(tokenizer(pair["prompt"])["input_ids"])
+            side_logps = []
+            for side in ("chosen", "rejected"):
+                ids = torch.tensor([tokenizer(pair["prompt"] + pair[side] + tokenizer.eos_token)["input_ids"]])
+                logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+                targets = ids[0, n_prompt:]
+                side_logps.append(float(logprobs[n_prompt - 1:].gather(-1, targets[:, None]).sum()))
+            diffs.append(side_logps[0] - side_logps[1])
+    return torch.tensor(diffs)
+
+
+def _skewed_toxigen(split: str, data_dir, n_not_toxic: int, n_toxic: int) -> list:
+    examples = load_examples("toxigen_qa", split, size=200, data_dir=data_dir)
+    return ([ex for ex in examples if ex.label == 1][:n_not_toxic]
+            + [ex for ex in examples if ex.label == 0][:n_toxic])
+
+
+def test_dpo_stage_updates_every_parameter_and_raises_the_held_out_reward_margin(tiny_model_path, data_dir, tmp_path):
+    """The implicit DPO reward margin, mean over held-out pairs of
+    [log π(chosen) − log π(rejected)] − [log π_ref(chosen) − log π_ref(rejected)], rises above 0.
+
+    A randomly initialised 2-layer model cannot learn toxicity from the text in 12 steps; the one
+    regularity that training and held-out pairs share and that it can learn is the label prior.
+    Both sets therefore have a clear 3:1 prior (not toxic : toxic), so the direction of the
+    held-out margin reflects DPO, not noise (margins of about 2.4-3.5 nats over seeds 0-7)."""
+    from trainables.models import load_model_and_tokenizer
+
+    train = _skewed_toxigen("train", data_dir, 48, 16)
+    held_out = _skewed_toxigen("eval", data_dir, 24, 8)
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    reference, _ = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stage = _stage()
+    held_pairs = preference_pairs(held_out, stage["seed"])
+    ref_diffs = _completion_logps(reference, tokenizer, held_pairs)
+    margin_before = float((_completion_logps(model, tokenizer, held_pairs) - ref_diffs).mean())
+
+    outcome = get_runner("dpo")(model=model, tokenizer=tokenizer, stage=stage, examples=train, training=TRAINING,
+                                max_length=256, work_dir=str(tmp_path / "work"))
+
+    assert outcome.n_examples == len(train)
+    rows = outcome.log_rows
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert set(rows[0]) == {"step", "loss", "learning_rate", "grad_norm", "seconds"}
+    assert abs(rows[0]["loss"] - 0.6931) < 1e-3  # −log σ(0): policy = reference at the first step
+    assert rows[0]["learning_rate"] == max(r["learning_rate"] for r in rows)
+    assert rows[-1]["learning_rate"] < 0.1 * stage["learning_rate"]
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert len(changed) == len(before), "every parameter tensor should have been updated"
+
+    margin_after = float((_completion_logps(model, tokenizer, held_pairs) - ref_diffs).mean())
+    assert margin_before == pytest.approx(0.0, abs=1e-4)
+    assert margin_after > margin_before + 0.5 and margin_after > 0.5, (margin_before, margin_after)
+
+
+# ---------------------------------------------------------------- reference policy
+
+def _perturbed(model, seed: int = 1):
+    """Stand-in for a model that an earlier stage already changed."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    return model
+
+
+def test_stage_start_reference_is_a_frozen_copy_of_the_model_as_the_stage_starts(tiny_model_path, data_dir, tmp_path):
+    from trainables.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    _perturbed(model)  # in memory only: TRL's own default would re-read the checkpoint from disk
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    pairs = preference_pairs(load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
+    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=_stage(steps=2, batch_size=4), pairs=pairs,
+                                training=TRAINING, max_length=256, work_dir=str(tmp_path / "work"))
+    ref = trainer.ref_model
+    assert ref is not model and not any(p.requires_grad for p in ref.parameters())
+    trainer.train()
+    for name, p in ref.named_parameters():
+        assert torch.equal(p.detach(), start[name]), name
+    assert any(not torch.equal(p.detach(), start[n]) for n, p in model.named_parameters())
+
+
+def test_base_reference_loads_the_base_model_not_the_stage_start(tiny_model_path, data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from trainables.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    _perturbed(model)
+    pairs = preference_pairs(load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
+    stage = _stage(steps=1, batch_size=4, dpo={"beta": 0.1, "reference": "base", "base_model_path": str(tiny_model_path)})
+    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage, pairs=pairs, training=TRAINING,
+                                max_length=256, work_dir=str(tmp_path / "work"))
+    base = load_file(str(tiny_model_path / "model.safetensors"))
+    ref_params = dict(trainer.ref_model.named_parameters())
+    assert set(base) <= set(ref_params)
+    for name, tensor in base.items():
+        assert torch.equal(ref_params[name].detach().cpu(), tensor), name
+    policy = dict(model.named_parameters())
+    assert not all(torch.equal(policy[n].detach().cpu(), t) for n, t in base.items())
+
+
+def test_base_reference_without_a_path_falls_back_to_the_stage_start(tiny_model_path, data_dir, tmp_path):
+    from trainables.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    _perturbed(model)
+    pairs = preference_pairs(load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
+    with pytest.warns(RuntimeWarning, match="base_model_path"):
+        trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, pairs=pairs, training=TRAINING, max_length=256,
+                                    stage=_stage(steps=1, batch_size=4, dpo={"beta": 0.1, "reference": "base"}),
+                                    work_dir=str(tmp_path / "work"))
+    policy = dict(model.named_parameters())
+    for name, p in trainer.ref_model.named_parameters():
+        assert torch.equal(p.detach(), policy[name].detach()), name
+
+
+def test_dpo_is_registered():
+    from trainables.stages import STAGE_RUNNERS
+    from trainables.stages.dpo import run_dpo
+
+    assert STAGE_RUNNERS["dpo"] is run_dpo
