@@ -161,3 +161,24 @@ def test_curvature_and_weights_land_in_tables_and_report(ray_cluster, data_dir, 
     report = outcome.report.read_text()
     assert "Curvature and weight change" in report
     assert (outcome.report.parent / "tables" / "curvature_regressions.csv").exists()
+
+
+def test_dpo_then_sft_with_replay_runs_on_ray(ray_cluster, data_dir, tmp_path):
+    """The paper's Table 2 shape with the mitigation: DPO on ToxiGenQA, then SFT on ARC replaying 25%."""
+    spec = spec_from_dict({
+        "name": "e2e_dpo",
+        "model": {"name": "tiny", "max_length": 256},
+        "tasks": {"toxigen_qa": {"train_size": 32, "eval_size": 20}, "arc_easy": {"train_size": 32, "eval_size": 20}},
+        "stage_defaults": {"learning_rate": 3e-3, "batch_size": 8, "steps": 4},
+        "chains": {"dpo_arc": [{"task": "toxigen_qa", "method": "dpo", "dpo": {"beta": 0.2}},
+                               {"task": "arc_easy", "replay": {"from_stage": 1, "fraction": 0.25}}]},
+        "data_dir": str(data_dir), "storage": str(tmp_path / "results"),
+    })
+    outcome = run_study(spec)
+    assert outcome.failed == []
+    trials = _table(outcome.study_dir, "trials").sort("stage")
+    assert trials["method"].to_list() == ["dpo", "sft"]
+    assert trials["n_train_examples"].to_list() == [32, 40]  # 32 own + 8 replayed
+    assert _table(outcome.study_dir, "replay").height == 8
+    assert _table(outcome.study_dir, "train_log").filter(pl.col("stage") == 1).height == 4
+    assert "dpo_arc" in outcome.report.read_text()
