@@ -102,6 +102,12 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
         }
         if stage.method == "dpo":  # method settings enter the key only for their own method
             entry["dpo"] = dataclasses.asdict(stage.dpo)
+        if stage.method in ("ppo", "rloo"):
+            rl = dataclasses.asdict(getattr(stage, stage.method))
+            reward = rl.pop("reward")
+            rl["reward"] = ({"model": reward["model"]} if reward["model"]
+                            else {"train": {k: reward[k] for k in ("steps", "learning_rate", "batch_size")}})
+            entry[stage.method] = rl
         entry["stage_key"] = parent = _digest({"parent": parent, **entry})
         stages.append(entry)
     trial_id = f"{chain}-{seed}-{_digest([s['stage_key'] for s in stages], 8)}"

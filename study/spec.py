@@ -32,8 +32,8 @@ GRID_FIELDS = ("learning_rate", "batch_size", "steps", "replay_fraction")
 GRID_KEY = re.compile(r"^stage(\d+)\.(\w+)$")
 # Stage methods this build can run. Others named in the paper (dpo, ppo) are listed so the
 # error can say they are planned rather than misspelled.
-AVAILABLE_METHODS = ("sft", "dpo")
-PLANNED_METHODS = ("ppo", "rloo")
+AVAILABLE_METHODS = ("sft", "dpo", "ppo", "rloo")
+PLANNED_METHODS: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,44 @@ class DPOSpec:
 
 
 @dataclass(frozen=True)
+class RewardSpec:
+    """The reward of an online-RL stage: a given reward model, or one trained in the study."""
+
+    model: str | None = None
+    """Hugging Face id or path of a sequence-classification reward model (PPO needs the
+    policy's tokenizer; RLOO re-tokenizes). None = train one with TRL RewardTrainer on the
+    stage task's preference pairs, starting from the base model."""
+    steps: int = 50
+    learning_rate: float = 1e-5
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class OnlineRLSpec:
+    """Settings of a `method: ppo` or `method: rloo` stage (TRL PPOTrainer / RLOOTrainer)."""
+
+    reward: RewardSpec = field(default_factory=RewardSpec)
+    kl_coef: float = 0.05
+    response_length: int = 16
+    """Tokens generated per prompt."""
+    num_ppo_epochs: int = 4
+    """PPO epochs per batch of rollouts (RLOO: iterations per generation)."""
+    temperature: float = 0.7
+    prompts: Literal["statements", "templated"] = "statements"
+    """'statements' = the original ToxiGen statements without the QA template (paper §3.2);
+    tasks without statements use their templated prompt."""
+    num_generations: int = 4
+    """RLOO only: samples per prompt (≥ 2; must divide batch_size)."""
+
+
+@dataclass(frozen=True)
+class RLOOSpec(OnlineRLSpec):
+    """RLOO's settings: as PPO's, but one optimisation pass per generation by default."""
+
+    num_ppo_epochs: int = 1
+
+
+@dataclass(frozen=True)
 class ReplaySpec:
     """Mix examples of an earlier stage's training set into this stage's (the paper's mitigation)."""
 
@@ -86,6 +124,10 @@ class StageSpec:
     """None = the trial's seed."""
     dpo: DPOSpec = field(default_factory=DPOSpec)
     """Used when method is dpo."""
+    ppo: OnlineRLSpec = field(default_factory=OnlineRLSpec)
+    """Used when method is ppo."""
+    rloo: RLOOSpec = field(default_factory=RLOOSpec)
+    """Used when method is rloo."""
     replay: ReplaySpec | None = None
 
 
@@ -408,9 +450,46 @@ def stage_problems(stage: StageSpec, path: str) -> list[Problem]:
             out.append(Problem(f"{path}.dpo.beta", f"must be > 0 (got {stage.dpo.beta})"))
         if not _trl_has("DPOTrainer"):
             out.append(Problem(f"{path}.method", "method 'dpo' needs trl.DPOTrainer, which the installed TRL lacks"))
+    if stage.method in ("ppo", "rloo"):
+        out.extend(_online_rl_problems(stage, path))
     if stage.replay is not None and not 0 <= stage.replay.fraction < 1:
         out.append(Problem(f"{path}.replay.fraction", f"must be in [0, 1) (got {stage.replay.fraction})"))
     return out
+
+
+def _online_rl_problems(stage: StageSpec, path: str) -> list[Problem]:
+    rl: OnlineRLSpec = getattr(stage, stage.method)
+    where = f"{path}.{stage.method}"
+    out = []
+    for name, ok, rule in [
+        ("kl_coef", rl.kl_coef >= 0, "≥ 0"), ("response_length", rl.response_length >= 1, "≥ 1"),
+        ("num_ppo_epochs", rl.num_ppo_epochs >= 1, "≥ 1"), ("temperature", rl.temperature > 0, "> 0"),
+        ("reward.steps", rl.reward.steps >= 1, "≥ 1"), ("reward.learning_rate", rl.reward.learning_rate > 0, "> 0"),
+        ("reward.batch_size", rl.reward.batch_size >= 1, "≥ 1"),
+    ]:
+        if not ok:
+            value = rl
+            for part in name.split("."):
+                value = getattr(value, part)
+            out.append(Problem(f"{where}.{name}", f"must be {rule} (got {value})"))
+    if stage.method == "rloo":
+        if rl.num_generations < 2:
+            out.append(Problem(f"{where}.num_generations", f"must be ≥ 2 (got {rl.num_generations})"))
+        elif stage.batch_size % rl.num_generations:
+            out.append(Problem(f"{where}.num_generations",
+                               f"must divide the stage's batch_size {stage.batch_size} (got {rl.num_generations})"))
+        if not _trl_has("RLOOTrainer"):
+            out.append(Problem(f"{path}.method", "method 'rloo' needs trl.RLOOTrainer, which the installed TRL lacks"))
+    elif not _trl_has_module("experimental/ppo"):
+        out.append(Problem(f"{path}.method", "method 'ppo' needs trl.experimental.ppo (TRL 1.10-1.12; removed in 1.13)"))
+    return out
+
+
+def _trl_has_module(relative: str) -> bool:
+    import importlib.util
+
+    spec = importlib.util.find_spec("trl")
+    return bool(spec and spec.origin and (Path(spec.origin).parent / relative).exists())
 
 
 def _trl_has(name: str) -> bool:

@@ -189,7 +189,7 @@ INVALID = [
     ("invalid_negative_lr.yaml", "chains.a[0].learning_rate", "must be > 0 (got -1e-05)", 5),
     ("invalid_batch_size_zero.yaml", "chains.a[1].batch_size", "must be ≥ 1 (got 0)", 6),
     ("invalid_steps_string.yaml", "chains.a[0].steps", "must be an integer (got 'many')", 5),
-    ("invalid_method_planned.yaml", "chains.a[0].method", "method 'ppo' is not available in this build yet", 5),
+    ("invalid_method_planned.yaml", "chains.a[0].method", "unknown method 'grpo'", 5),
     ("invalid_method_typo.yaml", "chains.a[0].method", "unknown method 'sftt'; did you mean 'sft'?", 5),
     ("invalid_grid_stage_beyond.yaml", "grid.stage3.learning_rate", "stage 3 does not exist in every chain", 7),
     ("invalid_grid_key_format.yaml", "grid.stage1.lr", "grid keys look like 'stage<k>.<field>'", 5),
@@ -439,3 +439,28 @@ def test_replay_fraction_grid_and_dpo_settings_reach_the_plan():
     assert "dpo" not in plans[0]["stages"][1]  # an SFT stage's key does not depend on DPO settings
     assert plans[0]["stages"][1]["stage_key"] != plans[1]["stages"][1]["stage_key"]
     assert plans[0]["stages"][0]["stage_key"] == plans[1]["stages"][0]["stage_key"]
+
+
+@pytest.mark.parametrize("stage, path, fragment", [
+    ({"task": "toxigen_qa", "method": "ppo", "ppo": {"kl_coef": -1}}, "chains.a[0].ppo.kl_coef", "must be ≥ 0"),
+    ({"task": "toxigen_qa", "method": "ppo", "ppo": {"reward": {"steps": 0}}}, "chains.a[0].ppo.reward.steps", "≥ 1"),
+    ({"task": "toxigen_qa", "method": "rloo", "batch_size": 6, "rloo": {"num_generations": 4}},
+     "chains.a[0].rloo.num_generations", "must divide the stage's batch_size 6"),
+    ({"task": "toxigen_qa", "method": "rloo", "rloo": {"num_generations": 1}}, "chains.a[0].rloo.num_generations", "≥ 2"),
+    ({"task": "toxigen_qa", "method": "ppo", "ppo": {"prompts": "raw"}}, "chains.a[0].ppo.prompts", "one of"),
+])
+def test_online_rl_settings_are_validated(stage, path, fragment):
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(_chain(stage))
+    assert any(p.path == path and fragment in p.message for p in info.value.problems), info.value.render()
+
+
+def test_online_rl_settings_reach_the_plan_in_runner_form():
+    from study.plan import build_plans
+
+    spec = spec_from_dict(_chain({"task": "toxigen_qa", "method": "ppo", "ppo": {"kl_coef": 0.1}},
+                                 {"task": "arc_easy", "method": "rloo", "rloo": {"reward": {"model": "org/rm"}}}))
+    stages = build_plans(spec, study_dir="/tmp/x", data_dir=None)[0]["stages"]
+    assert stages[0]["ppo"]["reward"] == {"train": {"steps": 50, "learning_rate": 1e-5, "batch_size": 16}}
+    assert stages[0]["ppo"]["kl_coef"] == 0.1 and "rloo" not in stages[0]
+    assert stages[1]["rloo"]["reward"] == {"model": "org/rm"} and stages[1]["rloo"]["num_ppo_epochs"] == 1

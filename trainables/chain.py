@@ -75,8 +75,9 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
             examples = list(examples) + replayed
         work_dir = study_dir / "_work" / plan["trial_id"] / f"stage{number}"
         start = time.perf_counter()
-        if "dpo" in stage:  # a DPO reference of "base" is the study's base model
-            stage = {**stage, "dpo": {**stage["dpo"], "base_model_path": model_cfg["path"]}}
+        for method in ("dpo", "ppo", "rloo"):  # a "base" reference / a trained reward start from the base model
+            if method in stage:
+                stage = {**stage, method: {**stage[method], "base_model_path": model_cfg["path"]}}
         outcome = get_runner(stage["method"])(
             model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=plan["training"],
             max_length=int(model_cfg["max_length"]), work_dir=str(work_dir), model_dtype=model_cfg["dtype"],

@@ -11,6 +11,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.dpo import run_dpo
+from trainables.stages.ppo import run_ppo
+from trainables.stages.rloo import run_rloo
 from trainables.stages.sft import run_sft
 
 
@@ -19,7 +21,7 @@ class StageRunner(Protocol):
                  max_length: int, work_dir: str, model_dtype: str) -> StageOutcome: ...
 
 
-STAGE_RUNNERS: dict[str, Callable[..., StageOutcome]] = {"sft": run_sft, "dpo": run_dpo}
+STAGE_RUNNERS: dict[str, Callable[..., StageOutcome]] = {"sft": run_sft, "dpo": run_dpo, "ppo": run_ppo, "rloo": run_rloo}
 
 
 def get_runner(method: str) -> Callable[..., StageOutcome]:

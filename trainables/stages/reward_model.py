@@ -1,0 +1,113 @@
+"""Reward models for the online-RL stages (PPO, RLOO).
+
+Paper §2.2/§3.2: RLHF first learns a reward model from a preference dataset
+{x, y_w, y_l}, then optimises the policy against it. Two ways to get one
+(`stage[<method>]["reward"]`):
+
+  {"model": "<hub id or local path>"}   an existing sequence-classification reward model
+                                        (the paper uses an OpenAssistant reward model);
+  {"train": {"steps": ..., "learning_rate": ..., "batch_size": ...}}
+                                        learn one here with TRL's RewardTrainer on the task's
+                                        preference pairs (`dpo.preference_pairs`: chosen = the
+                                        correct answer, rejected = a wrong one).
+
+A trained reward model is `AutoModelForSequenceClassification(num_labels=1)` initialised from
+the chain's base checkpoint (for Llama: LlamaForSequenceClassification; the scalar head is
+new), so it shares the policy's tokenizer — which TRL's PPOTrainer requires, as it scores the
+policy's token ids directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from trainables.stages.dpo import fitting_pairs, preference_pairs
+from trainables.stages.sft import TrainLogRecorder, quiet_trainer
+from trainables.stages.training_args import common_training_kwargs
+
+# The paper's optimizer settings (§2.2), used when the caller passes no `training` block.
+PAPER_TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                  "warmup_steps": 0, "max_grad_norm": 1.0}
+
+REWARD_MODEL_DIRNAME = "reward_model"
+
+
+def load_reward_model(path: str, *, model_dtype: str = "auto") -> tuple[Any, Any]:
+    """A scalar (num_labels=1) sequence-classification model and its tokenizer, pad token set."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from trainables.models import weights_dtype
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=weights_dtype(model_dtype))
+    # Llama's classification head pools the last non-pad token: it must know the pad id.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return model, tokenizer
+
+
+def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, steps: int, learning_rate: float,
+                       batch_size: int, max_length: int, work_dir: str, training: dict | None = None,
+                       model_dtype: str = "auto") -> str:
+    """Train a reward model on the task's preference pairs; return the folder it is saved in (safetensors)."""
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    model, tokenizer = load_reward_model(base_path, model_dtype=model_dtype)
+    pairs = fitting_pairs(tokenizer, preference_pairs(examples, int(seed)), max_length)
+    stage = {"steps": int(steps), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
+             "seed": int(seed)}
+    out = Path(work_dir) / REWARD_MODEL_DIRNAME
+    args = RewardConfig(
+        **common_training_kwargs(stage=stage, training=training or PAPER_TRAINING, work_dir=str(Path(work_dir) / "rm_trainer"),
+                                 model_dtype=model_dtype),
+        max_length=max_length,
+        disable_dropout=True,
+        center_rewards_coefficient=None,
+    )
+    log = TrainLogRecorder()
+    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
+                            processing_class=tokenizer, callbacks=[log.callback()])
+    quiet_trainer(trainer)
+    trainer.train()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def resolve_reward_model(spec: dict, *, base_path: str | None, examples: Sequence[Any], seed: int, max_length: int,
+                         work_dir: str, training: dict | None = None, model_dtype: str = "auto") -> str:
+    """Path or Hub id of the reward model a stage's `reward` spec names (training one if asked)."""
+    if not isinstance(spec, dict) or ("model" in spec) == ("train" in spec):
+        raise ValueError(f"reward spec must be {{'model': <id>}} or {{'train': {{...}}}}, got {spec!r}")
+    if "model" in spec:
+        return str(spec["model"])
+    if not base_path:
+        raise ValueError("training a reward model needs the chain's base model path (stage[...]['base_model_path'])")
+    settings = spec["train"] or {}
+    return train_reward_model(
+        base_path=str(base_path), examples=examples, seed=int(settings.get("seed", seed)),
+        steps=int(settings.get("steps", 50)), learning_rate=float(settings.get("learning_rate", 1e-5)),
+        batch_size=int(settings.get("batch_size", 16)), max_length=max_length, work_dir=work_dir,
+        training=training, model_dtype=model_dtype,
+    )
+
+
+def reward_scores(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 16) -> list[float]:
+    """Scalar rewards of full texts (prompt + response), in order."""
+    import torch
+
+    scores: list[float] = []
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True)
+            out = model(**{k: v.to(device) for k, v in batch.items()})
+            scores.extend(out.logits[:, 0].float().cpu().tolist())
+    return scores

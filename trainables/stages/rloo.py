@@ -1,0 +1,78 @@
+"""Online RL with REINFORCE Leave-One-Out through TRL's RLOOTrainer.
+
+Same prompts and reward options as the PPO stage (`stage["rloo"]`: reward, kl_coef,
+response_length, num_generations, num_ppo_epochs, prompts; see `trainables.stages.ppo`).
+RLOOTrainer takes reward *functions*: we pass the reward model itself (a sequence-
+classification PreTrainedModel) with its own tokenizer, and TRL decodes each completion and
+re-tokenizes prompt + completion for it, so unlike PPO the reward model may use another
+vocabulary (e.g. the paper's OpenAssistant reward model via {"model": "<hub id>"}).
+
+Each prompt is sampled `num_generations` times; every sample's baseline is the mean reward of
+the prompt's other samples. One `stage["steps"]` = one optimizer step on `stage["batch_size"]`
+completions (= batch_size / num_generations prompts); `num_ppo_epochs` maps to TRL's
+`num_iterations` (passes over each generated batch, with PPO-style ratio clipping).
+
+Reference policy: a frozen copy of the stage-start model. RLOOTrainer would otherwise re-read
+`model.config._name_or_path` from disk (float32, the on-disk weights, not the chain's current
+ones), so it is built with beta = 0 (no reference) and given our copy and the real KL
+coefficient right after construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from trainables.stages.outcome import StageOutcome
+from trainables.stages.ppo import fitting_prompts, frozen_copy, rl_prompts, stage_reward_model
+from trainables.stages.sft import TrainLogRecorder, quiet_trainer
+from trainables.stages.training_args import common_training_kwargs
+
+
+def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
+             work_dir: str, model_dtype: str = "auto") -> StageOutcome:
+    from datasets import Dataset
+    from trl import RLOOConfig, RLOOTrainer
+
+    settings = dict(stage.get("rloo") or {})
+    response_length = int(settings.get("response_length", 16))
+    prompts = fitting_prompts(tokenizer, rl_prompts(examples, settings.get("prompts", "statements")), max_length,
+                              response_length)
+    reward_model, reward_tokenizer, _ = stage_reward_model(
+        stage=stage, settings=settings, examples=examples, training=training, max_length=max_length,
+        work_dir=work_dir, model_dtype=model_dtype, model=model)
+
+    batch_size = int(stage["batch_size"])
+    num_generations = int(settings.get("num_generations", 4))
+    if num_generations < 2 or batch_size % num_generations:
+        raise ValueError(f"rloo: num_generations={num_generations} must be >= 2 and divide batch_size={batch_size}")
+    kl_coef = float(settings.get("kl_coef", 0.05))
+    args = RLOOConfig(
+        **common_training_kwargs(stage=stage, training=training, work_dir=work_dir, model_dtype=model_dtype),
+        num_generations=num_generations,
+        steps_per_generation=1,
+        max_completion_length=response_length,
+        temperature=float(settings.get("temperature", 0.7)),
+        num_iterations=int(settings.get("num_ppo_epochs", 1)),
+        beta=0.0,  # set to kl_coef below, once our reference model is in place
+        disable_dropout=True,
+        log_completions=False,
+        shuffle_dataset=True,
+    )
+    log = TrainLogRecorder()
+    trainer = RLOOTrainer(
+        model=model,
+        reward_funcs=[reward_model],
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+        processing_class=tokenizer,
+        reward_processing_classes=[reward_tokenizer],
+        callbacks=[log.callback()],
+    )
+    if kl_coef != 0.0:
+        trainer.ref_model = trainer.accelerator.prepare_model(frozen_copy(model), evaluation_mode=True)
+        trainer.beta = kl_coef
+        trainer.args.beta = kl_coef
+    quiet_trainer(trainer)
+    trainer.train()
+    model.eval()
+    return StageOutcome(log_rows=log.rows, n_examples=len(prompts))
