@@ -111,6 +111,8 @@ class ReplaySpec:
     fraction: float
     """Replayed count = round(fraction × size of that stage's training set), sampled by the trial
     seed and added to this stage's own examples (paper summary: 5% nearly restores performance)."""
+    only: bool = False
+    """True = the stage trains on the replayed examples alone: replay as its own short stage after B."""
 
 
 @dataclass(frozen=True)
@@ -454,6 +456,8 @@ def stage_problems(stage: StageSpec, path: str) -> list[Problem]:
         out.extend(_online_rl_problems(stage, path))
     if stage.replay is not None and not 0 <= stage.replay.fraction < 1:
         out.append(Problem(f"{path}.replay.fraction", f"must be in [0, 1) (got {stage.replay.fraction})"))
+    elif stage.replay is not None and stage.replay.only and stage.replay.fraction == 0:
+        out.append(Problem(f"{path}.replay.fraction", "must be > 0 with only: true (the stage would train on nothing)"))
     return out
 
 

@@ -22,8 +22,9 @@ def test_replay_sample_is_exact_deterministic_and_a_subset(data_dir):
 
 
 def test_chain_mixes_and_records_replay_from_the_named_stage_only(tiny_model_path, data_dir, tmp_path):
-    """Three stages toxigen_qa → arc_easy → arc_easy; stage 3 replays 25% of stage 1's 40 examples = 10,
-    all ToxiGenQA ids (none from stage 2's ARC set), recorded in the replay table."""
+    """Three stages toxigen_qa → arc_easy → replay: stage 3 replays 25% of stage 1's 40 examples = 10,
+    all ToxiGenQA ids (none from stage 2's ARC set), recorded in the replay table; with only: true it
+    trains on those 10 alone (replay as its own short stage; mixing is covered end to end)."""
     from trainables.chain import run_chain
 
     spec = spec_from_dict({
@@ -31,7 +32,8 @@ def test_chain_mixes_and_records_replay_from_the_named_stage_only(tiny_model_pat
         "tasks": {"toxigen_qa": {"train_size": 40, "eval_size": 8}, "arc_easy": {"train_size": 24, "eval_size": 8}},
         "stage_defaults": {"learning_rate": 1e-3, "batch_size": 4, "steps": 2},
         "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy"},
-                         {"task": "arc_easy", "seed": 7, "replay": {"from_stage": 1, "fraction": 0.25}}]},
+                         {"task": "arc_easy", "method": "dpo", "seed": 7,
+                          "replay": {"from_stage": 1, "fraction": 0.25, "only": True}}]},
         "data_dir": str(data_dir),
     })
     plan = build_plans(spec, study_dir=tmp_path / "replay", data_dir=str(data_dir), base_model_path=str(tiny_model_path))[0]
@@ -41,7 +43,8 @@ def test_chain_mixes_and_records_replay_from_the_named_stage_only(tiny_model_pat
     assert replay.height == 10 and set(replay["stage"]) == {3} and set(replay["from_stage"]) == {1}
     assert set(replay["example_id"]) <= stage1
     trials = pl.read_parquet(tmp_path / "replay" / "trials" / "*.parquet").sort("stage")
-    assert trials["n_train_examples"].to_list() == [40, 24, 34]  # 24 own + 10 replayed
+    assert trials["n_train_examples"].to_list() == [40, 24, 10]  # only the 10 replayed
+    assert trials["method_settings"].to_list() == ["{}", "{}", '{"beta": 0.1, "reference": "stage_start"}']
     assert trials["replay_fraction"].to_list() == [None, None, 0.25]
     # Three stages: every earlier task is evaluated after every later stage.
     evals = pl.read_parquet(tmp_path / "replay" / "evals" / "*.parquet").filter(pl.col("group") == "all")

@@ -434,7 +434,8 @@ def test_replay_fraction_grid_and_dpo_settings_reach_the_plan():
                                     {"task": "arc_easy", "replay": {"from_stage": 1, "fraction": 0.05}}),
                            "grid": {"stage2.replay_fraction": ["0", 0.05]}})
     plans = build_plans(spec, study_dir="/tmp/x", data_dir=None)
-    assert [p["stages"][1]["replay"] for p in plans] == [{"from_stage": 1, "fraction": 0.0}, {"from_stage": 1, "fraction": 0.05}]
+    assert [p["stages"][1]["replay"] for p in plans] == [{"from_stage": 1, "fraction": 0.0, "only": False},
+                                                         {"from_stage": 1, "fraction": 0.05, "only": False}]
     assert plans[0]["stages"][0]["dpo"] == {"beta": 0.2, "reference": "stage_start"}
     assert "dpo" not in plans[0]["stages"][1]  # an SFT stage's key does not depend on DPO settings
     assert plans[0]["stages"][1]["stage_key"] != plans[1]["stages"][1]["stage_key"]

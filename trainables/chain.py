@@ -72,7 +72,7 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
                 stage["replay"]["fraction"], stage["seed"])
             write_part(study_dir, "replay", stage_part(plan, number),
                        replay_rows(plan["trial_id"], number, source["stage"], replayed))
-            examples = list(examples) + replayed
+            examples = replayed if stage["replay"].get("only") else list(examples) + replayed
         work_dir = study_dir / "_work" / plan["trial_id"] / f"stage{number}"
         start = time.perf_counter()
         for method in ("dpo", "ppo", "rloo"):  # a "base" reference / a trained reward start from the base model
@@ -153,11 +153,18 @@ def _evaluate_and_write(plan: dict, stage: int, model: Any, tokenizer: Any, eval
     return metrics
 
 
+def _method_settings(stage: dict) -> str:
+    """The method's own settings as JSON (e.g. DPO beta, PPO kl_coef), without machine paths."""
+    settings = {k: v for k, v in (stage.get(stage["method"]) or {}).items() if k != "base_model_path"}
+    return json.dumps(settings, sort_keys=True)
+
+
 def _trial_row(plan: dict, stage: dict, executor: str, *, status: str, seconds: float | None = None,
                n_train: int | None = None) -> dict[str, Any]:
     return {
         "trial_id": plan["trial_id"], "chain": plan["chain"], "seed": plan["seed"], "stage": stage["stage"],
-        "method": stage["method"], "task": stage["task"], "learning_rate": stage["learning_rate"],
+        "method": stage["method"], "method_settings": _method_settings(stage),
+        "task": stage["task"], "learning_rate": stage["learning_rate"],
         "batch_size": stage["batch_size"], "steps": stage["steps"], "stage_seed": stage["seed"],
         "train_size": stage["train_size"], "n_train_examples": n_train, "data_seed": plan["data_seed"],
         "replay_from_stage": (stage.get("replay") or {}).get("from_stage"),

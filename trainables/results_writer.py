@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 SCHEMAS: dict[str, pa.Schema] = {
     "trials": pa.schema([
         ("trial_id", pa.string()), ("chain", pa.string()), ("seed", pa.int64()), ("stage", pa.int64()),
-        ("method", pa.string()), ("task", pa.string()), ("learning_rate", pa.float64()),
+        ("method", pa.string()), ("method_settings", pa.string()), ("task", pa.string()),
+        ("learning_rate", pa.float64()),
         ("batch_size", pa.int64()), ("steps", pa.int64()), ("stage_seed", pa.int64()),
         ("train_size", pa.int64()), ("n_train_examples", pa.int64()), ("data_seed", pa.int64()),
         ("replay_from_stage", pa.int64()), ("replay_fraction", pa.float64()),
