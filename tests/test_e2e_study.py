@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import polars as pl
 import pytest
 
@@ -182,3 +184,30 @@ def test_dpo_then_sft_with_replay_runs_on_ray(ray_cluster, data_dir, tmp_path):
     assert _table(outcome.study_dir, "replay").height == 8
     assert _table(outcome.study_dir, "train_log").filter(pl.col("stage") == 1).height == 4
     assert "dpo_arc" in outcome.report.read_text()
+
+
+def test_ppo_and_rloo_first_stages_with_a_trained_reward_model_run_on_ray(ray_cluster, data_dir, tmp_path):
+    """The first-stage-method preset, shrunk: PPO and RLOO on ToxiGenQA (reward model trained in
+    the trial by TRL RewardTrainer), each followed by SFT on ARC."""
+    from study.presets import preset_paths
+    from study.spec import load_spec_file
+
+    spec = load_spec_file(preset_paths()["first-stage-method"], [
+        f"data_dir={data_dir}", f"storage={tmp_path / 'results'}", "model.max_length=256",
+        "tasks.toxigen_qa.train_size=32", "tasks.toxigen_qa.eval_size=16",
+        "tasks.arc_easy.train_size=16", "tasks.arc_easy.eval_size=8",
+        "stage_defaults.steps=2", "stage_defaults.batch_size=8",
+        "chains.ppo_arc.0.steps=2", "chains.rloo_arc.0.steps=2",
+        "chains.ppo_arc.0.ppo.response_length=6", "chains.rloo_arc.0.rloo.response_length=6",
+        "chains.ppo_arc.0.ppo.reward.steps=3", "chains.rloo_arc.0.rloo.reward.steps=3",
+    ])
+    spec = dataclasses.replace(spec, chains={k: v for k, v in spec.chains.items() if k in ("ppo_arc", "rloo_arc")})
+    outcome = run_study(spec)
+    assert outcome.failed == []
+    trials = _table(outcome.study_dir, "trials").filter(pl.col("stage") == 1).sort("chain")
+    assert trials["method"].to_list() == ["ppo", "rloo"]
+    assert all('"kl_coef": 0.05' in s for s in trials["method_settings"])
+    log = _table(outcome.study_dir, "train_log").filter(pl.col("stage") == 1)
+    assert log.height == 4 and log["loss"].is_finite().all()
+    evals = _table(outcome.study_dir, "evals")
+    assert sorted(evals["stage"].unique()) == [0, 1, 2]

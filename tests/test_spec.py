@@ -465,3 +465,9 @@ def test_online_rl_settings_reach_the_plan_in_runner_form():
     assert stages[0]["ppo"]["reward"] == {"train": {"steps": 50, "learning_rate": 1e-5, "batch_size": 16}}
     assert stages[0]["ppo"]["kl_coef"] == 0.1 and "rloo" not in stages[0]
     assert stages[1]["rloo"]["reward"] == {"model": "org/rm"} and stages[1]["rloo"]["num_ppo_epochs"] == 1
+
+
+def test_every_shipped_preset_validates():
+    assert {"demo", "curvature", "first-stage-method"} <= set(preset_paths())
+    for name, path in preset_paths().items():
+        assert load_spec_file(path).name == name
