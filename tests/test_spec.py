@@ -471,3 +471,18 @@ def test_every_shipped_preset_validates():
     assert {"demo", "curvature", "first-stage-method"} <= set(preset_paths())
     for name, path in preset_paths().items():
         assert load_spec_file(path).name == name
+
+
+def test_readme_study_files_per_method_validate(tmp_path):
+    """The README shows one study file per method; each must stay valid as the spec evolves."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(# (?:SFT|DPO|RLHF|RLOO).*?)```", readme, re.S)
+    methods = set()
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"method{i}.yaml"
+        path.write_text(block)
+        spec = load_spec_file(path)
+        methods.add(next(iter(spec.chains.values()))[0].method)
+    assert methods == {"sft", "dpo", "ppo", "rloo"}
