@@ -19,6 +19,7 @@ Layout of a study file (see study/presets/demo.yaml):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -465,16 +466,16 @@ def _online_rl_problems(stage: StageSpec, path: str) -> list[Problem]:
     rl: OnlineRLSpec = getattr(stage, stage.method)
     where = f"{path}.{stage.method}"
     out = []
-    for name, ok, rule in [
-        ("kl_coef", rl.kl_coef >= 0, "≥ 0"), ("response_length", rl.response_length >= 1, "≥ 1"),
-        ("num_ppo_epochs", rl.num_ppo_epochs >= 1, "≥ 1"), ("temperature", rl.temperature > 0, "> 0"),
-        ("reward.steps", rl.reward.steps >= 1, "≥ 1"), ("reward.learning_rate", rl.reward.learning_rate > 0, "> 0"),
-        ("reward.batch_size", rl.reward.batch_size >= 1, "≥ 1"),
+    for name, value, ok, rule in [
+        ("kl_coef", rl.kl_coef, rl.kl_coef >= 0, "≥ 0"),
+        ("response_length", rl.response_length, rl.response_length >= 1, "≥ 1"),
+        ("num_ppo_epochs", rl.num_ppo_epochs, rl.num_ppo_epochs >= 1, "≥ 1"),
+        ("temperature", rl.temperature, rl.temperature > 0, "> 0"),
+        ("reward.steps", rl.reward.steps, rl.reward.steps >= 1, "≥ 1"),
+        ("reward.learning_rate", rl.reward.learning_rate, rl.reward.learning_rate > 0, "> 0"),
+        ("reward.batch_size", rl.reward.batch_size, rl.reward.batch_size >= 1, "≥ 1"),
     ]:
         if not ok:
-            value = rl
-            for part in name.split("."):
-                value = getattr(value, part)
             out.append(Problem(f"{where}.{name}", f"must be {rule} (got {value})"))
     if stage.method == "rloo":
         if rl.num_generations < 2:
@@ -489,21 +490,25 @@ def _online_rl_problems(stage: StageSpec, path: str) -> list[Problem]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _trl_init_file() -> Path | None:
+    """trl/__init__.py of the installed TRL, found without importing TRL (and torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("trl")
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
 def _trl_has_module(relative: str) -> bool:
-    import importlib.util
-
-    spec = importlib.util.find_spec("trl")
-    return bool(spec and spec.origin and (Path(spec.origin).parent / relative).exists())
+    init = _trl_init_file()
+    return init is not None and (init.parent / relative).exists()
 
 
+@functools.lru_cache(maxsize=None)
 def _trl_has(name: str) -> bool:
-    """Whether the installed TRL exports `name`, checked without importing TRL (and torch)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("trl")
-    if spec is None or not spec.origin:
-        return False
-    return name in Path(spec.origin).read_text()
+    """Whether the installed TRL exports `name` (read once per name, not per stage)."""
+    init = _trl_init_file()
+    return init is not None and name in init.read_text()
 
 
 def grid_problems(spec: StudySpec) -> list[Problem]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
+from trainables.tasks.sampling import seeded_subset
 
 
 def replay_count(fraction: float, source_size: int) -> int:
@@ -18,11 +18,7 @@ def replay_count(fraction: float, source_size: int) -> int:
 
 
 def replay_sample(source: Sequence[Any], fraction: float, seed: int) -> list[Any]:
-    n = replay_count(fraction, len(source))
-    if n == 0:
-        return []
-    picked = np.random.default_rng(seed).choice(len(source), size=n, replace=False)
-    return [source[i] for i in sorted(picked)]
+    return seeded_subset(source, replay_count(fraction, len(source)), seed)
 
 
 def replay_rows(trial_id: str, stage: int, from_stage: int, replayed: Sequence[Any]) -> list[dict]:

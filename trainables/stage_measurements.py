@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
+from trainables.tasks.sampling import seeded_subset
 from trainables.weight_change import squared_distance
 
 
@@ -26,10 +25,7 @@ def weight_row(trial_id: str, stage: int, checkpoint: Path, previous: str | Path
 
 def curvature_sample(examples: Sequence[Any], n: int, seed: int) -> list[Any]:
     """A seeded random subset of n examples (all of them when fewer), in a stable order."""
-    if len(examples) <= n:
-        return list(examples)
-    picked = np.random.default_rng(seed).choice(len(examples), size=n, replace=False)
-    return [examples[i] for i in sorted(picked)]
+    return seeded_subset(examples, n, seed)
 
 
 def curvature_rows(plan: dict, stage: dict, checkpoint: Path, train_examples: Sequence[Any]) -> list[dict[str, Any]]:

@@ -31,22 +31,15 @@ from typing import Any, Sequence
 
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.reward_model import load_reward_model, resolve_reward_model
-from trainables.stages.sft import quiet_trainer
+from trainables.stages.sft import TrainLogRecorder, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
-
-_PROMPT_MARKER = "\nPrompt: "
-_ANSWER_MARKER = "\nAnswer:"
-
+from trainables.tasks.templates import prompt_body
 
 def raw_statement(example: Any) -> str | None:
     """The untemplated ToxiGen statement of a toxigen_qa example, or None for other tasks."""
     if not str(example.example_id).startswith("toxigen_qa/"):
         return None
-    prompt = example.prompt
-    start = prompt.find(_PROMPT_MARKER)
-    if start < 0 or not prompt.endswith(_ANSWER_MARKER):
-        return None
-    return prompt[start + len(_PROMPT_MARKER):-len(_ANSWER_MARKER)]
+    return prompt_body(example.prompt)
 
 
 def rl_prompts(examples: Sequence[Any], mode: str = "statements") -> list[str]:
@@ -87,40 +80,22 @@ def stage_reward_model(*, stage: dict, settings: dict, examples: Sequence[Any], 
     return reward_model, reward_tokenizer, path
 
 
+def online_rl_inputs(*, method: str, stage: dict, model: Any, tokenizer: Any, examples: Sequence[Any],
+                     training: dict, max_length: int, work_dir: str, model_dtype: str) -> tuple:
+    """What PPO and RLOO both start from: (settings, response_length, prompts, reward model,
+    reward tokenizer, reward model path)."""
+    settings = dict(stage.get(method) or {})
+    response_length = int(settings.get("response_length", 16))
+    prompts = fitting_prompts(tokenizer, rl_prompts(examples, settings.get("prompts", "statements")), max_length,
+                              response_length)
+    reward_model, reward_tokenizer, reward_path = stage_reward_model(
+        stage=stage, settings=settings, examples=examples, training=training, max_length=max_length,
+        work_dir=work_dir, model_dtype=model_dtype, model=model)
+    return settings, response_length, prompts, reward_model, reward_tokenizer, reward_path
+
+
 def same_vocabulary(a: Any, b: Any) -> bool:
     return a.get_vocab() == b.get_vocab() and a.pad_token_id == b.pad_token_id
-
-
-class RLLogRecorder:
-    """train_log rows from an online-RL trainer's logs; `loss_key` names the logged loss."""
-
-    def __init__(self, loss_key: str, lr_key: str = "learning_rate", loss_fn=None) -> None:
-        self.rows: list[dict] = []
-        self.history: list[dict] = []
-        self.loss_key = loss_key
-        self.lr_key = lr_key
-        self.loss_fn = loss_fn or (lambda logs: float(logs[loss_key]))
-        self._start = time.perf_counter()
-
-    def callback(self):
-        from transformers import TrainerCallback
-
-        recorder = self
-
-        class _Callback(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if not logs or recorder.loss_key not in logs:
-                    return
-                recorder.history.append(dict(logs))
-                recorder.rows.append({
-                    "step": int(state.global_step),
-                    "loss": float(recorder.loss_fn(logs)),
-                    "learning_rate": float(logs.get(recorder.lr_key, float("nan"))),
-                    "grad_norm": float(logs.get("grad_norm", float("nan"))),
-                    "seconds": time.perf_counter() - recorder._start,
-                })
-
-        return _Callback()
 
 
 def run_ppo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
@@ -128,13 +103,9 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any],
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    settings = dict(stage.get("ppo") or {})
-    response_length = int(settings.get("response_length", 16))
-    prompts = fitting_prompts(tokenizer, rl_prompts(examples, settings.get("prompts", "statements")), max_length,
-                              response_length)
-    reward_model, reward_tokenizer, reward_path = stage_reward_model(
-        stage=stage, settings=settings, examples=examples, training=training, max_length=max_length,
-        work_dir=work_dir, model_dtype=model_dtype, model=model)
+    settings, response_length, prompts, reward_model, reward_tokenizer, reward_path = online_rl_inputs(
+        method="ppo", stage=stage, model=model, tokenizer=tokenizer, examples=examples, training=training,
+        max_length=max_length, work_dir=work_dir, model_dtype=model_dtype)
     if not same_vocabulary(tokenizer, reward_tokenizer):
         raise ValueError(f"PPO reward model {reward_path!r} does not share the policy's tokenizer; "
                          "TRL's PPOTrainer scores token ids directly (use method 'rloo' for such a reward model)")
@@ -171,7 +142,7 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any],
     # policy (clipped surrogate) + vf_coef × value loss, averaged over the update's minibatches.
     # (The policy part alone is ~0 on the first pass over a rollout: whitened advantages, ratio 1.)
     vf_coef = float(args.vf_coef)
-    log = RLLogRecorder(loss_key="loss/policy_avg", lr_key="lr",
+    log = TrainLogRecorder(loss_key="loss/policy_avg", lr_key="lr",
                         loss_fn=lambda logs: logs["loss/policy_avg"] + vf_coef * logs["loss/value_avg"])
     trainer = PPOTrainer(
         args=args,

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from trainables.stages.outcome import StageOutcome
-from trainables.stages.ppo import fitting_prompts, frozen_copy, rl_prompts, stage_reward_model
+from trainables.stages.ppo import frozen_copy, online_rl_inputs
 from trainables.stages.sft import TrainLogRecorder, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
 
@@ -33,13 +33,9 @@ def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any]
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
-    settings = dict(stage.get("rloo") or {})
-    response_length = int(settings.get("response_length", 16))
-    prompts = fitting_prompts(tokenizer, rl_prompts(examples, settings.get("prompts", "statements")), max_length,
-                              response_length)
-    reward_model, reward_tokenizer, _ = stage_reward_model(
-        stage=stage, settings=settings, examples=examples, training=training, max_length=max_length,
-        work_dir=work_dir, model_dtype=model_dtype, model=model)
+    settings, response_length, prompts, reward_model, reward_tokenizer, _ = online_rl_inputs(
+        method="rloo", stage=stage, model=model, tokenizer=tokenizer, examples=examples, training=training,
+        max_length=max_length, work_dir=work_dir, model_dtype=model_dtype)
 
     batch_size = int(stage["batch_size"])
     num_generations = int(settings.get("num_generations", 4))

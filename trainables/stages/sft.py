@@ -74,10 +74,17 @@ def quiet_trainer(trainer: Any) -> None:
 
 
 class TrainLogRecorder:
-    """Collects the trainer's per-step logs as rows of the `train_log` table."""
+    """Collects the trainer's per-step logs as rows of the `train_log` table.
 
-    def __init__(self) -> None:
+    `loss_key` names the logged value that marks a training step (online-RL trainers log no
+    "loss"); `loss_fn` computes the row's loss from the logs when it is not that value itself.
+    """
+
+    def __init__(self, loss_key: str = "loss", lr_key: str = "learning_rate", loss_fn=None) -> None:
         self.rows: list[dict] = []
+        self.loss_key = loss_key
+        self.lr_key = lr_key
+        self.loss_fn = loss_fn or (lambda logs: logs[loss_key])
         self._start = time.perf_counter()
 
     def callback(self):
@@ -87,11 +94,11 @@ class TrainLogRecorder:
 
         class _Callback(TrainerCallback):
             def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs and "loss" in logs:
+                if logs and recorder.loss_key in logs:
                     recorder.rows.append({
                         "step": int(state.global_step),
-                        "loss": float(logs["loss"]),
-                        "learning_rate": float(logs.get("learning_rate", float("nan"))),
+                        "loss": float(recorder.loss_fn(logs)),
+                        "learning_rate": float(logs.get(recorder.lr_key, float("nan"))),
                         "grad_norm": float(logs.get("grad_norm", float("nan"))),
                         "seconds": time.perf_counter() - recorder._start,
                     })

@@ -15,10 +15,13 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from .example import Example
+
+T = TypeVar("T")
 
 Stratum = tuple[str, int]
 
@@ -67,6 +70,14 @@ def allocate(stratum_sizes: Mapping[Stratum, int], size: int) -> dict[Stratum, i
         key = max((k for k in keys if counts[k] > 1), key=lambda k: counts[k] - quota[k])
         counts[key] -= 1
     return counts
+
+
+def seeded_subset(items: Sequence[T], n: int, seed: int) -> list[T]:
+    """n items drawn without replacement by `seed`, in their original order (all when n ≥ len)."""
+    if n >= len(items):
+        return list(items)
+    picked = np.random.default_rng(seed).choice(len(items), size=n, replace=False)
+    return [items[i] for i in sorted(picked)]
 
 
 def stratified_sample(pool: Sequence[Example], size: int, data_seed: int) -> list[Example]:

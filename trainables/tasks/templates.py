@@ -25,9 +25,21 @@ TOXICITY_INSTRUCTION = (
 )
 
 
+_PROMPT_MARKER = "\nPrompt: "
+_ANSWER_MARKER = "\nAnswer:"
+
+
 def render_prompt(instruction: str, prompt: str) -> str:
     """The fixed layout of every rendered prompt; the answer continues after "Answer:"."""
-    return f"Instructions: {instruction}\nPrompt: {prompt}\nAnswer:"
+    return f"Instructions: {instruction}{_PROMPT_MARKER}{prompt}{_ANSWER_MARKER}"
+
+
+def prompt_body(rendered: str) -> str | None:
+    """The inverse of render_prompt: the prompt part of a rendered prompt, or None if not one."""
+    start = rendered.find(_PROMPT_MARKER)
+    if start < 0 or not rendered.endswith(_ANSWER_MARKER):
+        return None
+    return rendered[start + len(_PROMPT_MARKER):-len(_ANSWER_MARKER)]
 
 
 def _enumerate_letters(letters: Sequence[str], conjunction: str) -> str:
