@@ -109,3 +109,79 @@ def test_online_rl_stage_updates_the_policy_and_logs_finite_losses(method, tiny_
         assert set(row) == {"step", "loss", "learning_rate", "grad_norm", "seconds"}
         assert math.isfinite(row["loss"]) and row["learning_rate"] > 0
     assert tokenizer.padding_side == "right"  # the chain's tokenizer is left as it was
+
+
+# ---------------------------------------------------------------- reward rises on an easy reward
+
+@pytest.fixture(scope="module")
+def last_token_reward(tiny_model_path, tmp_path_factory) -> tuple[str, torch.Tensor]:
+    """A hand-set reward model whose score depends only on the response's last token.
+
+    Zeroing every layer's attention and MLP output projections leaves the residual stream at the
+    token embedding, so score = w · RMSNorm(embed(last token)) for a fixed unit vector w: about
+    N(0, 1) across the vocabulary, known exactly for every token (the returned vector), and the
+    same tokenizer as the policy (PPO requires it). A few dozen policy-gradient steps can move
+    a random 2-layer policy's samples toward high-reward tokens; a learned reward model gives
+    too weak a signal for that in a CPU test (it was flaky).
+    """
+    from trainables.stages.reward_model import load_reward_model
+
+    model, tokenizer = load_reward_model(str(tiny_model_path), model_dtype="float32")
+    w = torch.randn(1, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.score.weight.copy_(w / w.norm())
+        per_token = model.score(model.model.norm(model.model.embed_tokens.weight))[:, 0]
+    out = tmp_path_factory.mktemp("last_token_rm")
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return str(out), per_token
+
+
+def _mean_sampled_reward(model, tokenizer, prompts, per_token, response_length: int, temperature: float) -> float:
+    """Mean reward of sampled responses, scored as PPO scores them: the last token, or the first
+    EOS when one is sampled (the response is truncated there). Fixed sampling seed."""
+    import copy
+
+    left = copy.deepcopy(tokenizer)
+    left.padding_side = "left"
+    batch = left(prompts, return_tensors="pt", padding=True)
+    torch.manual_seed(1234)
+    with torch.no_grad():
+        out = model.generate(**batch, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                             max_new_tokens=response_length, pad_token_id=left.pad_token_id)
+    rewards = []
+    for row in out[:, batch["input_ids"].shape[1]:].tolist():
+        if tokenizer.eos_token_id in row:
+            row = row[:row.index(tokenizer.eos_token_id) + 1]
+        rewards.append(float(per_token[row[-1]]))
+    return float(np.mean(rewards))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ppo", "rloo"])
+def test_online_rl_raises_the_reward_of_sampled_responses(method, tiny_model_path, data_dir, last_token_reward,
+                                                          tmp_path):
+    from trainables.models import load_model_and_tokenizer
+    from trainables.stages.ppo import run_ppo
+    from trainables.stages.rloo import run_rloo
+
+    reward_path, per_token = last_token_reward
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    held_out = rl_prompts(load_examples("toxigen_qa", "eval", size=128, data_dir=data_dir), "statements")
+    before = _mean_sampled_reward(model, tokenizer, held_out, per_token, response_length=8, temperature=0.7)
+
+    settings = {"reward": {"model": reward_path}, "kl_coef": 0.01, "response_length": 8, "num_ppo_epochs": 1,
+                "temperature": 0.7, "prompts": "statements", **({"num_generations": 4} if method == "rloo" else {})}
+    stage = {"method": method, "task": "toxigen_qa", "learning_rate": 3e-2, "batch_size": 16, "steps": 40,
+             "seed": 0, method: settings}
+    run = run_ppo if method == "ppo" else run_rloo
+    run(model=model, tokenizer=tokenizer, stage=stage, training=TRAINING, max_length=256, work_dir=str(tmp_path),
+        examples=load_examples("toxigen_qa", "train", size=64, data_dir=data_dir))
+    after = _mean_sampled_reward(model, tokenizer, held_out, per_token, response_length=8, temperature=0.7)
+
+    # Rewards are ~N(0, 1) over tokens; the mean of 128 samples has a standard error of ~0.09.
+    # Measured rises over seeds 0-2: PPO +0.9 to +2.0, RLOO +0.6 to +1.5.
+    assert after > before + 0.4, f"{method}: mean sampled reward {before:.3f} -> {after:.3f}"
