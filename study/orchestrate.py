@@ -57,7 +57,7 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
     from study.cluster import cluster_cpus, cluster_gpus, connect
     from trainables.models import resolve_base_model
     from trainables.tasks import resolve_data_dir
-    from trainables.tune_trial import chain_trial, choose_executor, find_plan
+    from trainables.tune_trial import PlanLookup, chain_trial, choose_executor
 
     data_dir = resolve_data_dir(spec.data_dir)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
@@ -92,14 +92,15 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
         limit = min(limit, max(1, int(cluster_gpus() // ex.gpus_per_trial)))
     log(f"[study] {len(plans)} trials, executor={executor}, up to {limit} at a time")
 
+    plan_for = PlanLookup(plans)
     trainable = tune.with_resources(
-        tune.with_parameters(chain_trial, plans=plans, executor=executor, cpus_per_worker=worker_cpus,
+        tune.with_parameters(chain_trial, plan_for=plan_for, executor=executor, cpus_per_worker=worker_cpus,
                              gpus_per_worker=ex.gpus_per_trial, max_failures=ex.max_failures),
         trial_resources,
     )
 
     def trial_name(trial) -> str:
-        return find_plan(plans, trial.config)["trial_id"]
+        return plan_for(trial.config)["trial_id"]
 
     tune_dir = study_dir / "_tune"
     experiment = tune_dir / spec.name
@@ -116,7 +117,7 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
                                       failure_config=tune.FailureConfig(max_failures=ex.max_failures), verbose=1),
         )
     grid = tuner.fit()
-    failed = [find_plan(plans, r.config)["trial_id"] + f": {r.error}" for r in grid if r.error]
+    failed = [plan_for(r.config)["trial_id"] + f": {r.error}" for r in grid if r.error]
     report_path = None
     if report:
         from analysis.report import write_report

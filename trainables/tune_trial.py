@@ -15,7 +15,7 @@ Run names come from trial ids (content hashes), never timestamps.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def find_plan(plans: list[dict], config: dict[str, Any]) -> dict:
@@ -27,18 +27,29 @@ def find_plan(plans: list[dict], config: dict[str, Any]) -> dict:
     raise KeyError(f"no trial plan for Tune config {config}")
 
 
+class PlanLookup:
+    """`config -> plan` over precomputed plans (grid studies). A search algorithm that samples
+    points (Optuna) passes its own callable that builds the plan from the sampled config."""
+
+    def __init__(self, plans: list[dict]):
+        self.plans = plans
+
+    def __call__(self, config: dict[str, Any]) -> dict:
+        return find_plan(self.plans, config)
+
+
 def choose_executor(executor: str, *, workers: int, gpus: float) -> str:
     if executor != "auto":
         return executor
     return "function" if workers == 1 and gpus == 0 else "train"
 
 
-def chain_trial(config: dict[str, Any], *, plans: list[dict], executor: str, cpus_per_worker: float,
+def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], dict], executor: str, cpus_per_worker: float,
                 gpus_per_worker: float, max_failures: int) -> None:
     """Tune function trainable. `config` = {chain, seed, <grid axes>...}."""
     from ray import tune
 
-    plan = find_plan(plans, config)
+    plan = plan_for(config)
     if executor == "function":
         _limit_threads(cpus_per_worker)
         from trainables.chain import run_chain
