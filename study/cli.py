@@ -1,4 +1,4 @@
-"""`study` command line: validate, run, report, presets (also `python -m study ...`).
+"""`study` command line: validate, run, report, status, presets (also `python -m study ...`).
 
 Exit codes: 0 success; 1 the study ran but some trials failed; 2 bad input (invalid study
 file, bad --set, missing results folder), reported with file, line and field path.
@@ -30,12 +30,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="study file (YAML) or preset name")
     p.add_argument("--storage", help="results root (overrides the file's storage)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted or extended study: skip finished trials, reuse stored stages")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
 
     p = sub.add_parser("report", help="write report.md/.html, tables and figures from a results folder")
     p.add_argument("results_dir")
     p.add_argument("--out", help="output folder (default: RESULTS_DIR/report)")
+
+    p = sub.add_parser("status", help="trials done/running/failed and stages trained vs shared, from a results folder")
+    p.add_argument("results_dir")
 
     sub.add_parser("presets", help="list the shipped study files")
     return parser
@@ -77,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 
             path = write_report(Path(args.results_dir), Path(args.out) if args.out else None)
             print(f"[study] report: {path}")
+            return 0
+        if args.command == "status":
+            from analysis.status import render_status, study_status
+
+            print(render_status(study_status(Path(args.results_dir))))
             return 0
         if args.command == "presets":
             for name, path in preset_paths().items():

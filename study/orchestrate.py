@@ -1,11 +1,19 @@
 """Run a validated study on Ray Tune: the one entry point from `study` into `trainables`.
 
     spec ─► data dir, base model (built once, here in the driver) ─► trial plans
-         ─► Tune param_space {chain, seed, stage<k>.<field>…} (grid_search) ─► one trial per plan
+         ─► Tune param_space {point: grid_search([{chain, seed, stage<k>.<field>…}, …])} ─► one trial per plan
          ─► results/<study>/{trials,evals,predictions,train_log}/*.parquet ─► report
 
 Everything under `<storage>/<study name>/`: the resolved study file (study.yaml), the plans
-(plans.json), Parquet tables, per-trial checkpoints, Tune's state (_tune/) and the report.
+(plans.json), Parquet tables, the stage store (stages/<stage_key>/: checkpoints and stored
+rows, shared by every trial whose chain starts with that stage), the trial ledger (_ledger/),
+one record per `study run` (runs/<run id>.json), Tune's state (_tune/) and the report.
+
+Resume and extend use our own ledger, not Tune's restore (which cannot change the search
+space): with `resume=True`, trials whose ledger marker says they finished with the same eval
+and curvature settings are not submitted again, and stages stored by earlier runs are reused;
+the remaining points go to a fresh Tuner. Without it every trial runs and every stage is
+trained again (once per run: trials of this run still share stages).
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +42,58 @@ class RunOutcome:
     trials: int
     failed: list[str]
     report: Path | None
+    counts: dict[str, int] = field(default_factory=dict)
+    """stage_trainings_naive / _executed / _reused, trials_skipped (see `run_counts`)."""
+
+
+class RunPlans:
+    """`config -> plan` for the trials of one `study run`: the plan, stamped with the run's id
+    and whether stages stored by earlier runs may be reused. Grid trials get their point as
+    `config["point"]` (a dict of chain, seed and grid values)."""
+
+    def __init__(self, lookup, run: dict):
+        self.lookup = lookup
+        self.run = run
+
+    def __call__(self, config: dict[str, Any]) -> dict:
+        return {**self.lookup(config.get("point", config)), "run": self.run}
+
+
+def plan_point(plan: dict) -> dict[str, Any]:
+    return {"chain": plan["chain"], "seed": plan["seed"], **plan["grid_point"]}
+
+
+def finished_trials(study_dir: Path, plans: list[dict]) -> set[str]:
+    """Trials an earlier run finished (or saw fail deterministically, e.g. diverge) with the
+    same measurement settings: their rows are complete and need no new run."""
+    from trainables.chain import measure_keys, trial_marker
+
+    done = set()
+    for plan in plans:
+        marker = trial_marker(study_dir, plan["trial_id"])
+        if marker.is_file():
+            record = json.loads(marker.read_text())
+            if all(record.get(k) == v for k, v in measure_keys(plan).items()):
+                done.add(plan["trial_id"])
+    return done
+
+
+def run_counts(study_dir: Path, plans: list[dict], run_id: str, skipped: int) -> dict[str, int]:
+    """Stage trainings this run executed against the naive count (every trial training every
+    stage of its chain), and stages it reused from earlier runs."""
+    from trainables.stage_store import run_records
+
+    keys = {s["stage_key"] for p in plans for s in p["stages"]}
+    records = {r["stage_key"]: r for r in run_records(study_dir) if r["stage_key"] in keys}
+    executed = sum(1 for r in records.values() if r["run_id"] == run_id)
+    return {
+        "trials": len(plans),
+        "trials_skipped": skipped,
+        "stage_trainings_naive": sum(len(p["stages"]) for p in plans),
+        "distinct_stages": len(keys),
+        "stage_trainings_executed": executed,
+        "stages_reused_from_earlier_runs": sum(1 for r in records.values() if r["run_id"] != run_id),
+    }
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -54,10 +116,8 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
     import yaml
 
-    from study.cluster import cluster_cpus, cluster_gpus, connect
     from trainables.models import resolve_base_model
     from trainables.tasks import resolve_data_dir
-    from trainables.tune_trial import PlanLookup, chain_trial, choose_executor
 
     data_dir = resolve_data_dir(spec.data_dir)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
@@ -71,6 +131,38 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
     log(f"[study] base model: {base_model}")
     plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model)
     _write_atomic(study_dir / "plans.json", json.dumps(plans, indent=1))
+    run = {"id": uuid.uuid4().hex[:12], "reuse": bool(resume)}
+    started = time.time()
+    done = finished_trials(study_dir, plans) if resume else set()
+    pending = [p for p in plans if p["trial_id"] not in done]
+    if done:
+        log(f"[study] resume: {len(done)} of {len(plans)} trials already finished; running {len(pending)}")
+
+    failed = _run_trials(spec, plans, pending, run, log) if pending else []
+    failed += [f"{p['trial_id']}: {m['failure']}" for p in pending
+               if (m := _marker(study_dir, p["trial_id"])) and m["status"] != "finished"]
+    counts = run_counts(study_dir, plans, run["id"], skipped=len(done))
+    _write_atomic(study_dir / "runs" / f"{run['id']}.json", json.dumps(
+        {"run_id": run["id"], "resume": bool(resume), "started": started, "finished": time.time(),
+         **counts, "failed": failed}, indent=1))
+    log(f"[study] stage trainings: {counts['stage_trainings_executed']} executed, "
+        f"{counts['stages_reused_from_earlier_runs']} reused from earlier runs, "
+        f"naive count {counts['stage_trainings_naive']} ({counts['distinct_stages']} distinct stages)")
+    report_path = None
+    if report:
+        from analysis.report import write_report
+
+        try:
+            report_path = write_report(study_dir)
+        except FileNotFoundError as exc:  # e.g. every trial failed before its first evaluation
+            log(f"[study] no report written: {exc}")
+    return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path, counts=counts)
+
+
+def _run_trials(spec: StudySpec, plans: list[dict], pending: list[dict], run: dict, log) -> list[str]:
+    """Run the pending trials on Ray Tune; the errors of trials that failed (Tune level)."""
+    from study.cluster import cluster_cpus, cluster_gpus, connect
+    from trainables.tune_trial import PlanLookup, chain_trial, choose_executor
 
     log(f"[study] {connect()}")
     from ray import tune
@@ -90,9 +182,9 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
     limit = ex.max_concurrent_trials or max(1, int(cluster_cpus() // ex.cpus_per_trial))
     if ex.gpus_per_trial:
         limit = min(limit, max(1, int(cluster_gpus() // ex.gpus_per_trial)))
-    log(f"[study] {len(plans)} trials, executor={executor}, up to {limit} at a time")
+    log(f"[study] {len(pending)} trials to run, executor={executor}, up to {limit} at a time")
 
-    plan_for = PlanLookup(plans)
+    plan_for = RunPlans(PlanLookup(plans), run)
     trainable = tune.with_resources(
         tune.with_parameters(chain_trial, plan_for=plan_for, executor=executor, cpus_per_worker=worker_cpus,
                              gpus_per_worker=ex.gpus_per_trial, max_failures=ex.max_failures),
@@ -102,28 +194,22 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
     def trial_name(trial) -> str:
         return plan_for(trial.config)["trial_id"]
 
-    tune_dir = study_dir / "_tune"
-    experiment = tune_dir / spec.name
-    if resume and tune.Tuner.can_restore(str(experiment)):
-        log(f"[study] resuming from {experiment}")
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(spec),
-            tune_config=tune.TuneConfig(max_concurrent_trials=limit, trial_name_creator=trial_name,
-                                        trial_dirname_creator=trial_name),
-            run_config=tune.RunConfig(name=spec.name, storage_path=str(tune_dir),
-                                      failure_config=tune.FailureConfig(max_failures=ex.max_failures), verbose=1),
-        )
-    grid = tuner.fit()
-    failed = [plan_for(r.config)["trial_id"] + f": {r.error}" for r in grid if r.error]
-    report_path = None
-    if report:
-        from analysis.report import write_report
+    tuner = tune.Tuner(
+        trainable,
+        # Only the points still to run (Tune's grid cannot express "the product minus what is
+        # done"); each point carries its chain, seed and grid values for Tune's tables.
+        param_space={"point": tune.grid_search([plan_point(p) for p in pending])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=limit, trial_name_creator=trial_name,
+                                    trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(name=spec.name, storage_path=str(Path(plans[0]["study_dir"]) / "_tune"),
+                                  failure_config=tune.FailureConfig(max_failures=ex.max_failures), verbose=1),
+    )
+    results = list(tuner.fit())
+    return [plan_for(r.config)["trial_id"] + f": {r.error}" for r in results if r.error]
 
-        try:
-            report_path = write_report(study_dir)
-        except FileNotFoundError as exc:  # e.g. every trial failed before its first evaluation
-            log(f"[study] no report written: {exc}")
-    return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path)
+
+def _marker(study_dir: Path, trial_id: str) -> dict | None:
+    from trainables.chain import trial_marker
+
+    path = trial_marker(study_dir, trial_id)
+    return json.loads(path.read_text()) if path.is_file() else None

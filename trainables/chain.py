@@ -3,12 +3,17 @@
 Reads top to bottom like the data flow in DESIGN.md:
 
     base model ─► evaluate (stage 0)
-    for each stage: load previous weights ─► train (method's runner) ─► checkpoint (safetensors)
-                    ─► evaluate every eval task ─► rows ─► Parquet ─► report metrics
+    for each stage: in the stage store, under the stage's lock:
+                        reuse it (trained by another trial or an earlier attempt), or
+                        load previous weights ─► train (method's runner) ─► checkpoint (safetensors)
+                    ─► evaluate every eval task (stored per stage, reused too)
+                    ─► this trial's rows ─► Parquet ─► report metrics
 
-The same function runs inside a Ray Train worker (TorchTrainer) or directly inside a Tune
-trial; `report` is whatever sends metrics to Ray there. Plans are plain dicts built by
-`study.plan`, so this module never imports `study`.
+A stage whose loss or weights become non-finite is recorded as diverged (trials.status
+"failed" with the reason in trials.failure); the trial stops there and ends normally, so the
+rest of the study goes on. The same function runs inside a Ray Train worker (TorchTrainer) or
+directly inside a Tune trial; `report` is whatever sends metrics to Ray there. Plans are plain
+dicts built by `study.plan`, so this module never imports `study`.
 """
 
 from __future__ import annotations
@@ -24,88 +29,300 @@ from trainables.models import load_model_and_tokenizer, save_checkpoint
 from trainables.replay import replay_rows, replay_sample
 from trainables.results_writer import SCHEMAS, write_part
 from trainables.stage_measurements import curvature_rows, weight_row
+from trainables.stage_store import (STAGE_TABLES, RunInfo, StageEntry, StageStore, base_stage_key, content_key,
+                                     write_json_atomic)
 from trainables.stages import get_runner
 from trainables.tasks import load_examples
 
 Reporter = Callable[[dict[str, Any]], None]
 
-
-def checkpoint_dir(plan: dict, stage: int) -> Path:
-    return Path(plan["study_dir"]) / "checkpoints" / plan["trial_id"] / f"stage{stage}"
+# The metrics every report of a trial carries (NaN until defined), so a search algorithm or
+# Tune's strict metric check finds them in each result: `<eval task>/accuracy`, and for every
+# evaluated task some stage trains: forgetting/, wg_forgetting/, biased_forgetting/<task>.
+FORGETTING_METRICS = ("forgetting", "wg_forgetting", "biased_forgetting")
+TRIAL_LEDGER = "_ledger"
 
 
 def stage_part(plan: dict, stage: int) -> str:
     return f"{plan['trial_id']}.stage{stage}"
 
 
+def checkpoint_dir(plan: dict, stage: int) -> Path:
+    """Where stage `stage`'s weights are: its entry in the study's stage store."""
+    return StageStore(plan["study_dir"], RunInfo.from_plan(plan)).entry(plan["stages"][stage - 1]["stage_key"]).checkpoint
+
+
+def measure_keys(plan: dict) -> dict[str, str]:
+    """What a stage's stored measurements depend on besides its weights."""
+    evals = content_key([plan["eval_tasks"], plan["data_seed"], plan["data_dir"] is None,
+                         plan["model"]["max_length"], plan["training"]["eval_batch_size"]])
+    curvature = content_key([plan.get("curvature"), plan["model"]["max_length"]])
+    return {"evals": evals, "curvature": curvature}
+
+
+def trial_marker(study_dir: str | Path, trial_id: str) -> Path:
+    return Path(study_dir) / TRIAL_LEDGER / f"{trial_id}.json"
+
+
 def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "function") -> dict[str, Any]:
-    """Run every stage of `plan`; write trials/evals/predictions/train_log parts; return the last metrics."""
+    """Run every stage of `plan` (reusing stored stages); write its parts; return the last metrics."""
     report = report or (lambda metrics: None)
     _quiet_libraries()
-    study_dir = Path(plan["study_dir"])
-    model_cfg = plan["model"]
-    eval_sets = {
-        e["task"]: load_examples(e["task"], "eval", size=e["size"], data_dir=plan["data_dir"], data_seed=plan["data_seed"])
-        for e in plan["eval_tasks"]
-    }
-    clear_trial_parts(study_dir, plan["trial_id"])
-    trial_rows = [_trial_row(plan, s, executor, status="pending") for s in plan["stages"]]
-    write_part(study_dir, "trials", plan["trial_id"], trial_rows)
-
-    model, tokenizer = load_model_and_tokenizer(model_cfg["path"], dtype=model_cfg["dtype"])
-    metrics = _evaluate_and_write(plan, 0, model, tokenizer, eval_sets)
+    chain = _ChainRun(plan, executor)
+    metrics = chain.base_stage()
     report(metrics)
+    for index in range(len(plan["stages"])):
+        metrics = chain.stage(index)
+        report(metrics)
+        if metrics["status"] != "finished":
+            break
+    chain.finish()
+    return metrics
 
-    for index, stage in enumerate(plan["stages"]):
-        number = stage["stage"]
-        if index > 0:
-            # Each stage starts from the checkpoint the previous one saved (what a resumed run does too).
-            model, tokenizer = load_model_and_tokenizer(str(checkpoint_dir(plan, number - 1)), dtype=model_cfg["dtype"])
-        examples = load_examples(stage["task"], "train", size=stage["train_size"], data_dir=plan["data_dir"],
-                                 data_seed=plan["data_seed"])
-        own_examples = examples
-        if stage.get("replay"):
-            source = plan["stages"][stage["replay"]["from_stage"] - 1]
-            replayed = replay_sample(
-                load_examples(source["task"], "train", size=source["train_size"], data_dir=plan["data_dir"],
-                              data_seed=plan["data_seed"]),
-                stage["replay"]["fraction"], stage["seed"])
-            write_part(study_dir, "replay", stage_part(plan, number),
-                       replay_rows(plan["trial_id"], number, source["stage"], replayed))
-            examples = replayed if stage["replay"].get("only") else list(examples) + replayed
-        work_dir = study_dir / "_work" / plan["trial_id"] / f"stage{number}"
-        start = time.perf_counter()
-        for method in ("dpo", "ppo", "rloo"):  # a "base" reference / a trained reward start from the base model
-            if method in stage:
-                stage = {**stage, method: {**stage[method], "base_model_path": model_cfg["path"]}}
-        outcome = get_runner(stage["method"])(
-            model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=plan["training"],
-            max_length=int(model_cfg["max_length"]), work_dir=str(work_dir), model_dtype=model_cfg["dtype"],
-        )
-        log_rows = outcome.log_rows
-        seconds = time.perf_counter() - start
-        shutil.rmtree(work_dir, ignore_errors=True)
-        save_checkpoint(model, tokenizer, checkpoint_dir(plan, number))
-        write_part(study_dir, "train_log", stage_part(plan, number),
-                   [{"trial_id": plan["trial_id"], "stage": number, **row} for row in log_rows])
-        previous = checkpoint_dir(plan, number - 1) if number > 1 else model_cfg["path"]
-        write_part(study_dir, "weights", stage_part(plan, number),
-                   [weight_row(plan["trial_id"], number, checkpoint_dir(plan, number), previous, model_cfg["path"])])
-        metrics = _evaluate_and_write(plan, number, model, tokenizer, eval_sets)
-        trial_rows[index] = _trial_row(plan, stage, executor, status="finished", seconds=seconds,
-                                       n_train=outcome.n_examples)
-        write_part(study_dir, "trials", plan["trial_id"], trial_rows)
-        metrics.update({"train_seconds": seconds, "train_loss": log_rows[-1]["loss"] if log_rows else float("nan")})
-        curvature = plan.get("curvature") or {}
-        if curvature.get("enabled") and number in curvature["stages"]:
-            rows = curvature_rows(plan, stage, checkpoint_dir(plan, number), own_examples)
-            write_part(study_dir, "curvature", stage_part(plan, number), rows)
+
+class _ChainRun:
+    """One trial's pass over its chain: each stage is reused from the store or trained under
+    its lock, then the trial's own Parquet parts are written from the stage's stored rows."""
+
+    def __init__(self, plan: dict, executor: str):
+        self.plan = plan
+        self.executor = executor
+        self.trial_id = plan["trial_id"]
+        self.study_dir = Path(plan["study_dir"])
+        self.model_cfg = plan["model"]
+        self.store = StageStore(self.study_dir, RunInfo.from_plan(plan))
+        self.keys = measure_keys(plan)
+        self._eval_sets: dict[str, list] | None = None
+        self._loaded: tuple[str, Any, Any] | None = None  # (stage key, model, tokenizer)
+        self.accuracy: dict[int, dict[str, dict[str, float]]] = {}  # stage -> task -> group -> acc
+        clear_trial_parts(self.study_dir, self.trial_id)
+        trial_marker(self.study_dir, self.trial_id).unlink(missing_ok=True)
+        self.trial_rows = [_trial_row(plan, s, executor, status="pending") for s in plan["stages"]]
+        write_part(self.study_dir, "trials", self.trial_id, self.trial_rows)
+        self.status, self.failure = "finished", None
+
+    # -- models and data, loaded only when something must be computed -------------------------
+
+    def eval_sets(self) -> dict[str, list]:
+        if self._eval_sets is None:
+            self._eval_sets = {
+                e["task"]: load_examples(e["task"], "eval", size=e["size"], data_dir=self.plan["data_dir"],
+                                         data_seed=self.plan["data_seed"])
+                for e in self.plan["eval_tasks"]
+            }
+        return self._eval_sets
+
+    def model_at(self, key: str, path: str | Path) -> tuple[Any, Any]:
+        if self._loaded is None or self._loaded[0] != key:
+            self._loaded = None  # free the old model first
+            model, tokenizer = load_model_and_tokenizer(str(path), dtype=self.model_cfg["dtype"])
+            self._loaded = (key, model, tokenizer)
+        return self._loaded[1], self._loaded[2]
+
+    def train_examples(self, stage: dict) -> list:
+        return load_examples(stage["task"], "train", size=stage["train_size"], data_dir=self.plan["data_dir"],
+                             data_seed=self.plan["data_seed"])
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def base_stage(self) -> dict[str, Any]:
+        key = base_stage_key(self.model_cfg)
+        with self.store.claim(key) as entry:
+            if entry.usable_record() is None:
+                entry.reset()
+            self._ensure_evals(entry, key, self.model_cfg["path"])
+            if entry.record() is None:
+                entry.finish(trial_id=self.trial_id, status="finished")
+        return self._publish_evals(entry, 0)
+
+    def stage(self, index: int) -> dict[str, Any]:
+        stage = self.plan["stages"][index]
+        number, key = stage["stage"], stage["stage_key"]
+        previous_path = (self.store.entry(self.plan["stages"][index - 1]["stage_key"]).checkpoint if index
+                         else self.model_cfg["path"])
+        with self.store.claim(key) as entry:
+            record = entry.usable_record()
+            if record is None:
+                entry.reset()
+                record = self._train(entry, stage, previous_path)
+            if record["status"] == "finished":
+                self._ensure_evals(entry, key, entry.checkpoint)
+                self._ensure_curvature(entry, stage)
+        reused = not (record["trained_by"] == self.trial_id and record["run_id"] == self.store.run.run_id)
+        for table in STAGE_TABLES:
+            rows = entry.rows(table, self.trial_id)
+            if rows:
+                write_part(self.study_dir, table, stage_part(self.plan, number), rows)
+        self.trial_rows[index] = _trial_row(
+            self.plan, stage, self.executor, status="finished" if record["status"] == "finished" else "failed",
+            seconds=record.get("train_seconds"), n_train=record.get("n_train_examples"),
+            trained_by=record["trained_by"], reused=reused, failure=record.get("reason"))
+        if record["status"] != "finished":
+            self.status, self.failure = "failed", f"stage {number}: {record.get('reason')}"
+            for later in range(index + 1, len(self.trial_rows)):
+                self.trial_rows[later] = {**self.trial_rows[later], "status": "skipped",
+                                          "failure": f"stage {number} failed"}
+            write_part(self.study_dir, "trials", self.trial_id, self.trial_rows)
+            return {**self._metrics(number), "status": "failed", "failure": self.failure}
+        write_part(self.study_dir, "trials", self.trial_id, self.trial_rows)
+        metrics = self._publish_evals(entry, number)
+        log_rows = entry.rows("train_log", self.trial_id)
+        metrics.update({"train_seconds": record.get("train_seconds"),
+                        "train_loss": log_rows[-1]["loss"] if log_rows else float("nan")})
+        if self._curvature_enabled(stage):
+            rows = entry.measure("curvature", self.keys["curvature"], self.trial_id)
+            write_part(self.study_dir, "curvature", stage_part(self.plan, number), rows)
             top = next((r for r in rows if r["group"] == "all" and r["eigenvalue"] is not None), None)
             if top is not None:
                 metrics["spectral_radius"] = abs(top["eigenvalue"])
-        report(metrics)
-    shutil.rmtree(study_dir / "_work" / plan["trial_id"], ignore_errors=True)
-    return metrics
+        return metrics
+
+    def _train(self, entry: StageEntry, stage: dict, previous_path: Path | str) -> dict:
+        """Train one stage from the previous stage's checkpoint; store checkpoint, rows, record."""
+        number = stage["stage"]
+        # Always from the stored checkpoint (not a model still in memory): a trial that trained
+        # the previous stage and one that reused it must start from bit-identical states.
+        self._loaded = None
+        model, tokenizer = load_model_and_tokenizer(str(previous_path), dtype=self.model_cfg["dtype"])
+        examples = self.train_examples(stage)
+        if stage.get("replay"):
+            source = self.plan["stages"][stage["replay"]["from_stage"] - 1]
+            replayed = replay_sample(self.train_examples(source), stage["replay"]["fraction"], stage["seed"])
+            entry.write_rows("replay", replay_rows(self.trial_id, number, source["stage"], replayed))
+            examples = replayed if stage["replay"].get("only") else list(examples) + replayed
+        for method in ("dpo", "ppo", "rloo"):  # a "base" reference / a trained reward start from the base model
+            if method in stage:
+                stage = {**stage, method: {**stage[method], "base_model_path": self.model_cfg["path"]}}
+        work_dir = self.study_dir / "_work" / self.trial_id / f"stage{number}"
+        start = time.perf_counter()
+        outcome = get_runner(stage["method"])(
+            model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=self.plan["training"],
+            max_length=int(self.model_cfg["max_length"]), work_dir=str(work_dir), model_dtype=self.model_cfg["dtype"],
+        )
+        seconds = time.perf_counter() - start
+        shutil.rmtree(work_dir, ignore_errors=True)
+        entry.write_rows("train_log", [{"trial_id": self.trial_id, "stage": number, **row} for row in outcome.log_rows])
+        facts = {"train_seconds": seconds, "n_train_examples": outcome.n_examples}
+        reason = divergence(outcome.log_rows, model)
+        if reason:
+            return entry.finish(trial_id=self.trial_id, status="diverged", reason=reason, **facts)
+        staging = entry.checkpoint_staging()
+        save_checkpoint(model, tokenizer, staging)
+        base = self.model_cfg["path"]
+        entry.write_rows("weights", [weight_row(self.trial_id, number, staging, previous_path, base)])
+        entry.publish_checkpoint(staging)
+        self._loaded = (entry.key, model, tokenizer)
+        return entry.finish(trial_id=self.trial_id, status="finished", **facts)
+
+    # -- measurements ---------------------------------------------------------------------------
+
+    def _ensure_evals(self, entry: StageEntry, key: str, path: Path | str) -> None:
+        if entry.has_measure("evals", self.keys["evals"]) and entry.has_measure("predictions", self.keys["evals"]):
+            return
+        model, tokenizer = self.model_at(key, path)
+        eval_rows, prediction_rows = evaluate_rows(self.plan, model, tokenizer, self.eval_sets())
+        entry.write_measure("predictions", self.keys["evals"], prediction_rows)
+        entry.write_measure("evals", self.keys["evals"], eval_rows)
+
+    def _curvature_enabled(self, stage: dict) -> bool:
+        curvature = self.plan.get("curvature") or {}
+        return bool(curvature.get("enabled")) and stage["stage"] in curvature["stages"]
+
+    def _ensure_curvature(self, entry: StageEntry, stage: dict) -> None:
+        if not self._curvature_enabled(stage) or entry.has_measure("curvature", self.keys["curvature"]):
+            return
+        rows = curvature_rows(self.plan, stage, entry.checkpoint, self.train_examples(stage))
+        entry.write_measure("curvature", self.keys["curvature"], rows)
+
+    def _publish_evals(self, entry: StageEntry, number: int) -> dict[str, Any]:
+        """Copy the stage's stored evals/predictions into this trial's parts; its metrics."""
+        eval_rows = [{**r, "stage": number} for r in entry.measure("evals", self.keys["evals"], self.trial_id)]
+        prediction_rows = [{**r, "stage": number}
+                           for r in entry.measure("predictions", self.keys["evals"], self.trial_id)]
+        write_part(self.study_dir, "evals", stage_part(self.plan, number), eval_rows)
+        write_part(self.study_dir, "predictions", stage_part(self.plan, number), prediction_rows)
+        self.accuracy[number] = {}
+        for row in eval_rows:
+            if row["metric"] == "accuracy":
+                self.accuracy[number].setdefault(row["eval_task"], {})[row["group"]] = row["accuracy"]
+        return self._metrics(number)
+
+    def _metrics(self, number: int) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"stage": number, "trial_id": self.trial_id, "status": "finished"}
+        latest = self.accuracy.get(number, {})
+        for e in self.plan["eval_tasks"]:
+            metrics[f"{e['task']}/accuracy"] = latest.get(e["task"], {}).get("all", float("nan"))
+        metrics.update(forgetting_metrics(self.plan, self.accuracy, number))
+        return metrics
+
+    def finish(self) -> None:
+        write_json_atomic(trial_marker(self.study_dir, self.trial_id), {
+            "trial_id": self.trial_id, "run_id": self.store.run.run_id, "status": self.status,
+            "failure": self.failure, "stage_keys": [s["stage_key"] for s in self.plan["stages"]], **self.keys,
+        })
+        shutil.rmtree(self.study_dir / "_work" / self.trial_id, ignore_errors=True)
+
+
+def evaluate_rows(plan: dict, model: Any, tokenizer: Any, eval_sets: dict[str, list]) -> tuple[list, list]:
+    """Rows of the evals and predictions tables for one model (stage column filled in later)."""
+    eval_rows, prediction_rows = [], []
+    batch_size = int(plan["training"]["eval_batch_size"])
+    for task, examples in eval_sets.items():
+        scored = evaluate_examples(model, tokenizer, examples, batch_size=batch_size,
+                                   max_length=int(plan["model"]["max_length"]))
+        for row in group_accuracy(scored):
+            eval_rows.append({"trial_id": plan["trial_id"], "stage": -1, "eval_task": task, "metric": "accuracy", **row})
+        prediction_rows.extend(
+            {
+                "trial_id": plan["trial_id"], "stage": -1, "eval_task": task, "example_id": s.example_id,
+                "groups": list(s.groups), "label": s.label_name, "prediction": s.prediction_name,
+                "correct": s.correct, "margin": s.margin,
+            }
+            for s in scored
+        )
+    return eval_rows, prediction_rows
+
+
+def forgetting_metrics(plan: dict, accuracy: dict[int, dict[str, dict[str, float]]], number: int) -> dict[str, float]:
+    """Forgetting of every evaluated task a stage trains, at stage `number` (paper §2.4):
+    F = Acc(θ after the stage that last trained the task) − Acc(θ now); WG = max over groups
+    of the per-group F; biased = WG − F (the maximum BiasedForgetting). NaN before the
+    task's stage or when an accuracy is missing."""
+    nan = float("nan")
+    evaluated = {e["task"] for e in plan["eval_tasks"]}
+    out: dict[str, float] = {}
+    for task in dict.fromkeys(s["task"] for s in plan["stages"]):
+        if task not in evaluated:
+            continue
+        trained_at = [s["stage"] for s in plan["stages"] if s["task"] == task and s["stage"] <= number]
+        values = {name: nan for name in FORGETTING_METRICS}
+        if trained_at and trained_at[-1] in accuracy and number in accuracy:
+            then, now = accuracy[trained_at[-1]].get(task, {}), accuracy[number].get(task, {})
+            if "all" in then and "all" in now:
+                values["forgetting"] = then["all"] - now["all"]
+                groups = [g for g in then if g != "all" and g in now]
+                if groups:
+                    values["wg_forgetting"] = max(then[g] - now[g] for g in groups)
+                    values["biased_forgetting"] = values["wg_forgetting"] - values["forgetting"]
+        out.update({f"{name}/{task}": value for name, value in values.items()})
+    return out
+
+
+def divergence(log_rows: list[dict], model: Any) -> str | None:
+    """Why a stage's training diverged (a non-finite logged loss or gradient norm, or
+    non-finite weights), or None."""
+    import math
+
+    import torch
+
+    for row in log_rows:
+        # grad_norm is NaN when a trainer does not log it: only an infinite one counts.
+        if not math.isfinite(row["loss"]) or math.isinf(row.get("grad_norm", 0.0)):
+            return f"non-finite loss ({row['loss']}) or gradient norm ({row.get('grad_norm')}) at step {row['step']}"
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            return f"non-finite weights in {name} after training"
+    return None
 
 
 def clear_trial_parts(study_dir: Path, trial_id: str) -> None:
@@ -129,30 +346,6 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def _evaluate_and_write(plan: dict, stage: int, model: Any, tokenizer: Any, eval_sets: dict[str, list]) -> dict[str, Any]:
-    eval_rows, prediction_rows = [], []
-    metrics: dict[str, Any] = {"stage": stage, "trial_id": plan["trial_id"]}
-    batch_size = int(plan["training"]["eval_batch_size"])
-    for task, examples in eval_sets.items():
-        scored = evaluate_examples(model, tokenizer, examples, batch_size=batch_size,
-                                   max_length=int(plan["model"]["max_length"]))
-        for row in group_accuracy(scored):
-            eval_rows.append({"trial_id": plan["trial_id"], "stage": stage, "eval_task": task, "metric": "accuracy", **row})
-            if row["group"] == "all":
-                metrics[f"{task}/accuracy"] = row["accuracy"]
-        prediction_rows.extend(
-            {
-                "trial_id": plan["trial_id"], "stage": stage, "eval_task": task, "example_id": s.example_id,
-                "groups": list(s.groups), "label": s.label_name, "prediction": s.prediction_name,
-                "correct": s.correct, "margin": s.margin,
-            }
-            for s in scored
-        )
-    write_part(plan["study_dir"], "evals", stage_part(plan, stage), eval_rows)
-    write_part(plan["study_dir"], "predictions", stage_part(plan, stage), prediction_rows)
-    return metrics
-
-
 def _method_settings(stage: dict) -> str:
     """The method's own settings as JSON (e.g. DPO beta, PPO kl_coef), without machine paths."""
     settings = {k: v for k, v in (stage.get(stage["method"]) or {}).items() if k != "base_model_path"}
@@ -160,7 +353,8 @@ def _method_settings(stage: dict) -> str:
 
 
 def _trial_row(plan: dict, stage: dict, executor: str, *, status: str, seconds: float | None = None,
-               n_train: int | None = None) -> dict[str, Any]:
+               n_train: int | None = None, trained_by: str | None = None, reused: bool | None = None,
+               failure: str | None = None) -> dict[str, Any]:
     return {
         "trial_id": plan["trial_id"], "chain": plan["chain"], "seed": plan["seed"], "stage": stage["stage"],
         "method": stage["method"], "method_settings": _method_settings(stage),
@@ -172,4 +366,5 @@ def _trial_row(plan: dict, stage: dict, executor: str, *, status: str, seconds: 
         "stage_key": stage["stage_key"], "model": plan["model"]["name"],
         "grid_point": json.dumps(plan["grid_point"], sort_keys=True), "executor": executor,
         "train_seconds": seconds, "status": status,
+        "trained_by": trained_by, "reused": reused, "failure": failure,
     }

@@ -27,6 +27,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("replay_from_stage", pa.int64()), ("replay_fraction", pa.float64()),
         ("stage_key", pa.string()), ("model", pa.string()), ("grid_point", pa.string()),
         ("executor", pa.string()), ("train_seconds", pa.float64()), ("status", pa.string()),
+        # Stage sharing and failures: which trial trained the stage (stage store), whether this
+        # trial reused it rather than training it, and why a failed stage failed.
+        ("trained_by", pa.string()), ("reused", pa.bool_()), ("failure", pa.string()),
     ]),
     "evals": pa.schema([
         ("trial_id", pa.string()), ("stage", pa.int64()), ("eval_task", pa.string()), ("metric", pa.string()),

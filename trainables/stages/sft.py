@@ -7,6 +7,7 @@ cross-entropy of the completion, as in the paper's SFT.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Sequence
 
@@ -95,9 +96,14 @@ class TrainLogRecorder:
         class _Callback(TrainerCallback):
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and recorder.loss_key in logs:
+                    loss = float(recorder.loss_fn(logs))
+                    if not math.isfinite(loss):
+                        # Diverged: stop here (chain.divergence records why) instead of
+                        # spending the remaining steps on NaNs.
+                        control.should_training_stop = True
                     recorder.rows.append({
                         "step": int(state.global_step),
-                        "loss": float(recorder.loss_fn(logs)),
+                        "loss": loss,
                         "learning_rate": float(logs.get(recorder.lr_key, float("nan"))),
                         "grad_norm": float(logs.get("grad_norm", float("nan"))),
                         "seconds": time.perf_counter() - recorder._start,

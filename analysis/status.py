@@ -1,0 +1,102 @@
+"""`study status RESULTS_DIR`: where a study stands, from its files alone (no Ray needed).
+
+Reads what the engine leaves in a study folder:
+- plans.json                   the trials of the latest `study run` (analysis.results)
+- _ledger/<trial_id>.json      a trial's end marker: finished, or failed with the reason
+- trials/<trial_id>.parquet    per-stage status rows (pending while the trial runs)
+- stages/<stage_key>/record.json  which trial trained each stage, in which run
+- runs/<run id>.json           per-run counts (stage trainings executed vs the naive count)
+
+A trial with no end marker is "running" when its trials part exists (it has started and
+writes its rows as it goes) and "pending" otherwise; after a driver crash "running" means
+"interrupted": `study run --resume` continues it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from analysis.results import PLANS_FILE
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    results_dir: Path
+    trials: int
+    finished: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # trial_id -> reason
+    running: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    stage_trainings_naive: int = 0
+    distinct_stages: int = 0
+    stages_trained: int = 0
+    stage_uses_reused: int = 0
+    last_run: dict | None = None
+
+
+def study_status(results_dir: str | Path) -> StudyStatus:
+    root = Path(results_dir)
+    plans_path = root / PLANS_FILE
+    if not plans_path.is_file():
+        raise FileNotFoundError(f"not a study results folder (no {PLANS_FILE}): {root}")
+    plans = json.loads(plans_path.read_text())
+    finished, running, pending, failed = [], [], [], {}
+    for plan in plans:
+        trial_id = plan["trial_id"]
+        marker = root / "_ledger" / f"{trial_id}.json"
+        if marker.is_file():
+            record = json.loads(marker.read_text())
+            if record["status"] == "finished":
+                finished.append(trial_id)
+            else:
+                failed[trial_id] = str(record.get("failure"))
+        elif (root / "trials" / f"{trial_id}.parquet").is_file():
+            running.append(trial_id)
+        else:
+            pending.append(trial_id)
+
+    keys = {s["stage_key"] for p in plans for s in p["stages"]}
+    trained = sum(1 for key in keys if (root / "stages" / key / "record.json").is_file())
+    reused = 0
+    trial_files = [root / "trials" / f"{p['trial_id']}.parquet" for p in plans]
+    trial_files = [f for f in trial_files if f.is_file()]
+    if trial_files:
+        frame = pl.concat([pl.read_parquet(f) for f in trial_files], how="diagonal_relaxed")
+        if "reused" in frame.columns:
+            reused = int(frame.filter(pl.col("reused").fill_null(False)).height)
+    runs = sorted((root / "runs").glob("*.json"), key=lambda p: json.loads(p.read_text())["started"]) \
+        if (root / "runs").is_dir() else []
+    return StudyStatus(
+        results_dir=root, trials=len(plans), finished=finished, failed=failed, running=running, pending=pending,
+        stage_trainings_naive=sum(len(p["stages"]) for p in plans), distinct_stages=len(keys),
+        stages_trained=trained, stage_uses_reused=reused,
+        last_run=json.loads(runs[-1].read_text()) if runs else None,
+    )
+
+
+def render_status(status: StudyStatus) -> str:
+    lines = [
+        f"study: {status.results_dir}",
+        f"trials: {status.trials} total, {len(status.finished)} done, {len(status.running)} running or interrupted, "
+        f"{len(status.pending)} pending, {len(status.failed)} failed",
+        f"stages: {status.stages_trained} of {status.distinct_stages} distinct stages trained "
+        f"(naive count {status.stage_trainings_naive}: every trial training its whole chain); "
+        f"{status.stage_uses_reused} stage uses reused a stored stage",
+    ]
+    if status.last_run:
+        run = status.last_run
+        lines.append(f"last run {run['run_id']}{' (resume)' if run.get('resume') else ''}: "
+                     f"{run['stage_trainings_executed']} stage trainings executed, "
+                     f"{run['stages_reused_from_earlier_runs']} reused from earlier runs, "
+                     f"{run['trials_skipped']} trials skipped as finished")
+    if status.failed:
+        lines.append("failures:")
+        lines.extend(f"  {trial_id}: {reason}" for trial_id, reason in sorted(status.failed.items()))
+    if status.running:
+        lines.append("running or interrupted (`study run --resume` continues them):")
+        lines.extend(f"  {trial_id}" for trial_id in status.running)
+    return "\n".join(lines)

@@ -1,0 +1,214 @@
+"""The study's stage store: every trained stage kept once, by stage_key, and reused.
+
+    <study_dir>/stages/<stage_key>/
+        checkpoint/               safetensors weights + tokenizer (absent for a diverged stage)
+        rows/<table>.parquet      the stage's own rows (train_log, weights, replay), stored with
+                                  the trial id of the trial that trained it
+        measures/<table>-<key>.parquet
+                                  measurements of the checkpoint (evals, predictions, curvature),
+                                  keyed by what they depend on (eval tasks and sizes, curvature
+                                  settings), so changing the eval set re-measures, never retrains
+        record.json               written last: the ledger entry (who trained it, in which run,
+                                  finished or diverged and why)
+        .lock                     flock: one trial trains a stage, the others wait and reuse it
+        holder.json               pid and host of the process holding the lock, while it does
+
+Why a file lock and not a scheduler: Tune runs trials concurrently in whatever order its grid
+gives; two trials whose chains start with the same stage may start together. The first takes
+the lock and trains; the second blocks on the lock, then finds `record.json` and reuses the
+stage. A holder that dies (SIGKILL, node loss) releases its flock with its process, and the
+next trial trains the stage itself. flock needs a filesystem that supports it (local disks,
+NFSv4, Lustre, most cluster filesystems).
+
+Which records count: a record made in the current run always does (so a retried trial, or a
+second trial sharing the prefix, reuses it). Records of earlier runs count only when the run
+reuses them (`study run --resume`): a plain rerun retrains, in case the code changed.
+
+Stage 0 (the base model) is stored under `base-<hash of the model settings>`: its evaluation
+is shared the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trainables.results_writer import SCHEMAS
+
+STORE_DIR = "stages"
+RECORD = "record.json"
+HOLDER = "holder.json"
+STAGE_TABLES = ("train_log", "weights", "replay")  # rows fixed by the stage's training
+
+
+def content_key(payload: Any, n: int = 12) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def base_stage_key(model: dict) -> str:
+    """Key of stage 0: the base model as loaded (path and dtype)."""
+    return "base-" + content_key({k: model.get(k) for k in ("name", "path", "dtype", "max_length")})
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The `study run` invocation a trial belongs to."""
+
+    run_id: str
+    reuse_earlier_runs: bool = False
+
+    @classmethod
+    def from_plan(cls, plan: dict) -> "RunInfo":
+        run = plan.get("run") or {}
+        return cls(run_id=str(run.get("id", "adhoc")), reuse_earlier_runs=bool(run.get("reuse", False)))
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def write_rows_atomic(path: Path, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(pa.Table.from_pylist(list(rows), schema=SCHEMAS[table]), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_rows(path: Path, trial_id: str) -> list[dict[str, Any]]:
+    """Stored rows, relabelled with the trial that reuses them."""
+    rows = pq.read_table(path).to_pylist()
+    for row in rows:
+        row["trial_id"] = trial_id
+    return rows
+
+
+class StageEntry:
+    """One stage_key's folder. Use `StageStore.claim` to get one under its lock."""
+
+    def __init__(self, folder: Path, run: RunInfo):
+        self.folder = folder
+        self.run = run
+
+    @property
+    def key(self) -> str:
+        return self.folder.name
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "checkpoint"
+
+    def record(self) -> dict | None:
+        path = self.folder / RECORD
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def usable_record(self) -> dict | None:
+        """The ledger record if this run may reuse it (see the module docstring), else None."""
+        record = self.record()
+        if record is None:
+            return None
+        if record.get("run_id") == self.run.run_id or self.run.reuse_earlier_runs:
+            if record["status"] != "finished" or self.checkpoint.is_dir() or self.key.startswith("base-"):
+                return record
+        return None
+
+    # -- writing (caller holds the lock) ------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget an unusable earlier attempt before training again."""
+        (self.folder / RECORD).unlink(missing_ok=True)
+        for sub in ("checkpoint", "rows", "measures"):
+            shutil.rmtree(self.folder / sub, ignore_errors=True)
+        for staging in self.folder.glob(".checkpoint.*"):  # left by a holder that was killed
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def checkpoint_staging(self) -> Path:
+        """A fresh folder to save the checkpoint into; `publish_checkpoint` renames it in place."""
+        staging = self.folder / f".checkpoint.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return staging
+
+    def publish_checkpoint(self, staging: Path) -> None:
+        shutil.rmtree(self.checkpoint, ignore_errors=True)
+        os.replace(staging, self.checkpoint)
+
+    def write_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        write_rows_atomic(self.folder / "rows" / f"{table}.parquet", table, rows)
+
+    def finish(self, *, trial_id: str, status: str, reason: str | None = None, **extra: Any) -> dict:
+        record = {"stage_key": self.key, "run_id": self.run.run_id, "trained_by": trial_id, "status": status,
+                  "reason": reason, "finished_at": time.time(), **extra}
+        write_json_atomic(self.folder / RECORD, record)
+        return record
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def rows(self, table: str, trial_id: str) -> list[dict[str, Any]]:
+        path = self.folder / "rows" / f"{table}.parquet"
+        return read_rows(path, trial_id) if path.is_file() else []
+
+    def measure_path(self, table: str, key: str) -> Path:
+        return self.folder / "measures" / f"{table}-{key}.parquet"
+
+    def has_measure(self, table: str, key: str) -> bool:
+        return self.measure_path(table, key).is_file()
+
+    def write_measure(self, table: str, key: str, rows: Sequence[dict[str, Any]]) -> None:
+        write_rows_atomic(self.measure_path(table, key), table, rows)
+
+    def measure(self, table: str, key: str, trial_id: str) -> list[dict[str, Any]]:
+        return read_rows(self.measure_path(table, key), trial_id)
+
+
+class StageStore:
+    def __init__(self, study_dir: str | Path, run: RunInfo):
+        self.root = Path(study_dir) / STORE_DIR
+        self.run = run
+
+    def entry(self, stage_key: str) -> StageEntry:
+        return StageEntry(self.root / stage_key, self.run)
+
+    @contextlib.contextmanager
+    def claim(self, stage_key: str) -> Iterator[StageEntry]:
+        """The stage's entry, under an exclusive lock for as long as the block runs."""
+        entry = self.entry(stage_key)
+        entry.folder.mkdir(parents=True, exist_ok=True)
+        with open(entry.folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            # Who holds the stage now (for `study status` and for fault-injection tests).
+            write_json_atomic(entry.folder / HOLDER, {"pid": os.getpid(), "host": socket.gethostname(),
+                                                      "since": time.time()})
+            try:
+                yield entry
+            finally:
+                (entry.folder / HOLDER).unlink(missing_ok=True)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def run_records(study_dir: str | Path) -> list[dict]:
+    """Every ledger record in a study's stage store."""
+    root = Path(study_dir) / STORE_DIR
+    return [json.loads(p.read_text()) for p in sorted(root.glob(f"*/{RECORD}"))] if root.is_dir() else []
