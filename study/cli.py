@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             spec = _load(args.file, args.overrides)
             n = len(spec.chains) * len(spec.seeds)
+            if spec.search is not None:
+                n *= spec.search.num_samples
+                print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' (Optuna search: up to {n} trials)")
+                return 0
             for values in spec.grid.values():
                 n *= len(values)
             print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' ({n} trials)")

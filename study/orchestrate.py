@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.plan import build_plans
+from study.plan import SampledPlans, build_plans, collect_plans
 from study.spec import StudySpec
+from study.spec import study_dir as resolve_study_dir
 
 
 # CPU share of a Tune trial that only hosts a TorchTrainer (its Train controller takes 0 CPUs;
@@ -104,15 +105,6 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def param_space(spec: StudySpec) -> dict[str, Any]:
-    from ray import tune
-
-    space: dict[str, Any] = {"chain": tune.grid_search(list(spec.chains)), "seed": tune.grid_search(list(spec.seeds))}
-    for axis in sorted(spec.grid):
-        space[axis] = tune.grid_search(list(spec.grid[axis]))
-    return space
-
-
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
     import yaml
 
@@ -121,7 +113,7 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
 
     data_dir = resolve_data_dir(spec.data_dir)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
-    study_dir = Path(spec.storage).expanduser().resolve() / spec.name
+    study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     study_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(study_dir / "study.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
 
@@ -129,16 +121,25 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
     # Built inside the study folder: on a multi-node cluster every trial finds it in storage.
     base_model = resolve_base_model(spec.model.name, data_dir, cache_dir=study_dir / "_models")
     log(f"[study] base model: {base_model}")
-    plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model)
-    _write_atomic(study_dir / "plans.json", json.dumps(plans, indent=1))
     run = {"id": uuid.uuid4().hex[:12], "reuse": bool(resume)}
     started = time.time()
-    done = finished_trials(study_dir, plans) if resume else set()
-    pending = [p for p in plans if p["trial_id"] not in done]
-    if done:
-        log(f"[study] resume: {len(done)} of {len(plans)} trials already finished; running {len(pending)}")
-
-    failed = _run_trials(spec, plans, pending, run, log) if pending else []
+    if spec.search is None:
+        plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model)
+        _write_atomic(study_dir / "plans.json", json.dumps(plans, indent=1))
+        done = finished_trials(study_dir, plans) if resume else set()
+        pending = [p for p in plans if p["trial_id"] not in done]
+        if done:
+            log(f"[study] resume: {len(done)} of {len(plans)} trials already finished; running {len(pending)}")
+        failed = _run_trials(spec, plans, pending, run, log) if pending else []
+    else:
+        # Points are sampled while the study runs: plans are built per trial, and plans.json
+        # lists the trials that ran. With --resume, stages stored by earlier runs are reused
+        # (the seeded sampler proposes the same first points again, with the same stage keys).
+        done = set()
+        lookup = SampledPlans(spec, study_dir, data_dir, base_model)
+        plans, failed = _run_search(spec, lookup, run, log)
+        _write_atomic(study_dir / "plans.json", json.dumps(plans, indent=1))
+        pending = plans
     failed += [f"{p['trial_id']}: {m['failure']}" for p in pending
                if (m := _marker(study_dir, p["trial_id"])) and m["status"] != "finished"]
     counts = run_counts(study_dir, plans, run["id"], skipped=len(done))
@@ -160,9 +161,38 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
 
 
 def _run_trials(spec: StudySpec, plans: list[dict], pending: list[dict], run: dict, log) -> list[str]:
-    """Run the pending trials on Ray Tune; the errors of trials that failed (Tune level)."""
+    """Run the pending trials of a grid on Ray Tune; the errors of trials that failed (Tune level)."""
+    from ray import tune
+
+    from trainables.tune_trial import PlanLookup
+
+    # Only the points still to run (Tune's grid cannot express "the product minus what is
+    # done"); each point carries its chain, seed and grid values for Tune's tables.
+    space = {"point": tune.grid_search([plan_point(p) for p in pending])}
+    results = _tune(spec, PlanLookup(plans), space, {}, run, log, len(pending), Path(plans[0]["study_dir"]))
+    plan_for = RunPlans(PlanLookup(plans), run)
+    return [plan_for(r.config)["trial_id"] + f": {r.error}" for r in results if r.error]
+
+
+def _run_search(spec: StudySpec, lookup: SampledPlans, run: dict, log) -> tuple[list[dict], list[str]]:
+    """Run an Optuna search on Ray Tune: the plans of the trials that ran, and Tune-level errors."""
+    from study.search import search_setup
+
+    setup = search_setup(spec)
+    results = _tune(spec, lookup, setup.param_space, setup.tune_config_kwargs(), run, log,
+                    setup.num_samples, Path(lookup.study_dir))
+    for chain in spec.chains:
+        for config, values in setup.search_alg.best(chain):
+            log(f"[study] best of {chain}: {config} -> {dict(zip([m for m, _ in setup.objectives], values))}")
+    plans = collect_plans([r.config for r in results], lookup)
+    return plans, [lookup(r.config)["trial_id"] + f": {r.error}" for r in results if r.error]
+
+
+def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: dict, log, trials: int,
+          study_dir: Path) -> list:
+    """One Tuner over `param_space` (+ search_alg/num_samples/metric/mode); its results."""
     from study.cluster import cluster_cpus, cluster_gpus, connect
-    from trainables.tune_trial import PlanLookup, chain_trial, choose_executor
+    from trainables.tune_trial import chain_trial, choose_executor
 
     log(f"[study] {connect()}")
     from ray import tune
@@ -182,9 +212,9 @@ def _run_trials(spec: StudySpec, plans: list[dict], pending: list[dict], run: di
     limit = ex.max_concurrent_trials or max(1, int(cluster_cpus() // ex.cpus_per_trial))
     if ex.gpus_per_trial:
         limit = min(limit, max(1, int(cluster_gpus() // ex.gpus_per_trial)))
-    log(f"[study] {len(pending)} trials to run, executor={executor}, up to {limit} at a time")
+    log(f"[study] {'up to ' if spec.search else ''}{trials} trials to run, executor={executor}, up to {limit} at a time")
 
-    plan_for = RunPlans(PlanLookup(plans), run)
+    plan_for = RunPlans(lookup, run)
     trainable = tune.with_resources(
         tune.with_parameters(chain_trial, plan_for=plan_for, executor=executor, cpus_per_worker=worker_cpus,
                              gpus_per_worker=ex.gpus_per_trial, max_failures=ex.max_failures),
@@ -196,16 +226,13 @@ def _run_trials(spec: StudySpec, plans: list[dict], pending: list[dict], run: di
 
     tuner = tune.Tuner(
         trainable,
-        # Only the points still to run (Tune's grid cannot express "the product minus what is
-        # done"); each point carries its chain, seed and grid values for Tune's tables.
-        param_space={"point": tune.grid_search([plan_point(p) for p in pending])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=limit, trial_name_creator=trial_name,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(**search_kwargs, max_concurrent_trials=limit, trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(name=spec.name, storage_path=str(Path(plans[0]["study_dir"]) / "_tune"),
+        run_config=tune.RunConfig(name=spec.name, storage_path=str(study_dir / "_tune"),
                                   failure_config=tune.FailureConfig(max_failures=ex.max_failures), verbose=1),
     )
-    results = list(tuner.fit())
-    return [plan_for(r.config)["trial_id"] + f": {r.error}" for r in results if r.error]
+    return list(tuner.fit())
 
 
 def _marker(study_dir: Path, trial_id: str) -> dict | None:

@@ -8,6 +8,10 @@ seam between "what to run" and "how to run it". Identity is content-addressed:
   Two trials whose chains share a prefix share those stages' keys.
 - trial_id: `<chain>-<seed>-<hash>` from the chain's stage keys, never a timestamp, so a rerun
   writes to the same place and overwrites instead of duplicating.
+
+A `search:` study's points are sampled while it runs: `SampledPlans` builds the plan of each
+sampled config with the same code (so a point gets the trial id a grid would give it), and
+`collect_plans` gathers the plans of the trials that ran.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from study.spec import GRID_KEY, StageSpec, StudySpec
+from study.spec import GRID_KEY, StageSpec, StudySpec, round_sample, spec_from_dict
 
 PLAN_VERSION = 1  # bump when the meaning of a plan field changes (it enters every stage_key)
 
@@ -54,9 +58,12 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
     model = spec.model.name
     if model == "tiny" and base_model_path:
         model = Path(base_model_path).name  # tiny-<content hash>: tokenizer corpus and init included
+    identity = {**dataclasses.asdict(spec.model), "name": model}
+    if not identity["trust_remote_code"]:
+        del identity["trust_remote_code"]  # off (the default) leaves existing stage keys as they were
     return {
         "plan_version": PLAN_VERSION,
-        "model": {**dataclasses.asdict(spec.model), "name": model},
+        "model": identity,
         # bf16 autocast on GPUs vs float32 on CPUs gives different weights from the same settings.
         "accelerator": "gpu" if spec.execution.gpus_per_trial > 0 else "cpu",
         "data_source": "mirror" if data_dir else "hub",
@@ -75,6 +82,10 @@ def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None,
             for seed in spec.seeds:
                 plan = _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path)
                 plans.append(plan)
+    if any(stage.start_from == "best_seed" for stages in spec.chains.values() for stage in stages):
+        from study.start_points import apply_start_points  # imports this module
+
+        plans = apply_start_points(spec, plans)
     ids = [p["trial_id"] for p in plans]
     if len(set(ids)) != len(ids):  # two trials would write the same parts and checkpoints
         raise ValueError(f"trial ids collide: {sorted(i for i in ids if ids.count(i) > 1)}")
@@ -127,3 +138,77 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
         "curvature": spec.to_dict()["curvature"],
         "study_dir": str(study_dir),
     }
+
+
+# ---------------------------------------------------------------- plans of sampled points
+
+
+def config_point(spec: StudySpec, config: Mapping[str, Any]) -> tuple[str, int, dict[str, Any]]:
+    """(chain, seed, point) of a Tune config `{chain, seed, stage<k>.<field>: value, ...}`.
+
+    The point must name exactly the study's axes (search.space, else the grid). Sampled values
+    are normalised as the searcher hands them out: continuous axes rounded to SAMPLE_DIGITS
+    significant digits, integer fields as int, so equal points give equal stage keys and trial
+    ids however the value travelled. Grid values are kept as they are (build_plans' form).
+    """
+    chain, seed = config.get("chain"), config.get("seed")
+    if chain not in spec.chains:
+        raise KeyError(f"config {dict(config)} names no chain of study {spec.name!r} (chains: {', '.join(spec.chains)})")
+    if seed not in spec.seeds:
+        raise KeyError(f"config {dict(config)} names no seed of study {spec.name!r} (seeds: {list(spec.seeds)})")
+    point = {k: v for k, v in config.items() if k not in ("chain", "seed")}
+    axes = spec.search.space if spec.search is not None else spec.grid
+    if set(point) != set(axes):
+        raise KeyError(f"config {dict(config)} does not name the study's axes {sorted(axes)}")
+    if spec.search is not None:
+        point = {k: sampled_value(k, spec.search.space[k], v) for k, v in point.items()}
+    return chain, int(seed), dict(sorted(point.items()))
+
+
+def sampled_value(axis: str, dist: Mapping[str, Any], value: Any) -> Any:
+    """A value of search axis `axis` (distribution `dist`) as trials run it."""
+    [kind] = dist
+    if kind in ("loguniform", "uniform"):
+        return round_sample(value)
+    if axis.endswith((".batch_size", ".steps")):
+        return int(value)
+    return value  # a choice of learning rates or replay fractions: the listed value itself
+
+
+def plan_for_config(spec: StudySpec, config: Mapping[str, Any], *, study_dir: str | Path, data_dir: str | None,
+                    base_model_path: str | None = None) -> dict[str, Any]:
+    """The plan of one Tune config (a sampled point, or a grid point): the same plan, stage keys
+    and trial id that build_plans gives for that chain, point and seed."""
+    chain, seed, point = config_point(spec, config)
+    base_key = _digest(base_identity(spec, data_dir, base_model_path))
+    return _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path)
+
+
+class SampledPlans:
+    """Picklable `config -> plan` for trials whose points a search algorithm samples (their
+    plans cannot be precomputed): what `chain_trial(plan_for=...)` takes, like PlanLookup for
+    grids. Built in the driver from the validated spec (or its to_dict() form); the spec
+    travels inside, so a worker never re-reads files or the environment to rebuild it."""
+
+    def __init__(self, spec: StudySpec | Mapping[str, Any], study_dir: str | Path, data_dir: str | None,
+                 base_model_path: str | None = None):
+        self.spec = spec if isinstance(spec, StudySpec) else spec_from_dict(spec)
+        self.study_dir = str(study_dir)
+        self.data_dir = data_dir
+        self.base_model_path = base_model_path
+        self._base_key = _digest(base_identity(self.spec, data_dir, base_model_path))
+
+    def __call__(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        chain, seed, point = config_point(self.spec, config)
+        return _plan(self.spec, chain, point, seed, self._base_key, self.study_dir, self.data_dir, self.base_model_path)
+
+
+def collect_plans(configs: Iterable[Mapping[str, Any] | None], plan_for: Callable[[Mapping[str, Any]], dict]) -> list[dict]:
+    """The plans of the trials that ran (e.g. `[r.config for r in tuner.fit()]`), once per
+    trial id, in order: what the driver writes to plans.json after a search."""
+    plans: dict[str, dict] = {}
+    for config in configs:
+        if config:
+            plan = plan_for(config)
+            plans.setdefault(plan["trial_id"], plan)
+    return list(plans.values())

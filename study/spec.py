@@ -14,12 +14,20 @@ Layout of a study file (see study/presets/demo.yaml):
       tqa_arc: [{task: toxigen_qa}, {task: arc_easy}]
     grid: {stage1.learning_rate: [1.0e-5, 5.0e-6]}
     seeds: [0, 1, 2]
+
+or, instead of `grid`, an Optuna search over the same axes (see SearchSpec):
+
+    search:
+      num_samples: 8
+      space: {stage2.learning_rate: {loguniform: [1.0e-5, 1.0e-3]}}
+      objectives: [{metric: arc_easy/accuracy, mode: max}, {metric: wg_forgetting/toxigen_qa, mode: min}]
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +39,16 @@ from study.spec_builder import Problem, SpecError, build_dataclass, yaml_line_in
 # is cheap to allow and useful for quick scans).
 GRID_FIELDS = ("learning_rate", "batch_size", "steps", "replay_fraction")
 GRID_KEY = re.compile(r"^stage(\d+)\.(\w+)$")
+FLOAT_AXIS_FIELDS = ("learning_rate", "replay_fraction")  # the others are integers
+# `search:` (Optuna) axes use the grid's keys; each axis is one of these distributions.
+SEARCH_DISTRIBUTIONS = ("loguniform", "uniform", "choice", "int")
+# Metrics every Tune report of a trial carries (NaN until defined): `stage`,
+# `<eval task>/accuracy`, and these per task trained by a stage of the chain (at the final stage,
+# against the model right after the stage that trained the task).
+FORGETTING_METRICS = ("forgetting", "wg_forgetting", "biased_forgetting")
+SAMPLE_DIGITS = 6
+"""Significant digits kept of a continuous (loguniform/uniform) sample: what the trial runs and
+what enters its stage keys, so a sampled point has one stable trial id."""
 # Stage methods this build can run. Others named in the paper (dpo, ppo) are listed so the
 # error can say they are planned rather than misspelled.
 AVAILABLE_METHODS = ("sft", "dpo", "ppo", "rloo")
@@ -45,6 +63,10 @@ class ModelSpec:
     """Longest tokenized example used in training and evaluation (paper: 2048)."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """'auto' = bfloat16 on a GPU with bf16 support, float32 on CPU."""
+    trust_remote_code: bool = False
+    """Let transformers run Python code shipped with a Hub/local model (its `auto_map` modeling
+    files). Off by default: loading a model must not execute code from the model's repository.
+    Enters the stage keys only when true (remote code may build a different model)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +154,14 @@ class StageSpec:
     rloo: RLOOSpec = field(default_factory=RLOOSpec)
     """Used when method is rloo."""
     replay: ReplaySpec | None = None
+    start_from: Literal["previous", "best_seed"] = "previous"
+    """'previous' = the previous stage's model of the same trial. 'best_seed' = the best, by
+    accuracy on a validation sample of the previous stage's task, of the previous stage's
+    models over the study's seeds (paper §2.2: "we pick the best model for the first task");
+    every seed's trial then starts this stage from that one model (study/start_points.py)."""
+    selection_size: int = 200
+    """Validation examples for start_from: best_seed: a stratified sample of the previous
+    stage's training pool minus the examples it trained on."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +204,36 @@ class CurvatureSpec:
 
 
 @dataclass(frozen=True)
+class ObjectiveSpec:
+    """One objective of a search: a metric every trial reports, maximised or minimised."""
+
+    metric: str
+    """`<eval task>/accuracy`, `forgetting/<task>`, `wg_forgetting/<task>`,
+    `biased_forgetting/<task>` (a task trained by every chain), or `stage`."""
+    mode: Literal["max", "min"]
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """Sample the stage axes with Optuna instead of a grid (`search:` in a study file)."""
+
+    algorithm: Literal["optuna"] = "optuna"
+    num_samples: int = 10
+    """Points Optuna samples per chain; each runs once per seed, and Optuna is told the seed
+    mean. A point proposed again is not rerun (it gets the earlier result), so a chain runs at
+    most num_samples × len(seeds) trials."""
+    seed: int = 0
+    """Seed of the sampler (Optuna TPESampler), the same for every chain's study."""
+    space: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict)
+    """Axes `stage<k>.<field>` (as grid keys) -> one distribution: {loguniform: [low, high]},
+    {uniform: [low, high]} (learning_rate, replay_fraction), {int: [low, high]} (batch_size,
+    steps; both ends included) or {choice: [values]} (any field). Continuous samples are
+    rounded to SAMPLE_DIGITS significant digits."""
+    objectives: tuple[ObjectiveSpec, ...] = ()
+    """One = single-objective (TPE), several = multi-objective (Pareto front)."""
+
+
+@dataclass(frozen=True)
 class ExecutionSpec:
     executor: Literal["auto", "function", "train"] = "auto"
     """How a trial runs its chain: 'train' = a Ray Train TorchTrainer per trial; 'function' =
@@ -197,12 +257,15 @@ class StudySpec:
     eval_tasks: tuple[str, ...] = ()
     """Tasks evaluated at stage 0 and after every stage; empty = every task used in a chain."""
     grid: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    search: SearchSpec | None = None
+    """None = the grid (or the single point without one); else Optuna samples `search.space`."""
     seeds: tuple[int, ...] = (0,)
     data_dir: str | None = None
     """Local mirror of the datasets (laid out like shared/data). None = $STUDY_DATA_DIR, else the Hub."""
     data_seed: int = 0
     """Seed of the training-set subsample; fixed across trial seeds like the paper's data."""
     storage: str = "results"
+    """Results root, any path; the study folder is <storage>/<name> and must resolve inside it."""
     training: TrainingSpec = field(default_factory=TrainingSpec)
     curvature: CurvatureSpec = field(default_factory=CurvatureSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
@@ -285,6 +348,8 @@ def spec_from_dict(
     if "chains" in raw:
         raw["chains"] = _apply_stage_defaults(raw["chains"], defaults, problems)
     raw["grid"] = _flatten_grid(raw.get("grid"), problems)
+    if "search" in raw:
+        raw["search"] = _flatten_search(raw["search"], problems)
 
     spec = build_dataclass(StudySpec, raw, "", problems)
     if spec is not None:
@@ -340,6 +405,33 @@ def _flatten_grid(grid: Any, problems: list[Problem]) -> Any:
     return flat
 
 
+def _flatten_search(search: Any, problems: list[Problem]) -> Any:
+    """Accept `stage2.learning_rate: {...}` and `stage2: {learning_rate: {...}}` (as the grid) in
+    search.space, and YAML 1.1's string `1e-5` as a number in bounds and float choices."""
+    if not isinstance(search, Mapping) or not isinstance(search.get("space"), Mapping):
+        return search
+    flat: dict[str, Any] = {}
+    for key, value in search["space"].items():
+        key = str(key)
+        if "." not in key and isinstance(value, Mapping) and not set(map(str, value)) & set(SEARCH_DISTRIBUTIONS):
+            for sub, dist in value.items():
+                flat[f"{key}.{sub}"] = dist
+        else:
+            flat[key] = value
+    for key in list(flat):
+        dist = flat[key]
+        if isinstance(dist, list):
+            problems.append(Problem(f"search.space.{key}", f"must be one distribution such as {{choice: {dist}}} "
+                                                           "(a plain list is a grid axis)"))
+            dist = flat[key] = {"choice": dist}  # checked as that choice, so no follow-up problems
+        if isinstance(dist, Mapping):
+            floats = key.endswith(tuple(f".{f}" for f in FLOAT_AXIS_FIELDS))
+            flat[key] = {kind: [_float_or_same(v) for v in values]
+                         if isinstance(values, list) and (kind in ("loguniform", "uniform") or kind == "choice" and floats)
+                         else values for kind, values in dist.items()}
+    return {**search, "space": flat}
+
+
 def _float_or_same(value: Any) -> Any:
     """YAML 1.1 reads `1e-5` as a string: accept it as the number every researcher means."""
     if isinstance(value, str):
@@ -369,7 +461,11 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
             out.append(Problem(path, f"unknown task '{name}'{did_you_mean(name, TASK_NAMES)} (known: {', '.join(TASK_NAMES)})"))
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
-        out.append(Problem("name", "must be letters, digits, '_', '-' or '.' (it names the results folder)"))
+        # One safe path component: no '/', no '..', no hidden or option-like first character.
+        out.append(Problem("name", "must be letters, digits, '_', '-' or '.', starting with a letter or digit "
+                                   f"(it names the results folder <storage>/<name>; got {spec.name!r})"))
+    else:
+        out.extend(_storage_problems(spec))
     if not spec.chains:
         out.append(Problem("chains", "at least one chain is required"))
     for chain, stages in spec.chains.items():
@@ -384,6 +480,16 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
                 out.append(Problem(f"chains.{chain}[{i}].replay.from_stage",
                                    f"must name an earlier stage, 1..{i} (got {stage.replay.from_stage})" if i
                                    else "the first stage has no earlier stage to replay"))
+            if stage.start_from == "best_seed":
+                where = f"chains.{chain}[{i}].start_from"
+                if i == 0:
+                    out.append(Problem(where, "the first stage has no previous stage to pick the best seed of"))
+                elif any(s.start_from == "best_seed" for s in stages[:i]):
+                    out.append(Problem(where, "only one stage of a chain may start from the best seed"))
+                if spec.search is not None:
+                    out.append(Problem(where, "needs a grid study: a search samples points one at a time"))
+                if stage.selection_size < 1:
+                    out.append(Problem(f"chains.{chain}[{i}].selection_size", "must be ≥ 1"))
     for name, settings in spec.tasks.items():
         check_task(name, f"tasks.{name}")
         for attr in ("train_size", "eval_size"):
@@ -398,6 +504,7 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
     if len(set(spec.seeds)) != len(spec.seeds):
         out.append(Problem("seeds", "seeds must be distinct"))
     out.extend(grid_problems(spec))
+    out.extend(search_problems(spec))
     out.extend(_model_problems(spec.model))
     out.extend(_training_problems(spec.training))
     out.extend(_curvature_problems(spec))
@@ -512,36 +619,197 @@ def _trl_has(name: str) -> bool:
 
 
 def grid_problems(spec: StudySpec) -> list[Problem]:
-    out = []
-    shortest = min((len(s) for s in spec.chains.values()), default=0)
+    out: list[Problem] = []
     for key, values in spec.grid.items():
         path = f"grid.{key}"
-        match = GRID_KEY.match(key)
-        if not match or match.group(2) not in GRID_FIELDS:
-            out.append(Problem(path, f"grid keys look like 'stage<k>.<field>' with field one of {', '.join(GRID_FIELDS)}"))
+        fld = _axis_field(spec, key, path, "grid keys", out)
+        if fld is None:
             continue
-        k, fld = int(match.group(1)), match.group(2)
-        if not 1 <= k <= shortest:
-            out.append(Problem(path, f"stage {k} does not exist in every chain (stages are numbered 1..{shortest})"))
-        elif fld == "replay_fraction":
-            lacking = [c for c, stages in spec.chains.items() if stages[k - 1].replay is None]
-            if lacking:
-                out.append(Problem(path, f"stage {k} has no replay to sweep in chain(s) {', '.join(lacking)}"))
         if not values:
             out.append(Problem(path, "a grid axis needs at least one value"))
-        for i, value in enumerate(values):
-            if fld == "learning_rate":
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-            elif fld == "replay_fraction":
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
-            else:
-                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-            if not ok:
-                kind = {"learning_rate": "a number > 0", "replay_fraction": "a number in [0, 1)"}.get(fld, "an integer ≥ 1")
-                out.append(Problem(f"{path}[{i}]", f"must be {kind} (got {value!r})"))
-        if len({_grid_value_key(v) for v in values}) != len(values):
-            out.append(Problem(path, "grid values must be distinct"))
+        out.extend(_axis_value_problems(fld, values, path, "grid values"))
     return out
+
+
+def _axis_field(spec: StudySpec, key: str, path: str, what: str, out: list[Problem]) -> str | None:
+    """The field of a grid/search axis `stage<k>.<field>`, or None when the key is malformed;
+    appends a problem when stage k is missing from a chain or has nothing to sweep."""
+    match = GRID_KEY.match(key)
+    if not match or match.group(2) not in GRID_FIELDS:
+        out.append(Problem(path, f"{what} look like 'stage<k>.<field>' with field one of {', '.join(GRID_FIELDS)}"))
+        return None
+    k, fld = int(match.group(1)), match.group(2)
+    shortest = min((len(s) for s in spec.chains.values()), default=0)
+    if not 1 <= k <= shortest:
+        out.append(Problem(path, f"stage {k} does not exist in every chain (stages are numbered 1..{shortest})"))
+    elif fld == "replay_fraction":
+        lacking = [c for c, stages in spec.chains.items() if stages[k - 1].replay is None]
+        if lacking:
+            out.append(Problem(path, f"stage {k} has no replay to sweep in chain(s) {', '.join(lacking)}"))
+    return fld
+
+
+_AXIS_VALUE_KIND = {"learning_rate": "a number > 0", "replay_fraction": "a number in [0, 1)"}
+
+
+def _axis_value_ok(fld: str, value: Any) -> bool:
+    if fld == "learning_rate":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if fld == "replay_fraction":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _axis_value_problems(fld: str, values: tuple[Any, ...], path: str, what: str) -> list[Problem]:
+    out = []
+    for i, value in enumerate(values):
+        if not _axis_value_ok(fld, value):
+            out.append(Problem(f"{path}[{i}]", f"must be {_AXIS_VALUE_KIND.get(fld, 'an integer ≥ 1')} (got {value!r})"))
+    if len({_grid_value_key(v) for v in values}) != len(values):
+        out.append(Problem(path, f"{what} must be distinct"))
+    return out
+
+
+def round_sample(value: float) -> float:
+    """A continuous sample as the trial runs it: SAMPLE_DIGITS significant digits (idempotent)."""
+    return float(f"{float(value):.{SAMPLE_DIGITS}g}")
+
+
+def search_problems(spec: StudySpec) -> list[Problem]:
+    """The `search:` section: axes and distributions, budget, seed, objectives, no grid beside it."""
+    search = spec.search
+    if search is None:
+        return []
+    out: list[Problem] = []
+    if search.num_samples < 1:
+        out.append(Problem("search.num_samples", f"must be ≥ 1 (got {search.num_samples})"))
+    if not 0 <= search.seed < 2**32:
+        out.append(Problem("search.seed", f"must be in [0, 2**32) (got {search.seed})"))
+    if not search.space:
+        out.append(Problem("search.space", "at least one axis is required (without axes, drop `search`)"))
+    for key, dist in search.space.items():
+        path = f"search.space.{key}"
+        fld = _axis_field(spec, key, path, "search space keys", out)
+        if fld is not None:
+            out.extend(_distribution_problems(fld, dist, path))
+    extra_grid = False
+    for key in spec.grid:
+        if key in search.space:
+            out.append(Problem(f"search.space.{key}", f"is also a grid axis (grid.{key}); a study has a grid or a "
+                                                      "search, not both: sweep it here, e.g. with {choice: [...]}"))
+        else:
+            extra_grid = True
+    if extra_grid:
+        out.append(Problem("grid", "a study with `search` cannot also have a grid: move the axes into "
+                                   "search.space (e.g. {choice: [...]}) or fix them in the stages"))
+    if not search.objectives:
+        out.append(Problem("search.objectives", "at least one objective is required, e.g. "
+                                                "[{metric: arc_easy/accuracy, mode: max}]"))
+    seen: set[str] = set()
+    for i, objective in enumerate(search.objectives):
+        path = f"search.objectives[{i}].metric"
+        if objective.metric in seen:
+            out.append(Problem(path, f"metric '{objective.metric}' is already an objective"))
+        seen.add(objective.metric)
+        message = _metric_problem(spec, objective.metric)
+        if message:
+            out.append(Problem(path, message))
+    return out
+
+
+def _distribution_problems(fld: str, dist: Mapping[str, tuple[Any, ...]], path: str) -> list[Problem]:
+    from study.spec_builder import did_you_mean
+
+    forms = "{loguniform: [low, high]}, {uniform: [low, high]}, {int: [low, high]} or {choice: [values]}"
+    unknown = [k for k in dist if k not in SEARCH_DISTRIBUTIONS]
+    if unknown:
+        return [Problem(f"{path}.{unknown[0]}", f"unknown distribution '{unknown[0]}'"
+                                                f"{did_you_mean(unknown[0], SEARCH_DISTRIBUTIONS)} (one of {forms})")]
+    if len(dist) != 1:
+        return [Problem(path, f"must be exactly one distribution: {forms} (got {', '.join(dist) or 'none'})")]
+    [(kind, values)] = dist.items()
+    where = f"{path}.{kind}"
+    if kind == "choice":
+        if not values:
+            return [Problem(where, "a choice needs at least one value")]
+        return _axis_value_problems(fld, values, where, "choice values")
+    is_float = fld in FLOAT_AXIS_FIELDS
+    if kind == "int" and is_float:
+        return [Problem(where, f"{fld} is a number: use loguniform, uniform or choice")]
+    if kind != "int" and not is_float:
+        return [Problem(where, f"{fld} is an integer: use {{int: [low, high]}} (both included) or {{choice: [...]}}")]
+    number = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if kind == "int" else \
+        (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+    if len(values) != 2 or not all(number(v) for v in values):
+        kind_word = "integers" if kind == "int" else "numbers"
+        return [Problem(where, f"must be [low, high], two {kind_word} (got {list(values)!r})")]
+    low, high = values
+    if not low < high:
+        return [Problem(where, f"low must be < high (got [{low}, {high}])")]
+    if kind == "loguniform" and not low > 0:
+        return [Problem(where, f"loguniform needs 0 < low (got low {low})")]
+    if fld == "learning_rate" and not low > 0:
+        return [Problem(where, f"learning rates must be > 0 (got low {low})")]
+    if fld == "replay_fraction" and not (low >= 0 and round_sample(high) < 1):
+        return [Problem(where, f"replay fractions must be in [0, 1) (got [{low}, {high}])")]
+    if kind == "int" and low < 1:
+        return [Problem(where, f"{fld} must be ≥ 1 (got low {low})")]
+    return []
+
+
+def objective_metrics(spec: StudySpec) -> tuple[str, ...]:
+    """Metrics every trial of the study reports, so a search may optimise them: `stage`,
+    `<eval task>/accuracy`, and the forgetting metrics of each eval task trained by every chain."""
+    trained = [t for t in _trained_by_every_chain(spec) if t in spec.all_eval_tasks()]
+    return ("stage", *(f"{t}/accuracy" for t in spec.all_eval_tasks()),
+            *(f"{m}/{t}" for t in trained for m in FORGETTING_METRICS))
+
+
+def _trained_by_every_chain(spec: StudySpec) -> tuple[str, ...]:
+    order = dict.fromkeys(s.task for stages in spec.chains.values() for s in stages)
+    return tuple(t for t in order if all(any(s.task == t for s in stages) for stages in spec.chains.values()))
+
+
+def _metric_problem(spec: StudySpec, metric: str) -> str | None:
+    from study.spec_builder import did_you_mean
+
+    known = objective_metrics(spec)
+    if metric in known:
+        return None
+    head, _, tail = metric.partition("/")
+    if tail == "accuracy" and head in {s.task for stages in spec.chains.values() for s in stages} | set(spec.tasks):
+        return f"{head} is not an eval task of this study (eval tasks: {', '.join(spec.all_eval_tasks())})"
+    if head in FORGETTING_METRICS and tail not in spec.all_eval_tasks() and tail in _trained_by_every_chain(spec):
+        return (f"{tail} is not an eval task of this study, so its forgetting is not measured "
+                f"(eval tasks: {', '.join(spec.all_eval_tasks())})")
+    if head in FORGETTING_METRICS:
+        lacking = [c for c, stages in spec.chains.items() if all(s.task != tail for s in stages)]
+        if lacking and len(lacking) < len(spec.chains):
+            return (f"chain(s) {', '.join(lacking)} never train {tail}, so they do not report {metric} "
+                    "(every chain is searched on its own)")
+        if lacking:
+            return f"no chain trains '{tail}'{did_you_mean(tail, _trained_by_every_chain(spec))}"
+    return f"unknown metric '{metric}'{did_you_mean(metric, known)} (metrics: {', '.join(known)})"
+
+
+def study_dir(spec: StudySpec) -> Path:
+    """The study folder `<storage>/<name>`, resolved (symlinks included); ValueError if it does
+    not lie inside storage, so no study file can make a run write outside its results root."""
+    root = Path(spec.storage).expanduser().resolve()
+    folder = (root / spec.name).resolve()
+    if folder == root or not folder.is_relative_to(root):
+        raise ValueError(f"the study folder {root / spec.name} resolves to {folder}, outside storage {root}")
+    return folder
+
+
+def _storage_problems(spec: StudySpec) -> list[Problem]:
+    try:
+        study_dir(spec)
+    except ValueError as exc:
+        return [Problem("name", str(exc))]
+    except RuntimeError as exc:  # '~user' for an unknown user
+        return [Problem("storage", f"cannot resolve storage {spec.storage!r}: {exc}")]
+    return []
 
 
 def _path_exists(text: str) -> bool:

@@ -486,3 +486,26 @@ def test_readme_study_files_per_method_validate(tmp_path):
         spec = load_spec_file(path)
         methods.add(next(iter(spec.chains.values()))[0].method)
     assert methods == {"sft", "dpo", "ppo", "rloo"}
+
+
+def test_start_from_best_seed_is_checked_where_it_is_written():
+    """best_seed needs a previous stage, appears at most once per chain, and needs a grid study."""
+    from study.spec import spec_from_dict
+    from study.spec_builder import SpecError
+
+    base = {"name": "b", "model": "tiny", "seeds": [0, 1]}
+    ok = spec_from_dict({**base, "chains": {"c": [{"task": "toxigen_qa"},
+                                                 {"task": "arc_easy", "start_from": "best_seed"}]}})
+    assert ok.chains["c"][1].start_from == "best_seed" and ok.chains["c"][1].selection_size == 200
+    with pytest.raises(SpecError) as err:
+        spec_from_dict({**base, "chains": {"c": [
+            {"task": "toxigen_qa", "start_from": "best_seed"},
+            {"task": "arc_easy", "start_from": "best_seed", "selection_size": 0},
+            {"task": "arc_easy", "start_from": "best_seed"}]}})
+    text = err.value.render()
+    assert "chains.c[0].start_from: the first stage has no previous stage" in text
+    assert "chains.c[1].selection_size: must be ≥ 1" in text
+    assert "chains.c[2].start_from: only one stage of a chain may start from the best seed" in text
+    with pytest.raises(SpecError) as err:
+        spec_from_dict({**base, "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy", "start_from": "best"}]}})
+    assert "chains.c[1].start_from" in err.value.render()

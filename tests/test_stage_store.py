@@ -188,3 +188,47 @@ def test_a_diverging_stage_fails_with_its_reason_and_skips_the_rest(tiny_model_p
     marker = json.loads(trial_marker(study, plan["trial_id"]).read_text())
     assert marker["status"] == "failed" and "non-finite" in marker["failure"]
     assert sorted(pl.read_parquet(study / "evals" / "*.parquet")["stage"].unique()) == [0]
+
+
+# ---------------------------------------------------------------- start from the best seed
+
+def test_best_seed_start_trains_every_candidate_once_and_starts_all_seeds_from_the_best(
+        tiny_model_path, data_dir, tmp_path):
+    """Seeds 0 and 1, chain [tqa, arc start_from: best_seed]. Both trials score the two seed
+    prefixes on 16 held-out ToxiGenQA training-pool examples and start stage 2 from the better
+    one (ties: seed 0); both then carry that prefix as their stage 1 (same stage_key, rows
+    copied), while their stage 2s differ by seed. Stages trained: 2 candidates + 2 second stages."""
+    raw = {
+        "name": "best", "model": {"name": "tiny", "max_length": 256},
+        "tasks": {"toxigen_qa": {"train_size": 16, "eval_size": 8}, "arc_easy": {"train_size": 16, "eval_size": 8}},
+        "stage_defaults": {"learning_rate": 1e-3, "batch_size": 4, "steps": 2},
+        "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy", "start_from": "best_seed", "selection_size": 16}]},
+        "seeds": [0, 1], "data_dir": str(data_dir),
+    }
+    spec = spec_from_dict(raw)
+    study = tmp_path / "best"
+    p0, p1 = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path))
+    plain = spec_from_dict({**raw, "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]}})
+    q0, _ = build_plans(plain, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path))
+    assert p0["stages"][0]["stage_key"] == q0["stages"][0]["stage_key"]  # stage 1 is untouched
+    assert p0["stages"][1]["stage_key"] != q0["stages"][1]["stage_key"]  # stage 2 hashes the candidates
+    candidates = p0["stages"][1]["start_from"]["candidates"]
+    assert [c[-1]["seed"] for c in candidates] == [0, 1]
+    assert candidates == p1["stages"][1]["start_from"]["candidates"]
+
+    _run(p0, "run1")
+    _run(p1, "run1")
+    trials = pl.read_parquet(study / "trials" / "*.parquet").sort("trial_id", "stage")
+    choice = json.loads(trials.filter(pl.col("stage") == 2)["start_from"][0])
+    scores = {int(seed): acc for seed, acc in choice["candidates"].items()}
+    best = min(seed for seed, acc in scores.items() if acc == max(scores.values()))
+    assert choice["chosen_seed"] == best and set(scores) == {0, 1}
+    stage1 = trials.filter(pl.col("stage") == 1)
+    assert stage1["stage_key"].n_unique() == 1 and stage1["stage_seed"].to_list() == [best, best]
+    assert stage1["stage_key"][0] == candidates[best][-1]["stage_key"]
+    assert trials.filter(pl.col("stage") == 2)["stage_key"].n_unique() == 2
+    records = [p for p in (study / "stages").glob("*/record.json") if not p.parent.name.startswith("base-")]
+    assert len(records) == 4
+    evals = pl.read_parquet(study / "evals" / "*.parquet").filter(pl.col("stage") == 1).drop("trial_id")
+    assert evals.filter(pl.col("eval_task") == "toxigen_qa").group_by("group").agg(
+        pl.col("accuracy").n_unique()).get_column("accuracy").max() == 1  # both trials: the same θ_A

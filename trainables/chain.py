@@ -33,6 +33,7 @@ from trainables.stage_store import (STAGE_TABLES, RunInfo, StageEntry, StageStor
                                      write_json_atomic)
 from trainables.stages import get_runner
 from trainables.tasks import load_examples
+from trainables.tasks.sampling import stratified_sample
 
 Reporter = Callable[[dict[str, Any]], None]
 
@@ -70,8 +71,9 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
     _quiet_libraries()
     chain = _ChainRun(plan, executor)
     metrics = chain.base_stage()
+    chain.resolve_start_points()
     report(metrics)
-    for index in range(len(plan["stages"])):
+    for index in range(len(chain.plan["stages"])):
         metrics = chain.stage(index)
         report(metrics)
         if metrics["status"] != "finished":
@@ -100,6 +102,7 @@ class _ChainRun:
         self.trial_rows = [_trial_row(plan, s, executor, status="pending") for s in plan["stages"]]
         write_part(self.study_dir, "trials", self.trial_id, self.trial_rows)
         self.status, self.failure = "finished", None
+        self.selection: dict[int, str] = {}  # stage -> how its start point was chosen (JSON)
 
     # -- models and data, loaded only when something must be computed -------------------------
 
@@ -135,19 +138,71 @@ class _ChainRun:
                 entry.finish(trial_id=self.trial_id, status="finished")
         return self._publish_evals(entry, 0)
 
-    def stage(self, index: int) -> dict[str, Any]:
-        stage = self.plan["stages"][index]
-        number, key = stage["stage"], stage["stage_key"]
-        previous_path = (self.store.entry(self.plan["stages"][index - 1]["stage_key"]).checkpoint if index
-                         else self.model_cfg["path"])
-        with self.store.claim(key) as entry:
+    def resolve_start_points(self) -> None:
+        """For a stage that starts from the best of the previous stage's seeds (paper §2.2:
+        "we pick the best model for the first task"), make every candidate prefix exist, score
+        each on a validation sample of its last task, and make the best the trial's own prefix,
+        so its rows and forgetting are measured against the model the next stage started from."""
+        stages = self.plan["stages"]
+        for index, stage in enumerate(stages):
+            start = stage.get("start_from")
+            if not start:
+                continue
+            scores = []
+            for candidate in start["candidates"]:  # in seed order
+                for i in range(len(candidate)):
+                    self._ensure_stage(candidate, i)
+                score = self._validation_accuracy(candidate[-1], start["validation_size"])
+                if score is not None:  # None: the candidate diverged
+                    scores.append((score, candidate))
+            # Highest validation accuracy; max() keeps the first of equals, i.e. the lowest seed.
+            # With no usable candidate the trial keeps its own prefix (and fails where it failed).
+            best_score, best = max(scores, key=lambda sc: sc[0]) if scores else (None, stages[:index])
+            self.selection[stage["stage"]] = json.dumps({
+                "mode": start["mode"], "chosen_seed": best[-1]["seed"], "validation_accuracy": best_score,
+                "candidates": {str(c[-1]["seed"]): score for score, c in scores}}, sort_keys=True)
+            stages = list(best) + list(stages[index:])
+        self.plan = {**self.plan, "stages": stages}
+
+    def _validation_accuracy(self, stage: dict, size: int) -> float | None:
+        """Accuracy of a stage's model on examples of its task's training pool that it did not
+        train on (a stratified sample of `size`), stored with the stage."""
+        entry = self.store.entry(stage["stage_key"])
+        path = entry.folder / "measures" / f"validation-{content_key([size, self.keys['evals']])}.json"
+        if path.is_file():
+            return json.loads(path.read_text())["accuracy"]
+        record = entry.usable_record()
+        if record is None or record["status"] != "finished":
+            return None
+        trained = {ex.example_id for ex in self.train_examples(stage)}
+        pool = [ex for ex in load_examples(stage["task"], "train", data_dir=self.plan["data_dir"])
+                if ex.example_id not in trained]
+        examples = stratified_sample(pool, size, self.plan["data_seed"])
+        model, tokenizer = self.model_at(stage["stage_key"], entry.checkpoint)
+        scored = evaluate_examples(model, tokenizer, examples, batch_size=int(self.plan["training"]["eval_batch_size"]),
+                                   max_length=int(self.model_cfg["max_length"]))
+        accuracy = sum(s.correct for s in scored) / len(scored) if scored else None
+        write_json_atomic(path, {"accuracy": accuracy, "n": len(scored)})
+        return accuracy
+
+    def _ensure_stage(self, stages: list[dict], index: int) -> tuple[StageEntry, dict]:
+        """Stage `index` of `stages`, stored: reused, or trained here under its lock."""
+        stage = stages[index]
+        previous_path = self.store.entry(stages[index - 1]["stage_key"]).checkpoint if index else self.model_cfg["path"]
+        with self.store.claim(stage["stage_key"]) as entry:
             record = entry.usable_record()
             if record is None:
                 entry.reset()
-                record = self._train(entry, stage, previous_path)
+                record = self._train(entry, stage, previous_path, stages)
             if record["status"] == "finished":
-                self._ensure_evals(entry, key, entry.checkpoint)
+                self._ensure_evals(entry, stage["stage_key"], entry.checkpoint)
                 self._ensure_curvature(entry, stage)
+        return entry, record
+
+    def stage(self, index: int) -> dict[str, Any]:
+        stage = self.plan["stages"][index]
+        number = stage["stage"]
+        entry, record = self._ensure_stage(self.plan["stages"], index)
         reused = not (record["trained_by"] == self.trial_id and record["run_id"] == self.store.run.run_id)
         for table in STAGE_TABLES:
             rows = entry.rows(table, self.trial_id)
@@ -156,7 +211,8 @@ class _ChainRun:
         self.trial_rows[index] = _trial_row(
             self.plan, stage, self.executor, status="finished" if record["status"] == "finished" else "failed",
             seconds=record.get("train_seconds"), n_train=record.get("n_train_examples"),
-            trained_by=record["trained_by"], reused=reused, failure=record.get("reason"))
+            trained_by=record["trained_by"], reused=reused, failure=record.get("reason"),
+            start_from=self.selection.get(number))
         if record["status"] != "finished":
             self.status, self.failure = "failed", f"stage {number}: {record.get('reason')}"
             for later in range(index + 1, len(self.trial_rows)):
@@ -177,7 +233,7 @@ class _ChainRun:
                 metrics["spectral_radius"] = abs(top["eigenvalue"])
         return metrics
 
-    def _train(self, entry: StageEntry, stage: dict, previous_path: Path | str) -> dict:
+    def _train(self, entry: StageEntry, stage: dict, previous_path: Path | str, stages: list[dict]) -> dict:
         """Train one stage from the previous stage's checkpoint; store checkpoint, rows, record."""
         number = stage["stage"]
         # Always from the stored checkpoint (not a model still in memory): a trial that trained
@@ -186,7 +242,7 @@ class _ChainRun:
         model, tokenizer = load_model_and_tokenizer(str(previous_path), dtype=self.model_cfg["dtype"])
         examples = self.train_examples(stage)
         if stage.get("replay"):
-            source = self.plan["stages"][stage["replay"]["from_stage"] - 1]
+            source = stages[stage["replay"]["from_stage"] - 1]
             replayed = replay_sample(self.train_examples(source), stage["replay"]["fraction"], stage["seed"])
             entry.write_rows("replay", replay_rows(self.trial_id, number, source["stage"], replayed))
             examples = replayed if stage["replay"].get("only") else list(examples) + replayed
@@ -354,7 +410,7 @@ def _method_settings(stage: dict) -> str:
 
 def _trial_row(plan: dict, stage: dict, executor: str, *, status: str, seconds: float | None = None,
                n_train: int | None = None, trained_by: str | None = None, reused: bool | None = None,
-               failure: str | None = None) -> dict[str, Any]:
+               failure: str | None = None, start_from: str | None = None) -> dict[str, Any]:
     return {
         "trial_id": plan["trial_id"], "chain": plan["chain"], "seed": plan["seed"], "stage": stage["stage"],
         "method": stage["method"], "method_settings": _method_settings(stage),
@@ -366,5 +422,5 @@ def _trial_row(plan: dict, stage: dict, executor: str, *, status: str, seconds: 
         "stage_key": stage["stage_key"], "model": plan["model"]["name"],
         "grid_point": json.dumps(plan["grid_point"], sort_keys=True), "executor": executor,
         "train_seconds": seconds, "status": status,
-        "trained_by": trained_by, "reused": reused, "failure": failure,
+        "trained_by": trained_by, "reused": reused, "failure": failure, "start_from": start_from,
     }

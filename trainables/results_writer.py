@@ -30,6 +30,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         # Stage sharing and failures: which trial trained the stage (stage store), whether this
         # trial reused it rather than training it, and why a failed stage failed.
         ("trained_by", pa.string()), ("reused", pa.bool_()), ("failure", pa.string()),
+        # How the stage's start point was chosen when not simply the previous stage (JSON:
+        # mode, chosen_seed, validation accuracy of every candidate); null otherwise.
+        ("start_from", pa.string()),
     ]),
     "evals": pa.schema([
         ("trial_id", pa.string()), ("stage", pa.int64()), ("eval_task", pa.string()), ("metric", pa.string()),

@@ -1,0 +1,56 @@
+"""Stages that start from the best of the previous stage's seeds (`start_from: best_seed`).
+
+Paper §2.2: "For sequential tuning, we pick the best model for the first task, and use it as
+the baseline model for the second task." With `start_from: best_seed` on stage k, every trial
+of a (chain, grid point) starts stage k from the same model: the best, by accuracy on a
+validation sample of stage k−1's task (training-pool examples it did not train on), of the
+prefixes 1..k−1 trained with each of the study's seeds. The trial's own rows for stages < k are
+the chosen prefix's, so its forgetting is measured against the model its stage k started from.
+
+Identity: which model stage k starts from is decided at run time, but deterministically from
+the candidates, so stage k's key hashes the candidates' keys and the selection rule in place of
+a single parent, and every later key follows from it. The selection itself happens in the
+worker (`trainables.chain`), which trains any candidate prefix not stored yet (under the stage
+store's locks, so each is trained once).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from study.plan import _digest, resolve_stages
+from study.spec import StudySpec
+
+
+def apply_start_points(spec: StudySpec, plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Plans with `best_seed` stages resolved: candidates attached, keys and trial ids updated."""
+    original = copy.deepcopy(plans)
+    out = []
+    for plan, before in zip(plans, original):
+        stages = resolve_stages(spec, plan["chain"], plan["grid_point"])
+        starts = [i for i, s in enumerate(stages) if s.start_from == "best_seed"]
+        if not starts:
+            out.append(plan)
+            continue
+        index = starts[0]  # the spec allows one per chain
+        siblings = sorted((p for p in original if p["chain"] == plan["chain"] and p["grid_point"] == plan["grid_point"]),
+                          key=lambda p: p["seed"])
+        candidates, seen = [], set()
+        for sibling in siblings:
+            prefix = sibling["stages"][:index]
+            if prefix[-1]["stage_key"] not in seen:  # a prefix with fixed stage seeds is one candidate
+                seen.add(prefix[-1]["stage_key"])
+                candidates.append(prefix)
+        selection_size = int(stages[index].selection_size)
+        new_stages = copy.deepcopy(before["stages"])
+        parent = _digest({"best_of": [c[-1]["stage_key"] for c in candidates], "selection_size": selection_size,
+                          "rule": "max validation accuracy, lowest seed on ties"})
+        for j in range(index, len(new_stages)):
+            body = {k: v for k, v in new_stages[j].items() if k not in ("stage_key", "start_from")}
+            new_stages[j]["stage_key"] = parent = _digest({"parent": parent, **body})
+        new_stages[index]["start_from"] = {"mode": "best_seed", "validation_size": selection_size,
+                                           "candidates": candidates}
+        keys = [s["stage_key"] for s in new_stages]
+        out.append({**plan, "stages": new_stages, "trial_id": f"{plan['chain']}-{plan['seed']}-{_digest(keys, 8)}"})
+    return out
