@@ -204,3 +204,24 @@ def test_a_worker_killed_mid_stage_is_retried_and_the_trial_completes(ray_cluste
         frame = _rows(study_dir, table)
         key = [c for c in ("trial_id", "stage", "eval_task", "group", "example_id", "step") if c in frame.columns]
         assert frame.select(key).is_unique().all(), f"duplicate rows in {table}"
+
+
+def test_an_optuna_study_runs_sampled_trials_and_lists_them_in_plans(ray_cluster, data_dir, tmp_path):
+    """search: 3 Optuna samples of stage2.learning_rate for one chain and seed: 3 trials run,
+    each with a sampled lr inside the range, all sharing one first stage (trained once), and
+    plans.json lists them so the report and `study status` see them."""
+    spec = spec_from_dict(_spec_dict(
+        tmp_path, data_dir, name="optuna", chains={"tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]},
+        search={"algorithm": "optuna", "num_samples": 3, "seed": 0,
+                "space": {"stage2.learning_rate": {"loguniform": [1e-4, 1e-2]}},
+                "objectives": [{"metric": "arc_easy/accuracy", "mode": "max"},
+                               {"metric": "forgetting/toxigen_qa", "mode": "min"}]}))
+    outcome = run_study(spec, report=False)
+    assert not outcome.failed
+    trials = _rows(outcome.study_dir, "trials")
+    lrs = trials.filter(pl.col("stage") == 2)["learning_rate"].to_list()
+    assert len(lrs) == 3 and all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    assert trials.filter(pl.col("stage") == 1)["stage_key"].n_unique() == 1
+    assert outcome.counts["stage_trainings_executed"] == 1 + len(set(lrs))
+    plans = json.loads((outcome.study_dir / "plans.json").read_text())
+    assert sorted(p["trial_id"] for p in plans) == sorted(trials["trial_id"].unique().to_list())
