@@ -92,6 +92,7 @@ class _ChainRun:
         self.trial_id = plan["trial_id"]
         self.study_dir = Path(plan["study_dir"])
         self.model_cfg = plan["model"]
+        self.trust_remote_code = bool(self.model_cfg.get("trust_remote_code", False))
         self.store = StageStore(self.study_dir, RunInfo.from_plan(plan))
         self.keys = measure_keys(plan)
         self._eval_sets: dict[str, list] | None = None
@@ -118,7 +119,8 @@ class _ChainRun:
     def model_at(self, key: str, path: str | Path) -> tuple[Any, Any]:
         if self._loaded is None or self._loaded[0] != key:
             self._loaded = None  # free the old model first
-            model, tokenizer = load_model_and_tokenizer(str(path), dtype=self.model_cfg["dtype"])
+            model, tokenizer = load_model_and_tokenizer(str(path), dtype=self.model_cfg["dtype"],
+                                                        trust_remote_code=self.trust_remote_code)
             self._loaded = (key, model, tokenizer)
         return self._loaded[1], self._loaded[2]
 
@@ -239,7 +241,8 @@ class _ChainRun:
         # Always from the stored checkpoint (not a model still in memory): a trial that trained
         # the previous stage and one that reused it must start from bit-identical states.
         self._loaded = None
-        model, tokenizer = load_model_and_tokenizer(str(previous_path), dtype=self.model_cfg["dtype"])
+        model, tokenizer = load_model_and_tokenizer(str(previous_path), dtype=self.model_cfg["dtype"],
+                                                    trust_remote_code=self.trust_remote_code)
         examples = self.train_examples(stage)
         if stage.get("replay"):
             source = stages[stage["replay"]["from_stage"] - 1]
@@ -248,7 +251,8 @@ class _ChainRun:
             examples = replayed if stage["replay"].get("only") else list(examples) + replayed
         for method in ("dpo", "ppo", "rloo"):  # a "base" reference / a trained reward start from the base model
             if method in stage:
-                stage = {**stage, method: {**stage[method], "base_model_path": self.model_cfg["path"]}}
+                stage = {**stage, method: {**stage[method], "base_model_path": self.model_cfg["path"],
+                                           "trust_remote_code": self.trust_remote_code}}
         work_dir = self.study_dir / "_work" / self.trial_id / f"stage{number}"
         start = time.perf_counter()
         outcome = get_runner(stage["method"])(
@@ -308,6 +312,10 @@ class _ChainRun:
         latest = self.accuracy.get(number, {})
         for e in self.plan["eval_tasks"]:
             metrics[f"{e['task']}/accuracy"] = latest.get(e["task"], {}).get("all", float("nan"))
+        # Every report has the same keys (Tune's progress.csv takes its columns from the first).
+        metrics.update({"train_seconds": float("nan"), "train_loss": float("nan")})
+        if (self.plan.get("curvature") or {}).get("enabled"):
+            metrics["spectral_radius"] = float("nan")
         metrics.update(forgetting_metrics(self.plan, self.accuracy, number))
         return metrics
 
@@ -404,7 +412,8 @@ def _quiet_libraries() -> None:
 
 def _method_settings(stage: dict) -> str:
     """The method's own settings as JSON (e.g. DPO beta, PPO kl_coef), without machine paths."""
-    settings = {k: v for k, v in (stage.get(stage["method"]) or {}).items() if k != "base_model_path"}
+    settings = {k: v for k, v in (stage.get(stage["method"]) or {}).items()
+                if k not in ("base_model_path", "trust_remote_code")}
     return json.dumps(settings, sort_keys=True)
 
 

@@ -1,4 +1,10 @@
-"""Load causal LMs and tokenizers: the built-in tiny model, a Hugging Face id, or a local path."""
+"""Load causal LMs and tokenizers: the built-in tiny model, a Hugging Face id, or a local path.
+
+Loading is locked down (`pretrained_kwargs`): local folders load safetensors weights only (a
+pickle file there is refused, never unpickled) and custom model/tokenizer code named by a
+config's `auto_map` runs only with `trust_remote_code=True` (the study's
+`model.trust_remote_code`, default False).
+"""
 
 from __future__ import annotations
 
@@ -35,18 +41,77 @@ def bf16_autocast(dtype: str) -> bool:
     return dtype != "float32" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def load_model_and_tokenizer(path: str, *, dtype: str = "auto", attn_implementation: str | None = None) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+# Weight files transformers would unpickle (torch.load) instead of memory-mapping safetensors.
+PICKLE_WEIGHT_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
-    kwargs: dict[str, Any] = {"dtype": weights_dtype(dtype)}
+
+class UnsafeCheckpointError(OSError):
+    """A local model folder without safetensors weights: this engine never unpickles weights."""
+
+
+def is_local_model(path: str | Path) -> bool:
+    return Path(path).expanduser().is_dir()
+
+
+def require_safetensors(path: str | Path) -> None:
+    """Refuse a local model folder whose weights are not safetensors (a pickle can run code when loaded)."""
+    folder = Path(path).expanduser()
+    if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
+        return
+    pickles = sorted(f.name for pattern in PICKLE_WEIGHT_PATTERNS for f in folder.glob(pattern))
+    found = f"it has only pickle weights ({', '.join(pickles)}), which are never unpickled here" if pickles \
+        else "it has no weights at all"
+    raise UnsafeCheckpointError(
+        f"refusing to load the model in {folder}: no model.safetensors (or model.safetensors.index.json); {found}. "
+        "Convert the weights to safetensors (load them once where you trust the file, then "
+        "`save_pretrained(..., safe_serialization=True)`).")
+
+
+def pretrained_kwargs(path: str | Path, *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Security settings for every `from_pretrained` of a model or tokenizer.
+
+    - `trust_remote_code` is passed explicitly (default False): a config or tokenizer whose
+      `auto_map` names Python files is refused instead of importing them (and transformers never
+      stops to ask on stdin, which would hang a Ray worker).
+    - a local folder (our checkpoints, the tiny model, a reward model trained here, a local path
+      in the study file) must hold safetensors weights: `use_safetensors=True`, after a check
+      with a clear message, so a stray pytorch_model.bin is never unpickled. A Hub id keeps
+      transformers' choice: its safetensors files when the repository has them, else the .bin
+      through torch.load(weights_only=True), the restricted unpickler (forcing safetensors there
+      would make transformers ask the Hub's conversion service to convert the repository).
+    """
+    kwargs: dict[str, Any] = {"trust_remote_code": bool(trust_remote_code)}
+    if is_local_model(path):
+        require_safetensors(path)
+        kwargs["use_safetensors"] = True
+    return kwargs
+
+
+def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer, with a pad token (Llama-2's has none; padding positions are masked out everywhere)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=bool(trust_remote_code))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_and_tokenizer(path: str, *, dtype: str = "auto", attn_implementation: str | None = None,
+                             trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """A causal LM and its tokenizer from a local folder (safetensors only) or a Hub id.
+
+    `trust_remote_code` (the study's `model.trust_remote_code`, default False) is passed to both
+    `from_pretrained` calls; see `pretrained_kwargs`.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": weights_dtype(dtype), **pretrained_kwargs(path, trust_remote_code=trust_remote_code)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        # Llama-2's tokenizer has no pad token; padding positions are masked out everywhere.
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model, tokenizer

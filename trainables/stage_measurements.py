@@ -32,7 +32,8 @@ def curvature_rows(plan: dict, stage: dict, checkpoint: Path, train_examples: Se
     from trainables.curvature import load_model_for_curvature, measure_curvature
 
     cfg = plan["curvature"]
-    model, tokenizer = load_model_for_curvature(str(checkpoint))
+    model, tokenizer = load_model_for_curvature(
+        str(checkpoint), trust_remote_code=bool(plan["model"].get("trust_remote_code", False)))
     samples = {"all": curvature_sample(train_examples, cfg["n_samples"], cfg["sample_seed"])}
     if cfg["per_group"]:
         for group in sorted({g for ex in train_examples for g in ex.groups}):

@@ -161,8 +161,9 @@ def measure_curvature(model: Any, tokenizer: Any, examples: Sequence[Any], *,
         model.train(was_training)
 
 
-def load_model_for_curvature(path: str) -> tuple[Any, Any]:
+def load_model_for_curvature(path: str, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """float32 weights and eager attention (double-backward-safe), on the GPU when there is one."""
     from trainables.models import load_model_and_tokenizer
 
-    return load_model_and_tokenizer(str(path), dtype="float32", attn_implementation="eager")
+    return load_model_and_tokenizer(str(path), dtype="float32", attn_implementation="eager",
+                                    trust_remote_code=trust_remote_code)

@@ -96,7 +96,8 @@ def reference_model(model: Any, stage: dict, model_dtype: str = "auto") -> Any:
     if reference == "base" and settings.get("base_model_path"):
         from trainables.models import load_model_and_tokenizer
 
-        ref, _ = load_model_and_tokenizer(str(settings["base_model_path"]), dtype=model_dtype)
+        ref, _ = load_model_and_tokenizer(str(settings["base_model_path"]), dtype=model_dtype,
+                                          trust_remote_code=bool(settings.get("trust_remote_code", False)))
     else:
         if reference == "base":
             warnings.warn("DPO reference 'base' without stage['dpo']['base_model_path']: "

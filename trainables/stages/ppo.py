@@ -71,10 +71,11 @@ def frozen_copy(model: Any) -> Any:
 def stage_reward_model(*, stage: dict, settings: dict, examples: Sequence[Any], training: dict, max_length: int,
                        work_dir: str, model_dtype: str, model: Any) -> tuple[Any, Any, str]:
     base_path = settings.get("base_model_path") or getattr(model.config, "_name_or_path", None)
+    trust = bool(settings.get("trust_remote_code", False))
     path = resolve_reward_model(settings.get("reward") or {"train": {}}, base_path=base_path, examples=examples,
                                 seed=int(stage["seed"]), max_length=max_length, work_dir=work_dir,
-                                training=training, model_dtype=model_dtype)
-    reward_model, reward_tokenizer = load_reward_model(path, model_dtype=model_dtype)
+                                training=training, model_dtype=model_dtype, trust_remote_code=trust)
+    reward_model, reward_tokenizer = load_reward_model(path, model_dtype=model_dtype, trust_remote_code=trust)
     reward_model.eval()
     reward_model.requires_grad_(False)
     return reward_model, reward_tokenizer, path

@@ -33,17 +33,22 @@ PAPER_TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "l
 REWARD_MODEL_DIRNAME = "reward_model"
 
 
-def load_reward_model(path: str, *, model_dtype: str = "auto") -> tuple[Any, Any]:
-    """A scalar (num_labels=1) sequence-classification model and its tokenizer, pad token set."""
+def load_reward_model(path: str, *, model_dtype: str = "auto", trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """A scalar (num_labels=1) sequence-classification model and its tokenizer, pad token set.
+
+    Same safeguards as the policy (`trainables.models.pretrained_kwargs`): a local folder (the
+    reward model trained here, or a local `reward.model` path) loads safetensors only, and
+    custom code runs only with `trust_remote_code=True`.
+    """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    from trainables.models import weights_dtype
+    from trainables.models import load_tokenizer, pretrained_kwargs, weights_dtype
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=weights_dtype(model_dtype))
+    kwargs = pretrained_kwargs(path, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=weights_dtype(model_dtype),
+                                                               **kwargs)
     # Llama's classification head pools the last non-pad token: it must know the pad id.
     model.config.pad_token_id = tokenizer.pad_token_id
     if torch.cuda.is_available():
@@ -53,12 +58,12 @@ def load_reward_model(path: str, *, model_dtype: str = "auto") -> tuple[Any, Any
 
 def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, steps: int, learning_rate: float,
                        batch_size: int, max_length: int, work_dir: str, training: dict | None = None,
-                       model_dtype: str = "auto") -> str:
+                       model_dtype: str = "auto", trust_remote_code: bool = False) -> str:
     """Train a reward model on the task's preference pairs; return the folder it is saved in (safetensors)."""
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    model, tokenizer = load_reward_model(base_path, model_dtype=model_dtype)
+    model, tokenizer = load_reward_model(base_path, model_dtype=model_dtype, trust_remote_code=trust_remote_code)
     pairs = fitting_pairs(tokenizer, preference_pairs(examples, int(seed)), max_length)
     stage = {"steps": int(steps), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
              "seed": int(seed)}
@@ -81,7 +86,8 @@ def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, st
 
 
 def resolve_reward_model(spec: dict, *, base_path: str | None, examples: Sequence[Any], seed: int, max_length: int,
-                         work_dir: str, training: dict | None = None, model_dtype: str = "auto") -> str:
+                         work_dir: str, training: dict | None = None, model_dtype: str = "auto",
+                         trust_remote_code: bool = False) -> str:
     """Path or Hub id of the reward model a stage's `reward` spec names (training one if asked)."""
     if not isinstance(spec, dict) or ("model" in spec) == ("train" in spec):
         raise ValueError(f"reward spec must be {{'model': <id>}} or {{'train': {{...}}}}, got {spec!r}")
@@ -94,7 +100,7 @@ def resolve_reward_model(spec: dict, *, base_path: str | None, examples: Sequenc
         base_path=str(base_path), examples=examples, seed=int(settings.get("seed", seed)),
         steps=int(settings.get("steps", 50)), learning_rate=float(settings.get("learning_rate", 1e-5)),
         batch_size=int(settings.get("batch_size", 16)), max_length=max_length, work_dir=work_dir,
-        training=training, model_dtype=model_dtype,
+        training=training, model_dtype=model_dtype, trust_remote_code=trust_remote_code,
     )
 
 
