@@ -204,11 +204,13 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
     # asks for the rest.
     if executor == "function":
         trial_resources = {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial}
-        worker_cpus = ex.cpus_per_trial
+        worker_cpus, worker_gpus = ex.cpus_per_trial, ex.gpus_per_trial
     else:
-        # Trial + worker together take cpus_per_trial, so N trials fit where N workers do.
+        # Trial + its workers together take cpus_per_trial (and gpus_per_trial), split evenly over
+        # the workers, so N trials fit where N trials' workers do.
         trial_resources = {"cpu": TRAIN_TRIAL_CPU}
-        worker_cpus = max(TRAIN_TRIAL_CPU, ex.cpus_per_trial - TRAIN_TRIAL_CPU)
+        worker_cpus = max(TRAIN_TRIAL_CPU, (ex.cpus_per_trial - TRAIN_TRIAL_CPU) / ex.workers_per_trial)
+        worker_gpus = ex.gpus_per_trial / ex.workers_per_trial
     limit = ex.max_concurrent_trials or max(1, int(cluster_cpus() // ex.cpus_per_trial))
     if ex.gpus_per_trial:
         limit = min(limit, max(1, int(cluster_gpus() // ex.gpus_per_trial)))
@@ -217,7 +219,8 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
     plan_for = RunPlans(lookup, run)
     trainable = tune.with_resources(
         tune.with_parameters(chain_trial, plan_for=plan_for, executor=executor, cpus_per_worker=worker_cpus,
-                             gpus_per_worker=ex.gpus_per_trial, max_failures=ex.max_failures),
+                             gpus_per_worker=worker_gpus, max_failures=ex.max_failures,
+                             workers=ex.workers_per_trial, fsdp=ex.fsdp),
         trial_resources,
     )
 

@@ -242,6 +242,10 @@ class ExecutionSpec:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     workers_per_trial: int = 1
+    """Data-parallel workers per trial (Ray Train, DDP): each stage's batch_size is the global
+    batch, batch_size / workers per worker; cpus_per_trial and gpus_per_trial are split over them."""
+    fsdp: bool = False
+    """With GPU workers: shard the model, gradients and optimizer state over them (FSDP2)."""
     max_concurrent_trials: int | None = None
     """None = as many as the cluster's CPUs (or GPUs) allow."""
     max_failures: int = 1
@@ -509,6 +513,51 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
     out.extend(_training_problems(spec.training))
     out.extend(_curvature_problems(spec))
     out.extend(_execution_problems(spec.execution))
+    out.extend(_worker_problems(spec))
+    return out
+
+
+def _worker_problems(spec: StudySpec) -> list[Problem]:
+    """Multi-worker trials: every batch a stage can take must split evenly over the workers."""
+    from trainables.distributed import batch_size_problem
+
+    e, out = spec.execution, []
+    n = e.workers_per_trial
+    if n < 1:
+        return [Problem("execution.workers_per_trial", f"must be ≥ 1 (got {n})")]
+    if e.fsdp and not e.gpus_per_trial:
+        out.append(Problem("execution.fsdp", "FSDP needs GPU workers (gpus_per_trial > 0)"))
+    if n == 1:
+        return out
+    if e.executor == "function":
+        out.append(Problem("execution.executor",
+                           f"'function' runs one worker per trial; workers_per_trial = {n} needs 'train' or 'auto'"))
+    if e.gpus_per_trial and e.gpus_per_trial % n:
+        out.append(Problem("execution.gpus_per_trial",
+                           f"must be a multiple of workers_per_trial = {n}: whole GPUs per worker (NCCL cannot put "
+                           f"two ranks on one GPU) (got {e.gpus_per_trial})"))
+    for chain, stages in spec.chains.items():
+        for i, stage in enumerate(stages):
+            problem = batch_size_problem(stage.batch_size, n)
+            if problem:
+                out.append(Problem(f"chains.{chain}[{i}].batch_size", problem))
+    for key, values in spec.grid.items():
+        if key.endswith(".batch_size"):
+            for value in values:
+                problem = isinstance(value, int) and batch_size_problem(value, n)
+                if problem:
+                    out.append(Problem(f"grid.{key}", problem))
+    if spec.search is not None:
+        for key, dist in spec.search.space.items():
+            if key.endswith(".batch_size"):
+                values = dist.get("choice")
+                if values is None:  # an {int: [low, high]} range would sample sizes N does not divide
+                    out.append(Problem(f"search.space.{key}",
+                                       f"with workers_per_trial = {n} use {{choice: [...]}} of sizes {n} divides"))
+                for value in values or ():
+                    problem = isinstance(value, int) and batch_size_problem(value, n)
+                    if problem:
+                        out.append(Problem(f"search.space.{key}", problem))
     return out
 
 
@@ -888,8 +937,6 @@ def _execution_problems(e: ExecutionSpec) -> list[Problem]:
         out.append(Problem("execution.cpus_per_trial", "must be > 0 (fractions such as 0.5 are fine)"))
     if e.gpus_per_trial < 0:
         out.append(Problem("execution.gpus_per_trial", "must be ≥ 0"))
-    if e.workers_per_trial != 1:
-        out.append(Problem("execution.workers_per_trial", "only 1 worker per trial is supported in this build"))
     if e.max_concurrent_trials is not None and e.max_concurrent_trials < 1:
         out.append(Problem("execution.max_concurrent_trials", "must be ≥ 1 or null"))
     if e.max_failures < 0:

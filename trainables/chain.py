@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from trainables import distributed
 from trainables.evaluate import evaluate_examples, group_accuracy
 from trainables.models import load_model_and_tokenizer, save_checkpoint
 from trainables.replay import replay_rows, replay_sample
@@ -69,16 +70,24 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
     """Run every stage of `plan` (reusing stored stages); write its parts; return the last metrics."""
     report = report or (lambda metrics: None)
     _quiet_libraries()
-    chain = _ChainRun(plan, executor)
-    metrics = chain.base_stage()
-    chain.resolve_start_points()
-    report(metrics)
-    for index in range(len(chain.plan["stages"])):
-        metrics = chain.stage(index)
+    if not distributed.is_writer():
+        # Ranks > 0 of a multi-worker trial only train, when rank 0 says so (trainables.distributed).
+        distributed.follow({"train": lambda *args: follow_training(plan, *args), "report": lambda: report({})})
+        return {}
+    report = distributed.leading_report(report)
+    try:
+        chain = _ChainRun(plan, executor)
+        metrics = chain.base_stage()
+        chain.resolve_start_points()
         report(metrics)
-        if metrics["status"] != "finished":
-            break
-    chain.finish()
+        for index in range(len(chain.plan["stages"])):
+            metrics = chain.stage(index)
+            report(metrics)
+            if metrics["status"] != "finished":
+                break
+        chain.finish()
+    finally:
+        distributed.release_followers()
     return metrics
 
 
@@ -125,8 +134,7 @@ class _ChainRun:
         return self._loaded[1], self._loaded[2]
 
     def train_examples(self, stage: dict) -> list:
-        return load_examples(stage["task"], "train", size=stage["train_size"], data_dir=self.plan["data_dir"],
-                             data_seed=self.plan["data_seed"])
+        return _train_examples(self.plan, stage)
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -241,26 +249,16 @@ class _ChainRun:
         # Always from the stored checkpoint (not a model still in memory): a trial that trained
         # the previous stage and one that reused it must start from bit-identical states.
         self._loaded = None
-        model, tokenizer = load_model_and_tokenizer(str(previous_path), dtype=self.model_cfg["dtype"],
-                                                    trust_remote_code=self.trust_remote_code)
-        examples = self.train_examples(stage)
+        distributed.lead("train", stage, str(previous_path), stages)  # the other ranks train it with us
+        model, tokenizer, examples, stage, replayed = stage_inputs(self.plan, stage, previous_path, stages)
         if stage.get("replay"):
-            source = stages[stage["replay"]["from_stage"] - 1]
-            replayed = replay_sample(self.train_examples(source), stage["replay"]["fraction"], stage["seed"])
-            entry.write_rows("replay", replay_rows(self.trial_id, number, source["stage"], replayed))
-            examples = replayed if stage["replay"].get("only") else list(examples) + replayed
-        for method in ("dpo", "ppo", "rloo"):  # a "base" reference / a trained reward start from the base model
-            if method in stage:
-                stage = {**stage, method: {**stage[method], "base_model_path": self.model_cfg["path"],
-                                           "trust_remote_code": self.trust_remote_code}}
-        work_dir = self.study_dir / "_work" / self.trial_id / f"stage{number}"
+            entry.write_rows("replay", replay_rows(self.trial_id, number, stage["replay"]["from_stage"], replayed))
+        work_dir = stage_work_dir(self.plan, number)
         start = time.perf_counter()
-        outcome = get_runner(stage["method"])(
-            model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=self.plan["training"],
-            max_length=int(self.model_cfg["max_length"]), work_dir=str(work_dir), model_dtype=self.model_cfg["dtype"],
-        )
+        outcome = train_stage(self.plan, stage, model, tokenizer, examples, work_dir)
         seconds = time.perf_counter() - start
         shutil.rmtree(work_dir, ignore_errors=True)
+        model = distributed.consolidate(model)  # FSDP: the gathered weights as a plain model; else `model`
         entry.write_rows("train_log", [{"trial_id": self.trial_id, "stage": number, **row} for row in outcome.log_rows])
         facts = {"train_seconds": seconds, "n_train_examples": outcome.n_examples}
         reason = divergence(outcome.log_rows, model)
@@ -325,6 +323,54 @@ class _ChainRun:
             "failure": self.failure, "stage_keys": [s["stage_key"] for s in self.plan["stages"]], **self.keys,
         })
         shutil.rmtree(self.study_dir / "_work" / self.trial_id, ignore_errors=True)
+
+
+def stage_inputs(plan: dict, stage: dict, previous_path: Path | str, stages: list[dict]) -> tuple:
+    """What every rank trains a stage on: (model at previous_path, tokenizer, examples with the
+    replayed ones, the stage with its method's paths, the replayed examples)."""
+    trust = bool(plan["model"].get("trust_remote_code", False))
+    model, tokenizer = load_model_and_tokenizer(str(previous_path), dtype=plan["model"]["dtype"], trust_remote_code=trust)
+    examples = _train_examples(plan, stage)
+    replayed: list = []
+    if stage.get("replay"):
+        source = stages[stage["replay"]["from_stage"] - 1]
+        replayed = replay_sample(_train_examples(plan, source), stage["replay"]["fraction"], stage["seed"])
+        examples = replayed if stage["replay"].get("only") else list(examples) + replayed
+    for method in ("dpo", "ppo", "rloo"):  # a "base" reference / a trained reward start from the base model
+        if method in stage:
+            stage = {**stage, method: {**stage[method], "base_model_path": plan["model"]["path"],
+                                       "trust_remote_code": trust}}
+    return model, tokenizer, examples, stage, replayed
+
+
+def stage_work_dir(plan: dict, number: int) -> Path:
+    """The trainer's scratch folder, one per rank (the ranks of a trial may share a node)."""
+    suffix = f"-rank{distributed.rank()}" if distributed.rank() else ""
+    return Path(plan["study_dir"]) / "_work" / plan["trial_id"] / f"stage{number}{suffix}"
+
+
+def train_stage(plan: dict, stage: dict, model: Any, tokenizer: Any, examples: list, work_dir: Path):
+    return get_runner(stage["method"])(
+        model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=plan["training"],
+        max_length=int(plan["model"]["max_length"]), work_dir=str(work_dir), model_dtype=plan["model"]["dtype"],
+    )
+
+
+def follow_training(plan: dict, stage: dict, previous_path: str, stages: list[dict]) -> None:
+    """A follower's part of a stage rank 0 trains: same inputs, same trainer (DDP/FSDP over the
+    ranks), no writes."""
+    model, tokenizer, examples, stage, _ = stage_inputs(plan, stage, previous_path, stages)
+    work_dir = stage_work_dir(plan, stage["stage"])
+    try:
+        train_stage(plan, stage, model, tokenizer, examples, work_dir)
+        distributed.consolidate(model)  # FSDP: take part in gathering the weights; nothing otherwise
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _train_examples(plan: dict, stage: dict) -> list:
+    return load_examples(stage["task"], "train", size=stage["train_size"], data_dir=plan["data_dir"],
+                         data_seed=plan["data_seed"])
 
 
 def evaluate_rows(plan: dict, model: Any, tokenizer: Any, eval_sets: dict[str, list]) -> tuple[list, list]:

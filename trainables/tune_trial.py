@@ -3,8 +3,10 @@
 Tune schedules one trial per (chain, grid point, seed); its config holds those values, which
 map to a precomputed plan. The trial then runs the chain either
 
-- `train`: through a Ray Train `TorchTrainer` whose single worker runs `run_chain` (Train V2;
-  metrics reach Tune through `TuneReportCallback`). The path that scales to GPU workers.
+- `train`: through a Ray Train `TorchTrainer` whose `workers` workers each run `run_chain` (Train
+  V2; metrics reach Tune through `TuneReportCallback`, which forwards rank 0's). With N > 1 workers
+  the stages train data-parallel (DDP over the process group Ray Train starts: gloo on CPU, nccl
+  on GPUs; FSDP2 on GPUs when asked), see `trainables.distributed`. The path for GPU workers.
 - `function`: by calling the same `run_chain` directly inside the Tune trial. On a 2-core
   machine a TorchTrainer per trial costs ~2x the wall time of a plain function trial (extra
   controller and worker actors), so single-CPU-worker chains default to this.
@@ -45,11 +47,19 @@ def choose_executor(executor: str, *, workers: int, gpus: float) -> str:
 
 
 def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], dict], executor: str, cpus_per_worker: float,
-                gpus_per_worker: float, max_failures: int) -> None:
-    """Tune function trainable. `config` = {chain, seed, <grid axes>...}."""
+                gpus_per_worker: float, max_failures: int, workers: int = 1, fsdp: bool = False) -> None:
+    """Tune function trainable. `config` = {chain, seed, <grid axes>...}.
+
+    `cpus_per_worker` / `gpus_per_worker` are each worker's share; `workers` > 1 needs the
+    `train` executor; `fsdp` shards the model over GPU workers (FSDP2) instead of replicating it.
+    """
     from ray import tune
 
     plan = plan_for(config)
+    if workers < 1:
+        raise ValueError(f"workers must be ≥ 1 (got {workers})")
+    if executor == "function" and workers != 1:
+        raise ValueError(f"the function executor runs one worker; {workers} workers need executor 'train'")
     if executor == "function":
         _limit_threads(cpus_per_worker)
         from trainables.chain import run_chain
@@ -63,18 +73,15 @@ def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], 
     import os
 
     os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trainer = TorchTrainer(
         train_worker_loop,
-        train_loop_config={"plan": plan, "cpus": cpus_per_worker},
-        scaling_config=ScalingConfig(
-            num_workers=1,
-            use_gpu=gpus_per_worker > 0,
-            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})},
-        ),
+        train_loop_config={"plan": plan, "cpus": cpus_per_worker, "fsdp": bool(fsdp)},
+        scaling_config=scaling_config(workers=workers, cpus_per_worker=cpus_per_worker,
+                                      gpus_per_worker=gpus_per_worker),
         run_config=RunConfig(
             name=plan["trial_id"],
             storage_path=str(Path(plan["study_dir"]) / "_ray_train"),
@@ -85,18 +92,35 @@ def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], 
     trainer.fit()
 
 
+def scaling_config(*, workers: int, cpus_per_worker: float, gpus_per_worker: float):
+    """N identical workers (one torch process each); with GPUs Ray Train picks nccl, else gloo."""
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(
+        num_workers=int(workers),
+        use_gpu=gpus_per_worker > 0,
+        resources_per_worker={"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})},
+    )
+
+
 def train_worker_loop(config: dict[str, Any]) -> None:
-    """Ray Train worker entry: the chain loop, reporting with ray.train.report."""
+    """Ray Train worker entry (every rank): the chain loop, reporting with ray.train.report."""
+    import os
+
     import ray.train
 
     from trainables.chain import run_chain
+    from trainables.distributed import FSDP_ENV
 
+    os.environ[FSDP_ENV] = "1" if config.get("fsdp") else "0"
     _limit_threads(config["cpus"])
     run_chain(config["plan"], report=ray.train.report, executor="train")
 
 
 def _limit_threads(cpus: float) -> None:
-    # Two trials on two cores must not each start a thread per core.
+    # Two trials (or two workers) on two cores must not each start a thread per core. (accelerate's
+    # multi-CPU setup would reset torch's threads to cores / local workers, but only where
+    # OMP_NUM_THREADS is unset, and Ray sets it in every worker.)
     import torch
 
     torch.set_num_threads(max(1, round(cpus)))

@@ -4,6 +4,11 @@ Paper §2.2: AdamW (β1 0.9, β2 0.95), weight decay 0.1, cosine schedule, no wa
 number of optimizer steps. TRL 1.x defaults that would silently change the experiment are
 overridden here: bf16 (≈10x slower on CPU), gradient checkpointing (slower, needless for small
 models), the fused AdamW (not on every device), checkpoint saving (we save once per stage).
+
+`stage["batch_size"]` is the GLOBAL batch: with N data-parallel workers (Ray Train, see
+`trainables.distributed`) each takes batch_size / N examples per step, and the DDP settings
+(backend, FSDP on GPUs when asked) come from `trainables.distributed.parallel_training_kwargs`.
+One worker gets exactly the arguments it always had.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ from typing import Any
 def common_training_kwargs(*, stage: dict, training: dict, work_dir: str, model_dtype: str) -> dict[str, Any]:
     import torch
 
+    from trainables.distributed import parallel_training_kwargs, per_device_batch_size, world_size
     from trainables.models import bf16_autocast
 
     on_gpu = torch.cuda.is_available()
     bf16 = bf16_autocast(model_dtype)
+    workers = world_size()
     kwargs = {
         "output_dir": work_dir,
         "max_steps": int(stage["steps"]),
-        "per_device_train_batch_size": int(stage["batch_size"]),
+        "per_device_train_batch_size": per_device_batch_size(int(stage["batch_size"]), workers),
         "gradient_accumulation_steps": 1,
         "learning_rate": float(stage["learning_rate"]),
         "adam_beta1": float(training["adam_beta1"]),
@@ -45,6 +52,7 @@ def common_training_kwargs(*, stage: dict, training: dict, work_dir: str, model_
         "dataloader_num_workers": 0,
     }
     kwargs[_checkpointing_field()] = False
+    kwargs.update(parallel_training_kwargs(workers=workers, on_gpu=on_gpu))
     return kwargs
 
 
