@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import end_processes
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # Never uploaded (any depth): environments, VCS, caches, study outputs, weights.
@@ -211,22 +213,8 @@ class LoopbackHead:
         return found
 
     def stop(self) -> None:
-        import psutil
-
         try:
-            processes = self.processes() if self.session_id else []
-            for process in processes:
-                try:
-                    process.terminate()
-                except psutil.Error:
-                    pass
-            _, alive = psutil.wait_procs(processes, timeout=5)
-            for process in alive:
-                try:
-                    process.kill()
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(alive, timeout=5)
+            end_processes(self.processes() if self.session_id else [])
         finally:
             shutil.rmtree(self.temp, ignore_errors=True)
 

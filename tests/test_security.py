@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import end_processes
+
 from trainables.models import UnsafeCheckpointError, load_model_and_tokenizer, save_checkpoint
 from trainables.stages.reward_model import load_reward_model
 
@@ -287,12 +289,7 @@ def test_connect_starts_a_loopback_only_cluster_with_token_auth(order, tmp_path)
             except subprocess.TimeoutExpired:
                 driver.kill()
         leftover = [p for p in cluster if p.is_running() and p.pid != driver.pid]
-        for process in leftover:
-            try:
-                process.terminate()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(leftover, timeout=10)
+        end_processes(leftover, timeout=10)
         import shutil
 
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -1,16 +1,12 @@
 """Stratified sampling: allocation arithmetic, and the paper-sized samples of the real data."""
 
-import os
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from tests.mirror import MIRROR, needs_mirror
 from trainables.tasks import Example, load_examples
 from trainables.tasks.sampling import allocate, stratified_sample
-
-
 
 
 def _stratum_by_id(pool: list[Example]) -> dict[str, tuple[str, int]]:

@@ -1,15 +1,11 @@
 """Rendering of the Appendix A.2 templates, on the paper's own examples and odd ARC items."""
 
-import os
-from pathlib import Path
-
 import pytest
 
 from tests.mirror import MIRROR, needs_mirror
 from trainables.tasks import Example, load_examples
 from trainables.tasks.arc import example_from_row
 from trainables.tasks.templates import TOXICITY_INSTRUCTION, multiple_choice_instruction, render_prompt
-
 
 
 # Copied from the paper (Appendix A.2), curly quotes included.

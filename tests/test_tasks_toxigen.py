@@ -1,16 +1,9 @@
 """ToxiGenQA: canonical groups, multi-group items and the fixed hash split."""
 
-import os
-from pathlib import Path
-
-import pytest
-
 from tests.mirror import MIRROR, needs_mirror
 from trainables.tasks import load_examples
 from trainables.tasks.source import read_rows
 from trainables.tasks.toxigen import CANONICAL_GROUPS, HUB, MIRROR as TOXIGEN_MIRROR, examples_from_rows, split_of
-
-
 
 
 def test_split_rule_is_pinned():

@@ -26,7 +26,6 @@ One `stage["steps"]` = one PPO update (a rollout batch of `stage["batch_size"]` 
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any, Sequence
 
 from trainables.stages.outcome import StageOutcome
