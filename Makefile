@@ -32,6 +32,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/executor_overhead.py
 	$(VENV)/bin/python bench/curvature.py
+	$(VENV)/bin/python bench/stage_sharing.py
 
 clean:
 	rm -rf $(VENV) results
