@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/executor_overhead.py
 	$(VENV)/bin/python bench/curvature.py
 	$(VENV)/bin/python bench/stage_sharing.py
+	$(VENV)/bin/python bench/multi_worker.py
 
 clean:
 	rm -rf $(VENV) results
