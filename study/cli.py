@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from study.orchestrate import StudyBusyError
 from study.presets import describe, preset_paths, resolve_study_file
 from study.spec import load_spec_file
 from study.spec_builder import SpecError
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, path in preset_paths().items():
                 print(f"{name:24s} {describe(path)}  ({path})")
             return 0
+    except StudyBusyError as exc:
+        print(f"study: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except SpecError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -18,6 +18,7 @@ trained again (once per run: trials of this run still share stages).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -106,6 +107,33 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
+    study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
+    study_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive_run(study_dir):
+        return _run_study(spec, study_dir, resume=resume, report=report, log=log)
+
+
+class StudyBusyError(RuntimeError):
+    """Another `study run` is working in the same study folder."""
+
+
+@contextlib.contextmanager
+def _exclusive_run(study_dir: Path):
+    """One `study run` per study folder at a time: a second run without --resume would retrain
+    (and replace) stages the first is still using. Held for the whole run (flock: released if
+    the driver dies)."""
+    import fcntl
+
+    with open(study_dir / ".run.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StudyBusyError(f"another `study run` is using {study_dir}; wait for it to end "
+                                 "(`study status` shows its progress)") from None
+        yield
+
+
+def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, log) -> RunOutcome:
     import yaml
 
     from trainables.models import resolve_base_model
@@ -113,8 +141,6 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
 
     data_dir = resolve_data_dir(spec.data_dir)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
-    study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
-    study_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(study_dir / "study.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
 
     log(f"[study] {spec.name}: data from {data_dir or 'the Hugging Face Hub'}")
@@ -140,7 +166,8 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
         plans, failed = _run_search(spec, lookup, run, log)
         _write_atomic(study_dir / "plans.json", json.dumps(plans, indent=1))
         pending = plans
-    failed += [f"{p['trial_id']}: {m['failure']}" for p in pending
+    # Failed (diverged) trials: those of this run, and those a resume skipped (still failed).
+    failed += [f"{p['trial_id']}: {m['failure']}" for p in plans
                if (m := _marker(study_dir, p["trial_id"])) and m["status"] != "finished"]
     counts = run_counts(study_dir, plans, run["id"], skipped=len(done))
     _write_atomic(study_dir / "runs" / f"{run['id']}.json", json.dumps(

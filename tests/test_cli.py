@@ -136,3 +136,20 @@ def test_storage_option_is_a_path_not_yaml(monkeypatch, tmp_path):
     monkeypatch.setattr(study.orchestrate, "run_study", fake_run_study)
     assert main(["run", str(SPECS / "valid_small.yaml"), "--storage", "/data/run #2"]) == 0
     assert seen["storage"] == "/data/run #2"
+
+
+def test_a_second_run_of_a_busy_study_folder_is_refused_with_exit_2(tmp_path, capsys):
+    """While one `study run` holds <storage>/<name>/.run.lock, another is refused before it
+    starts anything (it would retrain stages the first is using)."""
+    import fcntl
+
+    from study.cli import main
+
+    study_file = tmp_path / "busy.yaml"
+    study_file.write_text(f"name: busy\nmodel: tiny\nchains: {{c: [{{task: arc_easy}}]}}\nstorage: {tmp_path}\n")
+    (tmp_path / "busy").mkdir()
+    with open(tmp_path / "busy" / ".run.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["run", str(study_file)]) == 2
+    assert "another `study run` is using" in capsys.readouterr().err
+    assert not (tmp_path / "busy" / "plans.json").exists()

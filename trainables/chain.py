@@ -75,19 +75,19 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
         distributed.follow({"train": lambda *args: follow_training(plan, *args), "report": lambda: report({})})
         return {}
     report = distributed.leading_report(report)
-    try:
-        chain = _ChainRun(plan, executor)
-        metrics = chain.base_stage()
-        chain.resolve_start_points()
+    chain = _ChainRun(plan, executor)
+    metrics = chain.base_stage()
+    chain.resolve_start_points()
+    report(metrics)
+    for index in range(len(chain.plan["stages"])):
+        metrics = chain.stage(index)
         report(metrics)
-        for index in range(len(chain.plan["stages"])):
-            metrics = chain.stage(index)
-            report(metrics)
-            if metrics["status"] != "finished":
-                break
-        chain.finish()
-    finally:
-        distributed.release_followers()
+        if metrics["status"] != "finished":
+            break
+    chain.finish()
+    # Only on a normal end: after an exception rank 0 must not wait at the followers' barrier
+    # (they may sit in a collective); the error propagates and Ray Train ends the worker group.
+    distributed.release_followers()
     return metrics
 
 
@@ -107,8 +107,9 @@ class _ChainRun:
         self._eval_sets: dict[str, list] | None = None
         self._loaded: tuple[str, Any, Any] | None = None  # (stage key, model, tokenizer)
         self.accuracy: dict[int, dict[str, dict[str, float]]] = {}  # stage -> task -> group -> acc
-        clear_trial_parts(self.study_dir, self.trial_id)
+        # Marker first: a kill between the two must not leave "finished" beside no rows.
         trial_marker(self.study_dir, self.trial_id).unlink(missing_ok=True)
+        clear_trial_parts(self.study_dir, self.trial_id)
         self.trial_rows = [_trial_row(plan, s, executor, status="pending") for s in plan["stages"]]
         write_part(self.study_dir, "trials", self.trial_id, self.trial_rows)
         self.status, self.failure = "finished", None
@@ -158,10 +159,15 @@ class _ChainRun:
             start = stage.get("start_from")
             if not start:
                 continue
+            # This trial's own candidate first: the seeds' trials then train their candidates
+            # in parallel instead of queueing on the same lock.
+            own = [c for c in start["candidates"] if c[-1]["seed"] == stages[index - 1]["seed"]]
+            for candidate in own + [c for c in start["candidates"] if c not in own]:
+                for i in range(len(candidate)):
+                    if self._ensure_stage(candidate, i)[1]["status"] != "finished":
+                        break  # diverged: its later stages have no checkpoint to start from
             scores = []
             for candidate in start["candidates"]:  # in seed order
-                for i in range(len(candidate)):
-                    self._ensure_stage(candidate, i)
                 score = self._validation_accuracy(candidate[-1], start["validation_size"])
                 if score is not None:  # None: the candidate diverged
                     scores.append((score, candidate))
@@ -187,6 +193,9 @@ class _ChainRun:
         trained = {ex.example_id for ex in self.train_examples(stage)}
         pool = [ex for ex in load_examples(stage["task"], "train", data_dir=self.plan["data_dir"])
                 if ex.example_id not in trained]
+        if not pool:
+            raise ValueError(f"start_from best_seed: no {stage['task']} training-pool examples left for validation "
+                             f"(train_size {stage['train_size']} takes the whole pool); lower train_size")
         examples = stratified_sample(pool, size, self.plan["data_seed"])
         model, tokenizer = self.model_at(stage["stage_key"], entry.checkpoint)
         scored = evaluate_examples(model, tokenizer, examples, batch_size=int(self.plan["training"]["eval_batch_size"]),

@@ -169,7 +169,7 @@ def follow(handlers: dict[str, Callable[..., Any]]) -> int:
 
 
 def release_followers() -> None:
-    """Rank 0, when its chain ends (also on errors it handles): followers return from `follow`."""
+    """Rank 0, when its chain ends normally: followers return from `follow`."""
     lead(DONE)
 
 
