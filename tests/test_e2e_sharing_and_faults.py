@@ -129,7 +129,7 @@ def test_resume_after_the_driver_dies_matches_an_uninterrupted_run(ray_cluster, 
     compare every table with an uninterrupted run of the same study: same rows, none duplicated,
     and the finished trial is not run again."""
     chains = {"tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]}
-    spec = _spec_dict(tmp_path, data_dir, name="resume", chains=chains, seeds=(0, 1, 2),
+    spec = _spec_dict(tmp_path, data_dir, name="resume", chains=chains, seeds=(0, 1),
                       execution={"executor": "function", "cpus_per_trial": 1, "max_concurrent_trials": 1,
                                  "max_failures": 1})
     study_file = tmp_path / "resume.yaml"
@@ -143,7 +143,7 @@ def test_resume_after_the_driver_dies_matches_an_uninterrupted_run(ray_cluster, 
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     finished_before = {p.stem for p in (study_dir / "_ledger").glob("*.json")}
-    assert 1 <= len(finished_before) < 3
+    assert len(finished_before) == 1
 
     resumed = _start_driver(study_file, ray_cluster, "--resume")
     out, _ = resumed.communicate(timeout=600)
@@ -152,7 +152,7 @@ def test_resume_after_the_driver_dies_matches_an_uninterrupted_run(ray_cluster, 
     # those finished at the kill are skipped.
     import re
 
-    skipped = re.search(r"resume: (\d+) of 3 trials already finished", out)
+    skipped = re.search(r"resume: (\d+) of 2 trials already finished", out)
     assert skipped and int(skipped.group(1)) >= len(finished_before), out
 
     reference = run_study(spec_from_dict({**spec, "storage": str(tmp_path / "reference")}), report=False)
