@@ -68,13 +68,12 @@ def study_status(results_dir: str | Path) -> StudyStatus:
         frame = pl.concat([pl.read_parquet(f) for f in trial_files], how="diagonal_relaxed")
         if "reused" in frame.columns:
             reused = int(frame.filter(pl.col("reused").fill_null(False)).height)
-    runs = sorted((root / "runs").glob("*.json"), key=lambda p: json.loads(p.read_text())["started"]) \
-        if (root / "runs").is_dir() else []
+    runs = sorted((json.loads(p.read_text()) for p in (root / "runs").glob("*.json")), key=lambda r: r["started"])
     return StudyStatus(
         results_dir=root, trials=len(plans), finished=finished, failed=failed, running=running, pending=pending,
         stage_trainings_naive=sum(len(p["stages"]) for p in plans), distinct_stages=len(keys),
         stages_trained=trained, stage_uses_reused=reused,
-        last_run=json.loads(runs[-1].read_text()) if runs else None,
+        last_run=runs[-1] if runs else None,
     )
 
 

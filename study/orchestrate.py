@@ -68,16 +68,11 @@ def plan_point(plan: dict) -> dict[str, Any]:
 def finished_trials(study_dir: Path, plans: list[dict]) -> set[str]:
     """Trials an earlier run finished (or saw fail deterministically, e.g. diverge) with the
     same measurement settings: their rows are complete and need no new run."""
-    from trainables.chain import measure_keys, trial_marker
+    from trainables.chain import measure_keys
 
-    done = set()
-    for plan in plans:
-        marker = trial_marker(study_dir, plan["trial_id"])
-        if marker.is_file():
-            record = json.loads(marker.read_text())
-            if all(record.get(k) == v for k, v in measure_keys(plan).items()):
-                done.add(plan["trial_id"])
-    return done
+    return {plan["trial_id"] for plan in plans
+            if (record := _marker(study_dir, plan["trial_id"])) is not None
+            and all(record.get(k) == v for k, v in measure_keys(plan).items())}
 
 
 def run_counts(study_dir: Path, plans: list[dict], run_id: str, skipped: int) -> dict[str, int]:

@@ -49,11 +49,6 @@ def stage_part(plan: dict, stage: int) -> str:
     return f"{plan['trial_id']}.stage{stage}"
 
 
-def checkpoint_dir(plan: dict, stage: int) -> Path:
-    """Where stage `stage`'s weights are: its entry in the study's stage store."""
-    return StageStore(plan["study_dir"], RunInfo.from_plan(plan)).entry(plan["stages"][stage - 1]["stage_key"]).checkpoint
-
-
 def measure_keys(plan: dict) -> dict[str, str]:
     """What a stage's stored measurements depend on besides its weights."""
     evals = content_key([plan["eval_tasks"], plan["data_seed"], plan["data_dir"] is None,
@@ -134,9 +129,6 @@ class _ChainRun:
             self._loaded = (key, model, tokenizer)
         return self._loaded[1], self._loaded[2]
 
-    def train_examples(self, stage: dict) -> list:
-        return _train_examples(self.plan, stage)
-
     # -- stages ---------------------------------------------------------------------------------
 
     def base_stage(self) -> dict[str, Any]:
@@ -190,7 +182,7 @@ class _ChainRun:
         record = entry.usable_record()
         if record is None or record["status"] != "finished":
             return None
-        trained = {ex.example_id for ex in self.train_examples(stage)}
+        trained = {ex.example_id for ex in _train_examples(self.plan, stage)}
         pool = [ex for ex in load_examples(stage["task"], "train", data_dir=self.plan["data_dir"])
                 if ex.example_id not in trained]
         if not pool:
@@ -298,7 +290,7 @@ class _ChainRun:
     def _ensure_curvature(self, entry: StageEntry, stage: dict) -> None:
         if not self._curvature_enabled(stage) or entry.has_measure("curvature", self.keys["curvature"]):
             return
-        rows = curvature_rows(self.plan, stage, entry.checkpoint, self.train_examples(stage))
+        rows = curvature_rows(self.plan, stage, entry.checkpoint, _train_examples(self.plan, stage))
         entry.write_measure("curvature", self.keys["curvature"], rows)
 
     def _publish_evals(self, entry: StageEntry, number: int) -> dict[str, Any]:

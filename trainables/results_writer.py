@@ -67,15 +67,19 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 def write_part(study_dir: str | Path, table: str, part: str, rows: Sequence[dict[str, Any]]) -> Path:
     """Write `rows` (dicts with exactly the table's columns) as one part, replacing any previous one."""
+    return write_rows(Path(study_dir) / table / f"{part}.parquet", table, rows)
+
+
+def write_rows(path: str | Path, table: str, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write `rows` with `table`'s schema to `path`, atomically (also used by the stage store)."""
     schema = SCHEMAS[table]
     missing = [c for c in schema.names if any(c not in r for r in rows)]
     extra = sorted({k for r in rows for k in r} - set(schema.names))
     if missing or extra:
         raise ValueError(f"rows for table '{table}' do not match its schema: missing {missing}, unexpected {extra}")
-    folder = Path(study_dir) / table
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{part}.parquet"
-    fd, tmp = tempfile.mkstemp(prefix=f".{part}.", suffix=".tmp", dir=folder)
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     try:
         pq.write_table(pa.Table.from_pylist(list(rows), schema=schema), tmp)

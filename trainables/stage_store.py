@@ -43,10 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trainables.results_writer import SCHEMAS
+from trainables.results_writer import write_rows as write_parquet_rows
 
 STORE_DIR = "stages"
 RECORD = "record.json"
@@ -83,18 +82,6 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(payload, handle, indent=1, sort_keys=True)
     os.replace(tmp, path)
-
-
-def write_rows_atomic(path: Path, table: str, rows: Sequence[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(pa.Table.from_pylist(list(rows), schema=SCHEMAS[table]), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_rows(path: Path, trial_id: str) -> list[dict[str, Any]]:
@@ -156,7 +143,7 @@ class StageEntry:
         os.replace(staging, self.checkpoint)
 
     def write_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        write_rows_atomic(self.folder / "rows" / f"{table}.parquet", table, rows)
+        write_parquet_rows(self.folder / "rows" / f"{table}.parquet", table, rows)
 
     def finish(self, *, trial_id: str, status: str, reason: str | None = None, **extra: Any) -> dict:
         record = {"stage_key": self.key, "run_id": self.run.run_id, "trained_by": trial_id, "status": status,
@@ -177,7 +164,7 @@ class StageEntry:
         return self.measure_path(table, key).is_file()
 
     def write_measure(self, table: str, key: str, rows: Sequence[dict[str, Any]]) -> None:
-        write_rows_atomic(self.measure_path(table, key), table, rows)
+        write_parquet_rows(self.measure_path(table, key), table, rows)
 
     def measure(self, table: str, key: str, trial_id: str) -> list[dict[str, Any]]:
         return read_rows(self.measure_path(table, key), trial_id)
