@@ -10,7 +10,7 @@ can be rebuilt from the Parquet files on any machine.
     forgetting_summary(results.trials, results.evals)
 """
 
-from analysis.accuracy import accuracy_from_predictions, stage_accuracy
+from analysis.accuracy import accuracy_from_predictions, generation_tasks, primary_metrics, stage_accuracy
 from analysis.benchmarks import stage_benchmarks
 from analysis.curvature import (
     curvature_by_setting,
@@ -51,6 +51,8 @@ __all__ = [
     "first_stage_method_table",
     "forgetting_intervals",
     "forgetting_uncertainty",
+    "generation_tasks",
+    "primary_metrics",
     "group_forgetting_tests",
     "hyperparameter_table",
     "ordering_table",

@@ -17,27 +17,69 @@ ACCURACY_COLUMNS = ("trial_id", "stage", "eval_task", "metric", "group", "n", "c
 PRIMARY_GROUPINGS = ("all", "group")
 
 
+# metric="primary": each eval task's headline metric, the first of these it has in `evals`:
+# accuracy for multiple-choice tasks, safe (share of safe continuations) for generation tasks.
+# Both are "higher is better" fractions, so forgetting (stage 1 minus stage s) reads the same.
+PRIMARY = "primary"
+PRIMARY_METRICS = ("accuracy", "safe")
+
+
+def _with_metric_column(lazy: pl.LazyFrame) -> pl.LazyFrame:
+    # A row without a metric (no `metric` column, or a null from an older file stacked with
+    # newer ones) is accuracy: the contract names the metric only where a task has several.
+    if "metric" not in lazy.collect_schema().names():
+        lazy = lazy.with_columns(metric=pl.lit(None, dtype=pl.String))
+    return lazy.with_columns(pl.col("metric").fill_null("accuracy"))
+
+
+def primary_metrics(evals: Frame) -> dict[str, str]:
+    """{eval_task: its headline metric}: the first of PRIMARY_METRICS the task has rows of.
+    Tasks with none of them (only a judge's metric, say) are left out."""
+    present = (
+        _with_metric_column(evals.lazy())
+        .filter(pl.col("metric").is_in(PRIMARY_METRICS))
+        .select(pl.col("eval_task").cast(pl.String), "metric")
+        .unique()
+        .collect()
+    )
+    chosen: dict[str, str] = {}
+    for task, metric in sorted(present.iter_rows(), key=lambda row: PRIMARY_METRICS.index(row[1])):
+        chosen.setdefault(task, metric)
+    return chosen
+
+
+def generation_tasks(evals: Frame) -> list[str]:
+    """Eval tasks whose headline metric is safe: their per-example records are the
+    generate-mode predictions (correct = the continuation was judged safe)."""
+    return sorted(task for task, metric in primary_metrics(evals).items() if metric == "safe")
+
+
 def stage_accuracy(evals: Frame, *, metric: str = "accuracy", grouping: str | None = None) -> pl.DataFrame:
     """Rows of `evals` for one metric: trial_id, stage, eval_task, metric, group, n, correct, accuracy.
+
+    metric="primary" takes each eval task's headline metric (primary_metrics): accuracy, or
+    safe for a generation task; the `metric` column says which. The value column is still
+    called accuracy (a fraction, higher is better).
 
     grouping=None keeps group "all" and the task's primary groups; a grouping name (e.g.
     "condition") keeps "all" and that grouping's groups instead.
     Keys are cast to the contract's types (trial_id str, stage i64) so joins with `trials`
-    work even if a writer stored a narrower integer. A row without a metric (no `metric`
-    column, or a null from an older file stacked with newer ones) is accuracy: the contract
-    names the metric only where a task has several. A row without a grouping (files written
-    before the column existed) is "all" or a primary group.
+    work even if a writer stored a narrower integer. A row without a metric is accuracy; a
+    row without a grouping (files written before the column existed) is "all" or a primary
+    group.
     """
-    lazy = evals.lazy()
-    names = lazy.collect_schema().names()
-    if "metric" not in names:
-        lazy = lazy.with_columns(metric=pl.lit(None, dtype=pl.String))
-    if "grouping" not in names:
+    lazy = _with_metric_column(evals.lazy())
+    if "grouping" not in lazy.collect_schema().names():
         lazy = lazy.with_columns(grouping=pl.lit(None, dtype=pl.String))
     wanted = PRIMARY_GROUPINGS if grouping is None else (ALL_GROUPS, grouping)
+    if metric == PRIMARY:
+        chosen = primary_metrics(evals)
+        is_metric = pl.col("metric") == pl.col("eval_task").cast(pl.String).replace_strict(
+            chosen, default=None, return_dtype=pl.String)
+    else:
+        is_metric = pl.col("metric") == metric
     return (
-        lazy.with_columns(pl.col("metric").fill_null("accuracy"))
-        .filter((pl.col("metric") == metric) & (pl.col("grouping").is_null() | pl.col("grouping").is_in(wanted)))
+        lazy.filter(is_metric & (pl.col("grouping").is_null() | pl.col("grouping").is_in(wanted)))
         .select(
             pl.col("trial_id").cast(pl.String),
             pl.col("stage").cast(pl.Int64),

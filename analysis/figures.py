@@ -49,44 +49,91 @@ def _no_data(path: Path, title: str) -> Path:
     return _save(figure, path)
 
 
-def plot_forgetting_by_first_lr(summary: pl.DataFrame, path: Path) -> Path:
-    """Forgetting of the first task (y, points) against stage 1's learning rate (x, log).
+def _interval_errors(values: list[float], low: list[float | None], high: list[float | None]) -> list[list[float]] | None:
+    """matplotlib's yerr (below, above) in points from 95% interval bounds (fractions); None
+    when no point has an interval. A point without one gets NaN, which draws no bar."""
+    if all(lo is None for lo in low):
+        return None
+    nan = float("nan")
+    below = [nan if lo is None else max(0.0, v - 100 * lo) for v, lo in zip(values, low)]
+    above = [nan if hi is None else max(0.0, 100 * hi - v) for v, hi in zip(values, high)]
+    return [below, above]
 
-    One line per chain (task order); solid = overall forgetting, dashed = WG forgetting.
-    Values are already seed means; settings of one chain that share a first-stage lr (they
-    differ in another grid value, e.g. the second stage's lr) are averaged too, as in the
-    paper's Figure 2a.
+
+def plot_forgetting_by_hyperparameter(
+    summary: pl.DataFrame, column: str, path: Path, *, xlabel: str | None = None
+) -> Path:
+    """Forgetting of the first task (y, points) against one hyperparameter (x), one line per
+    chain (task order): solid = overall forgetting, dashed = WG forgetting (the paper's Figures
+    2 and 4). `column` is a column of analysis.forgetting_summary: "first_learning_rate" or an
+    expanded grid key such as "stage2.learning_rate" or "stage1.batch_size"; learning rates get
+    a log axis.
+
+    Values are seed means. Error bars are the 95% bootstrap intervals (<metric>_low/_high,
+    added by the report when predictions exist) where a point is a single setting; settings of
+    one chain that share the value but differ in another grid key are averaged, and such a
+    mean has no interval of its own, so it is drawn without a bar.
     """
-    title = "Forgetting of the first task by first-stage learning rate"
-    data = summary.filter(pl.col("first_learning_rate").is_not_null() & pl.col("forgetting").is_not_null())
-    if data.is_empty():
+    name = xlabel or column
+    title = f"Forgetting of the first task by {name}"
+    if column not in summary.columns:
         return _no_data(path, title)
-    by_lr = (
-        data.group_by("chain", "first_learning_rate")
-        .agg(pl.col("forgetting").mean(), pl.col("wg_forgetting").mean())
-        .sort("chain", "first_learning_rate")
+    data = summary.filter(pl.col(column).is_not_null() & pl.col("forgetting").is_not_null())
+    if data.is_empty() or not data.schema[column].is_numeric():
+        return _no_data(path, title)
+    bounds = [c for c in ("forgetting_low", "forgetting_high", "wg_forgetting_low", "wg_forgetting_high")
+              if c in data.columns]
+    by_value = (
+        data.group_by("chain", column)
+        .agg(
+            pl.col("forgetting").mean(),
+            pl.col("wg_forgetting").mean(),
+            settings=pl.len(),
+            *[pl.col(c).first() for c in bounds],
+        )
+        # A mean over several settings has no interval (see the docstring).
+        .with_columns(*[pl.when(pl.col("settings") == 1).then(pl.col(c)) for c in bounds])
+        .sort("chain", column)
     )
+    for missing in {"forgetting_low", "forgetting_high", "wg_forgetting_low", "wg_forgetting_high"} - set(bounds):
+        by_value = by_value.with_columns(pl.lit(None, dtype=pl.Float64).alias(missing))
     figure = _new_figure(7, 4.5)
     axes = figure.add_subplot()
-    for (chain,), line in by_lr.group_by("chain", maintain_order=True):
-        x = line.get_column("first_learning_rate").to_list()
-        drawn = axes.plot(x, [100 * v for v in line.get_column("forgetting")], marker="o", label=f"{chain}")
+    for (chain,), line in by_value.group_by("chain", maintain_order=True):
+        x = line.get_column(column).to_list()
+        values = [100 * v for v in line.get_column("forgetting")]
+        drawn = axes.errorbar(
+            x, values, marker="o", capsize=3, label=f"{chain}",
+            yerr=_interval_errors(values, line["forgetting_low"].to_list(), line["forgetting_high"].to_list()),
+        )
         wg = line.filter(pl.col("wg_forgetting").is_not_null())
         if not wg.is_empty():
-            axes.plot(
-                wg.get_column("first_learning_rate").to_list(),
-                [100 * v for v in wg.get_column("wg_forgetting")],
-                marker="x", linestyle="--", color=drawn[0].get_color(), label=f"{chain} (WG)",
+            wg_values = [100 * v for v in wg.get_column("wg_forgetting")]
+            axes.errorbar(
+                wg.get_column(column).to_list(), wg_values, marker="x", linestyle="--", capsize=3,
+                color=drawn.lines[0].get_color(), label=f"{chain} (WG)",
+                yerr=_interval_errors(wg_values, wg["wg_forgetting_low"].to_list(), wg["wg_forgetting_high"].to_list()),
             )
-    if (by_lr.get_column("first_learning_rate") > 0).all():
+    if "learning_rate" in column and (by_value.get_column(column) > 0).all():
         axes.set_xscale("log")
+    else:
+        axes.set_xticks(sorted(set(by_value.get_column(column).to_list())))
     axes.axhline(0, color="grey", linewidth=0.8)
-    axes.set_xlabel("learning rate of stage 1")
+    axes.set_xlabel(name)
     axes.set_ylabel("forgetting of first task (points)")
-    axes.set_title(title + " (mean over seeds)")
+    axes.set_title(title + " (mean over seeds, 95% CI)", fontsize="medium")
     axes.legend(fontsize="small")
     figure.tight_layout()
     return _save(figure, path)
+
+
+def plot_forgetting_by_first_lr(summary: pl.DataFrame, path: Path) -> Path:
+    """Forgetting of the first task against stage 1's learning rate (log x), one line per
+    chain; solid = overall, dashed = WG, error bars = 95% intervals (the paper's Figure 2a).
+    See plot_forgetting_by_hyperparameter."""
+    return plot_forgetting_by_hyperparameter(
+        summary, "first_learning_rate", path, xlabel="learning rate of stage 1"
+    )
 
 
 def plot_group_forgetting(groups: pl.DataFrame, path: Path) -> Path:

@@ -283,7 +283,8 @@ def mean_stage_accuracy(trials: Frame, evals: Frame, *, metric: str = "accuracy"
     """Per (setting, stage, eval_task, group): accuracy averaged over the setting's seeds.
 
     Stage 0 is the base model (stage_task null). accuracy_std is the spread over seeds
-    (null with a single seed); n is the group's example count (the same for every seed).
+    (null with a single seed); n is the group's example count (the same for every seed);
+    metric says what "accuracy" holds (with metric="primary", safe for a generation task).
     """
     overview = trial_overview(trials)
     return expand_grid_point(
@@ -293,13 +294,14 @@ def mean_stage_accuracy(trials: Frame, evals: Frame, *, metric: str = "accuracy"
         .group_by(*SETTING, "stage", "eval_task", "group")
         .agg(
             pl.col("stage_task").first(),
+            pl.col("metric").first(),
             n_seeds=pl.col("seed").n_unique().cast(pl.Int64),
             n=pl.col("n").max(),
             accuracy=pl.col("accuracy").mean(),
             accuracy_std=pl.col("accuracy").std(),
         )
         .select(
-            *SETTING, "stage", "stage_task", "eval_task", "group", "n_seeds", "n",
+            *SETTING, "stage", "stage_task", "eval_task", "metric", "group", "n_seeds", "n",
             "accuracy", "accuracy_std",
         )
         .sort(*SETTING, "stage", "eval_task", "group")

@@ -24,3 +24,15 @@ def points(fraction: float | None, digits: int = 2) -> str:
     text = f"{100 * fraction:.{digits}f}"
     # 0.85 − 0.85 can come out as −1e-17 in floating point; never print "-0.00".
     return text[1:] if float(text) == 0 and text.startswith("-") else text
+
+
+def axis_label(axis: str) -> str:
+    """A grid key as words for an axis: 'stage2.learning_rate' -> 'learning rate of stage 2',
+    'stage_defaults.batch_size' -> 'batch size (every stage)'; anything else unchanged."""
+    scope, _, key = axis.rpartition(".")
+    words = key.replace("_", " ")
+    if scope.startswith("stage") and scope[5:].isdigit():
+        return f"{words} of stage {scope[5:]}"
+    if scope == "stage_defaults":
+        return f"{words} (every stage)"
+    return axis

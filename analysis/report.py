@@ -14,9 +14,10 @@ from pathlib import Path
 
 import polars as pl
 
+from analysis.accuracy import PRIMARY, generation_tasks
 from analysis.benchmarks import benchmark_columns, judge_accuracy, stage_benchmarks
 from analysis.paper_tables import TASK_NAMES as TASK_LABELS
-from analysis.paper_tables import paper_tables
+from analysis.paper_tables import paper_tables, varying_axes
 from analysis.uncertainty import forgetting_uncertainty
 from analysis.transfer import accuracy_matrix, backward_transfer
 from analysis.curvature import (
@@ -28,6 +29,7 @@ from analysis.curvature import (
 )
 from analysis.figures import (
     plot_forgetting_by_first_lr,
+    plot_forgetting_by_hyperparameter,
     plot_forgetting_by_spectral_radius,
     plot_accuracy_progression,
     plot_forgetting_curve,
@@ -42,7 +44,7 @@ from analysis.forgetting import (
     group_forgetting,
     mean_stage_accuracy,
 )
-from analysis.labels import grid_label, points
+from analysis.labels import axis_label, grid_label, points
 from analysis.render import html_table, markdown_table
 from analysis.results import ResultTables, load_results
 
@@ -66,6 +68,10 @@ CURVATURE_FIGURE_FILES = {
     "forgetting_by_spectral_radius": "forgetting_by_spectral_radius.png",
 }
 CURVATURE_HEADING = "Curvature and weight change"
+# The first stage's lr has its own figure (always written); every other numeric grid key that
+# varies within a chain (stage 2's lr, stage 1's batch size, ...) gets
+# figures/forgetting_by_<key with dots as underscores>.png, the paper's Figures 2b and 4.
+FIRST_LR_AXIS = "stage1.learning_rate"
 
 DEFINITIONS = [
     "A = the task of a chain's first stage, B = the task of its final stage; θ_A = the model "
@@ -84,6 +90,9 @@ DEFINITIONS = [
     "and its stage-s evaluations exist.",
     "All accuracies and forgetting values in this report are percentage points (accuracy × "
     "100); the CSV/Parquet tables keep fractions in [0, 1].",
+    "Acc of a generation task (toxigen_prompts, saferdialogues: no answer options) is its safe % "
+    "(share of continuations the toxicity classifier calls safe), so a PPO-trained safety task's "
+    "forgetting is the drop in safe %; the metric column of tables/stage_accuracy says which.",
 ]
 
 
@@ -199,12 +208,16 @@ UNCERTAINTY_NOTE = (
 )
 
 
-def uncertainty_tables(trials: pl.DataFrame, predictions: pl.LazyFrame, *, n_boot: int = 1000, seed: int = 0) -> dict[str, pl.DataFrame]:
+def uncertainty_tables(
+    trials: pl.DataFrame, predictions: pl.LazyFrame, *, n_boot: int = 1000, seed: int = 0,
+    generation_tasks: list[str] | tuple[str, ...] = (),
+) -> dict[str, pl.DataFrame]:
     """Bootstrap intervals and group tests from the per-example predictions (their own tables).
     Intervals of every accuracy at every stage (analysis.uncertainty.accuracy_intervals) are
     left to the Python API: the report shows those of the first task's accuracies, which come
     with the forgetting intervals."""
-    intervals, tests = forgetting_uncertainty(trials, predictions, n_boot=n_boot, seed=seed)
+    intervals, tests = forgetting_uncertainty(
+        trials, predictions, n_boot=n_boot, seed=seed, generation_tasks=generation_tasks)
     return {"forgetting_intervals": intervals, "group_forgetting_tests": tests}
 
 
@@ -449,6 +462,28 @@ def _curvature_figures(tables: dict[str, pl.DataFrame], figure_dir: Path) -> dic
     }
 
 
+def hyperparameter_figure_name(axis: str) -> str:
+    """The figures/ key (and file stem) of the forgetting-vs-`axis` figure."""
+    return "forgetting_by_" + axis.replace(".", "_")
+
+
+def hyperparameter_axes(trials: pl.DataFrame, summary: pl.DataFrame) -> list[str]:
+    """The grid keys that get a forgetting-vs-value figure: every numeric key that varies
+    within a chain, except stage 1's lr (its figure is always written; see FIRST_LR_AXIS)."""
+    return [
+        axis for axis in varying_axes(trials, two_stage_only=False)
+        if axis != FIRST_LR_AXIS and axis in summary.columns and summary.schema[axis].is_numeric()
+    ]
+
+
+def _hyperparameter_figures(axes: list[str], summary: pl.DataFrame, figure_dir: Path) -> dict[str, Path]:
+    return {
+        hyperparameter_figure_name(axis): plot_forgetting_by_hyperparameter(
+            summary, axis, figure_dir / f"{hyperparameter_figure_name(axis)}.png", xlabel=axis_label(axis))
+        for axis in axes
+    }
+
+
 def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
@@ -457,7 +492,8 @@ def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> None:
 
 
 def _blocks(
-    results_dir: Path, tables: dict[str, pl.DataFrame], figures: dict[str, Path]
+    results_dir: Path, tables: dict[str, pl.DataFrame], figures: dict[str, Path],
+    extra_axes: list[str] = (),
 ) -> list[object]:
     summary = tables["forgetting_summary"]
     blocks: list[object] = [
@@ -506,7 +542,12 @@ def _blocks(
     blocks.append(_Heading("Figures"))
     blocks += [
         _Figure("Forgetting of the first task by the first stage's learning rate "
-                "(solid: overall, dashed: worst group).", figures["forgetting_by_first_lr"]),
+                "(solid: overall, dashed: worst group; error bars: 95% bootstrap intervals, when "
+                "predictions exist).", figures["forgetting_by_first_lr"]),
+        *[_Figure(f"Forgetting of the first task by {axis_label(axis)} (one line per order; "
+                  "solid: overall, dashed: worst group; error bars: 95% bootstrap intervals, when "
+                  "predictions exist).", figures[hyperparameter_figure_name(axis)])
+          for axis in sorted(extra_axes)],
         _Figure("Per-group forgetting at the final stage; dashed line: overall forgetting, "
                 "red: worst group; error bars: 95% bootstrap intervals (when predictions exist).",
                 figures["group_forgetting"]),
@@ -584,7 +625,7 @@ def _render_html(blocks: list[object]) -> str:
 
 
 def write_report(
-    results_dir: str | Path, out_dir: str | Path | None = None, *, metric: str = "accuracy"
+    results_dir: str | Path, out_dir: str | Path | None = None, *, metric: str = PRIMARY
 ) -> Path:
     """Write the forgetting report of `results_dir` and return the path of report.md.
 
@@ -595,8 +636,13 @@ def write_report(
     and weight change" section is added, with tables/{curvature_by_setting,curvature_by_trial,
     group_curvature_by_trial,curvature_regressions}.{csv,parquet} and figures/
     {spectral_radius_by_setting,spectral_radius_by_lr,forgetting_by_spectral_radius}.png;
-    otherwise the report is exactly the forgetting report. Raises FileNotFoundError when the
-    folder has no evals or no trials.
+    otherwise the report is exactly the forgetting report. Every other numeric grid key that
+    varies within a chain (stage 2's lr, stage 1's batch size, ...) adds
+    figures/forgetting_by_<key, dots as underscores>.png. metric="primary" (the default)
+    measures each task on its headline metric (accuracy; safe % for generation tasks); a
+    metric name (e.g. "generated_accuracy") measures every task on that one, without
+    intervals unless it is "accuracy". Raises FileNotFoundError when the folder has no evals
+    or no trials.
     """
     results = load_results(results_dir)
     if results.trials is None:
@@ -620,8 +666,9 @@ def write_report(
         "judge_accuracy": judge_accuracy(evals),
     }
     tables |= {f"paper_{name}": frame for name, frame in paper_tables(trials, evals).items()}
-    if results.predictions is not None and metric == "accuracy":
-        tables |= uncertainty_tables(trials, results.predictions)
+    if results.predictions is not None and metric in ("accuracy", PRIMARY):
+        tables |= uncertainty_tables(
+            trials, results.predictions, generation_tasks=generation_tasks(evals) if metric == PRIMARY else ())
         tables["forgetting_summary"], tables["group_forgetting"] = _with_intervals(
             tables["forgetting_summary"], tables["group_forgetting"], tables)
     tables |= _curvature_tables(results, trials, evals, metric=metric)
@@ -641,9 +688,11 @@ def write_report(
             tables["stage_benchmarks"], figure_dir / FIGURE_FILES["accuracy_progression"]
         ),
     }
+    axes = hyperparameter_axes(trials, tables["forgetting_summary"])
+    figures |= _hyperparameter_figures(axes, tables["forgetting_summary"], figure_dir)
     if "curvature_by_trial" in tables:
         figures |= _curvature_figures(tables, figure_dir)
-    blocks = _blocks(results.results_dir, tables, figures)
+    blocks = _blocks(results.results_dir, tables, figures, axes)
     report_md = out / REPORT_MD
     report_md.write_text(_render_markdown(blocks, out), encoding="utf-8")
     (out / REPORT_HTML).write_text(_render_html(blocks), encoding="utf-8")

@@ -6,7 +6,8 @@ per-example records: per trial and group, accuracy = correct / n; per setting (c
 grid_point) the accuracies are averaged over the setting's trials (one per seed) and then
 differenced; WG forgetting = max over groups of the seed-mean group forgetting (ties: the group
 first alphabetically); max biased forgetting = WG − overall forgetting. Only option-scoring rows
-count (mode null or "score"); an example listing several groups counts toward each of them, and
+count (mode null or "score"), except for the eval tasks passed as `generation_tasks`, whose
+generate-mode rows (correct = judged safe) are their records, so their forgetting is on safe %; an example listing several groups counts toward each of them, and
 "all" is every example. By default forgetting is measured at each trial's final stage
 (θ_AB), against stage 1 (θ_A), on the first task of the chain.
 
@@ -112,12 +113,17 @@ _EPS = 1e-12
 # ---------------------------------------------------------------- reading the predictions
 
 
-def _score_predictions(predictions: Frame) -> pl.LazyFrame:
-    """Option-scoring rows with typed keys; a null group list is an empty one."""
+def _score_predictions(predictions: Frame, generation_tasks: Sequence[str] = ()) -> pl.LazyFrame:
+    """The per-example records of each task's headline metric, with typed keys (a null group
+    list is an empty one): option-scoring rows, plus the generate-mode rows of
+    `generation_tasks` (correct = the continuation was judged safe; the safe metric)."""
     lazy = predictions.lazy()
     names = lazy.collect_schema().names()
     if "mode" in names:
-        lazy = lazy.filter(pl.col("mode").is_null() | (pl.col("mode") == "score"))
+        kept = pl.col("mode").is_null() | (pl.col("mode") == "score")
+        if generation_tasks:
+            kept = kept | ((pl.col("mode") == "generate") & pl.col("eval_task").is_in(list(generation_tasks)))
+        lazy = lazy.filter(kept)
     groups = (
         pl.col("groups").cast(pl.List(pl.String))
         if "groups" in names
@@ -294,7 +300,9 @@ def _none_if_nan(value: float) -> float | None:
 # ---------------------------------------------------------------- forgetting
 
 
-def _forgetting_cells(trials: Frame, predictions: Frame, after_stage: int | None) -> pl.DataFrame:
+def _forgetting_cells(
+    trials: Frame, predictions: Frame, after_stage: int | None, generation_tasks: Sequence[str] = ()
+) -> pl.DataFrame:
     """Paired first-task cells: one row per (setting, trial, groups, c1, cs) with its count."""
     overview = trial_overview(trials)
     if after_stage is None:
@@ -310,7 +318,7 @@ def _forgetting_cells(trials: Frame, predictions: Frame, after_stage: int | None
     keys = overview.select("trial_id", *SETTING, "seed", "first_task", "after_stage")
     # Kept lazy to the end: at 10^7 prediction rows only the cell counts are materialised.
     on_first = (
-        _score_predictions(predictions)
+        _score_predictions(predictions, generation_tasks)
         .join(keys.lazy(), on="trial_id", how="inner")
         .filter(pl.col("eval_task") == pl.col("first_task"))
         .filter((pl.col("stage") == 1) | (pl.col("stage") == pl.col("after_stage")))
@@ -343,8 +351,8 @@ class _SettingForgetting:
     units: list[_Unit]
 
 
-def _forgetting_settings(trials, predictions, *, after_stage, n_boot, seed):
-    cells = _forgetting_cells(trials, predictions, after_stage)
+def _forgetting_settings(trials, predictions, *, after_stage, n_boot, seed, generation_tasks=()):
+    cells = _forgetting_cells(trials, predictions, after_stage, generation_tasks)
     keys = [*SETTING, "first_task", "after_stage"]
     for part in cells.partition_by(keys, maintain_order=True):
         key = {name: part.get_column(name)[0] for name in keys}
@@ -394,6 +402,7 @@ def forgetting_intervals(
     seed: int = 0,
     level: float = 0.95,
     after_stage: int | None = None,
+    generation_tasks: Sequence[str] = (),
     _settings: list | None = None,
 ) -> pl.DataFrame:
     """Per (setting, metric): point estimate and bootstrap interval of forgetting statistics.
@@ -407,12 +416,15 @@ def forgetting_intervals(
     group (the worst group on WG / max biased rows, else null), estimate, low, high, level,
     n_seeds, n_examples (paired first-task examples per seed; of the worst group on its rows),
     n_boot (usable replicates). The estimates equal forgetting_summary's (for after_stage=None)
-    on evals computed from the same predictions. See the module docstring for the method.
+    on evals computed from the same predictions (with metric="primary" when `generation_tasks`
+    names the generation tasks, analysis.generation_tasks). See the module docstring for the
+    method.
     """
     _check(n_boot, level)
     rows = []
     settings = _settings if _settings is not None else _forgetting_settings(
-        trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed)
+        trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
+        generation_tasks=generation_tasks)
     for setting in settings:
         point = _forgetting_statistics(setting.point)
         boot = _forgetting_statistics(setting.boot)
@@ -519,6 +531,7 @@ def group_forgetting_tests(
     seed: int = 0,
     level: float = 0.95,
     after_stage: int | None = None,
+    generation_tasks: Sequence[str] = (),
     permutation: bool = True,
     _settings: list | None = None,
 ) -> pl.DataFrame:
@@ -537,7 +550,8 @@ def group_forgetting_tests(
     _check(n_boot, level)
     rows = []
     settings = _settings if _settings is not None else _forgetting_settings(
-        trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed)
+        trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
+        generation_tasks=generation_tasks)
     for setting in settings:
         if not setting.groups:
             continue
@@ -584,14 +598,17 @@ def forgetting_uncertainty(
     seed: int = 0,
     level: float = 0.95,
     after_stage: int | None = None,
+    generation_tasks: Sequence[str] = (),
     permutation: bool = True,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(forgetting_intervals, group_forgetting_tests) from one pass over the predictions and one
     set of bootstrap replicates: what the report uses (the two functions alone each read the
     predictions and draw the same replicates again)."""
     _check(n_boot, level)
-    settings = list(_forgetting_settings(trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed))
-    common = {"n_boot": n_boot, "seed": seed, "level": level, "after_stage": after_stage, "_settings": settings}
+    settings = list(_forgetting_settings(trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
+        generation_tasks=generation_tasks))
+    common = {"n_boot": n_boot, "seed": seed, "level": level, "after_stage": after_stage,
+              "generation_tasks": generation_tasks, "_settings": settings}
     return (forgetting_intervals(trials, predictions, **common),
             group_forgetting_tests(trials, predictions, permutation=permutation, **common))
 
@@ -615,18 +632,20 @@ def accuracy_intervals(
     level: float = 0.95,
     stages: Sequence[int] | None = None,
     eval_tasks: Sequence[str] | None = None,
+    generation_tasks: Sequence[str] = (),
 ) -> pl.DataFrame:
     """Per (setting, stage, eval_task, group): seed-mean accuracy with a bootstrap interval.
 
     Same two-level bootstrap as forgetting_intervals (trials, then each trial's examples); the
     estimate equals mean_stage_accuracy's accuracy on evals computed from the same predictions.
-    `stages` / `eval_tasks` restrict the work. Columns: chain, grid_point (+ grid keys), stage,
+    `stages` / `eval_tasks` restrict the work. `generation_tasks` (analysis.generation_tasks of
+    the evals) are measured on their generate-mode records, i.e. on the safe metric. Columns: chain, grid_point (+ grid keys), stage,
     eval_task, group ("all" or a group), n_seeds, n (the group's examples per seed, max over
     seeds), estimate, low, high, level, n_boot (usable replicates).
     """
     _check(n_boot, level)
     overview = trial_overview(trials).select("trial_id", *SETTING, "seed")
-    lazy = _score_predictions(predictions).join(overview.lazy(), on="trial_id", how="inner")
+    lazy = _score_predictions(predictions, generation_tasks).join(overview.lazy(), on="trial_id", how="inner")
     if stages is not None:
         lazy = lazy.filter(pl.col("stage").is_in([int(s) for s in stages]))
     if eval_tasks is not None:

@@ -21,8 +21,10 @@ from analysis import (
     forgetting_by_trial,
     forgetting_curve,
     forgetting_summary,
+    generation_tasks,
     group_forgetting,
     load_results,
+    primary_metrics,
     stage_accuracy,
 )
 
@@ -415,3 +417,51 @@ def test_import_analysis_loads_no_ml_framework():
         cwd=Path(__file__).resolve().parents[1],
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+# ---------------------------------------------------------------- headline metric per task
+
+
+def generation_chain_rows() -> tuple[list[dict], list[dict]]:
+    """Chain ppo_arc: PPO on toxigen_prompts (a generation task: safe, no accuracy), then ARC.
+
+    toxigen_prompts safe      stage 1   stage 2        arc accuracy   stage 1   stage 2
+      all                      0.80      0.60                          0.50      0.70
+      asian                    0.90      0.50
+      women                    0.70      0.70
+    The judge's held-out accuracy (classifier_heldout_accuracy, 0.8) is on the generation task
+    too, and must never be taken for its headline metric.
+    """
+    trials = trial_rows("g", "ppo_arc", 0, ["toxigen_prompts", "arc"])
+    evals = []
+    for stage, safe in ((1, {"all": 0.8, "asian": 0.9, "women": 0.7}), (2, {"all": 0.6, "asian": 0.5, "women": 0.7})):
+        evals += [dict(row, metric="safe") for row in eval_rows("g", stage, "toxigen_prompts", safe)]
+        evals += [dict(row, metric="classifier_heldout_accuracy")
+                  for row in eval_rows("g", stage, "toxigen_prompts", {"all": 0.8})]
+    evals += eval_rows("g", 1, "arc", {"all": 0.5}) + eval_rows("g", 2, "arc", {"all": 0.7})
+    return trials, evals
+
+
+def test_primary_metric_is_accuracy_or_safe_per_task():
+    trials, evals = generation_chain_rows()
+    evals = pl.DataFrame(evals)
+    assert primary_metrics(evals) == {"toxigen_prompts": "safe", "arc": "accuracy"}
+    assert generation_tasks(evals) == ["toxigen_prompts"]
+    rows = stage_accuracy(evals, metric="primary")
+    assert sorted(set(rows.select("eval_task", "metric").iter_rows())) == [
+        ("arc", "accuracy"), ("toxigen_prompts", "safe")]
+    assert rows.height == 2 * 3 + 2
+
+
+def test_forgetting_of_a_generation_task_is_the_drop_in_safe_share():
+    """Forgetting_A = 0.80 − 0.60 = 0.20; asian 0.40 is the worst group (biased 0.20); with
+    metric="accuracy" the chain has no first-task accuracy, so no forgetting row at all."""
+    trials, evals = generation_chain_rows()
+    summary = forgetting_summary(pl.DataFrame(trials), pl.DataFrame(evals), metric="primary")
+    row = summary.row(0, named=True)
+    assert summary.height == 1
+    assert row["forgetting"] == pytest.approx(0.20)
+    assert (row["wg_forgetting"], row["worst_group"]) == (pytest.approx(0.40), "asian")
+    assert row["max_biased_forgetting"] == pytest.approx(0.20)
+    assert row["acc_final_task_after_final"] == pytest.approx(0.70)
+    assert forgetting_summary(pl.DataFrame(trials), pl.DataFrame(evals), metric="accuracy").is_empty()

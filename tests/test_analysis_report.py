@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import polars as pl
@@ -9,10 +11,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from analysis import write_report
+from analysis.figures import _interval_errors
 from analysis.labels import points
 from tests.test_analysis_forgetting import (
     GRID_LOW_LR,
     eval_rows,
+    generation_chain_rows,
     trial_rows,
     two_seed_rows,
     write_table,
@@ -136,3 +140,51 @@ def test_points_never_prints_negative_zero():
     """0.85 − 0.85 may be −1e-17 in floating point; the report shows 0.00, not -0.00."""
     assert points(-1e-17) == "0.00"
     assert (points(0.0481), points(-0.02), points(None)) == ("4.81", "-2.00", "–")
+
+
+def test_a_varying_second_stage_lr_and_batch_size_get_their_own_figures(tmp_path: Path):
+    """Grid stage2.learning_rate x stage1.batch_size on one chain: the report draws forgetting
+    against each (stage 1's lr has its fixed figure), and the example study, which varies only
+    stage 1's lr, has no such extra figure."""
+    trials, evals = [], []
+    for index, (lr2, batch) in enumerate([(1e-5, 8), (1e-5, 16), (2e-5, 8), (2e-5, 16)]):
+        grid = json.dumps({"stage1.batch_size": batch, "stage2.learning_rate": lr2})
+        trials += trial_rows(f"t{index}", "tqa_arc", 0, ["toxigen_qa", "arc"], grid, [1e-5, lr2])
+        evals += eval_rows(f"t{index}", 1, "toxigen_qa", {"all": 0.9, "muslim": 0.9})
+        evals += eval_rows(f"t{index}", 2, "toxigen_qa", {"all": 0.9 - index / 20, "muslim": 0.8})
+    write_table(tmp_path, "trials", trials)
+    write_table(tmp_path, "evals", evals)
+    text = write_report(tmp_path, tmp_path / "out").read_text(encoding="utf-8")
+    for stem, words in (("forgetting_by_stage2_learning_rate", "learning rate of stage 2"),
+                        ("forgetting_by_stage1_batch_size", "batch size of stage 1")):
+        data = (tmp_path / "out" / "figures" / f"{stem}.png").read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+        assert f"figures/{stem}.png" in text and f"first task by {words}" in text
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == len(FIGURES) + 2
+
+    write_report(write_study(tmp_path / "plain"))
+    assert sorted(p.name for p in (tmp_path / "plain" / "report" / "figures").iterdir()) == sorted(FIGURES)
+
+
+def test_interval_error_bars_are_distances_in_points():
+    """[value − 100·low, 100·high − value]; a point without an interval gets NaN (no bar)."""
+    below, above = _interval_errors([10.0, 5.0], [0.08, None], [0.15, None])
+    assert below[0] == pytest.approx(2.0) and above[0] == pytest.approx(5.0)
+    assert math.isnan(below[1]) and math.isnan(above[1])
+    assert _interval_errors([10.0], [None], [None]) is None
+
+
+def test_report_measures_a_generation_first_task_on_safe(tmp_path: Path):
+    """PPO on toxigen_prompts then ARC (see generation_chain_rows): the report's forgetting is
+    the drop in safe %, 20.00 points, worst group asian at 40.00."""
+    trials, evals = generation_chain_rows()
+    write_table(tmp_path, "trials", trials)
+    write_table(tmp_path, "evals", evals)
+    text = write_report(tmp_path, tmp_path / "out").read_text(encoding="utf-8")
+    assert "| 20.00 | 40.00 (asian) | 20.00 |" in text
+    summary = pl.read_parquet(tmp_path / "out" / "tables" / "forgetting_summary.parquet")
+    assert summary["forgetting"].to_list() == [pytest.approx(0.2)]
+    stage_accuracy = pl.read_parquet(tmp_path / "out" / "tables" / "stage_accuracy.parquet")
+    assert set(stage_accuracy.select("eval_task", "metric").unique().iter_rows()) == {
+        ("toxigen_prompts", "safe"), ("arc", "accuracy")}

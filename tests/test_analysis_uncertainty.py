@@ -306,3 +306,26 @@ def test_forgetting_uncertainty_equals_the_two_functions_alone():
     intervals, tests = forgetting_uncertainty(trials, predictions, n_boot=200, seed=3)
     assert intervals.equals(forgetting_intervals(trials, predictions, n_boot=200, seed=3))
     assert tests.equals(group_forgetting_tests(trials, predictions, n_boot=200, seed=3))
+
+
+def test_a_generation_first_task_is_measured_on_its_generate_mode_records():
+    """toxigen_prompts (judged safe = correct, mode generate) then arc: 8 of 10 safe after stage
+    1, 5 of 10 after stage 2 → forgetting 0.3, asian (examples 0-4) 4/5 → 1/5 = 0.6. Without
+    generation_tasks the task has no option-scoring records, so nothing is measured."""
+    trials = trial_rows("g", 0, tasks=("toxigen_prompts", "arc"), chain="ppo_arc")
+    groups = [["asian"]] * 5 + [["women"]] * 5
+    stage1 = [True, True, True, True, False, True, True, True, True, False]
+    stage2 = [True, False, False, False, False, True, True, True, True, False]
+    predictions = [dict(row, mode="generate") for row in
+                   prediction_rows("g", 1, "toxigen_prompts", stage1, groups)
+                   + prediction_rows("g", 2, "toxigen_prompts", stage2, groups)]
+    trials, predictions = frames(trials, predictions)
+    assert forgetting_intervals(trials, predictions, n_boot=20).is_empty()
+    intervals = forgetting_intervals(trials, predictions, n_boot=200, generation_tasks=["toxigen_prompts"])
+    assert metric(intervals, "forgetting")["estimate"] == pytest.approx(0.3)
+    worst = metric(intervals, "wg_forgetting")
+    assert (worst["estimate"], worst["group"]) == (pytest.approx(0.6), "asian")
+    assert worst["low"] <= worst["estimate"] <= worst["high"]
+    accuracy = accuracy_intervals(trials, predictions, n_boot=20, generation_tasks=["toxigen_prompts"])
+    assert accuracy.filter(pl.col("group") == "all").sort("stage")["estimate"].to_list() == [
+        pytest.approx(0.8), pytest.approx(0.5)]

@@ -100,20 +100,6 @@ def test_two_chain_study_writes_tables_and_report_matching_predictions(ray_clust
     assert _table(study_dir, "trials").height == 4
 
 
-def test_chain_runs_through_ray_train_torchtrainer(ray_cluster, data_dir, tmp_path):
-    spec = _spec(tmp_path, data_dir, executor="train", name="e2e_train",
-                 chains={"arc_tqa": [{"task": "arc_easy"}, {"task": "toxigen_qa"}]})
-    outcome = run_study(spec, report=False)
-    assert outcome.failed == []
-    trials = _table(outcome.study_dir, "trials")
-    assert set(trials["executor"]) == {"train"} and set(trials["status"]) == {"finished"}
-    evals = _table(outcome.study_dir, "evals")
-    assert sorted(evals["stage"].unique()) == [0, 1, 2]
-    # Ray Train kept its run under the study folder, named by the trial id.
-    trial_id = trials["trial_id"][0]
-    assert (outcome.study_dir / "_ray_train" / trial_id).is_dir()
-
-
 def test_failed_trial_is_listed_and_cli_exits_1(ray_cluster, data_dir, tmp_path, capsys):
     """A model folder without weights: the trial fails inside Ray; the run still finishes and says which."""
     from study.cli import main
