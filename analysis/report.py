@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -476,14 +477,6 @@ def hyperparameter_axes(trials: pl.DataFrame, summary: pl.DataFrame) -> list[str
     ]
 
 
-def _hyperparameter_figures(axes: list[str], summary: pl.DataFrame, figure_dir: Path) -> dict[str, Path]:
-    return {
-        hyperparameter_figure_name(axis): plot_forgetting_by_hyperparameter(
-            summary, axis, figure_dir / f"{hyperparameter_figure_name(axis)}.png", xlabel=axis_label(axis))
-        for axis in axes
-    }
-
-
 def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
@@ -631,8 +624,8 @@ def write_report(
 
     Into out_dir (default <results_dir>/report): report.md, report.html (figures embedded),
     tables/{forgetting_summary,group_forgetting,forgetting_curve,stage_accuracy,
-    forgetting_by_trial}.{csv,parquet} and figures/{forgetting_by_first_lr,group_forgetting,
-    forgetting_curve}.png. When the results hold a curvature or weights table, a "Curvature
+    forgetting_by_trial, ...}.{csv,parquet} and figures/{forgetting_by_first_lr,group_forgetting,
+    forgetting_curve,accuracy_progression}.png. When the results hold a curvature or weights table, a "Curvature
     and weight change" section is added, with tables/{curvature_by_setting,curvature_by_trial,
     group_curvature_by_trial,curvature_regressions}.{csv,parquet} and figures/
     {spectral_radius_by_setting,spectral_radius_by_lr,forgetting_by_spectral_radius}.png;
@@ -666,32 +659,39 @@ def write_report(
         "judge_accuracy": judge_accuracy(evals),
     }
     tables |= {f"paper_{name}": frame for name, frame in paper_tables(trials, evals).items()}
-    if results.predictions is not None and metric in ("accuracy", PRIMARY):
-        tables |= uncertainty_tables(
-            trials, results.predictions, generation_tasks=generation_tasks(evals) if metric == PRIMARY else ())
-        tables["forgetting_summary"], tables["group_forgetting"] = _with_intervals(
-            tables["forgetting_summary"], tables["group_forgetting"], tables)
-    tables |= _curvature_tables(results, trials, evals, metric=metric)
-    _write_tables(tables, out / TABLES_DIR)
     figure_dir = out / FIGURES_DIR
-    figures = {
-        "forgetting_by_first_lr": plot_forgetting_by_first_lr(
-            tables["forgetting_summary"], figure_dir / FIGURE_FILES["forgetting_by_first_lr"]
-        ),
-        "group_forgetting": plot_group_forgetting(
-            tables["group_forgetting"], figure_dir / FIGURE_FILES["group_forgetting"]
-        ),
-        "forgetting_curve": plot_forgetting_curve(
-            tables["forgetting_curve"], figure_dir / FIGURE_FILES["forgetting_curve"]
-        ),
-        "accuracy_progression": plot_accuracy_progression(
-            tables["stage_benchmarks"], figure_dir / FIGURE_FILES["accuracy_progression"]
-        ),
-    }
-    axes = hyperparameter_axes(trials, tables["forgetting_summary"])
-    figures |= _hyperparameter_figures(axes, tables["forgetting_summary"], figure_dir)
-    if "curvature_by_trial" in tables:
-        figures |= _curvature_figures(tables, figure_dir)
+    # Every figure is drawn on one worker thread (matplotlib stays on a single thread) while this
+    # thread computes the intervals and writes the tables: the bootstrap and Parquet work release
+    # the GIL, so on a large study the figures cost little extra wall time (bench/report_scale.py).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-figures") as drawer:
+        pending = {
+            "forgetting_curve": drawer.submit(
+                plot_forgetting_curve, tables["forgetting_curve"], figure_dir / FIGURE_FILES["forgetting_curve"]),
+            "accuracy_progression": drawer.submit(
+                plot_accuracy_progression, tables["stage_benchmarks"],
+                figure_dir / FIGURE_FILES["accuracy_progression"]),
+        }
+        if results.predictions is not None and metric in ("accuracy", PRIMARY):
+            tables |= uncertainty_tables(
+                trials, results.predictions, generation_tasks=generation_tasks(evals) if metric == PRIMARY else ())
+            tables["forgetting_summary"], tables["group_forgetting"] = _with_intervals(
+                tables["forgetting_summary"], tables["group_forgetting"], tables)
+        tables |= _curvature_tables(results, trials, evals, metric=metric)
+        summary = tables["forgetting_summary"]
+        axes = hyperparameter_axes(trials, summary)
+        pending["forgetting_by_first_lr"] = drawer.submit(
+            plot_forgetting_by_first_lr, summary, figure_dir / FIGURE_FILES["forgetting_by_first_lr"])
+        pending["group_forgetting"] = drawer.submit(
+            plot_group_forgetting, tables["group_forgetting"], figure_dir / FIGURE_FILES["group_forgetting"])
+        for axis in axes:
+            name = hyperparameter_figure_name(axis)
+            pending[name] = drawer.submit(
+                plot_forgetting_by_hyperparameter, summary, axis, figure_dir / f"{name}.png", xlabel=axis_label(axis))
+        if "curvature_by_trial" in tables:
+            pending["_curvature"] = drawer.submit(_curvature_figures, tables, figure_dir)
+        _write_tables(tables, out / TABLES_DIR)
+        figures = {name: future.result() for name, future in pending.items()}
+    figures |= figures.pop("_curvature", {})
     blocks = _blocks(results.results_dir, tables, figures, axes)
     report_md = out / REPORT_MD
     report_md.write_text(_render_markdown(blocks, out), encoding="utf-8")

@@ -40,7 +40,8 @@ counts — the same distribution as drawing n example indices, at a cost indepen
 (When a trial has so many distinct cells that this is slower, n indices are drawn per
 replicate and counted per cell instead: same law.) Group sums are then one matrix product
 (counts × cell-membership matrix). There is no Python loop over examples or replicates;
-replicates are processed in blocks of at most ~2M drawn numbers to bound memory. Each setting gets its own
+replicates are processed in blocks of at most ~2M drawn numbers to bound memory. Settings are
+bootstrapped on one thread per core (numpy's draws release the GIL). Each setting gets its own
 random stream derived from `seed` and the setting's key, so results are deterministic and do
 not change when other settings are added to or dropped from the tables.
 
@@ -84,9 +85,11 @@ Only numpy and polars are used here (no torch, transformers or ray).
 
 from __future__ import annotations
 
+import os
 import warnings
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,18 +144,36 @@ def _score_predictions(predictions: Frame, generation_tasks: Sequence[str] = ())
     )
 
 
-def _refuse_duplicates(frame: Frame) -> None:
-    """Refuse an example listed twice for the same (trial, stage, eval task). Lazy in, so only
-    the per-(trial, stage, task) counts are ever materialised."""
+def _duplicated_examples(frame: Frame) -> pl.LazyFrame:
+    """The (trial, stage, eval task) keys that list an example more than once (lazy)."""
     counted = frame.lazy().group_by("trial_id", "stage", "eval_task").agg(
         rows=pl.len(), examples=pl.col("example_id").n_unique()
     )
-    duplicated = counted.filter(pl.col("rows") > pl.col("examples")).sort("trial_id", "stage", "eval_task").collect()
+    return counted.filter(pl.col("rows") > pl.col("examples")).sort("trial_id", "stage", "eval_task")
+
+
+def _collect_refusing_duplicates(cells: pl.LazyFrame, records: pl.LazyFrame) -> pl.DataFrame:
+    """Collect `cells` (built from `records`) and refuse an example listed twice for the same
+    (trial, stage, eval task). One collect_all, so the prediction files are scanned once for
+    both (at 10^7 rows a separate check cost as much as the cells themselves)."""
+    cells, duplicated = pl.collect_all([cells, _duplicated_examples(records)])
     if duplicated.height:
         raise ValueError(
             "predictions list an example more than once among option-scoring rows of the same "
             f"(trial_id, stage, eval_task), e.g. {duplicated.row(0, named=True)}"
         )
+    return cells
+
+
+def _in_threads(function, items: list) -> list:
+    """[function(item) for item in items], on up to one thread per core. The bootstrap's work is
+    numpy draws and matrix products, which release the GIL; each setting has its own random
+    stream, so the results do not depend on the scheduling."""
+    workers = min(len(items), os.cpu_count() or 1, 8)
+    if workers <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(function, items))
 
 
 # ---------------------------------------------------------------- the bootstrap engine
@@ -316,14 +337,19 @@ def _forgetting_cells(
             after_stage=pl.lit(after_stage, dtype=pl.Int64)
         )
     keys = overview.select("trial_id", *SETTING, "seed", "first_task", "after_stage")
+    # Only the first tasks at stage 1 and the compared stages are read: filtered on the raw
+    # columns, before any cast or join, so the Parquet reader can skip whole files and row groups.
+    wanted = predictions.lazy().filter(
+        pl.col("eval_task").is_in(keys.get_column("first_task").unique().to_list())
+        & pl.col("stage").is_in([1, *keys.get_column("after_stage").unique().to_list()])
+    )
     # Kept lazy to the end: at 10^7 prediction rows only the cell counts are materialised.
     on_first = (
-        _score_predictions(predictions, generation_tasks)
+        _score_predictions(wanted, generation_tasks)
         .join(keys.lazy(), on="trial_id", how="inner")
         .filter(pl.col("eval_task") == pl.col("first_task"))
         .filter((pl.col("stage") == 1) | (pl.col("stage") == pl.col("after_stage")))
     )
-    _refuse_duplicates(on_first)
     reference = on_first.filter(pl.col("stage") == 1).select(
         "trial_id", *SETTING, "seed", "first_task", "after_stage", "example_id", "groups",
         c1="correct",
@@ -331,13 +357,13 @@ def _forgetting_cells(
     later = on_first.filter(pl.col("stage") == pl.col("after_stage")).select(
         "trial_id", "example_id", cs="correct"
     )
-    return (
+    cells = (
         reference.join(later, on=["trial_id", "example_id"], how="inner")
         .group_by(*SETTING, "first_task", "after_stage", "trial_id", "seed", "groups", "c1", "cs")
         .agg(count=pl.len())
         .sort(*SETTING, "after_stage", "trial_id")
-        .collect()
     )
+    return _collect_refusing_duplicates(cells, on_first)
 
 
 @dataclass(frozen=True)
@@ -351,15 +377,16 @@ class _SettingForgetting:
     units: list[_Unit]
 
 
-def _forgetting_settings(trials, predictions, *, after_stage, n_boot, seed, generation_tasks=()):
+def _forgetting_settings(trials, predictions, *, after_stage, n_boot, seed, generation_tasks=()) -> list[_SettingForgetting]:
     cells = _forgetting_cells(trials, predictions, after_stage, generation_tasks)
     keys = [*SETTING, "first_task", "after_stage"]
-    for part in cells.partition_by(keys, maintain_order=True):
+
+    def setting(part: pl.DataFrame) -> _SettingForgetting:
         key = {name: part.get_column(name)[0] for name in keys}
         groups, units, info = _build_units(part, ["c1", "cs"])
         rng = _rng(seed, ["forgetting", *key.values()])
         n_examples = np.max([unit.counts @ unit.member for unit in units], axis=0)
-        yield _SettingForgetting(
+        return _SettingForgetting(
             key=key,
             groups=groups,
             n_seeds=info.get_column("seed").n_unique(),
@@ -368,6 +395,8 @@ def _forgetting_settings(trials, predictions, *, after_stage, n_boot, seed, gene
             boot=_seed_means(units, 2, int(n_boot), rng),
             units=units,
         )
+
+    return _in_threads(setting, cells.partition_by(keys, maintain_order=True))
 
 
 def _forgetting_statistics(means: np.ndarray) -> dict[str, np.ndarray]:
@@ -650,16 +679,13 @@ def accuracy_intervals(
         lazy = lazy.filter(pl.col("stage").is_in([int(s) for s in stages]))
     if eval_tasks is not None:
         lazy = lazy.filter(pl.col("eval_task").is_in(list(eval_tasks)))
-    _refuse_duplicates(lazy)
     keys = [*SETTING, "stage", "eval_task"]
-    cells = (
-        lazy.group_by(*keys, "trial_id", "seed", "groups", "correct")
-        .agg(count=pl.len())
-        .sort(*keys, "trial_id")
-        .collect()
+    cells = _collect_refusing_duplicates(
+        lazy.group_by(*keys, "trial_id", "seed", "groups", "correct").agg(count=pl.len()).sort(*keys, "trial_id"),
+        lazy,
     )
-    rows = []
-    for part in cells.partition_by(keys, maintain_order=True):
+
+    def setting_rows(part: pl.DataFrame) -> list[dict]:
         key = {name: part.get_column(name)[0] for name in keys}
         groups, units, info = _build_units(part, ["correct"])
         rng = _rng(seed, ["accuracy", *key.values()])
@@ -667,17 +693,18 @@ def accuracy_intervals(
         boot = _seed_means(units, 1, int(n_boot), rng)[:, :, 0]
         low, high, usable = _quantiles(boot, level)
         n_per_group = np.max([unit.counts @ unit.member for unit in units], axis=0)
-        for index, group in enumerate([ALL_GROUPS, *groups]):
-            rows.append({
-                **key,
-                "group": group,
-                "n_seeds": info.get_column("seed").n_unique(),
-                "n": int(n_per_group[index]),
-                "estimate": _none_if_nan(point[index]),
-                "low": _none_if_nan(low[index]),
-                "high": _none_if_nan(high[index]),
-                "level": level,
-                "n_boot": int(usable[index]),
-            })
+        return [{
+            **key,
+            "group": group,
+            "n_seeds": info.get_column("seed").n_unique(),
+            "n": int(n_per_group[index]),
+            "estimate": _none_if_nan(point[index]),
+            "low": _none_if_nan(low[index]),
+            "high": _none_if_nan(high[index]),
+            "level": level,
+            "n_boot": int(usable[index]),
+        } for index, group in enumerate([ALL_GROUPS, *groups])]
+
+    rows = [row for part in _in_threads(setting_rows, cells.partition_by(keys, maintain_order=True)) for row in part]
     result = pl.DataFrame(rows, schema=_ACCURACY_SCHEMA).sort(*keys, "group")
     return expand_grid_point(result)

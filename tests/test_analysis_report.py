@@ -188,3 +188,35 @@ def test_report_measures_a_generation_first_task_on_safe(tmp_path: Path):
     stage_accuracy = pl.read_parquet(tmp_path / "out" / "tables" / "stage_accuracy.parquet")
     assert set(stage_accuracy.select("eval_task", "metric").unique().iter_rows()) == {
         ("toxigen_prompts", "safe"), ("arc", "accuracy")}
+
+
+def test_results_folders_read_the_same_in_duckdb_pandas_and_polars(study_dir: Path):
+    """The README's claim: a results table is one Parquet dataset that DuckDB and pandas read
+    as well as Polars. Forgetting of the lr-1e-3 setting (two seeds, two part files) by SQL and
+    by pandas equals forgetting_summary's 0.10 (see write_study)."""
+    import duckdb
+    import pandas as pd
+
+    from analysis import forgetting_summary, load_results
+
+    sql = f"""
+        WITH acc AS (
+            SELECT e.trial_id, e.stage, e.accuracy FROM read_parquet('{study_dir}/evals/*.parquet') e
+            JOIN (SELECT DISTINCT trial_id, grid_point FROM read_parquet('{study_dir}/trials/*.parquet')) t
+              USING (trial_id)
+            WHERE t.grid_point = '{{"stage1.learning_rate": 0.001}}' AND e.eval_task = 'toxigen_qa' AND e."group" = 'all')
+        SELECT avg(a1.accuracy - a2.accuracy) FROM acc a1 JOIN acc a2 USING (trial_id)
+        WHERE a1.stage = 1 AND a2.stage = 2"""
+    by_sql = duckdb.sql(sql).fetchall()[0][0]
+    evals = pd.read_parquet(study_dir / "evals")
+    trials = pd.read_parquet(study_dir / "trials").drop_duplicates("trial_id")
+    rows = evals.merge(trials[["trial_id", "grid_point"]], on="trial_id")
+    rows = rows[(rows.grid_point == '{"stage1.learning_rate": 0.001}') & (rows.eval_task == "toxigen_qa")
+                & (rows.group == "all")]
+    wide = rows.pivot(index="trial_id", columns="stage", values="accuracy")
+    by_pandas = (wide[1] - wide[2]).mean()
+    results = load_results(study_dir)
+    summary = forgetting_summary(results.trials, results.evals).filter(pl.col("stage1.learning_rate") == 0.001)
+    assert by_sql == pytest.approx(0.10) and by_pandas == pytest.approx(0.10)
+    assert summary["forgetting"].to_list() == [pytest.approx(by_sql)]
+    assert len(list((study_dir / "evals").glob("*.parquet"))) == 2
