@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 STUDY_DATA_DIR ?= $(abspath ../shared/data)
 export STUDY_DATA_DIR
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast bench paper-presets clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,10 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/multi_worker.py
 	$(VENV)/bin/python bench/eval_vs_lm_eval.py --n 500 --repeats 5 --threads 1
 	$(VENV)/bin/python bench/report_scale.py
+
+# Every paper-* preset end to end on the tiny model (quick sizes; ~11 min on 2 CPUs).
+paper-presets: $(STAMP)
+	$(VENV)/bin/python bench/paper_presets_tiny.py
 
 clean:
 	rm -rf $(VENV) results

@@ -1,7 +1,7 @@
 """How the report scales: a synthetic results folder with N prediction rows (default 10 million),
 `study report` on it against a bare Polars scan-and-group-by of the same prediction files.
 
-    python bench/report_scale.py [--rows 10000000] [--folder /tmp/report_scale] [--keep]
+    python bench/report_scale.py [--rows 10000000] [--folder /tmp/report_scale] [--keep] [--reuse]
 
 The folder is shaped like a real study: 2 orders (ToxiGenQA -> ARC, ARC -> ToxiGenQA) x 5
 first-stage learning rates x 3 seeds = 30 trials, each evaluated at stages 0, 1 and 2 on both
@@ -9,7 +9,9 @@ tasks; ToxiGenQA examples carry 1-2 of its 13 groups. Correctness is drawn per e
 per-(trial, stage, task) accuracy, and the evals table is computed from the predictions, so
 the report has consistent numbers to work on. Each measurement runs in its own Python process,
 so its peak memory (ru_maxrss) is its own. Prints both times, their ratio (target <= 5x) and the
-peak memory of each.
+peak memory of each, and the time of the report's data-dependent part alone (the intervals:
+paired cells and bootstrap), whose ratio to the bare scan is what grows with the row count;
+the rest (small tables, figures, imports) is a fixed cost.
 """
 
 from __future__ import annotations
@@ -108,6 +110,15 @@ def report(folder: Path) -> None:
     write_report(folder, folder / "report")
 
 
+def intervals(folder: Path) -> None:
+    """The part of the report that reads the predictions: paired cells and the bootstrap
+    (analysis.forgetting_uncertainty, as a researcher calls it), without tables and figures."""
+    from analysis import forgetting_uncertainty, load_results
+
+    results = load_results(folder)
+    forgetting_uncertainty(results.trials.collect(), results.predictions)
+
+
 def _measure(what: str, folder: Path) -> tuple[float, float]:
     """(seconds, peak RSS in GiB) of one measurement, in a fresh process."""
     code = (f"import sys, time, resource; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'bench')!r});"
@@ -123,22 +134,29 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--folder", type=Path, default=Path("/tmp/report_scale"))
     parser.add_argument("--keep", action="store_true", help="keep the synthetic folder afterwards")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure a folder kept by an earlier --keep run instead of generating one")
     args = parser.parse_args()
-    shutil.rmtree(args.folder, ignore_errors=True)
     start = time.perf_counter()
-    generate(args.folder, args.rows)
+    if not (args.reuse and (args.folder / "predictions").is_dir()):
+        shutil.rmtree(args.folder, ignore_errors=True)
+        generate(args.folder, args.rows)
     import polars as pl
 
     n_rows = pl.scan_parquet(args.folder / "predictions" / "*.parquet").select(pl.len()).collect().item()
     size = sum(f.stat().st_size for f in (args.folder / "predictions").glob("*.parquet")) / 2**20
     print(f"synthetic results: {n_rows:,} prediction rows in {len(list((args.folder / 'predictions').glob('*.parquet')))} "
-          f"files ({size:,.0f} MiB), 30 trials; generated in {time.perf_counter() - start:.1f} s")
+          f"files ({size:,.0f} MiB), 30 trials; ready in {time.perf_counter() - start:.1f} s")
     bare_s, bare_gib = _measure("bare_polars", args.folder)
     report_s, report_gib = _measure("report", args.folder)
+    intervals_s, intervals_gib = _measure("intervals", args.folder)
     print(f"bare Polars scan + group-by : {bare_s:8.2f} s   peak RSS {bare_gib:5.2f} GiB")
     print(f"study report                : {report_s:8.2f} s   peak RSS {report_gib:5.2f} GiB")
+    print(f"  of which the intervals    : {intervals_s:8.2f} s   peak RSS {intervals_gib:5.2f} GiB"
+          "   (forgetting_uncertainty alone: cells + bootstrap)")
     ratio = report_s / bare_s
     print(f"ratio report / bare Polars  : {ratio:.2f}x (target <= 5x: {'met' if ratio <= 5 else 'NOT met'})")
+    print(f"ratio intervals / bare      : {intervals_s / bare_s:.2f}x")
     print(f"this process peak RSS (generation): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     if not args.keep:
         shutil.rmtree(args.folder, ignore_errors=True)
