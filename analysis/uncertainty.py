@@ -144,11 +144,15 @@ def _score_predictions(predictions: Frame, generation_tasks: Sequence[str] = ())
     )
 
 
-def _duplicated_examples(frame: Frame) -> pl.LazyFrame:
-    """The (trial, stage, eval task) keys that list an example more than once (lazy)."""
-    counted = frame.lazy().group_by("trial_id", "stage", "eval_task").agg(
-        rows=pl.len(), examples=pl.col("example_id").n_unique()
-    )
+def _duplicated_examples(frame: Frame, *, exact: bool) -> pl.LazyFrame:
+    """The (trial, stage, eval task) keys with fewer distinct example ids than rows (lazy).
+
+    exact=False counts distinct 64-bit hashes of the ids instead of the ids (about twice as
+    fast at 10^7 rows): distinct hashes imply distinct ids, so a key it does not list has no
+    duplicate; a key it lists has a duplicate or, very rarely, a hash collision, which the
+    exact count then tells apart."""
+    ids = pl.col("example_id") if exact else pl.col("example_id").hash()
+    counted = frame.lazy().group_by("trial_id", "stage", "eval_task").agg(rows=pl.len(), examples=ids.n_unique())
     return counted.filter(pl.col("rows") > pl.col("examples")).sort("trial_id", "stage", "eval_task")
 
 
@@ -156,12 +160,14 @@ def _collect_refusing_duplicates(cells: pl.LazyFrame, records: pl.LazyFrame) -> 
     """Collect `cells` (built from `records`) and refuse an example listed twice for the same
     (trial, stage, eval task). One collect_all, so the prediction files are scanned once for
     both (at 10^7 rows a separate check cost as much as the cells themselves)."""
-    cells, duplicated = pl.collect_all([cells, _duplicated_examples(records)])
-    if duplicated.height:
-        raise ValueError(
-            "predictions list an example more than once among option-scoring rows of the same "
-            f"(trial_id, stage, eval_task), e.g. {duplicated.row(0, named=True)}"
-        )
+    cells, suspects = pl.collect_all([cells, _duplicated_examples(records, exact=False)])
+    if suspects.height:
+        duplicated = _duplicated_examples(records, exact=True).collect()
+        if duplicated.height:
+            raise ValueError(
+                "predictions list an example more than once among option-scoring rows of the same "
+                f"(trial_id, stage, eval_task), e.g. {duplicated.row(0, named=True)}"
+            )
     return cells
 
 

@@ -295,6 +295,27 @@ def test_refuses_bad_arguments_and_duplicated_examples():
         forgetting_intervals(trials, predictions, after_stage=1)
     with pytest.raises(ValueError, match="more than once"):
         forgetting_intervals(trials, pl.concat([predictions, predictions.head(1)]))
+    with pytest.raises(ValueError, match="more than once"):
+        accuracy_intervals(trials, pl.concat([predictions, predictions.tail(1)]), n_boot=10)
+
+
+def test_a_hash_collision_alone_is_not_taken_for_a_duplicate(monkeypatch):
+    """The duplicate check counts distinct id hashes first; when that flags a key (a duplicate
+    or a collision) the exact count decides. Forcing the hashed count to flag every key on
+    clean predictions must not raise, and the intervals must be the unforced ones."""
+    import analysis.uncertainty as uncertainty
+
+    trials, predictions = frames(*random_study(30, seeds=(0,)))
+    expected = forgetting_intervals(trials, predictions, n_boot=20)
+    counted = uncertainty._duplicated_examples
+
+    def hashed_flags_everything(frame, *, exact):
+        if exact:
+            return counted(frame, exact=True)
+        return frame.lazy().group_by("trial_id", "stage", "eval_task").agg(rows=pl.len(), examples=pl.lit(0, pl.UInt32))
+
+    monkeypatch.setattr(uncertainty, "_duplicated_examples", hashed_flags_everything)
+    assert forgetting_intervals(trials, predictions, n_boot=20).equals(expected)
 
 
 def test_forgetting_uncertainty_equals_the_two_functions_alone():
