@@ -49,15 +49,18 @@ def _no_data(path: Path, title: str) -> Path:
     return _save(figure, path)
 
 
-def _interval_errors(values: list[float], low: list[float | None], high: list[float | None]) -> list[list[float]] | None:
-    """matplotlib's yerr (below, above) in points from 95% interval bounds (fractions); None
-    when no point has an interval. A point without one gets NaN, which draws no bar."""
-    if all(lo is None for lo in low):
-        return None
-    nan = float("nan")
-    below = [nan if lo is None else max(0.0, v - 100 * lo) for v, lo in zip(values, low)]
-    above = [nan if hi is None else max(0.0, 100 * hi - v) for v, hi in zip(values, high)]
-    return [below, above]
+def _interval_spans(x: list, low: list[float | None], high: list[float | None]) -> tuple[list, list[float], list[float]]:
+    """(x, centre, half-width) in points of each 95% interval (bounds are fractions), for the
+    points that have one. The bar spans the interval itself rather than distances from the
+    estimate: a percentile interval of a maximum (WG) can lie wholly above its estimate."""
+    kept = [(xi, 100 * lo, 100 * hi) for xi, lo, hi in zip(x, low, high) if lo is not None and hi is not None]
+    return [k[0] for k in kept], [(lo + hi) / 2 for _, lo, hi in kept], [(hi - lo) / 2 for _, lo, hi in kept]
+
+
+def _draw_intervals(axes, x: list, low: list[float | None], high: list[float | None], color: str) -> None:
+    xs, centres, halves = _interval_spans(x, low, high)
+    if xs:
+        axes.errorbar(xs, centres, yerr=halves, fmt="none", ecolor=color, capsize=3)
 
 
 def plot_forgetting_by_hyperparameter(
@@ -101,19 +104,15 @@ def plot_forgetting_by_hyperparameter(
     axes = figure.add_subplot()
     for (chain,), line in by_value.group_by("chain", maintain_order=True):
         x = line.get_column(column).to_list()
-        values = [100 * v for v in line.get_column("forgetting")]
-        drawn = axes.errorbar(
-            x, values, marker="o", capsize=3, label=f"{chain}",
-            yerr=_interval_errors(values, line["forgetting_low"].to_list(), line["forgetting_high"].to_list()),
-        )
+        drawn = axes.plot(x, [100 * v for v in line.get_column("forgetting")], marker="o", label=f"{chain}")
+        colour = drawn[0].get_color()
+        _draw_intervals(axes, x, line["forgetting_low"].to_list(), line["forgetting_high"].to_list(), colour)
         wg = line.filter(pl.col("wg_forgetting").is_not_null())
         if not wg.is_empty():
-            wg_values = [100 * v for v in wg.get_column("wg_forgetting")]
-            axes.errorbar(
-                wg.get_column(column).to_list(), wg_values, marker="x", linestyle="--", capsize=3,
-                color=drawn.lines[0].get_color(), label=f"{chain} (WG)",
-                yerr=_interval_errors(wg_values, wg["wg_forgetting_low"].to_list(), wg["wg_forgetting_high"].to_list()),
-            )
+            wg_x = wg.get_column(column).to_list()
+            axes.plot(wg_x, [100 * v for v in wg.get_column("wg_forgetting")], marker="x", linestyle="--",
+                      color=colour, label=f"{chain} (WG)")
+            _draw_intervals(axes, wg_x, wg["wg_forgetting_low"].to_list(), wg["wg_forgetting_high"].to_list(), colour)
     if "learning_rate" in column and (by_value.get_column(column) > 0).all():
         axes.set_xscale("log")
     else:
@@ -153,12 +152,11 @@ def plot_group_forgetting(groups: pl.DataFrame, path: Path) -> Path:
         names = panel.get_column("group").to_list()
         colours = ["tab:red" if worst else "tab:blue" for worst in panel.get_column("is_worst_group")]
         values = [100 * v for v in panel.get_column("forgetting")]
-        # 95% bootstrap intervals as error bars, when the report computed them (analysis/uncertainty.py).
-        yerr = None
-        if "group_forgetting_low" in panel.columns and panel.get_column("group_forgetting_low").null_count() == 0:
-            low, high = panel.get_column("group_forgetting_low"), panel.get_column("group_forgetting_high")
-            yerr = [[max(0.0, v - 100 * lo) for v, lo in zip(values, low)], [max(0.0, 100 * hi - v) for v, hi in zip(values, high)]]
-        axes.bar(range(len(names)), values, color=colours, yerr=yerr, capsize=2 if yerr else 0)
+        axes.bar(range(len(names)), values, color=colours)
+        # 95% bootstrap intervals, when the report computed them (analysis/uncertainty.py).
+        if "group_forgetting_low" in panel.columns:
+            _draw_intervals(axes, list(range(len(names))), panel["group_forgetting_low"].to_list(),
+                            panel["group_forgetting_high"].to_list(), "black")
         overall = panel.get_column("overall_forgetting")[0]
         if overall is not None:
             axes.axhline(100 * overall, color="black", linestyle="--", label="overall (average)")

@@ -470,11 +470,17 @@ def hyperparameter_figure_name(axis: str) -> str:
 
 def hyperparameter_axes(trials: pl.DataFrame, summary: pl.DataFrame) -> list[str]:
     """The grid keys that get a forgetting-vs-value figure: every numeric key that varies
-    within a chain, except stage 1's lr (its figure is always written; see FIRST_LR_AXIS)."""
-    return [
-        axis for axis in varying_axes(trials, two_stage_only=False)
-        if axis != FIRST_LR_AXIS and axis in summary.columns and summary.schema[axis].is_numeric()
-    ]
+    within a chain, except stage 1's lr (its figure is always written; see FIRST_LR_AXIS) and
+    any key that is stage 1's lr under another name (e.g. stage_defaults.learning_rate)."""
+    axes = []
+    for axis in varying_axes(trials, two_stage_only=False):
+        if axis == FIRST_LR_AXIS or axis not in summary.columns or not summary.schema[axis].is_numeric():
+            continue
+        same_as_first_lr = summary.select(
+            (pl.col(axis).cast(pl.Float64) == pl.col("first_learning_rate")).fill_null(False).all()).item()
+        if not same_as_first_lr:
+            axes.append(axis)
+    return axes
 
 
 def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> None:

@@ -86,7 +86,6 @@ Only numpy and polars are used here (no torch, transformers or ray).
 from __future__ import annotations
 
 import os
-import warnings
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -165,7 +164,8 @@ def _collect_refusing_duplicates(cells: pl.LazyFrame, records: pl.LazyFrame) -> 
         duplicated = _duplicated_examples(records, exact=True).collect()
         if duplicated.height:
             raise ValueError(
-                "predictions list an example more than once among option-scoring rows of the same "
+                "predictions list an example more than once among the measured rows (option scoring, or "
+                "generation for a generation task) of the same "
                 f"(trial_id, stage, eval_task), e.g. {duplicated.row(0, named=True)}"
             )
     return cells
@@ -297,20 +297,29 @@ def _rng(seed: int, key: Sequence[object], stream: int = 0) -> np.random.Generat
     return np.random.default_rng(np.random.SeedSequence([int(seed), digest, stream]))
 
 
+# No warnings.catch_warnings here: it swaps a process-wide filter list, which is not safe on the
+# bootstrap's threads. All-NaN columns (a group no replicate drew) are skipped instead, so numpy
+# has nothing to warn about.
+
+
 def _quantiles(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Percentile interval over axis 0, ignoring non-finite replicates: low, high, n usable."""
+    """Percentile interval over axis 0 of a (B, k) array, ignoring non-finite replicates:
+    low, high (NaN where no replicate is finite), n usable."""
     alpha = (1.0 - level) / 2.0
     finite = np.isfinite(replicates)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanquantile(np.where(finite, replicates, np.nan), [alpha, 1.0 - alpha], axis=0)
-    return low, high, finite.sum(axis=0)
+    usable = finite.sum(axis=0)
+    low, high = np.full(replicates.shape[1:], np.nan), np.full(replicates.shape[1:], np.nan)
+    some = usable > 0
+    if some.any():
+        kept = np.where(finite, replicates, np.nan)[:, some]
+        low[some], high[some] = np.nanquantile(kept, [alpha, 1.0 - alpha], axis=0)
+    return low, high, usable
 
 
 def _nanmax(values: np.ndarray, axis: int) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmax(values, axis=axis)
+    """np.nanmax that gives NaN for an all-NaN slice without warning (see _quantiles)."""
+    empty = np.isnan(values).all(axis=axis)
+    return np.where(empty, np.nan, np.max(np.where(np.isnan(values), -np.inf, values), axis=axis))
 
 
 def _check(n_boot: int, level: float) -> None:
@@ -345,9 +354,15 @@ def _forgetting_cells(
     keys = overview.select("trial_id", *SETTING, "seed", "first_task", "after_stage")
     # Only the first tasks at stage 1 and the compared stages are read: filtered on the raw
     # columns, before any cast or join, so the Parquet reader can skip whole files and row groups.
-    wanted = predictions.lazy().filter(
+    lazy = predictions.lazy()
+    # An integer stage column is compared as stored (so the filter reaches the reader); anything
+    # else (a float or text stage, off the contract) is cast first, as _score_predictions does.
+    stage = pl.col("stage")
+    if not lazy.collect_schema()["stage"].is_integer():
+        stage = stage.cast(pl.Int64)
+    wanted = lazy.filter(
         pl.col("eval_task").is_in(keys.get_column("first_task").unique().to_list())
-        & pl.col("stage").is_in([1, *keys.get_column("after_stage").unique().to_list()])
+        & stage.is_in([1, *keys.get_column("after_stage").unique().to_list()])
     )
     # Kept lazy to the end: at 10^7 prediction rows only the cell counts are materialised.
     on_first = (

@@ -158,7 +158,7 @@ def main() -> None:
     print(f"ratio report / bare Polars  : {ratio:.2f}x (target <= 5x: {'met' if ratio <= 5 else 'NOT met'})")
     print(f"ratio intervals / bare      : {intervals_s / bare_s:.2f}x")
     print(f"this process peak RSS (generation): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
-    if not args.keep:
+    if not (args.keep or args.reuse):  # a reused folder is kept for the next --reuse
         shutil.rmtree(args.folder, ignore_errors=True)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import polars as pl
@@ -11,7 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from analysis import write_report
-from analysis.figures import _interval_errors
+from analysis.figures import _interval_spans
 from analysis.labels import points
 from tests.test_analysis_forgetting import (
     GRID_LOW_LR,
@@ -167,12 +166,15 @@ def test_a_varying_second_stage_lr_and_batch_size_get_their_own_figures(tmp_path
     assert sorted(p.name for p in (tmp_path / "plain" / "report" / "figures").iterdir()) == sorted(FIGURES)
 
 
-def test_interval_error_bars_are_distances_in_points():
-    """[value − 100·low, 100·high − value]; a point without an interval gets NaN (no bar)."""
-    below, above = _interval_errors([10.0, 5.0], [0.08, None], [0.15, None])
-    assert below[0] == pytest.approx(2.0) and above[0] == pytest.approx(5.0)
-    assert math.isnan(below[1]) and math.isnan(above[1])
-    assert _interval_errors([10.0], [None], [None]) is None
+def test_interval_bars_span_the_interval_even_when_the_estimate_lies_outside_it():
+    """Bars are drawn as (centre ± half-width) of [low, high] in points, not as distances from
+    the estimate: a WG interval such as [0.106, 0.182] around an estimate of 0.100 (a maximum
+    over groups) is drawn from 10.6 to 18.2. Points without an interval get no bar."""
+    xs, centres, halves = _interval_spans([1, 2, 3], [0.106, None, 0.02], [0.182, None, 0.08])
+    assert xs == [1, 3]
+    assert [c - h for c, h in zip(centres, halves)] == [pytest.approx(10.6), pytest.approx(2.0)]
+    assert [c + h for c, h in zip(centres, halves)] == [pytest.approx(18.2), pytest.approx(8.0)]
+    assert _interval_spans([1], [None], [None]) == ([], [], [])
 
 
 def test_report_measures_a_generation_first_task_on_safe(tmp_path: Path):
@@ -220,3 +222,17 @@ def test_results_folders_read_the_same_in_duckdb_pandas_and_polars(study_dir: Pa
     assert by_sql == pytest.approx(0.10) and by_pandas == pytest.approx(0.10)
     assert summary["forgetting"].to_list() == [pytest.approx(by_sql)]
     assert len(list((study_dir / "evals").glob("*.parquet"))) == 2
+
+
+def test_stage_one_lr_under_another_name_gets_no_second_figure(tmp_path: Path):
+    """A grid over stage_defaults.learning_rate sets stage 1's lr too: forgetting_by_first_lr
+    already draws it, so no forgetting_by_stage_defaults_learning_rate.png is written."""
+    trials, evals = [], []
+    for index, lr in enumerate([1e-5, 2e-5]):
+        grid = json.dumps({"stage_defaults.learning_rate": lr})
+        trials += trial_rows(f"t{index}", "tqa_arc", 0, ["toxigen_qa", "arc"], grid, [lr, lr])
+        evals += eval_rows(f"t{index}", 1, "toxigen_qa", {"all": 0.9}) + eval_rows(f"t{index}", 2, "toxigen_qa", {"all": 0.8})
+    write_table(tmp_path, "trials", trials)
+    write_table(tmp_path, "evals", evals)
+    write_report(tmp_path, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == sorted(FIGURES)

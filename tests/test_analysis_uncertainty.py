@@ -350,3 +350,40 @@ def test_a_generation_first_task_is_measured_on_its_generate_mode_records():
     accuracy = accuracy_intervals(trials, predictions, n_boot=20, generation_tasks=["toxigen_prompts"])
     assert accuracy.filter(pl.col("group") == "all").sort("stage")["estimate"].to_list() == [
         pytest.approx(0.8), pytest.approx(0.5)]
+
+
+def test_interval_helpers_leave_the_process_warning_filters_alone():
+    """The bootstrap runs on threads, where warnings.catch_warnings (a process-wide swap) would
+    race; the helpers skip all-NaN columns instead, silently and with the right answers."""
+    import warnings
+
+    from analysis.uncertainty import _nanmax, _quantiles
+
+    replicates = np.array([[0.1, np.nan, np.inf], [0.3, np.nan, 0.2], [0.2, np.nan, np.nan]])
+    before = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any RuntimeWarning from numpy fails the test
+        low, high, usable = _quantiles(replicates, 0.5)
+        maxima = _nanmax(np.array([[1.0, np.nan], [np.nan, np.nan]]), axis=1)
+    assert usable.tolist() == [3, 0, 1]
+    assert low[0] == pytest.approx(0.15) and high[0] == pytest.approx(0.25)
+    assert np.isnan(low[1]) and np.isnan(high[1]) and low[2] == high[2] == pytest.approx(0.2)
+    assert maxima[0] == 1.0 and np.isnan(maxima[1])
+    # Many settings bootstrapped on threads: the filter list is the same afterwards.
+    trials, predictions = [], []
+    for index in range(12):
+        t, p = random_study(20, seeds=(0,), rng_seed=index, grid=json.dumps({"stage1.learning_rate": index}))
+        trials, predictions = trials + t, predictions + p
+    trials, predictions = frames(trials, predictions)
+    for _ in range(3):
+        accuracy_intervals(trials, predictions, n_boot=5)
+    assert list(warnings.filters) == before
+
+
+def test_a_float_stage_column_is_still_read():
+    """stage is i64 in the contract; a file with a float stage (written by hand) gives the same
+    intervals rather than a type error in the reader-side filter."""
+    trials, predictions = frames(*random_study(40, seeds=(0, 1)))
+    expected = forgetting_intervals(trials, predictions, n_boot=20)
+    got = forgetting_intervals(trials, predictions.with_columns(pl.col("stage").cast(pl.Float64)), n_boot=20)
+    assert got.equals(expected)
