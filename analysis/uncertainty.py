@@ -466,9 +466,9 @@ def forgetting_intervals(
     group (the worst group on WG / max biased rows, else null), estimate, low, high, level,
     n_seeds, n_examples (paired first-task examples per seed; of the worst group on its rows),
     n_boot (usable replicates). The estimates equal forgetting_summary's (for after_stage=None)
-    on evals computed from the same predictions (with metric="primary" when `generation_tasks`
-    names the generation tasks, analysis.generation_tasks). See the module docstring for the
-    method.
+    on evals computed from the same predictions (accuracy_from_predictions; for a task in
+    `generation_tasks` the engine's safe rows, with forgetting_summary(metric="primary")). See
+    the module docstring for the method.
     """
     _check(n_boot, level)
     rows = []
