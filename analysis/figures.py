@@ -84,22 +84,19 @@ def plot_forgetting_by_hyperparameter(
     data = summary.filter(pl.col(column).is_not_null() & pl.col("forgetting").is_not_null())
     if data.is_empty() or not data.schema[column].is_numeric():
         return _no_data(path, title)
-    bounds = [c for c in ("forgetting_low", "forgetting_high", "wg_forgetting_low", "wg_forgetting_high")
-              if c in data.columns]
+    bounds = ["forgetting_low", "forgetting_high", "wg_forgetting_low", "wg_forgetting_high"]
+    # Without predictions the summary has no interval columns: every point is then bar-less.
+    data = data.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in bounds if c not in data.columns)
     by_value = (
         data.group_by("chain", column)
         .agg(
             pl.col("forgetting").mean(),
             pl.col("wg_forgetting").mean(),
-            settings=pl.len(),
-            *[pl.col(c).first() for c in bounds],
+            # A mean over several settings has no interval (see the docstring).
+            *[pl.when(pl.len() == 1).then(pl.col(c).first()) for c in bounds],
         )
-        # A mean over several settings has no interval (see the docstring).
-        .with_columns(*[pl.when(pl.col("settings") == 1).then(pl.col(c)) for c in bounds])
         .sort("chain", column)
     )
-    for missing in {"forgetting_low", "forgetting_high", "wg_forgetting_low", "wg_forgetting_high"} - set(bounds):
-        by_value = by_value.with_columns(pl.lit(None, dtype=pl.Float64).alias(missing))
     figure = _new_figure(7, 4.5)
     axes = figure.add_subplot()
     for (chain,), line in by_value.group_by("chain", maintain_order=True):

@@ -655,8 +655,8 @@ def forgetting_uncertainty(
     set of bootstrap replicates: what the report uses (the two functions alone each read the
     predictions and draw the same replicates again)."""
     _check(n_boot, level)
-    settings = list(_forgetting_settings(trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
-        generation_tasks=generation_tasks))
+    settings = _forgetting_settings(trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
+                                    generation_tasks=generation_tasks)
     common = {"n_boot": n_boot, "seed": seed, "level": level, "after_stage": after_stage,
               "generation_tasks": generation_tasks, "_settings": settings}
     return (forgetting_intervals(trials, predictions, **common),
