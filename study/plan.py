@@ -53,14 +53,33 @@ def resolve_stages(spec: StudySpec, chain: str, point: Mapping[str, Any]) -> tup
     return tuple(stages)
 
 
-def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | None = None) -> dict[str, Any]:
-    """What every stage_key of the study starts from."""
+def chat_format(spec: StudySpec, base_model_path: str | None = None) -> bool:
+    """Whether the study's model is prompted through its chat template (`model.chat_template`
+    resolved; the tokenizer is loaded only when the answer depends on it)."""
+    from trainables.tokenization import resolve_chat_template
+
+    def load():
+        from trainables.models import load_tokenizer
+
+        return load_tokenizer(str(base_model_path or spec.model.name), trust_remote_code=spec.model.trust_remote_code)
+
+    return resolve_chat_template(spec.model.chat_template, spec.model.name, load=load)
+
+
+def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | None = None,
+                  chat: bool | None = None) -> dict[str, Any]:
+    """What every stage_key of the study starts from. `chat`: `chat_format(spec, ...)`, computed
+    when not given."""
     model = spec.model.name
     if model == "tiny" and base_model_path:
         model = Path(base_model_path).name  # tiny-<content hash>: tokenizer corpus and init included
     identity = {**dataclasses.asdict(spec.model), "name": model}
     if not identity["trust_remote_code"]:
         del identity["trust_remote_code"]  # off (the default) leaves existing stage keys as they were
+    # The resolved format, not the setting: `false` and `auto` on a base model train alike.
+    del identity["chat_template"]
+    if chat if chat is not None else chat_format(spec, base_model_path):
+        identity["chat"] = True  # plain text (the default) leaves existing stage keys as they were
     return {
         "plan_version": PLAN_VERSION,
         "model": identity,
@@ -75,13 +94,13 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
 def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None, base_model_path: str | None = None) -> list[dict[str, Any]]:
     """All trial plans: chains × grid points × seeds, in that order."""
     register_task_files(spec)
-    base = base_identity(spec, data_dir, base_model_path)
-    base_key = _digest(base)
+    chat = chat_format(spec, base_model_path)
+    base_key = _digest(base_identity(spec, data_dir, base_model_path, chat))
     plans: list[dict[str, Any]] = []
     for chain in spec.chains:
         for point in grid_points(spec):
             for seed in spec.seeds:
-                plan = _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path)
+                plan = _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path, chat)
                 plans.append(plan)
     if any(stage.start_from == "best_seed" for stages in spec.chains.values() for stage in stages):
         from study.start_points import apply_start_points  # imports this module
@@ -93,7 +112,7 @@ def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None,
     return plans
 
 
-def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path) -> dict[str, Any]:
+def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path, chat) -> dict[str, Any]:
     parent = base_key
     stages = []
     for number, stage in enumerate(resolve_stages(spec, chain, point), start=1):
@@ -129,7 +148,7 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
         "chain": chain,
         "seed": int(seed),
         "grid_point": dict(point),
-        "model": {**dataclasses.asdict(spec.model), "path": base_model_path or spec.model.name},
+        "model": {**dataclasses.asdict(spec.model), "path": base_model_path or spec.model.name, "chat": bool(chat)},
         "stages": stages,
         "eval_tasks": [eval_entry(spec, t) for t in spec.all_eval_tasks()],
         "task_files": list(spec.task_files),
@@ -224,8 +243,9 @@ def plan_for_config(spec: StudySpec, config: Mapping[str, Any], *, study_dir: st
     and trial id that build_plans gives for that chain, point and seed."""
     register_task_files(spec)
     chain, seed, point = config_point(spec, config)
-    base_key = _digest(base_identity(spec, data_dir, base_model_path))
-    return _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path)
+    chat = chat_format(spec, base_model_path)
+    base_key = _digest(base_identity(spec, data_dir, base_model_path, chat))
+    return _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path, chat)
 
 
 class SampledPlans:
@@ -240,12 +260,14 @@ class SampledPlans:
         self.study_dir = str(study_dir)
         self.data_dir = data_dir
         self.base_model_path = base_model_path
-        self._base_key = _digest(base_identity(self.spec, data_dir, base_model_path))
+        self._chat = chat_format(self.spec, base_model_path)
+        self._base_key = _digest(base_identity(self.spec, data_dir, base_model_path, self._chat))
 
     def __call__(self, config: Mapping[str, Any]) -> dict[str, Any]:
         register_task_files(self.spec)  # called in the trial's worker, which knows only built-in tasks
         chain, seed, point = config_point(self.spec, config)
-        return _plan(self.spec, chain, point, seed, self._base_key, self.study_dir, self.data_dir, self.base_model_path)
+        return _plan(self.spec, chain, point, seed, self._base_key, self.study_dir, self.data_dir, self.base_model_path,
+                     self._chat)
 
 
 def collect_plans(configs: Iterable[Mapping[str, Any] | None], plan_for: Callable[[Mapping[str, Any]], dict]) -> list[dict]:

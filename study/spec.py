@@ -89,6 +89,13 @@ class ModelSpec:
     """Let transformers run Python code shipped with a Hub/local model (its `auto_map` modeling
     files). Off by default: loading a model must not execute code from the model's repository.
     Enters the stage keys only when true (remote code may build a different model)."""
+    chat_template: Literal["auto", True, False] = "auto"
+    """Prompt the model through its tokenizer's chat template (user = the task prompt, assistant =
+    the answer) in training, scoring and generation. auto = when the tokenizer has a chat template
+    and the model name marks a chat/instruct model (a word 'chat', 'instruct' or 'it' between
+    separators: Llama-2-7b-chat-hf, Qwen2.5-0.5B-Instruct, gemma-2-2b-it); false = plain text,
+    the paper's base-model setting (auto gives it for base models). The resolved value enters
+    the stage keys only when it is true."""
 
 
 @dataclass(frozen=True)

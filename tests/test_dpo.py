@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainables.stages import get_runner
-from trainables.stages.dpo import build_dpo_trainer, fitting_pairs, preference_pairs
+from trainables.stages.dpo import build_dpo_trainer, fitting_pairs, preference_pairs, preference_tokens
 from trainables.tasks import load_examples
 
 TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
@@ -57,24 +57,30 @@ def test_fitting_pairs_drop_pairs_that_would_be_cut(tiny_model_path, data_dir):
     from trainables.models import load_model_and_tokenizer
 
     _, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
-    pairs = preference_pairs(load_examples("arc_easy", "train", size=40, data_dir=data_dir), seed=0)
+    examples = load_examples("arc_easy", "train", size=40, data_dir=data_dir)
+    rows = preference_tokens(tokenizer, examples, seed=0)
+    pairs = preference_pairs(examples, seed=0)
+    # Byte-level BPE without prefix space: the seam's sequences are TRL's text encodings + EOS.
     longest = [max(len(tokenizer(p["prompt"] + p[s])["input_ids"]) for s in ("chosen", "rejected")) + 1 for p in pairs]
+    assert longest == [len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in rows]
     limit = sorted(longest)[len(longest) // 2]
-    kept = fitting_pairs(tokenizer, pairs, limit)
+    kept = fitting_pairs(rows, limit)
     assert len(kept) == sum(n <= limit for n in longest) and 0 < len(kept) < len(pairs)
     with pytest.raises(ValueError, match="max_length"):
-        fitting_pairs(tokenizer, pairs, 4)
+        fitting_pairs(rows, 4)
 
 
 @pytest.mark.parametrize("task", ["toxigen_qa", "arc_easy"])
 def test_trainer_completions_are_exactly_the_answers(tiny_model_path, data_dir, tmp_path, task):
-    """TRL splits prompt + response at the prompt's token count: the completion tokens must decode
-    to exactly the chosen / rejected answer plus EOS (no prompt token leaks in, nothing cut)."""
+    """The trainer's rows are the seam's: the prompt tokens decode to the prompt, the completion
+    tokens to exactly the chosen / rejected answer plus EOS (no prompt token leaks in, nothing cut)."""
     from trainables.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
-    pairs = preference_pairs(load_examples(task, "train", size=8, data_dir=data_dir), seed=0)
-    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=_stage(steps=1, batch_size=8), pairs=pairs,
+    examples = load_examples(task, "train", size=8, data_dir=data_dir)
+    pairs = preference_pairs(examples, seed=0)
+    rows = preference_tokens(tokenizer, examples, seed=0)
+    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=_stage(steps=1, batch_size=8), pairs=rows,
                                 training=TRAINING, max_length=512, work_dir=str(tmp_path / "work"))
     assert len(trainer.train_dataset) == len(pairs)
     for pair, row in zip(pairs, trainer.train_dataset):
@@ -164,7 +170,7 @@ def test_stage_start_reference_is_a_frozen_copy_of_the_model_as_the_stage_starts
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
     _perturbed(model)  # in memory only: TRL's own default would re-read the checkpoint from disk
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
-    pairs = preference_pairs(load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
+    pairs = preference_tokens(tokenizer, load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
     trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=_stage(steps=2, batch_size=4), pairs=pairs,
                                 training=TRAINING, max_length=256, work_dir=str(tmp_path / "work"))
     ref = trainer.ref_model
@@ -182,7 +188,7 @@ def test_base_reference_loads_the_base_model_not_the_stage_start(tiny_model_path
 
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
     _perturbed(model)
-    pairs = preference_pairs(load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
+    pairs = preference_tokens(tokenizer, load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
     stage = _stage(steps=1, batch_size=4, dpo={"beta": 0.1, "reference": "base", "base_model_path": str(tiny_model_path)})
     trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage, pairs=pairs, training=TRAINING,
                                 max_length=256, work_dir=str(tmp_path / "work"))
@@ -200,7 +206,7 @@ def test_base_reference_without_a_path_falls_back_to_the_stage_start(tiny_model_
 
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
     _perturbed(model)
-    pairs = preference_pairs(load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
+    pairs = preference_tokens(tokenizer, load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
     with pytest.warns(RuntimeWarning, match="base_model_path"):
         trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, pairs=pairs, training=TRAINING, max_length=256,
                                     stage=_stage(steps=1, batch_size=4, dpo={"beta": 0.1, "reference": "base"}),

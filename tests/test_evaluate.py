@@ -17,8 +17,11 @@ class CharTokenizer:
     """One token per character (its code point); pad id 0."""
 
     pad_token_id = 0
+    eos_token_id = None
 
     def __call__(self, text, add_special_tokens=True):
+        if isinstance(text, list):
+            return {"input_ids": [[ord(c) for c in t] for t in text]}
         return {"input_ids": [ord(c) for c in text]}
 
 

@@ -36,6 +36,7 @@ from trainables.stages import get_runner
 from trainables.task_eval import evaluate_rows, primary_metric
 from trainables.tasks import load_examples
 from trainables.tasks.sampling import stratified_sample
+from trainables.tokenization import TOKENIZATION_VERSION, encoder_for
 
 Reporter = Callable[[dict[str, Any]], None]
 
@@ -56,8 +57,10 @@ def measure_keys(plan: dict) -> dict[str, str]:
              plan["model"]["max_length"], plan["training"]["eval_batch_size"]]
     if plan.get("generation") is not None:  # only when some evaluation generates text
         parts.append(plan["generation"])
-    evals = content_key(parts)
-    curvature = content_key([plan.get("curvature"), plan["model"]["max_length"]])
+    # How answers are tokenized (trainables.tokenization): a new rule re-measures stored stages.
+    tokens = {"tokenization": TOKENIZATION_VERSION, "chat": bool(plan["model"].get("chat", False))}
+    evals = content_key(parts + [tokens])
+    curvature = content_key([plan.get("curvature"), plan["model"]["max_length"], tokens])
     return {"evals": evals, "curvature": curvature}
 
 
@@ -214,7 +217,7 @@ class _ChainRun:
                              f"(train_size {stage['train_size']} takes the whole pool); lower train_size")
         examples = stratified_sample(pool, size, self.plan["data_seed"])
         model, tokenizer = self.model_at(stage["stage_key"], entry.checkpoint)
-        scored = evaluate_examples(model, tokenizer, examples, batch_size=int(self.plan["training"]["eval_batch_size"]),
+        scored = evaluate_examples(model, encoder_for(self.model_cfg, tokenizer), examples, batch_size=int(self.plan["training"]["eval_batch_size"]),
                                    max_length=int(self.model_cfg["max_length"]))
         accuracy = sum(s.correct for s in scored) / len(scored) if scored else None
         write_json_atomic(path, {"accuracy": accuracy, "n": len(scored)})
@@ -377,7 +380,7 @@ def stage_work_dir(plan: dict, number: int) -> Path:
 
 def train_stage(plan: dict, stage: dict, model: Any, tokenizer: Any, examples: list, work_dir: Path):
     return get_runner(stage["method"])(
-        model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=plan["training"],
+        model=model, tokenizer=encoder_for(plan["model"], tokenizer), stage=stage, examples=examples, training=plan["training"],
         max_length=int(plan["model"]["max_length"]), work_dir=str(work_dir), model_dtype=plan["model"]["dtype"],
     )
 

@@ -2,27 +2,29 @@
 
 For each example the model scores every option's continuation after the answer prefix
 (context = prompt + answer_prefix, e.g. "...Answer: The best answer is" + " A."): the score is
-the sum of the continuation tokens' log-probabilities (lm-eval-harness "acc"). The prediction is
+the sum of the option tokens' log-probabilities (lm-eval-harness "acc"). The prediction is
 the best-scoring option; margin = score(label) − best score among the other options (> 0 iff
 correct, ties aside).
 
-What is scored, exactly. Context and continuation are tokenized separately and concatenated;
-a sequence longer than max_length is cut from the left, so an option's scored sequence is
-ids = (context + continuation)[-max_length:], and its score is the sum over its last n tokens
-(n = the continuation length, at most len(ids) - 1) of log p(token | everything before it).
-Writing ids = head + tail (tail = those last n tokens), the score depends only on (head, tail).
+What is scored, exactly, comes from trainables.tokenization (the one tokenization seam): an
+option's tokens are the tail of the joint encoding of context + option, exactly the tokens the
+trainer's loss covers when that option is the answer (plain text, or the chat template's
+assistant turn). A sequence longer than max_length + 1 tokens is cut from the left (as
+lm-eval does), so the model sees at most max_length tokens: ids = scored_ids[-(max_length + 1):],
+and the score sums the last n of them (n = the option's length, at most len(ids) - 1), each
+given everything before it.
 
 Two ways to compute it, with equal results (to float rounding):
 
-- shared context (the default for Hugging Face causal LMs): the options of an example whose
-  head is the same (always, unless left truncation cut options of different lengths
-  differently) are one *unit*. The head runs through the model once, with its KV cache kept
-  and only its last position's logits computed: they give every option's first tail token.
-  The cache is then copied once per option row, and one short forward pass over the tails
-  (tail[:-1], right-padded, positions continuing after the head) gives the remaining tail
-  tokens. Options that share their first token need nothing special: each option row has its
-  own copy of the cache. A four-option ARC question costs one pass over its ~140-token context
-  plus four one-token steps, instead of four full passes.
+- shared context (the default for Hugging Face causal LMs): the options of an example form one
+  *unit* whose head is the longest common prefix of their sequences (capped so no scored token
+  is in it): the context, unless the tokenizer merged a context token with an option (then the
+  head stops before that token and the rest is fed per option, unscored). The head runs through
+  the model once, with its KV cache kept and only its last position's logits computed: they
+  give every option's first remaining token. The cache is then copied once per option row, and
+  one short forward pass over the remaining tokens (right-padded, positions continuing after
+  the head) gives the others. A four-option ARC question costs one pass over its ~140-token
+  context plus four one-token steps, instead of four full passes.
 - full sequence (fallback: a model that is not a Hugging Face causal LM with a KV cache, or
   `share_context=False`): every (example, option) pair is one sequence; sequences are sorted
   by length and left-padded, so each batch is one forward pass and the scored tokens of every
@@ -39,6 +41,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+from trainables.tokenization import as_encoder, common_prefix_length
 
 Facet = tuple[str, str]
 
@@ -70,39 +74,45 @@ class ScoredExample:
 def encode_pairs(tokenizer: Any, examples: Sequence[Any], max_length: int) -> list[tuple[int, int, list[int], int]]:
     """(example index, option index, token ids, number of scored tokens) for every option.
 
-    Context and continuation are tokenized separately and concatenated, so the continuation's
-    tokens are exactly those scored; over-long contexts are cut from the left.
+    `tokenizer`: an AnswerEncoder (or a tokenizer, scored as plain text). The ids are the
+    option's scored sequence (trainables.tokenization), cut from the left to max_length + 1
+    tokens; the scored tokens are its last n.
     """
     pairs = []
-    option_cache: dict[str, list[int]] = {}
-    for ei, ex in enumerate(examples):
-        context = tokenizer(ex.prompt + ex.answer_prefix, add_special_tokens=True)["input_ids"]
-        for oi, option in enumerate(ex.options):
-            if option not in option_cache:
-                option_cache[option] = list(tokenizer(option, add_special_tokens=False)["input_ids"])
-            cont = option_cache[option]
-            ids = (list(context) + cont)[-max_length:]
-            pairs.append((ei, oi, ids, max(0, min(len(cont), len(ids) - 1))))
+    for ei, options in enumerate(as_encoder(tokenizer).encode(examples)):
+        for oi, enc in enumerate(options):
+            ids = list(enc.scored_ids[-(max_length + 1):])
+            pairs.append((ei, oi, ids, max(0, min(len(enc.answer_ids), len(ids) - 1))))
     return pairs
 
 
 @dataclass
 class _Unit:
-    """Options of one example that share their head (the tokens before the scored tail)."""
+    """Options of one example that share their head (the tokens before every option's own)."""
 
     head: list[int]
-    rows: list[tuple[int, int, list[int]]]  # (example index, option index, tail tokens)
+    rows: list[tuple[int, int, list[int], int]]  # (example index, option index, rest tokens, scored at its end)
 
 
 def _units(pairs: Iterable[tuple[int, int, list[int], int]]) -> list[_Unit]:
-    units: dict[tuple[int, tuple[int, ...]], _Unit] = {}
-    for ei, oi, ids, n in pairs:
-        head = ids[: len(ids) - n]
-        key = (ei, tuple(head))
-        if key not in units:
-            units[key] = _Unit(head=head, rows=[])
-        units[key].rows.append((ei, oi, ids[len(ids) - n :]))
-    return list(units.values())
+    """One unit per example: head = the longest common prefix of its options' sequences, capped
+    before the first scored token of any of them. Without a common head (left truncation cut
+    options of different lengths differently) each option is a unit of its own."""
+    by_example: dict[int, list[tuple[int, int, list[int], int]]] = {}
+    for pair in pairs:
+        by_example.setdefault(pair[0], []).append(pair)
+    units = []
+    for rows in by_example.values():
+        cap = min(len(ids) - n for _, _, ids, n in rows)
+        shared = rows[0][2][:cap]
+        for _, _, ids, _ in rows[1:]:
+            shared = shared[: common_prefix_length(shared, ids)]
+        if shared:
+            units.append(_Unit(head=shared, rows=[(ei, oi, ids[len(shared):], n) for ei, oi, ids, n in rows]))
+        else:
+            units.extend(_Unit(head=ids[: len(ids) - n], rows=[(ei, oi, ids[len(ids) - n:], n)])
+                         for ei, oi, ids, n in rows)
+    return units
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -143,9 +153,11 @@ def _full_sequence_scores(model: Any, tokenizer: Any, pairs: list, scores: list[
     extra = {"use_cache": False} if can_share_context(model) else {}
     for start in range(0, len(order), batch_size):
         batch = [pairs[i] for i in order[start : start + batch_size]]
-        keep = max(p[3] for p in batch) + 1
-        input_ids, attention, positions = left_padded([ids for _, _, ids, _ in batch], pad_id)
-        width = input_ids.shape[1]
+        keep = max(p[3] for p in batch)
+        # The model reads ids[:-1]; its last `keep` positions predict the last `keep` tokens.
+        input_ids, attention, positions = left_padded([ids[:-1] for _, _, ids, _ in batch], pad_id)
+        targets = torch.tensor([ids[-keep:] if len(ids) > keep else [pad_id] * (keep - len(ids) + 1) + ids[1:]
+                                for _, _, ids, _ in batch], dtype=torch.long)
         out = model(
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
@@ -153,13 +165,10 @@ def _full_sequence_scores(model: Any, tokenizer: Any, pairs: list, scores: list[
             logits_to_keep=keep,
             **extra,
         )
-        # logits[:, j] predicts the token at position width - keep + j + 1: the last keep - 1
-        # positions predict the last keep - 1 tokens. Row r scores its last n_r of them.
-        logprobs = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-        targets = input_ids[:, width - keep + 1 :].to(logprobs.device)
-        token_lp = logprobs.gather(-1, targets[..., None])[..., 0]
+        logprobs = torch.log_softmax(out.logits[:, -keep:].float(), dim=-1)
+        token_lp = logprobs.gather(-1, targets.to(logprobs.device)[..., None])[..., 0]
         n_scored = torch.tensor([p[3] for p in batch], device=logprobs.device)
-        scored = torch.arange(keep - 1, device=logprobs.device)[None, :] >= (keep - 1 - n_scored)[:, None]
+        scored = torch.arange(keep, device=logprobs.device)[None, :] >= (keep - n_scored)[:, None]
         sums = torch.where(scored, token_lp, 0.0).sum(-1).tolist()
         for (ei, oi, _, _), value in zip(batch, sums):
             scores[ei][oi] = float(value)
@@ -196,7 +205,7 @@ def _shared_context_scores(model: Any, tokenizer: Any, units: list[_Unit], score
     device = _device(model)
     pad_id = _pad_id(tokenizer)
     # Rows with nothing to score (max_length of 1) keep their score of 0.
-    units = [_Unit(u.head, [r for r in u.rows if r[2]]) for u in units if u.head]
+    units = [_Unit(u.head, [r for r in u.rows if r[3] > 0]) for u in units if u.head]
     for batch in _unit_batches([u for u in units if u.rows], batch_size):
         # 1. Every head once, left-padded; keep its cache and its last position's logits.
         head_ids, head_mask, positions = left_padded([u.head for u in batch], pad_id)
@@ -212,13 +221,15 @@ def _shared_context_scores(model: Any, tokenizer: Any, units: list[_Unit], score
             raise _NoCache()
         first_lp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [units, vocab]
 
-        # 2. First tail token of every option row, from its head's last logits.
-        rows = [(b, ei, oi, tail) for b, unit in enumerate(batch) for ei, oi, tail in unit.rows]
+        # 2. First remaining token of every option row, from its head's last logits (counted
+        # only if it is scored: after a cross-boundary merge it may be an unscored context token).
+        rows = [(b, ei, oi, rest, n) for b, unit in enumerate(batch) for ei, oi, rest, n in unit.rows]
         unit_of_row = torch.tensor([r[0] for r in rows], device=first_lp.device)
         first_tokens = torch.tensor([r[3][0] for r in rows], device=first_lp.device)
-        totals = first_lp[unit_of_row, first_tokens]
+        first_scored = torch.tensor([len(r[3]) == r[4] for r in rows], device=first_lp.device)
+        totals = torch.where(first_scored, first_lp[unit_of_row, first_tokens], 0.0)
 
-        # 3. The rest of every tail in one pass over tail[:-1], from a copy of the head's cache per row.
+        # 3. The rest of every row in one pass over rest[:-1], from a copy of the head's cache per row.
         long_rows = [i for i, r in enumerate(rows) if len(r[3]) > 1]
         if long_rows:
             span = max(len(rows[i][3]) for i in long_rows) - 1
@@ -228,6 +239,9 @@ def _shared_context_scores(model: Any, tokenizer: Any, units: list[_Unit], score
                                    dtype=torch.long)
             tail_mask = torch.tensor([[1] * (len(rows[i][3]) - 1) + [0] * (span - len(rows[i][3]) + 1)
                                       for i in long_rows], dtype=torch.long)
+            # Target j (rest[j + 1]) is scored when it lies among the row's last n tokens.
+            scored = torch.tensor([[len(rows[i][3]) - rows[i][4] <= j + 1 < len(rows[i][3]) for j in range(span)]
+                                   for i in long_rows])
             which = torch.tensor([rows[i][0] for i in long_rows], dtype=torch.long)
             cache.reorder_cache(which.to(device))
             head_len = head_mask.sum(-1)[which]
@@ -242,16 +256,19 @@ def _shared_context_scores(model: Any, tokenizer: Any, units: list[_Unit], score
             )
             tail_lp = torch.log_softmax(out.logits.float(), dim=-1)
             token_lp = tail_lp.gather(-1, targets.to(tail_lp.device)[..., None])[..., 0]
-            rest = torch.where(tail_mask.to(tail_lp.device).bool(), token_lp, 0.0).sum(-1)
+            rest = torch.where(scored.to(tail_lp.device), token_lp, 0.0).sum(-1)
             totals = totals.index_add(0, torch.tensor(long_rows, device=totals.device), rest.to(totals.device))
         del cache, out
-        for (_, ei, oi, _), value in zip(rows, totals.tolist()):
+        for (_, ei, oi, _, _), value in zip(rows, totals.tolist()):
             scores[ei][oi] = float(value)
 
 
 def option_scores(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 32, max_length: int = 512,
                   share_context: bool | None = None) -> list[list[float]]:
     """Sum log-probability of each option's continuation: scores[example][option].
+
+    tokenizer: an AnswerEncoder (trainables.tokenization: plain or chat format), or a tokenizer
+    (plain text).
 
     share_context: None (default) shares each example's context across its options when the
     model allows it (`can_share_context`), True requires it, False always scores full sequences.
@@ -260,7 +277,9 @@ def option_scores(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    pairs = encode_pairs(tokenizer, examples, max_length)
+    encoder = as_encoder(tokenizer)
+    tokenizer = encoder.tokenizer
+    pairs = encode_pairs(encoder, examples, max_length)
     scores: list[list[float]] = [[0.0] * len(ex.options) for ex in examples]
     if share_context and not can_share_context(model):
         raise ValueError("share_context=True needs a Hugging Face decoder-only model (see can_share_context)")

@@ -24,16 +24,21 @@ def generate_continuations(
     """The greedy continuation of every prompt (text after the prompt, special tokens removed).
 
     Prompts longer than max_length - max_new_tokens tokens are cut from the left, keeping the
-    end of the prompt, which is what the continuation depends on most.
+    end of the prompt, which is what the continuation depends on most. `tokenizer`: an
+    AnswerEncoder (a chat model's prompts are its template's user turn + generation prompt) or a
+    tokenizer (plain text).
     """
     import torch
 
     from trainables.evaluate import left_padded
+    from trainables.tokenization import as_encoder
 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     budget = max(1, max_length - max_new_tokens)
-    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"][-budget:] for p in prompts]
+    encoder = as_encoder(tokenizer)
+    tokenizer = encoder.tokenizer
+    encoded = [ids[-budget:] for ids in encoder.prompt_ids(prompts)]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(encoded)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

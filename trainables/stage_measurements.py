@@ -30,10 +30,12 @@ def curvature_sample(examples: Sequence[Any], n: int, seed: int) -> list[Any]:
 
 def curvature_rows(plan: dict, stage: dict, checkpoint: Path, train_examples: Sequence[Any]) -> list[dict[str, Any]]:
     from trainables.curvature import load_model_for_curvature, measure_curvature
+    from trainables.tokenization import encoder_for
 
     cfg = plan["curvature"]
     model, tokenizer = load_model_for_curvature(
         str(checkpoint), trust_remote_code=bool(plan["model"].get("trust_remote_code", False)))
+    encoder = encoder_for(plan["model"], tokenizer)  # the loss SFT trains: the same seam
     samples = {"all": curvature_sample(train_examples, cfg["n_samples"], cfg["sample_seed"])}
     if cfg["per_group"]:
         for group in sorted({g for ex in train_examples for g in ex.groups}):
@@ -44,7 +46,7 @@ def curvature_rows(plan: dict, stage: dict, checkpoint: Path, train_examples: Se
         # Per-group: the top eigenvalue only (the question is which groups sit in sharper minima).
         algorithms = tuple(cfg["algorithms"]) if group == "all" else tuple(cfg["algorithms"][:1])
         results = measure_curvature(
-            model, tokenizer, sample,
+            model, encoder, sample,
             algorithms=algorithms,
             top_k=cfg["top_k"] if group == "all" else 1,
             max_iterations=cfg["max_iterations"],

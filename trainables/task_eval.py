@@ -19,13 +19,16 @@ from trainables.evaluate import evaluate_examples, grouped_accuracy_rows
 from trainables.tasks import get_task
 from trainables.tasks.definition import PRIMARY_METRIC
 from trainables.tiny_model import default_cache_dir
+from trainables.tokenization import encoder_for
 
 def primary_metric(task: str) -> str:
     return PRIMARY_METRIC[get_task(task).kind]
 
 
 def evaluate_rows(plan: dict, model: Any, tokenizer: Any, eval_sets: dict[str, list]) -> tuple[list, list]:
-    """Rows of the evals and predictions tables for one model (stage column filled in later)."""
+    """Rows of the evals and predictions tables for one model (stage column filled in later).
+    Every task is tokenized through the plan model's AnswerEncoder (plain text or chat template)."""
+    tokenizer = encoder_for(plan["model"], tokenizer)
     eval_rows: list[dict[str, Any]] = []
     prediction_rows: list[dict[str, Any]] = []
     for entry in plan["eval_tasks"]:

@@ -45,7 +45,6 @@ from trainables.curvature.algorithms import (
 from trainables.curvature.lm import (
     check_eager_attention,
     curvature_operator,
-    encode_sft_example,
     lm_loss_fn,
     load_model_for_curvature,
     measure_curvature,
@@ -58,7 +57,6 @@ __all__ = [
     "CurvatureResult",
     "check_eager_attention",
     "curvature_operator",
-    "encode_sft_example",
     "hutchinson_trace",
     "lanczos",
     "lm_loss_fn",

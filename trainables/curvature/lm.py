@@ -1,11 +1,10 @@
 """The Hessian of a causal LM's SFT loss on a fixed sample of training examples.
 
 The loss is the one SFT trains (trainables/stages/sft.py through TRL's SFTTrainer with
-completion_only_loss): each example is `prompt + completion + EOS`, tokenized the way TRL
-tokenizes prompt/completion pairs (the prompt alone with special tokens, then prompt +
-completion + EOS text together; the first len(prompt) tokens carry no loss), and the loss is
-the mean cross-entropy over all completion tokens of the sample (token-weighted, as
-`model(**batch).loss` on a TRL batch).
+completion_only_loss): each example is its training sequence from the tokenization seam
+(trainables.tokenization: prompt + completion + EOS, or the chat template's conversation), the
+tokens before `loss_start` carry no loss, and the loss is the mean cross-entropy over all
+completion tokens of the sample (token-weighted, as `model(**batch).loss` on a TRL batch).
 
 Layout, for memory: rows are left-padded with explicit position ids, so every row's completion
 sits in the last columns and the model computes logits only for those (`logits_to_keep`), not
@@ -20,29 +19,24 @@ from __future__ import annotations
 import warnings
 from typing import Any, Sequence
 
+from trainables.tokenization import as_encoder
+
 IGNORE_INDEX = -100
-
-
-def encode_sft_example(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], int]:
-    """(token ids of prompt + completion + EOS, number of leading prompt tokens without loss), as TRL does."""
-    eos = tokenizer.eos_token
-    if eos is not None and not completion.endswith(eos):
-        completion = completion + eos
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    ids = tokenizer(prompt + completion)["input_ids"]
-    return list(ids), len(prompt_ids)
 
 
 def sft_batches(tokenizer: Any, examples: Sequence[Any], *, max_length: int = 512, batch_size: int = 16) -> list[dict]:
     """Left-padded batches (input_ids, attention_mask, position_ids, labels, loss_normalizer).
 
     Examples longer than max_length tokens are dropped, as SFT drops them (fitting_examples).
+    `tokenizer`: an AnswerEncoder (or a tokenizer: plain text).
     """
     import torch
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
-    encoded = [encode_sft_example(tokenizer, ex.prompt, ex.completion) for ex in examples]
+    encoder = as_encoder(tokenizer)
+    tokenizer = encoder.tokenizer
+    encoded = [(list(enc.ids), enc.loss_start) for enc in encoder.training(examples)]
     kept = [(ids, n_prompt) for ids, n_prompt in encoded if len(ids) <= max_length]
     if not kept:
         raise ValueError(f"no example fits in max_length={max_length} tokens")

@@ -8,7 +8,14 @@ correct answer and whose dispreferred response y_l is an incorrect one. Each exa
     rejected = answer_prefix + one wrong option   (" This is toxic.")
 
 The shared answer prefix contributes equally to both log-probabilities, so it cancels in the
-DPO log-ratio difference: only the option tokens (and the EOS TRL appends) carry signal.
+DPO log-ratio difference: only the option tokens (and the EOS) carry signal.
+
+Token ids come from the one tokenization seam (trainables.tokenization), so the chosen answer's
+tokens are the ones option scoring reads: each response is the tail of its option's training
+sequence (plain text + EOS, or the chat template's assistant turn), and the prompt is the head
+both sequences share (up to where the loss starts). TRL 1.12's DPOTrainer would instead encode
+the prompt alone and splice it before the tail of prompt + response; it is given the seam's
+rows as they are.
 
 Reference policy (`stage["dpo"]["reference"]`):
   - "stage_start": a frozen copy of the model as the stage starts (standard DPO). We pass the
@@ -29,6 +36,7 @@ from typing import Any, Sequence
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.sft import TrainLogRecorder, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
+from trainables.tokenization import as_encoder, common_prefix_length
 
 
 def rejected_option(example: Any, seed: int) -> int:
@@ -63,19 +71,30 @@ def preference_pairs(examples: Sequence[Any], seed: int) -> list[dict[str, str]]
     ]
 
 
-def fitting_pairs(tokenizer: Any, pairs: Sequence[dict[str, str]], max_length: int) -> list[dict[str, str]]:
-    """Pairs whose prompt + chosen and prompt + rejected (+ EOS) both fit in max_length tokens.
+def preference_tokens(tokenizer: Any, examples: Sequence[Any], seed: int) -> list[dict[str, list[int]]]:
+    """DPO rows (prompt_ids, chosen_ids, rejected_ids) of each example, from the seam.
 
-    TRL 1.12 tokenizes prompt + response as one string (special tokens included), appends EOS
-    to the response, and truncates with `keep_start` only, which would cut the answer off; it
-    drops only pairs whose prompt alone fills max_length. We drop every pair that would be cut
-    here instead, so the stage records how many pairs it really trained on.
+    `tokenizer`: an AnswerEncoder (or a tokenizer: plain text). The rejected option is
+    `rejected_option(example, seed)`, as in `preference_pairs`.
     """
-    kept = [
-        pair for pair in pairs
-        if all(len(tokenizer(pair["prompt"] + pair[side], add_special_tokens=True)["input_ids"]) + 1 <= max_length
-               for side in ("chosen", "rejected"))
-    ]
+    encoder = as_encoder(tokenizer)
+    picks = [[ex.label, rejected_option(ex, seed)] for ex in examples]
+    rows = []
+    for chosen, rejected in encoder.encode(examples, picks):
+        start = min(chosen.loss_start, rejected.loss_start, common_prefix_length(chosen.ids, rejected.ids))
+        rows.append({"prompt_ids": list(chosen.ids[:start]), "chosen_ids": list(chosen.ids[start:]),
+                     "rejected_ids": list(rejected.ids[start:])})
+    return rows
+
+
+def fitting_pairs(rows: Sequence[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
+    """Rows whose prompt + chosen and prompt + rejected both fit in max_length tokens.
+
+    TRL truncates with `keep_start` only, which would cut the answer off; we drop every pair that
+    would be cut here instead, so the stage records how many pairs it really trained on.
+    """
+    kept = [row for row in rows
+            if len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"])) <= max_length]
     if not kept:
         raise ValueError(f"no preference pair fits in max_length={max_length} tokens; raise model.max_length")
     return kept
@@ -110,7 +129,7 @@ def reference_model(model: Any, stage: dict, model_dtype: str = "auto") -> Any:
 
 def run_dpo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
             work_dir: str, model_dtype: str = "auto") -> StageOutcome:
-    pairs = fitting_pairs(tokenizer, preference_pairs(examples, int(stage["seed"])), max_length)
+    pairs = fitting_pairs(preference_tokens(tokenizer, examples, int(stage["seed"])), max_length)
     log = TrainLogRecorder()
     trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage, pairs=pairs, training=training,
                                 max_length=max_length, work_dir=work_dir, model_dtype=model_dtype,
@@ -119,11 +138,12 @@ def run_dpo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any],
     return StageOutcome(log_rows=log.rows, n_examples=len(pairs))
 
 
-def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: dict, pairs: Sequence[dict[str, str]], training: dict,
+def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: dict, pairs: Sequence[dict[str, list[int]]], training: dict,
                       max_length: int, work_dir: str, model_dtype: str = "auto", callbacks: list | None = None,
                       ref_model: Any = None):
-    """DPOTrainer over already-fitting `pairs`; `ref_model` defaults to `reference_model(model, stage)`."""
-    from trl import DPOConfig, DPOTrainer
+    """DPOTrainer over already-fitting `pairs` (`preference_tokens` rows); `ref_model` defaults
+    to `reference_model(model, stage)`."""
+    from trl import DPOConfig
 
     settings = stage.get("dpo") or {}
     args = DPOConfig(
@@ -136,13 +156,28 @@ def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: dict, pairs: Sequenc
         sync_ref_model=False,
         disable_dropout=True,  # policy and reference log-probs must be comparable (TRL's default)
     )
-    trainer = DPOTrainer(
+    trainer = _seam_dpo_trainer()(
         model=model,
         ref_model=ref_model if ref_model is not None else reference_model(model, stage, model_dtype),
         args=args,
         train_dataset=dpo_dataset(pairs),
-        processing_class=tokenizer,
+        processing_class=as_encoder(tokenizer).tokenizer,
         callbacks=callbacks or [],
     )
     quiet_trainer(trainer)
     return trainer
+
+
+def _seam_dpo_trainer():
+    """DPOTrainer that takes its rows as the seam encoded them (TRL 1.12 has no pre-tokenized
+    input for DPO: its `_prepare_dataset` always re-tokenizes the text, see the module docstring)."""
+    from trl import DPOTrainer
+
+    class SeamTokenizedDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            missing = {"prompt_ids", "chosen_ids", "rejected_ids"} - set(dataset.column_names)
+            if missing:
+                raise ValueError(f"DPO rows need {sorted(missing)} (build them with preference_tokens)")
+            return dataset
+
+    return SeamTokenizedDPOTrainer

@@ -32,6 +32,7 @@ from trainables.stages.outcome import StageOutcome
 from trainables.stages.reward_model import load_reward_model, resolve_reward_model
 from trainables.stages.sft import TrainLogRecorder, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
+from trainables.tokenization import as_encoder
 from trainables.tasks.templates import prompt_body
 
 def raw_statement(example: Any) -> str | None:
@@ -52,9 +53,11 @@ def rl_prompts(examples: Sequence[Any], mode: str = "statements") -> list[str]:
 
 
 def fitting_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int, response_length: int) -> list[str]:
-    """Prompts that leave room for a full response within max_length tokens."""
+    """Prompts that leave room for a full response within max_length tokens (encoded as the
+    policy reads them: `AnswerEncoder.prompt_ids`, so a chat model's user turn + generation prompt)."""
     budget = max_length - response_length
-    kept = [p for p in prompts if len(tokenizer(p, add_special_tokens=True)["input_ids"]) <= budget]
+    encoded = as_encoder(tokenizer).prompt_ids(prompts)
+    kept = [p for p, ids in zip(prompts, encoded) if len(ids) <= budget]
     if not kept:
         raise ValueError(f"no prompt fits in max_length={max_length} - response_length={response_length} tokens")
     return kept
@@ -68,12 +71,12 @@ def frozen_copy(model: Any) -> Any:
 
 
 def stage_reward_model(*, stage: dict, settings: dict, examples: Sequence[Any], training: dict, max_length: int,
-                       work_dir: str, model_dtype: str, model: Any) -> tuple[Any, Any, str]:
+                       work_dir: str, model_dtype: str, model: Any, chat: bool = False) -> tuple[Any, Any, str]:
     base_path = settings.get("base_model_path") or getattr(model.config, "_name_or_path", None)
     trust = bool(settings.get("trust_remote_code", False))
     path = resolve_reward_model(settings.get("reward") or {"train": {}}, base_path=base_path, examples=examples,
                                 seed=int(stage["seed"]), max_length=max_length, work_dir=work_dir,
-                                training=training, model_dtype=model_dtype, trust_remote_code=trust)
+                                training=training, model_dtype=model_dtype, trust_remote_code=trust, chat=chat)
     reward_model, reward_tokenizer = load_reward_model(path, model_dtype=model_dtype, trust_remote_code=trust)
     reward_model.eval()
     reward_model.requires_grad_(False)
@@ -83,14 +86,14 @@ def stage_reward_model(*, stage: dict, settings: dict, examples: Sequence[Any], 
 def online_rl_inputs(*, method: str, stage: dict, model: Any, tokenizer: Any, examples: Sequence[Any],
                      training: dict, max_length: int, work_dir: str, model_dtype: str) -> tuple:
     """What PPO and RLOO both start from: (settings, response_length, prompts, reward model,
-    reward tokenizer, reward model path)."""
+    reward tokenizer, reward model path). `tokenizer`: the policy's AnswerEncoder (or tokenizer)."""
     settings = dict(stage.get(method) or {})
     response_length = int(settings.get("response_length", 16))
     prompts = fitting_prompts(tokenizer, rl_prompts(examples, settings.get("prompts", "statements")), max_length,
                               response_length)
     reward_model, reward_tokenizer, reward_path = stage_reward_model(
         stage=stage, settings=settings, examples=examples, training=training, max_length=max_length,
-        work_dir=work_dir, model_dtype=model_dtype, model=model)
+        work_dir=work_dir, model_dtype=model_dtype, model=model, chat=as_encoder(tokenizer).chat)
     return settings, response_length, prompts, reward_model, reward_tokenizer, reward_path
 
 
@@ -103,8 +106,10 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any],
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
+    encoder = as_encoder(tokenizer)
+    tokenizer = encoder.tokenizer
     settings, response_length, prompts, reward_model, reward_tokenizer, reward_path = online_rl_inputs(
-        method="ppo", stage=stage, model=model, tokenizer=tokenizer, examples=examples, training=training,
+        method="ppo", stage=stage, model=model, tokenizer=encoder, examples=examples, training=training,
         max_length=max_length, work_dir=work_dir, model_dtype=model_dtype)
     if not same_vocabulary(tokenizer, reward_tokenizer):
         raise ValueError(f"PPO reward model {reward_path!r} does not share the policy's tokenizer; "
@@ -116,8 +121,7 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any],
     # Generation needs left padding; don't touch the chain's tokenizer.
     ppo_tokenizer = copy.deepcopy(tokenizer)
     ppo_tokenizer.padding_side = "left"
-    dataset = Dataset.from_list([{"input_ids": ppo_tokenizer(p, add_special_tokens=True)["input_ids"]}
-                                 for p in prompts])
+    dataset = Dataset.from_list([{"input_ids": ids} for ids in encoder.prompt_ids(prompts)])
 
     batch_size = int(stage["batch_size"])
     kwargs = common_training_kwargs(stage=stage, training=training, work_dir=work_dir, model_dtype=model_dtype)

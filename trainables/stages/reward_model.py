@@ -22,9 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainables.stages.dpo import fitting_pairs, preference_pairs
+from trainables.stages.dpo import fitting_pairs, preference_tokens
 from trainables.stages.sft import TrainLogRecorder, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
+from trainables.tokenization import AnswerEncoder
 
 # The paper's optimizer settings (§2.2), used when the caller passes no `training` block.
 PAPER_TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
@@ -58,13 +59,18 @@ def load_reward_model(path: str, *, model_dtype: str = "auto", trust_remote_code
 
 def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, steps: int, learning_rate: float,
                        batch_size: int, max_length: int, work_dir: str, training: dict | None = None,
-                       model_dtype: str = "auto", trust_remote_code: bool = False) -> str:
-    """Train a reward model on the task's preference pairs; return the folder it is saved in (safetensors)."""
+                       model_dtype: str = "auto", trust_remote_code: bool = False, chat: bool = False) -> str:
+    """Train a reward model on the task's preference pairs; return the folder it is saved in (safetensors).
+
+    Each side is its option's training sequence from the tokenization seam (prompt + answer +
+    EOS, or the chat template's conversation when `chat`), handed to RewardTrainer as token ids."""
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
     model, tokenizer = load_reward_model(base_path, model_dtype=model_dtype, trust_remote_code=trust_remote_code)
-    pairs = fitting_pairs(tokenizer, preference_pairs(examples, int(seed)), max_length)
+    rows = fitting_pairs(preference_tokens(AnswerEncoder(tokenizer, chat=chat), examples, int(seed)), max_length)
+    pairs = [{"chosen_ids": r["prompt_ids"] + r["chosen_ids"], "rejected_ids": r["prompt_ids"] + r["rejected_ids"]}
+             for r in rows]
     stage = {"steps": int(steps), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
              "seed": int(seed)}
     out = Path(work_dir) / REWARD_MODEL_DIRNAME
@@ -87,7 +93,7 @@ def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, st
 
 def resolve_reward_model(spec: dict, *, base_path: str | None, examples: Sequence[Any], seed: int, max_length: int,
                          work_dir: str, training: dict | None = None, model_dtype: str = "auto",
-                         trust_remote_code: bool = False) -> str:
+                         trust_remote_code: bool = False, chat: bool = False) -> str:
     """Path or Hub id of the reward model a stage's `reward` spec names (training one if asked)."""
     if not isinstance(spec, dict) or ("model" in spec) == ("train" in spec):
         raise ValueError(f"reward spec must be {{'model': <id>}} or {{'train': {{...}}}}, got {spec!r}")
@@ -100,7 +106,7 @@ def resolve_reward_model(spec: dict, *, base_path: str | None, examples: Sequenc
         base_path=str(base_path), examples=examples, seed=int(settings.get("seed", seed)),
         steps=int(settings.get("steps", 50)), learning_rate=float(settings.get("learning_rate", 1e-5)),
         batch_size=int(settings.get("batch_size", 16)), max_length=max_length, work_dir=work_dir,
-        training=training, model_dtype=model_dtype, trust_remote_code=trust_remote_code,
+        training=training, model_dtype=model_dtype, trust_remote_code=trust_remote_code, chat=chat,
     )
 
 

@@ -26,6 +26,7 @@ from trainables.stages.outcome import StageOutcome
 from trainables.stages.ppo import frozen_copy, online_rl_inputs
 from trainables.stages.sft import TrainLogRecorder, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
+from trainables.tokenization import as_encoder
 
 
 def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
@@ -33,8 +34,9 @@ def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any]
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
+    encoder = as_encoder(tokenizer)
     settings, response_length, prompts, reward_model, reward_tokenizer, _ = online_rl_inputs(
-        method="rloo", stage=stage, model=model, tokenizer=tokenizer, examples=examples, training=training,
+        method="rloo", stage=stage, model=model, tokenizer=encoder, examples=examples, training=training,
         max_length=max_length, work_dir=work_dir, model_dtype=model_dtype)
 
     batch_size = int(stage["batch_size"])
@@ -59,8 +61,10 @@ def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any]
         model=model,
         reward_funcs=[reward_model],
         args=args,
-        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
-        processing_class=tokenizer,
+        # A chat model gets conversational prompts: TRL renders them with the chat template.
+        train_dataset=Dataset.from_list([{"prompt": [{"role": "user", "content": p}] if encoder.chat else p}
+                                         for p in prompts]),
+        processing_class=encoder.tokenizer,
         reward_processing_classes=[reward_tokenizer],
         callbacks=[log.callback()],
     )

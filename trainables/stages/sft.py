@@ -1,8 +1,18 @@
 """Supervised fine-tuning through TRL's SFTTrainer, with the loss on the answer only.
 
 Examples become prompt/completion pairs (prompt = instruction + question + "Answer:",
-completion = " The best answer is A."): TRL masks the prompt tokens, so the loss is the
-cross-entropy of the completion, as in the paper's SFT.
+completion = " The best answer is A." + EOS), tokenized by the one tokenization seam
+(trainables.tokenization), so the tokens the loss covers are exactly the tokens option scoring
+reads for the correct answer:
+
+- plain text (base models): TRL gets the seam's token ids and completion mask as an already
+  tokenized dataset (`input_ids`, `completion_mask`). TRL's own plain-text path encodes the
+  prompt alone to find where the completion starts, which is wrong for a tokenizer that merges
+  across that boundary.
+- chat template: TRL gets conversational prompt/completion messages (user = the prompt,
+  assistant = the answer) and renders them with the tokenizer's template itself; the stage then
+  checks, example by example, that TRL's input ids and loss mask equal the seam's, and stops
+  with the first difference otherwise.
 """
 
 from __future__ import annotations
@@ -13,12 +23,24 @@ from typing import Any, Sequence
 
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.training_args import common_training_kwargs
+from trainables.tokenization import AnswerEncoder, Encoded, TokenizationError, as_encoder
+
+IGNORE_INDEX = -100
 
 
-def sft_dataset(examples: Sequence[Any]):
+def sft_dataset(encoder: AnswerEncoder, examples: Sequence[Any], encoded: Sequence[Encoded] | None = None):
+    """The dataset SFTTrainer is given: seam token ids (plain) or conversational messages (chat)."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": ex.prompt, "completion": ex.completion} for ex in examples])
+    if encoder.chat:
+        return Dataset.from_list([{
+            "prompt": [{"role": "user", "content": ex.prompt}],
+            "completion": [{"role": "assistant", "content": ex.completion.lstrip()}],
+        } for ex in examples])
+    encoded = encoded if encoded is not None else encoder.training(examples)
+    return Dataset.from_list([{"input_ids": list(enc.ids),
+                               "completion_mask": [0] * enc.loss_start + [1] * (len(enc.ids) - enc.loss_start)}
+                              for enc in encoded])
 
 
 def run_sft(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
@@ -34,8 +56,11 @@ def run_sft(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any],
 
 def build_sft_trainer(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict,
                       max_length: int, work_dir: str, model_dtype: str = "auto", callbacks: list | None = None):
+    """SFTTrainer over `examples`; `tokenizer` is an AnswerEncoder (or a tokenizer: plain text)."""
     from trl import SFTConfig, SFTTrainer
 
+    encoder = as_encoder(tokenizer)
+    encoded = encoder.training(examples)
     args = SFTConfig(
         **common_training_kwargs(stage=stage, training=training, work_dir=work_dir, model_dtype=model_dtype),
         max_length=max_length,
@@ -45,23 +70,42 @@ def build_sft_trainer(*, model: Any, tokenizer: Any, stage: dict, examples: Sequ
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=sft_dataset(examples),
-        processing_class=tokenizer,
+        train_dataset=sft_dataset(encoder, examples, encoded),
+        processing_class=encoder.tokenizer,
         callbacks=callbacks or [],
     )
+    check_trainer_tokens(trainer.train_dataset, examples, encoded)
     quiet_trainer(trainer)
     return trainer
 
 
+def check_trainer_tokens(dataset: Any, examples: Sequence[Any], encoded: Sequence[Encoded]) -> None:
+    """TRL's tokenized training rows must be the seam's: the same input ids, loss on exactly
+    ids[loss_start:]. Raises TokenizationError naming the first example that differs."""
+    if len(dataset) != len(encoded):
+        raise TokenizationError(f"the SFT trainer kept {len(dataset)} of {len(encoded)} examples")
+    for ex, enc, row in zip(examples, encoded, dataset):
+        ids = list(row["input_ids"])
+        labels = row.get("labels")
+        loss = ([i for i, label in enumerate(labels) if label != IGNORE_INDEX] if labels is not None
+                else [i for i, m in enumerate(row.get("completion_mask") or []) if m])
+        if ids != list(enc.ids) or loss != list(range(enc.loss_start, len(enc.ids))):
+            raise TokenizationError(
+                f"{ex.example_id}: TRL tokenized the training example differently from the scoring seam "
+                f"(TRL: {len(ids)} tokens, loss on {len(loss)}; seam: {len(enc.ids)} tokens, loss on "
+                f"{len(enc.ids) - enc.loss_start}); the answer would not be scored as trained")
+
+
 def fitting_examples(tokenizer: Any, examples: Sequence[Any], max_length: int) -> list[Any]:
-    """Examples whose prompt + completion (+ EOS) fit in max_length tokens.
+    """Examples whose training sequence (prompt + completion + EOS, as the seam encodes it)
+    fits in max_length tokens.
 
     TRL 1.x truncates only by keeping the start, which cuts the answer off (and then drops the
     fully masked example without saying so); we drop such examples here instead, so the stage
     records how many it really trained on (trials.n_train_examples).
     """
-    kept = [ex for ex in examples
-            if len(tokenizer(ex.prompt + ex.completion, add_special_tokens=True)["input_ids"]) + 1 <= max_length]
+    encoded = as_encoder(tokenizer).training(examples)
+    kept = [ex for ex, enc in zip(examples, encoded) if len(enc.ids) <= max_length]
     if not kept:
         raise ValueError(f"no training example fits in max_length={max_length} tokens; raise model.max_length")
     return kept
