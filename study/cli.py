@@ -16,6 +16,7 @@ from study.presets import describe, preset_paths, resolve_study_file
 from study.spec import load_spec_file
 from study.spec_builder import SpecError
 from trainables.tasks.declarative import TaskFileError  # pure data, no torch
+from trainables.tokenization import TokenizationError  # pure Python, no torch
 
 EXIT_BAD_INPUT = 2
 
@@ -27,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a study file; starts nothing")
     p.add_argument("file", help="study file (YAML) or preset name")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--show-tokens", action="store_true",
+                   help="also load the model's tokenizer and show what the model will see: one example of each task "
+                        "rendered, each option's scored tokens, and tokenization warnings and errors")
 
     p = sub.add_parser("run", help="run a study on the Ray cluster in RAY_ADDRESS, or a local one")
     p.add_argument("file", help="study file (YAML) or preset name")
@@ -50,6 +54,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_tokens(spec) -> int:
+    """`study validate --show-tokens`: the tokenization preflight, printed; exit 2 on its errors."""
+    from trainables.models import resolve_base_model
+    from trainables.tasks import resolve_data_dir
+    from trainables.token_preflight import preflight
+
+    data_dir = resolve_data_dir(spec.data_dir)
+    report = preflight(spec, resolve_base_model(spec.model.name, str(data_dir) if data_dir else None),
+                       str(data_dir) if data_dir else None)
+    print(report.render(show_tokens=True, errors=False))
+    if report.errors:
+        print(f"study: tokenization: {report.error_message()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
 def _load(file: str, overrides: list[str]):
     return load_spec_file(resolve_study_file(file), overrides)
 
@@ -67,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             for values in spec.grid.values():
                 n *= len(values)
             print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' ({n} trials)")
+            if args.show_tokens:
+                return _show_tokens(spec)
             return 0
         if args.command == "run":
             spec = _load(args.file, args.overrides)
@@ -113,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except (FileNotFoundError, TaskFileError) as exc:
         print(f"study: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TokenizationError as exc:
+        print(f"study: tokenization: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 

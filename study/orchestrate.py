@@ -136,12 +136,12 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
 
     data_dir = resolve_data_dir(spec.data_dir)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
-    _write_atomic(study_dir / "study.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
-
     log(f"[study] {spec.name}: data from {data_dir or 'the Hugging Face Hub'}")
     # Built inside the study folder: on a multi-node cluster every trial finds it in storage.
     base_model = resolve_base_model(spec.model.name, data_dir, cache_dir=study_dir / "_models")
     log(f"[study] base model: {base_model}")
+    check_tokenization(spec, base_model, data_dir, log)
+    _write_atomic(study_dir / "study.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
     run = {"id": uuid.uuid4().hex[:12], "reuse": bool(resume)}
     started = time.time()
     if spec.search is None:
@@ -180,6 +180,19 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
         except FileNotFoundError as exc:  # e.g. every trial failed before its first evaluation
             log(f"[study] no report written: {exc}")
     return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path, counts=counts)
+
+
+def check_tokenization(spec: StudySpec, base_model: str, data_dir: str | None, log) -> None:
+    """The tokenization preflight (trainables.token_preflight) before anything trains: its
+    warnings are logged; its errors raise TokenizationError (`study run` exits 2)."""
+    from trainables.token_preflight import preflight
+    from trainables.tokenization import TokenizationError
+
+    report = preflight(spec, base_model, data_dir)
+    for warning in report.warnings:
+        log(f"[study] warning: {warning}")
+    if report.errors:
+        raise TokenizationError(report.error_message())
 
 
 def _run_trials(spec: StudySpec, plans: list[dict], pending: list[dict], run: dict, log) -> list[str]:

@@ -34,3 +34,21 @@ def ray_cluster():
 
     yield ray
     ray.shutdown()
+
+@pytest.fixture(scope="session")
+def family_model_path(data_dir, tmp_path_factory):
+    """name -> folder of that family's tiny random model (built once per session, on first use)."""
+    import functools
+
+    from tests.tokenizer_families import ensure_family_model, family_corpus
+
+    cache = os.environ.get("STUDY_CACHE_DIR")
+    # A persistent cache skips rebuilding across sessions (folders are named by a content hash).
+    root = Path(cache) / "families" if cache else tmp_path_factory.mktemp("families")
+    corpus = functools.cache(lambda: family_corpus(data_dir))  # read once, only if a family is asked for
+
+    @functools.cache
+    def path(name: str) -> Path:
+        return ensure_family_model(name, corpus(), root)
+
+    return path

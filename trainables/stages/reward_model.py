@@ -57,6 +57,15 @@ def load_reward_model(path: str, *, model_dtype: str = "auto", trust_remote_code
     return model, tokenizer
 
 
+def reward_rows(encoder: AnswerEncoder, examples: Sequence[Any], *, seed: int, max_length: int) -> list[dict]:
+    """RewardTrainer rows (chosen_ids, rejected_ids): each side is its option's whole training
+    sequence from the tokenization seam (the DPO pair's prompt + response), pairs that do not
+    fit in max_length dropped."""
+    rows = fitting_pairs(preference_tokens(encoder, examples, int(seed)), max_length)
+    return [{"chosen_ids": r["prompt_ids"] + r["chosen_ids"], "rejected_ids": r["prompt_ids"] + r["rejected_ids"]}
+            for r in rows]
+
+
 def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, steps: int, learning_rate: float,
                        batch_size: int, max_length: int, work_dir: str, training: dict | None = None,
                        model_dtype: str = "auto", trust_remote_code: bool = False, chat: bool = False) -> str:
@@ -68,9 +77,7 @@ def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, st
     from trl import RewardConfig, RewardTrainer
 
     model, tokenizer = load_reward_model(base_path, model_dtype=model_dtype, trust_remote_code=trust_remote_code)
-    rows = fitting_pairs(preference_tokens(AnswerEncoder(tokenizer, chat=chat), examples, int(seed)), max_length)
-    pairs = [{"chosen_ids": r["prompt_ids"] + r["chosen_ids"], "rejected_ids": r["prompt_ids"] + r["rejected_ids"]}
-             for r in rows]
+    pairs = reward_rows(AnswerEncoder(tokenizer, chat=chat), examples, seed=int(seed), max_length=max_length)
     stage = {"steps": int(steps), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
              "seed": int(seed)}
     out = Path(work_dir) / REWARD_MODEL_DIRNAME

@@ -1,0 +1,95 @@
+"""The tokenization preflight: `study validate --show-tokens` shows what the model will see, and
+`study run` stops with exit code 2 before anything trains when answers cannot be scored as trained."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from study.cli import main
+
+
+def test_show_tokens_prints_each_task_as_the_model_reads_it(capsys, data_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["validate", "demo", "--show-tokens"]) == 0
+    out, err = capsys.readouterr()
+    assert "study:" not in err  # (stderr has the tiny model build's progress bars)
+    assert "prompt format: plain text (model.chat_template: auto)" in out
+    assert "BOS added: none" in out  # the tiny tokenizer adds no BOS
+    for task in ("toxigen_qa", "arc_easy"):
+        assert f"task {task} (train, eval):" in out
+    # ToxiGenQA's two options and the tokens SFT trains on, as token strings.
+    assert "'not toxic'    ['Ġnot', 'Ġtoxic', '.']" in out
+    assert "training loss on: ['ĠThis', 'Ġis', 'Ġ" in out
+    assert "'A'            ['ĠA', '.']" in out
+    assert "warnings:" not in out  # byte-level BPE encodes options alike alone and in context
+
+
+def test_chat_template_without_a_template_is_exit_2_before_anything_runs(capsys, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["validate", "demo", "--show-tokens", "--set", "model.chat_template=true"]) == 2
+    _, err = capsys.readouterr()
+    assert "study: tokenization: the study cannot be scored as trained:" in err
+    assert "model.chat_template is true, but the tokenizer of tiny has no chat template" in err
+
+    import ray
+
+    assert main(["run", "demo", "--storage", str(tmp_path / "results"), "--set", "model.chat_template=true"]) == 2
+    _, err = capsys.readouterr()
+    assert "has no chat template" in err
+    assert not ray.is_initialized()  # stopped before the cluster
+    assert not (tmp_path / "results" / "demo" / "study.yaml").exists()
+
+
+def test_a_context_longer_than_max_length_for_every_example_is_exit_2(capsys, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["validate", "demo", "--show-tokens", "--set", "model.max_length=16"]) == 2
+    _, err = capsys.readouterr()
+    assert "task toxigen_qa: the context before the answer is at least max_length=16 tokens for every one" in err
+    assert "raise model.max_length" in err
+
+
+def test_over_length_share_and_alone_encodings_are_warned(family_model_path, data_dir):
+    """On Llama-2's legacy tokenizer the preflight names the options that encode differently on
+    their own (the lone '▁'), and counts examples over max_length once they pass 2%."""
+    from study.spec import load_spec_file
+    from study.presets import resolve_study_file
+    from trainables.token_preflight import preflight
+
+    path = family_model_path("sentencepiece_legacy")
+    spec = load_spec_file(resolve_study_file("demo"), [f"model.name={path}"])
+    report = preflight(spec, str(path), str(data_dir))
+    assert report.errors == []
+    assert any("option ' A.' encodes as ['▁', '▁A', '.'] on its own but as ['▁A', '.'] after the context" in w
+               for w in report.warnings), report.warnings
+    # Counted by hand: each ARC example's longest option sequence, cut so that ~10% are over.
+    from trainables.token_preflight import study_examples
+    from trainables.tokenization import AnswerEncoder
+    from trainables.models import load_tokenizer
+
+    _, examples = study_examples(spec, str(data_dir))["arc_easy"]
+    encoder = AnswerEncoder(load_tokenizer(str(path)))
+    lengths = sorted(max(len(e.ids) for e in per) for per in encoder.encode(examples))
+    limit = lengths[int(0.9 * len(lengths))]
+    expected = sum(n > limit for n in lengths)
+    short = dataclasses.replace(spec, model=dataclasses.replace(spec.model, max_length=limit))
+    report = preflight(short, str(path), str(data_dir))
+    assert f"task arc_easy: {expected} of {len(examples)} examples are longer than max_length={limit} tokens" in \
+        "\n".join(report.warnings)
+    assert 0.05 * len(examples) < expected < 0.15 * len(examples)
+
+
+def test_an_empty_option_is_named_with_task_example_and_option(tiny_model_path):
+    from trainables.models import load_tokenizer
+    from trainables.tasks import Example
+    from trainables.token_preflight import inspect_task
+    from trainables.tokenization import AnswerEncoder
+
+    encoder = AnswerEncoder(load_tokenizer(str(tiny_model_path)))
+    good = Example(example_id="quiz/1", prompt="Q?\nAnswer:", answer_prefix="", options=(" yes", " no"),
+                   option_names=("yes", "no"), label=0)
+    bad = dataclasses.replace(good, example_id="quiz/2", options=(" yes", ""))
+    facts = inspect_task(encoder, "quiz", ["eval"], [good, bad, good], max_length=64)
+    assert len(facts.errors) == 1
+    assert facts.errors[0].startswith("task quiz: quiz/2, option 'no' (''): the option has no tokens")
