@@ -163,6 +163,18 @@ def test_predictions_equal_lm_evaluation_harness(family, family_model_path, exam
             assert diffs == pytest.approx([0.0] * len(diffs), abs=1e-3)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_offset_boundaries_equal_lm_eval_style_encodings(family, family_model_path, examples, data_dir):
+    """The two ways the seam finds a boundary (character offsets, one tokenization per option; or
+    a separate encoding of the text before it, as lm-eval does) agree on every family."""
+    _, tokenizer, encoder = _load(family_model_path, family)
+    assert encoder.use_offsets  # every family's tokenizer is a fast one
+    separate = AnswerEncoder(tokenizer, chat=encoder.chat, offsets=False)
+    more = load_examples("bbq", "eval", data_dir=data_dir, limit=30) + load_examples(
+        "arc_easy", "train", data_dir=data_dir, limit=30)
+    assert encoder.encode(examples + more) == separate.encode(examples + more)
+
+
 def test_legacy_sentencepiece_option_alone_is_not_what_is_scored(family_model_path):
     """The case that broke scoring: Llama-2's legacy tokenizer encodes " A." alone with a lone '▁'
     that never follows the context; the seam scores the in-context tokens."""

@@ -32,9 +32,13 @@ that option is the answer. A tokenizer that encodes an option differently on its
 SentencePiece tokenizer turns " A." alone into '▁', '▁A', '.') changes nothing here, because an
 option is never encoded on its own.
 
-Where a tokenizer merges across a boundary (the separate encoding of the text before it is not
-a prefix of the joint encoding), the boundary is the longest common prefix of the two: the
-token that straddles it belongs to the later part. Nothing is re-tokenized or guessed.
+How a boundary is found in the one joint encoding: with a fast tokenizer, from its character
+offsets (the first token that ends after the boundary's character; one tokenization per
+option); otherwise from the separate encoding of the text before it (lm-eval's way: its length
+when it is a prefix of the joint encoding, else their longest common prefix). Both agree
+whenever the tokenizer does not merge across the boundary (tested on every tokenizer family);
+where it does, both put the token that straddles it in the later part. Nothing is
+re-tokenized or guessed.
 """
 
 from __future__ import annotations
@@ -145,11 +149,14 @@ def _boundary(separate: Sequence[int], joint: Sequence[int]) -> int:
 class AnswerEncoder:
     """Token ids of task examples for one tokenizer and prompt format (plain or chat)."""
 
-    def __init__(self, tokenizer: Any, *, chat: bool = False):
+    def __init__(self, tokenizer: Any, *, chat: bool = False, offsets: bool | None = None):
+        """offsets: find boundaries from character offsets (one encoding per option; default for
+        fast tokenizers) or from separate encodings of the text before each boundary (False)."""
         if chat and not has_chat_template(tokenizer):
             raise TokenizationError("chat format asked for, but the tokenizer has no chat template")
         self.tokenizer = tokenizer
         self.chat = bool(chat)
+        self.use_offsets = bool(getattr(tokenizer, "is_fast", False)) if offsets is None else bool(offsets)
         self.head, self.tail = _added_special_tokens(tokenizer)
         self.eos_id = tokenizer.eos_token_id
 
@@ -221,17 +228,55 @@ class AnswerEncoder:
         generation = [self.prompt_text(ex.prompt) if self.chat else None for ex in examples]
         texts = [[self._texts(ex, ex.options[o], generation[i]) for o in picks[i]] for i, ex in enumerate(examples)]
         flat = [t for per in texts for t in per]
+        cut = self._cut_by_offsets(flat) if self.use_offsets else self._cut_by_encodings(texts)
+        out: list[list[Encoded]] = []
+        k = 0
+        for i, ex in enumerate(examples):
+            row = []
+            for o in picks[i]:
+                row.append(self._checked(ex, o, cut[k]))
+                k += 1
+            out.append(row)
+        return out
+
+    def _cut_by_offsets(self, flat: Sequence[_Text]) -> list[Encoded]:
+        """One encoding per option's text, with character offsets: the boundary at character c is
+        the first token that ends after c (a token straddling c goes after it). Fast tokenizers."""
+        batch = self.tokenizer([t.full for t in flat], add_special_tokens=False, return_offsets_mapping=True)
+        head = [] if self.chat else list(self.head)
+        out = []
+        for t, ids, offsets in zip(flat, batch["input_ids"], batch["offset_mapping"]):
+            ends = [end for _, end in offsets]
+
+            def after(c: int) -> int:
+                # Boundaries sit near the end of the text: scan back from it.
+                i = len(ends)
+                while i > 0 and ends[i - 1] > c:
+                    i -= 1
+                return len(head) + i
+
+            full = head + list(ids)
+            answer_end = after(len(t.through_answer))
+            if not self.chat and self.eos_id is not None:
+                full.append(self.eos_id)
+            out.append(Encoded(tuple(full), after(len(t.prompt)), min(after(len(t.context)), answer_end), answer_end))
+        return out
+
+    def _cut_by_encodings(self, texts: Sequence[Sequence[_Text]]) -> list[Encoded]:
+        """Each boundary from a separate encoding of the text before it (lm-eval's `_encode_pair`):
+        its length when it is a prefix of the joint encoding, else their common prefix. For
+        tokenizers without character offsets (slow, Python ones)."""
+        flat = [t for per in texts for t in per]
         # Per example, the prompt and context texts are the same for every option: encode once.
         heads = [per[0] for per in texts if per]
         prompt_ids = self._encode_many([t.prompt for t in heads])
         context_ids = self._encode_many([t.context for t in heads])
         full_ids = self._encode_many([t.full for t in flat])
         through_ids = self._encode_many([t.through_answer for t in flat]) if self.chat else None
-        out: list[list[Encoded]] = []
-        k = h = 0
-        for i, ex in enumerate(examples):
-            row = []
-            for j, o in enumerate(picks[i]):
+        out: list[Encoded] = []
+        k = 0
+        for h, per in enumerate(p for p in texts if p):
+            for _ in per:
                 ids = full_ids[k]
                 if self.chat:
                     answer_end = _boundary(through_ids[k], ids)
@@ -241,10 +286,8 @@ class AnswerEncoder:
                         ids = ids + [self.eos_id]
                 loss_start = _boundary(prompt_ids[h], ids)
                 answer_start = min(_boundary(context_ids[h], ids), answer_end)
-                row.append(self._checked(ex, o, Encoded(tuple(ids), loss_start, answer_start, answer_end)))
+                out.append(Encoded(tuple(ids), loss_start, answer_start, answer_end))
                 k += 1
-            h += 1 if picks[i] else 0
-            out.append(row)
         return out
 
     def _checked(self, example: Any, option: int, enc: Encoded) -> Encoded:
