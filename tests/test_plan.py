@@ -229,3 +229,33 @@ def test_grid_points_without_a_grid_and_with_two_axes():
         assert plan["stages"][0]["batch_size"] == plan["grid_point"]["stage1.batch_size"]
         assert plan["stages"][1]["steps"] == plan["grid_point"]["stage2.steps"]
         assert plan["stages"][1]["batch_size"] == 8
+
+
+def test_chat_format_is_resolved_into_the_plan_and_keys_change_only_when_it_is_on(family_model_path):
+    """model.chat_template: auto resolves from the tokenizer and the model name; plain text (any
+    base model, the tiny one included) leaves stage keys as they were before the option existed."""
+    chat_path = str(family_model_path("chat"))  # folder chat-instruct-<hash>: a template and an instruct name
+    base_path = str(family_model_path("bosless"))
+    keys = {}
+    for label, path, setting in (("auto-chat", chat_path, "auto"), ("off-chat", chat_path, False),
+                                 ("auto-base", base_path, "auto")):
+        plans = _plans(_spec(model={"name": path, "max_length": 128, "chat_template": setting}))
+        assert {p["model"]["chat"] for p in plans} == {label == "auto-chat"}
+        keys[label] = [s["stage_key"] for p in plans for s in p["stages"]]
+    assert not set(keys["auto-chat"]) & set(keys["off-chat"])  # the prompt format changes what is trained
+    # Off, the identity holds neither the setting nor the format: keys as before the option existed.
+    from study.plan import base_identity
+
+    off = base_identity(_spec(model={"name": chat_path, "max_length": 128, "chat_template": False}), None, chat_path)
+    on = base_identity(_spec(model={"name": chat_path, "max_length": 128}), None, chat_path)
+    assert "chat" not in off["model"] and "chat_template" not in off["model"]
+    assert on["model"]["chat"] is True and {k: v for k, v in on["model"].items() if k != "chat"} == off["model"]
+    assert {p["model"]["chat"] for p in _plans()} == {False}  # the tiny model: auto is plain text
+
+
+def test_chat_template_true_without_a_template_fails_at_planning(family_model_path):
+    from trainables.tokenization import TokenizationError
+
+    path = str(family_model_path("bosless"))
+    with pytest.raises(TokenizationError, match="has no chat template"):
+        _plans(_spec(model={"name": path, "max_length": 128, "chat_template": True}))
