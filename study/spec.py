@@ -1207,6 +1207,9 @@ def _model_problems(model: ModelSpec) -> list[Problem]:
         out.append(Problem("model.name", f"local model path {model.name} does not exist"))
     if model.max_length < 16:
         out.append(Problem("model.max_length", f"must be ≥ 16 (got {model.max_length})"))
+    if model.name == "tiny" and model.chat_template is True:
+        # Other models' templates are checked with their tokenizer (`--show-tokens`, `study run`).
+        out.append(Problem("model.chat_template", "the built-in tiny model has no chat template (use auto or false)"))
     return out
 
 

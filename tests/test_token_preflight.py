@@ -26,16 +26,26 @@ def test_show_tokens_prints_each_task_as_the_model_reads_it(capsys, data_dir, mo
     assert "warnings:" not in out  # byte-level BPE encodes options alike alone and in context
 
 
-def test_chat_template_without_a_template_is_exit_2_before_anything_runs(capsys, data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
-    assert main(["validate", "demo", "--show-tokens", "--set", "model.chat_template=true"]) == 2
+def test_chat_template_true_on_the_tiny_model_is_a_validation_problem(capsys):
+    assert main(["validate", "demo", "--set", "model.chat_template=true"]) == 2
     _, err = capsys.readouterr()
-    assert "study: tokenization: the study cannot be scored as trained:" in err
-    assert "model.chat_template is true, but the tokenizer of tiny has no chat template" in err
+    assert "model.chat_template: the built-in tiny model has no chat template (use auto or false)" in err
 
+
+def test_chat_template_without_a_template_is_exit_2_before_anything_runs(capsys, family_model_path, tmp_path,
+                                                                         monkeypatch):
+    """A model whose tokenizer has no template (the Qwen2-like base family) asked to use one."""
     import ray
 
-    assert main(["run", "demo", "--storage", str(tmp_path / "results"), "--set", "model.chat_template=true"]) == 2
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
+    path = family_model_path("bosless")
+    args = ["--set", f"model.name={path}", "--set", "model.chat_template=true"]
+    assert main(["validate", "demo", "--show-tokens", *args]) == 2
+    _, err = capsys.readouterr()
+    assert "study: tokenization: the study cannot be scored as trained:" in err
+    assert f"model.chat_template is true, but the tokenizer of {path} has no chat template" in err
+
+    assert main(["run", "demo", "--storage", str(tmp_path / "results"), *args]) == 2
     _, err = capsys.readouterr()
     assert "has no chat template" in err
     assert not ray.is_initialized()  # stopped before the cluster
@@ -93,3 +103,55 @@ def test_an_empty_option_is_named_with_task_example_and_option(tiny_model_path):
     facts = inspect_task(encoder, "quiz", ["eval"], [good, bad, good], max_length=64)
     assert len(facts.errors) == 1
     assert facts.errors[0].startswith("task quiz: quiz/2, option 'no' (''): the option has no tokens")
+
+
+def test_a_chat_model_passes_the_conversational_check_and_a_broken_template_fails_it(family_model_path, data_dir):
+    """The chat family: TRL's rendering equals the seam's (no error). A template that adds a
+    system turn only when the conversation has an answer breaks 'generation prompt + answer'."""
+    from trainables.models import load_tokenizer
+    from trainables.tasks import load_examples
+    from trainables.token_preflight import inspect_task
+    from trainables.tokenization import AnswerEncoder
+
+    tokenizer = load_tokenizer(str(family_model_path("chat")))
+    examples = load_examples("arc_easy", "eval", data_dir=data_dir, limit=5)
+    facts = inspect_task(AnswerEncoder(tokenizer, chat=True), "arc_easy", ["eval"], examples, max_length=512)
+    assert facts.errors == []
+    assert facts.shown[1].startswith("  model reads: '<|im_start|>user\\nInstructions:")
+    tokenizer.chat_template = ("{% if messages|length > 1 %}<|im_start|>system\\nok<|im_end|>\\n{% endif %}"
+                               + tokenizer.chat_template)
+    facts = inspect_task(AnswerEncoder(tokenizer, chat=True), "arc_easy", ["eval"], examples, max_length=512)
+    assert len(facts.errors) == len(examples)  # every example named (5 <= the per-task cap)
+    assert f"task arc_easy: {examples[0].example_id}: the chat template does not render the assistant turn" in \
+        facts.errors[0]
+
+
+def test_a_template_whose_prompt_ends_in_a_space_fails_trl_s_conversational_check(family_model_path, data_dir,
+                                                                                   tmp_path):
+    """Generation prompt '<|im_start|>assistant ' (a trailing space): TRL tokenizes the prompt on its
+    own ('Ġ' last) and puts the loss after it, while in the conversation the space belongs to 'ĠThe'.
+    The preflight names the example; the SFT stage refuses to train on it too."""
+    from trainables.models import load_model_and_tokenizer
+    from trainables.stages.sft import build_sft_trainer
+    from trainables.tasks import load_examples
+    from trainables.token_preflight import inspect_task
+    from trainables.tokenization import AnswerEncoder, TokenizationError
+
+    model, tokenizer = load_model_and_tokenizer(str(family_model_path("chat")), dtype="float32")
+    tokenizer.chat_template = tokenizer.chat_template.replace("'\\n' + message['content']",
+                                                              "(' ' if message['role'] == 'assistant' else '\\n') "
+                                                              "+ message['content']")
+    tokenizer.chat_template = tokenizer.chat_template.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant '")
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                         add_generation_prompt=True).endswith("<|im_start|>assistant ")
+    examples = load_examples("arc_easy", "eval", data_dir=data_dir, limit=3)
+    encoder = AnswerEncoder(tokenizer, chat=True)
+    facts = inspect_task(encoder, "arc_easy", ["eval"], examples, max_length=512)
+    assert facts.errors == [f"task arc_easy: {examples[0].example_id}: TRL's conversational tokenization of the chat "
+                            f"template differs from the scoring seam" + facts.errors[0].split("seam", 1)[1]]
+    stage = {"method": "sft", "learning_rate": 1e-3, "batch_size": 2, "steps": 1, "seed": 0}
+    training = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                "warmup_steps": 0, "max_grad_norm": 1.0}
+    with pytest.raises(TokenizationError, match=f"{examples[0].example_id}: TRL tokenized the training example"):
+        build_sft_trainer(model=model, tokenizer=encoder, stage=stage, examples=examples, training=training,
+                          max_length=512, work_dir=str(tmp_path / "work"))

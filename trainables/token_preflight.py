@@ -99,6 +99,31 @@ def _encode_checked(encoder: AnswerEncoder, examples: Sequence[Any], task: str, 
     return out
 
 
+CHAT_CHECKED_EXAMPLES = 20
+
+
+def _conversational_mismatches(encoder: AnswerEncoder, task: str, examples: Sequence[Any],
+                               encoded: Sequence[list[Encoded] | None]) -> list[str]:
+    """SFT on a chat model trains on TRL's own rendering of the conversation (prompt with the
+    generation prompt, then prompt + answer, each through `apply_chat_template(tokenize=True)`);
+    the stage refuses to train when that differs from the seam. Checked here first, on the first
+    examples of the task, so `study run` stops before anything trains."""
+    tok = encoder.tokenizer
+    for ex, per in list(zip(examples, encoded))[:CHAT_CHECKED_EXAMPLES]:
+        if per is None:
+            continue
+        user = [{"role": "user", "content": ex.prompt}]
+        answer = [{"role": "assistant", "content": ex.completion.lstrip()}]
+        prompt_ids = tok.apply_chat_template(user, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+        full_ids = tok.apply_chat_template(user + answer, tokenize=True, return_dict=True)["input_ids"]
+        enc = per[ex.label]
+        if list(full_ids) != list(enc.ids) or len(prompt_ids) != enc.loss_start:
+            return [f"task {task}: {ex.example_id}: TRL's conversational tokenization of the chat template differs "
+                    f"from the scoring seam ({len(full_ids)} tokens, loss from {len(prompt_ids)}; seam: {len(enc.ids)}, "
+                    f"loss from {enc.loss_start}); set model.chat_template: false"]
+    return []
+
+
 def inspect_task(encoder: AnswerEncoder, task: str, splits: list[str], examples: Sequence[Any], max_length: int) -> TaskTokens:
     """Tokenization facts of one task's examples (multiple-choice Examples or GenerationPrompts)."""
     tok = encoder.tokenizer
@@ -133,6 +158,8 @@ def inspect_task(encoder: AnswerEncoder, task: str, splits: list[str], examples:
             alone = list(tok(option, add_special_tokens=False)["input_ids"])
             if alone != list(enc.answer_ids):
                 report.alone_differs[option] = (_tokens(tok, alone), _tokens(tok, enc.answer_ids))
+    if encoder.chat:
+        report.errors.extend(_conversational_mismatches(encoder, task, examples, encoded))
     shown = next(((ex, per) for ex, per in zip(examples, encoded) if per is not None), None)
     if shown is not None:
         ex, per = shown
