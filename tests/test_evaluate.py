@@ -217,3 +217,31 @@ def test_grouped_accuracy_rows_cover_all_groups_and_facets():
         {"group": "g1", "n": 2, "correct": 1, "accuracy": 0.5},
         {"group": "g2", "n": 2, "correct": 1, "accuracy": 0.5},
     ]
+
+
+def test_shared_heads_stop_where_options_diverge_and_unscored_tokens_are_fed_not_counted(tiny):
+    """A tokenizer that merged the last context token with one option gives sequences that share
+    only part of the context: the unit's head is their longest common prefix, and the context
+    tokens after it are fed per option but not scored. Scores equal full-sequence scoring."""
+    from trainables.evaluate import _full_sequence_scores, _shared_context_scores, _units
+
+    model, tokenizer = tiny
+    context = tokenizer("Instructions: answer.\nAnswer: The best answer is")["input_ids"]
+    pairs = [
+        (0, 0, context + [40, 41], 2),        # the plain case: head = context
+        (0, 1, context[:-1] + [42, 43, 44], 2),  # last context token merged away: 42 is unscored
+        (0, 2, context + [45], 1),
+        (1, 0, context[:3] + [50, 51], 1),    # another example: its options differ before the scored token
+        (1, 1, context[:3] + [52, 53], 1),
+    ]
+    units = _units(pairs)
+    assert [len(u.head) for u in units] == [len(context) - 1, 3]  # 50 vs 52: unscored, not shared
+    assert units[0].rows[0][2] == [context[-1], 40, 41] and units[0].rows[1][2] == [42, 43, 44]
+    shared = [[0.0] * 3, [0.0] * 2]
+    full = [[0.0] * 3, [0.0] * 2]
+    with torch.inference_mode():
+        _shared_context_scores(model, tokenizer, units, shared, batch_size=8)
+        _full_sequence_scores(model, tokenizer, pairs, full, batch_size=8)
+    for a, b in zip(shared, full):
+        assert a == pytest.approx(b, abs=1e-4)
+    assert all(s < 0 for row in shared for s in row)
