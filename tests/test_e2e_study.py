@@ -100,12 +100,18 @@ def test_two_chain_study_writes_tables_and_report_matching_predictions(ray_clust
     assert _table(study_dir, "trials").height == 4
 
 
-def test_failed_trial_is_listed_and_cli_exits_1(ray_cluster, data_dir, tmp_path, capsys):
-    """A model folder without weights: the trial fails inside Ray; the run still finishes and says which."""
+def test_failed_trial_is_listed_and_cli_exits_1(ray_cluster, data_dir, tmp_path, capsys, tiny_model_path):
+    """A model folder with a tokenizer but no weights: the tokenization preflight passes, the
+    trial fails inside Ray; the run still finishes and says which."""
+    import shutil
+
     from study.cli import main
 
     empty_model = tmp_path / "empty-model"
     empty_model.mkdir()
+    for f in tiny_model_path.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")):
+            shutil.copy(f, empty_model / f.name)
     study_file = tmp_path / "fails.yaml"
     study_file.write_text(
         "name: fails\n"

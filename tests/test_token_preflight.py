@@ -155,3 +155,14 @@ def test_a_template_whose_prompt_ends_in_a_space_fails_trl_s_conversational_chec
     with pytest.raises(TokenizationError, match=f"{examples[0].example_id}: TRL tokenized the training example"):
         build_sft_trainer(model=model, tokenizer=encoder, stage=stage, examples=examples, training=training,
                           max_length=512, work_dir=str(tmp_path / "work"))
+
+
+def test_a_model_without_a_tokenizer_is_exit_2_before_ray(capsys, tmp_path):
+    import ray
+
+    (tmp_path / "no-tokenizer").mkdir()
+    args = ["--set", f"model.name={tmp_path / 'no-tokenizer'}"]
+    assert main(["run", "demo", "--storage", str(tmp_path / "results"), *args]) == 2
+    _, err = capsys.readouterr()
+    assert f"cannot load the tokenizer of {tmp_path / 'no-tokenizer'}" in err
+    assert not ray.is_initialized()

@@ -198,7 +198,11 @@ def preflight(spec: Any, model_path: str, data_dir: str | None) -> PreflightRepo
     `model_path` (see the module docstring). Problems are the report's errors, not exceptions."""
     from trainables.models import load_tokenizer
 
-    tokenizer = load_tokenizer(str(model_path), trust_remote_code=spec.model.trust_remote_code)
+    try:
+        tokenizer = load_tokenizer(str(model_path), trust_remote_code=spec.model.trust_remote_code)
+    except (OSError, ValueError) as exc:  # no tokenizer files, an unknown class, remote code refused
+        return PreflightReport(header=[f"model: {spec.model.name}"], tasks=[], warnings=[],
+                               errors=[f"cannot load the tokenizer of {model_path}: {exc}"])
     try:
         chat = resolve_chat_template(spec.model.chat_template, spec.model.name, tokenizer)
     except TokenizationError as exc:
