@@ -10,6 +10,15 @@ import pytest
 from study.cli import main
 
 
+def _watch_cluster(monkeypatch) -> list:
+    """Calls of study.cluster.connect (how `study run` reaches Ray), recorded instead of made."""
+    import study.cluster
+
+    calls: list = []
+    monkeypatch.setattr(study.cluster, "connect", lambda *a, **k: calls.append((a, k)))
+    return calls
+
+
 def test_show_tokens_prints_each_task_as_the_model_reads_it(capsys, data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["validate", "demo", "--show-tokens"]) == 0
@@ -35,8 +44,7 @@ def test_chat_template_true_on_the_tiny_model_is_a_validation_problem(capsys):
 def test_chat_template_without_a_template_is_exit_2_before_anything_runs(capsys, family_model_path, tmp_path,
                                                                          monkeypatch):
     """A model whose tokenizer has no template (the Qwen2-like base family) asked to use one."""
-    import ray
-
+    connected = _watch_cluster(monkeypatch)
     monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
     path = family_model_path("bosless")
     args = ["--set", f"model.name={path}", "--set", "model.chat_template=true"]
@@ -48,7 +56,7 @@ def test_chat_template_without_a_template_is_exit_2_before_anything_runs(capsys,
     assert main(["run", "demo", "--storage", str(tmp_path / "results"), *args]) == 2
     _, err = capsys.readouterr()
     assert "has no chat template" in err
-    assert not ray.is_initialized()  # stopped before the cluster
+    assert connected == []  # stopped before the cluster
     assert not (tmp_path / "results" / "demo" / "study.yaml").exists()
 
 
@@ -157,12 +165,11 @@ def test_a_template_whose_prompt_ends_in_a_space_fails_trl_s_conversational_chec
                           max_length=512, work_dir=str(tmp_path / "work"))
 
 
-def test_a_model_without_a_tokenizer_is_exit_2_before_ray(capsys, tmp_path):
-    import ray
-
+def test_a_model_without_a_tokenizer_is_exit_2_before_ray(capsys, tmp_path, monkeypatch):
+    connected = _watch_cluster(monkeypatch)
     (tmp_path / "no-tokenizer").mkdir()
     args = ["--set", f"model.name={tmp_path / 'no-tokenizer'}"]
     assert main(["run", "demo", "--storage", str(tmp_path / "results"), *args]) == 2
     _, err = capsys.readouterr()
     assert f"cannot load the tokenizer of {tmp_path / 'no-tokenizer'}" in err
-    assert not ray.is_initialized()
+    assert connected == []
