@@ -27,6 +27,8 @@ def apply_start_points(spec: StudySpec, plans: list[dict[str, Any]]) -> list[dic
     """Plans with `best_seed` stages resolved: candidates attached, keys and trial ids updated."""
     original = copy.deepcopy(plans)
     out = []
+    from trainables.tokenization import TOKENIZATION_VERSION  # pure Python: no torch imported
+
     for plan, before in zip(plans, original):
         stages = resolve_stages(spec, plan["chain"], plan["grid_point"])
         starts = [i for i, s in enumerate(stages) if s.start_from == "best_seed"]
@@ -44,8 +46,9 @@ def apply_start_points(spec: StudySpec, plans: list[dict[str, Any]]) -> list[dic
                 candidates.append(prefix)
         selection_size = int(stages[index].selection_size)
         new_stages = copy.deepcopy(before["stages"])
+        # How validation scores the candidates picks the start: a new scoring rule is a new stage.
         parent = _digest({"best_of": [c[-1]["stage_key"] for c in candidates], "selection_size": selection_size,
-                          "rule": "max validation accuracy, lowest seed on ties"})
+                          "rule": "max validation accuracy, lowest seed on ties", "scoring": TOKENIZATION_VERSION})
         for j in range(index, len(new_stages)):
             body = {k: v for k, v in new_stages[j].items() if k not in ("stage_key", "start_from")}
             new_stages[j]["stage_key"] = parent = _digest({"parent": parent, **body})

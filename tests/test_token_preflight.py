@@ -86,7 +86,7 @@ def test_over_length_share_and_alone_encodings_are_warned(family_model_path, dat
     from trainables.tokenization import AnswerEncoder
     from trainables.models import load_tokenizer
 
-    _, examples = study_examples(spec, str(data_dir))["arc_easy"]
+    _, examples, _ = study_examples(spec, str(data_dir))["arc_easy"]
     encoder = AnswerEncoder(load_tokenizer(str(path)))
     lengths = sorted(max(len(e.ids) for e in per) for per in encoder.encode(examples))
     limit = lengths[int(0.9 * len(lengths))]
@@ -173,3 +173,22 @@ def test_a_model_without_a_tokenizer_is_exit_2_before_ray(capsys, tmp_path, monk
     _, err = capsys.readouterr()
     assert f"cannot load the tokenizer of {tmp_path / 'no-tokenizer'}" in err
     assert connected == []
+
+
+def test_a_training_task_whose_every_example_is_too_long_is_an_error(tiny_model_path):
+    """Contexts that fit but whole training sequences that do not: training would drop all of them."""
+    from trainables.models import load_tokenizer
+    from trainables.tasks import Example
+    from trainables.token_preflight import inspect_task
+    from trainables.tokenization import AnswerEncoder
+
+    encoder = AnswerEncoder(load_tokenizer(str(tiny_model_path)))
+    ex = Example(example_id="quiz/1", prompt="Question: pick one.\nAnswer:", answer_prefix=" The best answer is",
+                 options=(" A.", " B."), option_names=("A", "B"), label=0)
+    [per] = encoder.encode([ex])
+    limit = len(per[0].ids) - 1  # one token short for training; the context alone fits
+    assert len(per[0].context_ids) < limit
+    facts = inspect_task(encoder, "quiz", ["train"], [ex], max_length=limit, n_train=1)
+    assert facts.errors == [f"task quiz: no training example fits in max_length={limit} tokens (shortest training "
+                            f"sequence: {limit + 1}); raise model.max_length"]
+    assert inspect_task(encoder, "quiz", ["eval"], [ex], max_length=limit).errors == []  # evaluation cuts, fine

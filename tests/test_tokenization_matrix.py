@@ -50,6 +50,22 @@ def _load(family_model_path, family: str):
     return model, tokenizer, AnswerEncoder(tokenizer, chat=chat)
 
 
+def _independent(tokenizer, ex, chat: bool) -> tuple[list[int], int]:
+    """(training ids, loss start) of the correct answer as TRL's own text paths build them, without
+    the seam: plain = tokenizer(prompt) for the loss start and tokenizer(prompt + completion) + EOS
+    (TRL appends EOS text; the tokenizer maps it to its id); chat = apply_chat_template of the
+    prompt with the generation prompt, and of the whole conversation (TRL's conversational path)."""
+    if chat:
+        user = [{"role": "user", "content": ex.prompt}]
+        answer = [{"role": "assistant", "content": ex.completion.lstrip()}]
+        start = tokenizer.apply_chat_template(user, tokenize=True, add_generation_prompt=True, return_dict=True)
+        full = tokenizer.apply_chat_template(user + answer, tokenize=True, return_dict=True)
+        return list(full["input_ids"]), len(start["input_ids"])
+    prompt = ex.prompt.rstrip()  # lm-eval's and the seam's rule: trailing whitespace goes with the answer
+    full = tokenizer(ex.prompt + ex.completion)["input_ids"] + [tokenizer.eos_token_id]
+    return list(full), len(tokenizer(prompt)["input_ids"])
+
+
 def _scored(encoder, examples) -> list[tuple[list[int], list[int]]]:
     """(scored sequence, scored tokens) of each example's correct option, from the scoring path."""
     pairs = {(ei, oi): (ids, n) for ei, oi, ids, n in encode_pairs(encoder, examples, MAX_LENGTH)}
@@ -82,6 +98,8 @@ def test_sft_loss_covers_exactly_the_scored_answer(family, family_model_path, ex
     for ex, row, scored in zip(examples, trainer.train_dataset, _scored(encoder, examples)):
         labels = row["labels"]
         loss = [label != -100 for label in labels]
+        ids, start = _independent(tokenizer, ex, encoder.chat)
+        assert row["input_ids"] == ids and loss == [i >= start for i in range(len(ids))], ex.example_id
         _assert_covered(ex, row["input_ids"], loss, scored)
         covered = [t for t, keep in zip(row["input_ids"], loss) if keep]
         assert [t for t, label in zip(row["input_ids"], labels) if label != -100] == covered
@@ -113,10 +131,10 @@ def test_dpo_batches_score_chosen_and_rejected_as_scoring_reads_them(family, fam
 def test_reward_model_rows_are_the_options_training_sequences(family, family_model_path, examples):
     from trainables.stages.reward_model import reward_rows
 
-    _, _, encoder = _load(family_model_path, family)
+    _, tokenizer, encoder = _load(family_model_path, family)
     rows = reward_rows(encoder, examples, seed=0, max_length=MAX_LENGTH)
-    for ex, row, scored, full in zip(examples, rows, _scored(encoder, examples), encoder.training(examples)):
-        assert row["chosen_ids"] == list(full.ids)  # prompt + answer + EOS, as SFT trains it
+    for ex, row, scored in zip(examples, rows, _scored(encoder, examples)):
+        assert row["chosen_ids"] == _independent(tokenizer, ex, encoder.chat)[0]  # prompt + answer + EOS
         # A reward model reads the whole sequence (no loss mask): it must start with the scored one.
         seq, _ = scored
         assert row["chosen_ids"][: len(seq)] == list(seq), ex.example_id
@@ -126,16 +144,18 @@ def test_reward_model_rows_are_the_options_training_sequences(family, family_mod
 def test_curvature_loss_masks_the_scored_answer(family, family_model_path, examples):
     from trainables.curvature import sft_batches
 
-    _, _, encoder = _load(family_model_path, family)
+    _, tokenizer, encoder = _load(family_model_path, family)
     (batch,) = sft_batches(encoder, examples, max_length=MAX_LENGTH, batch_size=len(examples))
-    by_length = sorted(zip(examples, _scored(encoder, examples), encoder.training(examples)),
-                       key=lambda item: len(item[2].ids))  # sft_batches orders rows by length
-    for row, (ex, scored, full) in enumerate(by_length):
+    trained = [_independent(tokenizer, ex, encoder.chat) for ex in examples]
+    order = sorted(range(len(examples)), key=lambda i: len(trained[i][0]))  # sft_batches sorts by length
+    scored = _scored(encoder, examples)
+    for row, i in enumerate(order):
         real = batch["attention_mask"][row].bool()
         ids = batch["input_ids"][row][real].tolist()
         labels = batch["labels"][row][real].tolist()
-        assert ids == list(full.ids)
-        _assert_covered(ex, ids, [label != -100 for label in labels], scored)
+        assert ids == trained[i][0]
+        assert [label != -100 for label in labels] == [j >= trained[i][1] for j in range(len(ids))]
+        _assert_covered(examples[i], ids, [label != -100 for label in labels], scored[i])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -247,3 +267,23 @@ def test_tokenization_keeps_bytelevel_training_ids_as_trl_tokenizes_text(tiny_mo
     for ex, enc in zip(examples, AnswerEncoder(tokenizer).training(examples)):
         assert list(enc.ids) == tokenizer(ex.prompt + ex.completion + tokenizer.eos_token)["input_ids"]
         assert enc.loss_start == len(tokenizer(ex.prompt)["input_ids"])
+
+
+@pytest.mark.parametrize("offsets", [True, False])
+def test_a_template_that_merges_text_into_the_answer_s_last_token_is_refused(family_model_path, offsets):
+    """'role: content\\n': byte-level BPE merges the option's '.' with the newline after it ('.Ċ'),
+    so the option's last token is not the option's alone: refused, whichever way the boundary
+    is found (a template ending the turn with a special token, as ChatML does, is fine)."""
+    _, tokenizer, _ = _load(family_model_path, "chat")
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
+                               "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    encoder = AnswerEncoder(tokenizer, chat=True, offsets=offsets)
+    ex = Example(example_id="x/2", prompt="Pick one.", answer_prefix=" The best answer is", options=(" A.", " C"),
+                 option_names=("A", "C"), label=0)
+    full = tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": "Pick one."},
+                                                    {"role": "assistant", "content": "The best answer is A."}],
+                                                   tokenize=False), add_special_tokens=False)["input_ids"]
+    assert ".Ċ" in tokenizer.convert_ids_to_tokens(full)  # the merge this test is about
+    with pytest.raises(TokenizationError, match=r"x/2, option ' A.': the chat template writes text right after"):
+        encoder.encode([ex])
+    assert encoder.encode([ex], which=[[1]])[0][0].answer_ids  # ' C' + '\n' does not merge: fine

@@ -124,8 +124,10 @@ def _conversational_mismatches(encoder: AnswerEncoder, task: str, examples: Sequ
     return []
 
 
-def inspect_task(encoder: AnswerEncoder, task: str, splits: list[str], examples: Sequence[Any], max_length: int) -> TaskTokens:
-    """Tokenization facts of one task's examples (multiple-choice Examples or GenerationPrompts)."""
+def inspect_task(encoder: AnswerEncoder, task: str, splits: list[str], examples: Sequence[Any], max_length: int,
+                 n_train: int = 0) -> TaskTokens:
+    """Tokenization facts of one task's examples (multiple-choice Examples or GenerationPrompts);
+    the first `n_train` are a stage's training examples."""
     tok = encoder.tokenizer
     report = TaskTokens(task=task, splits=splits, n_examples=len(examples))
     if not examples:
@@ -148,6 +150,10 @@ def inspect_task(encoder: AnswerEncoder, task: str, splits: list[str], examples:
         report.errors.append(f"task {task}: the context before the answer is at least max_length={max_length} tokens "
                              f"for every one of its {len(context_lengths)} examples (shortest: {min(context_lengths)}); "
                              "raise model.max_length")
+    trained = [per[ex.label] for ex, per in zip(examples[:n_train], encoded[:n_train]) if per is not None]
+    if trained and all(len(enc.ids) > max_length for enc in trained):
+        report.errors.append(f"task {task}: no training example fits in max_length={max_length} tokens (shortest "
+                             f"training sequence: {min(len(enc.ids) for enc in trained)}); raise model.max_length")
     # Options encoded alone vs. in context: one check per distinct option text (first example that has it).
     for ex, per in zip(examples, encoded):
         if per is None:
@@ -174,22 +180,23 @@ def inspect_task(encoder: AnswerEncoder, task: str, splits: list[str], examples:
     return report
 
 
-def study_examples(spec: Any, data_dir: str | None) -> dict[str, tuple[list[str], list[Any]]]:
-    """task -> (splits, examples) a study uses: each stage task's training sample and each
-    evaluated task's eval set, drawn as trials draw them."""
+def study_examples(spec: Any, data_dir: str | None) -> dict[str, tuple[list[str], list[Any], int]]:
+    """task -> (splits, examples, n_train) a study uses: each stage task's training sample (the
+    first n_train examples) and each evaluated task's eval set, drawn as trials draw them."""
     from trainables.tasks import load_examples
 
-    out: dict[str, tuple[list[str], list[Any]]] = {}
+    out: dict[str, tuple[list[str], list[Any], int]] = {}
     for task in dict.fromkeys(stage.task for stages in spec.chains.values() for stage in stages):
         settings = spec.task_settings(task)
-        out[task] = (["train"], load_examples(task, "train", size=settings.train_size, data_dir=data_dir,
-                                              data_seed=spec.data_seed, limit=settings.limit))
+        train = load_examples(task, "train", size=settings.train_size, data_dir=data_dir, data_seed=spec.data_seed,
+                              limit=settings.limit)
+        out[task] = (["train"], train, len(train))
     for task in spec.all_eval_tasks():
         settings = spec.task_settings(task)
         examples = load_examples(task, "eval", size=settings.eval_size, data_dir=data_dir, data_seed=spec.data_seed,
                                  limit=settings.limit)
-        splits, known = out.get(task, ([], []))
-        out[task] = (splits + ["eval"], known + examples)
+        splits, known, n_train = out.get(task, ([], [], 0))
+        out[task] = (splits + ["eval"], known + examples, n_train)
     return out
 
 
@@ -216,9 +223,9 @@ def preflight(spec: Any, model_path: str, data_dir: str | None) -> PreflightRepo
               f"prompt format: {'chat template' if chat else 'plain text'} "
               f"(model.chat_template: {str(spec.model.chat_template).lower()}); max_length {max_length}"]
     tasks, errors, warnings = [], [], []
-    for task, (splits, examples) in study_examples(spec, data_dir).items():
+    for task, (splits, examples, n_train) in study_examples(spec, data_dir).items():
         try:
-            facts = inspect_task(encoder, task, splits, examples, max_length)
+            facts = inspect_task(encoder, task, splits, examples, max_length, n_train)
         except TokenizationError as exc:  # e.g. a chat template that renders the answer elsewhere
             errors.append(f"task {task}: {exc}")
             continue

@@ -182,6 +182,9 @@ class AnswerEncoder:
         answer = prefix + option
         lead = len(answer) - len(answer.lstrip())
         content = answer[lead:]
+        if not content:
+            raise TokenizationError(f"{example.example_id}: option {option!r} leaves an empty assistant turn "
+                                    "(answer prefix and option are only whitespace); it has no tokens to score")
         prompt = generation_prompt if generation_prompt is not None else self.prompt_text(example.prompt)
         full = self._render([{"role": "user", "content": example.prompt}, {"role": "assistant", "content": content}],
                             generation_prompt=False)
@@ -228,7 +231,16 @@ class AnswerEncoder:
         generation = [self.prompt_text(ex.prompt) if self.chat else None for ex in examples]
         texts = [[self._texts(ex, ex.options[o], generation[i]) for o in picks[i]] for i, ex in enumerate(examples)]
         flat = [t for per in texts for t in per]
-        cut = self._cut_by_offsets(flat) if self.use_offsets else self._cut_by_encodings(texts)
+        try:
+            cut = self._cut_by_offsets(flat) if self.use_offsets else self._cut_by_encodings(texts)
+        except _StraddledEnd as exc:
+            where = next(f"{ex.example_id}, option {ex.options[o]!r}" for i, ex in enumerate(examples)
+                         for o, t in zip(picks[i], texts[i]) if t is exc.text)
+            raise TokenizationError(
+                f"{where}: the chat template writes text right after the answer that the tokenizer merges with "
+                f"its last token ({exc.text.full[len(exc.text.through_answer) - 6:len(exc.text.through_answer) + 6]!r}"
+                "): that token's loss is not the option's alone, so it cannot be scored as trained. Use a template "
+                "that ends the turn with a special token, or model.chat_template: false") from None
         out: list[list[Encoded]] = []
         k = 0
         for i, ex in enumerate(examples):
@@ -257,6 +269,9 @@ class AnswerEncoder:
 
             full = head + list(ids)
             answer_end = after(len(t.through_answer))
+            nxt = answer_end - len(head)  # the first token after the option, if any
+            if nxt < len(offsets) and offsets[nxt][0] < len(t.through_answer) < offsets[nxt][1]:
+                raise _StraddledEnd(t)
             if not self.chat and self.eos_id is not None:
                 full.append(self.eos_id)
             out.append(Encoded(tuple(full), after(len(t.prompt)), min(after(len(t.context)), answer_end), answer_end))
@@ -280,6 +295,8 @@ class AnswerEncoder:
                 ids = full_ids[k]
                 if self.chat:
                     answer_end = _boundary(through_ids[k], ids)
+                    if answer_end < len(through_ids[k]):
+                        raise _StraddledEnd(flat[k])
                 else:
                     answer_end = len(ids)
                     if self.eos_id is not None:
@@ -303,6 +320,14 @@ class AnswerEncoder:
     def training(self, examples: Sequence[Any]) -> list[Encoded]:
         """The correct option's training sequence of each example (SFT, curvature)."""
         return [per[0] for per in self.encode(examples, "label")]
+
+
+class _StraddledEnd(Exception):
+    """A token runs across the end of the option (chat text merged with it); see `encode`."""
+
+    def __init__(self, text: _Text):
+        super().__init__()
+        self.text = text
 
 
 def _added_special_tokens(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
