@@ -91,11 +91,16 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
     }
 
 
+def _base(spec: StudySpec, data_dir: str | None, base_model_path: str | None) -> tuple[bool, str]:
+    """(chat format, base key): what every plan of a study shares, resolved once."""
+    chat = chat_format(spec, base_model_path)
+    return chat, _digest(base_identity(spec, data_dir, base_model_path, chat))
+
+
 def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None, base_model_path: str | None = None) -> list[dict[str, Any]]:
     """All trial plans: chains × grid points × seeds, in that order."""
     register_task_files(spec)
-    chat = chat_format(spec, base_model_path)
-    base_key = _digest(base_identity(spec, data_dir, base_model_path, chat))
+    chat, base_key = _base(spec, data_dir, base_model_path)
     plans: list[dict[str, Any]] = []
     for chain in spec.chains:
         for point in grid_points(spec):
@@ -243,8 +248,7 @@ def plan_for_config(spec: StudySpec, config: Mapping[str, Any], *, study_dir: st
     and trial id that build_plans gives for that chain, point and seed."""
     register_task_files(spec)
     chain, seed, point = config_point(spec, config)
-    chat = chat_format(spec, base_model_path)
-    base_key = _digest(base_identity(spec, data_dir, base_model_path, chat))
+    chat, base_key = _base(spec, data_dir, base_model_path)
     return _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path, chat)
 
 
@@ -260,8 +264,7 @@ class SampledPlans:
         self.study_dir = str(study_dir)
         self.data_dir = data_dir
         self.base_model_path = base_model_path
-        self._chat = chat_format(self.spec, base_model_path)
-        self._base_key = _digest(base_identity(self.spec, data_dir, base_model_path, self._chat))
+        self._chat, self._base_key = _base(self.spec, data_dir, base_model_path)
 
     def __call__(self, config: Mapping[str, Any]) -> dict[str, Any]:
         register_task_files(self.spec)  # called in the trial's worker, which knows only built-in tasks

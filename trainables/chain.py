@@ -217,7 +217,8 @@ class _ChainRun:
                              f"(train_size {stage['train_size']} takes the whole pool); lower train_size")
         examples = stratified_sample(pool, size, self.plan["data_seed"])
         model, tokenizer = self.model_at(stage["stage_key"], entry.checkpoint)
-        scored = evaluate_examples(model, encoder_for(self.model_cfg, tokenizer), examples, batch_size=int(self.plan["training"]["eval_batch_size"]),
+        scored = evaluate_examples(model, encoder_for(self.model_cfg, tokenizer), examples,
+                                   batch_size=int(self.plan["training"]["eval_batch_size"]),
                                    max_length=int(self.model_cfg["max_length"]))
         accuracy = sum(s.correct for s in scored) / len(scored) if scored else None
         write_json_atomic(path, {"accuracy": accuracy, "n": len(scored)})
@@ -380,8 +381,8 @@ def stage_work_dir(plan: dict, number: int) -> Path:
 
 def train_stage(plan: dict, stage: dict, model: Any, tokenizer: Any, examples: list, work_dir: Path):
     return get_runner(stage["method"])(
-        model=model, tokenizer=encoder_for(plan["model"], tokenizer), stage=stage, examples=examples, training=plan["training"],
-        max_length=int(plan["model"]["max_length"]), work_dir=str(work_dir), model_dtype=plan["model"]["dtype"],
+        model=model, tokenizer=encoder_for(plan["model"], tokenizer), stage=stage, examples=examples,
+        training=plan["training"], max_length=int(plan["model"]["max_length"]), work_dir=str(work_dir), model_dtype=plan["model"]["dtype"],
     )
 
 

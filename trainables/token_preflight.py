@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from trainables.tokenization import AnswerEncoder, Encoded, TokenizationError, resolve_chat_template
+from trainables.tokenization import AnswerEncoder, Encoded, TokenizationError, chat_messages, resolve_chat_template
 
 OVER_LENGTH_WARN_SHARE = 0.02
 """Warn when more than this share of a task's examples is longer than max_length."""
@@ -112,10 +112,10 @@ def _conversational_mismatches(encoder: AnswerEncoder, task: str, examples: Sequ
     for ex, per in list(zip(examples, encoded))[:CHAT_CHECKED_EXAMPLES]:
         if per is None:
             continue
-        user = [{"role": "user", "content": ex.prompt}]
-        answer = [{"role": "assistant", "content": ex.completion.lstrip()}]
-        prompt_ids = tok.apply_chat_template(user, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
-        full_ids = tok.apply_chat_template(user + answer, tokenize=True, return_dict=True)["input_ids"]
+        messages = chat_messages(ex.prompt, ex.completion)
+        prompt_ids = tok.apply_chat_template(messages[:1], tokenize=True, add_generation_prompt=True,
+                                             return_dict=True)["input_ids"]
+        full_ids = tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
         enc = per[ex.label]
         if list(full_ids) != list(enc.ids) or len(prompt_ids) != enc.loss_start:
             return [f"task {task}: {ex.example_id}: TRL's conversational tokenization of the chat template differs "

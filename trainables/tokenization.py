@@ -51,6 +51,8 @@ TOKENIZATION_VERSION = 2
 """Bump when the tokens an option is scored or trained on change for some tokenizer: it enters
 the measurement keys, so stored evaluations and curvature are measured again, not reused.
 (1: options encoded alone and appended to the context; 2: the joint encoding described above.)"""
+IGNORE_INDEX = -100
+"""Label of a token that carries no training loss (transformers' and TRL's convention)."""
 CHAT_TEMPLATE_SETTINGS = ("auto", True, False)
 # `chat_template: auto` uses the tokenizer's chat template only for a model whose name says it
 # is a chat/instruct model: base models (Qwen2.5-0.5B, Llama-3-8B) often ship a template too.
@@ -66,6 +68,16 @@ def name_says_chat(model_name: str) -> bool:
     """Whether a model name marks a chat/instruct model: a word 'chat', 'instruct' or 'it'
     between separators (Llama-2-7b-chat-hf, Qwen2.5-0.5B-Instruct, gemma-2-2b-it)."""
     return bool(_CHAT_NAME.search(str(model_name)))
+
+
+def chat_messages(prompt: str, answer: str | None = None) -> list[dict[str, str]]:
+    """The conversation of a task example: user = the prompt, then (when given) assistant = the
+    answer without its leading whitespace. The one shape scoring, TRL's conversational SFT data
+    and the preflight all render."""
+    messages = [{"role": "user", "content": prompt}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer.lstrip()})
+    return messages
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -169,7 +181,7 @@ class AnswerEncoder:
         """The text a model continues from: the prompt, or its user turn + generation prompt."""
         if not self.chat:
             return prompt
-        return self._render([{"role": "user", "content": prompt}], generation_prompt=True)
+        return self._render(chat_messages(prompt), generation_prompt=True)
 
     def _texts(self, example: Any, option: str, generation_prompt: str | None = None) -> _Text:
         prefix = example.answer_prefix
@@ -186,8 +198,7 @@ class AnswerEncoder:
             raise TokenizationError(f"{example.example_id}: option {option!r} leaves an empty assistant turn "
                                     "(answer prefix and option are only whitespace); it has no tokens to score")
         prompt = generation_prompt if generation_prompt is not None else self.prompt_text(example.prompt)
-        full = self._render([{"role": "user", "content": example.prompt}, {"role": "assistant", "content": content}],
-                            generation_prompt=False)
+        full = self._render(chat_messages(example.prompt, content), generation_prompt=False)
         start = full.find(content, len(prompt)) if content and full.startswith(prompt) else -1
         if start < 0 or full[len(prompt) : start].strip():
             raise TokenizationError(

@@ -19,9 +19,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Sequence
 
-from trainables.tokenization import as_encoder
-
-IGNORE_INDEX = -100
+from trainables.tokenization import IGNORE_INDEX, as_encoder
 
 
 def sft_batches(tokenizer: Any, examples: Sequence[Any], *, max_length: int = 512, batch_size: int = 16) -> list[dict]:

@@ -26,7 +26,7 @@ from trainables.stages.outcome import StageOutcome
 from trainables.stages.ppo import frozen_copy, online_rl_inputs
 from trainables.stages.sft import TrainLogRecorder, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
-from trainables.tokenization import as_encoder
+from trainables.tokenization import as_encoder, chat_messages
 
 
 def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
@@ -62,8 +62,7 @@ def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any]
         reward_funcs=[reward_model],
         args=args,
         # A chat model gets conversational prompts: TRL renders them with the chat template.
-        train_dataset=Dataset.from_list([{"prompt": [{"role": "user", "content": p}] if encoder.chat else p}
-                                         for p in prompts]),
+        train_dataset=Dataset.from_list([{"prompt": chat_messages(p) if encoder.chat else p} for p in prompts]),
         processing_class=encoder.tokenizer,
         reward_processing_classes=[reward_tokenizer],
         callbacks=[log.callback()],

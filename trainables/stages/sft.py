@@ -23,9 +23,7 @@ from typing import Any, Sequence
 
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.training_args import common_training_kwargs
-from trainables.tokenization import AnswerEncoder, Encoded, TokenizationError, as_encoder
-
-IGNORE_INDEX = -100
+from trainables.tokenization import IGNORE_INDEX, AnswerEncoder, Encoded, TokenizationError, as_encoder, chat_messages
 
 
 def sft_dataset(encoder: AnswerEncoder, examples: Sequence[Any], encoded: Sequence[Encoded] | None = None):
@@ -33,10 +31,11 @@ def sft_dataset(encoder: AnswerEncoder, examples: Sequence[Any], encoded: Sequen
     from datasets import Dataset
 
     if encoder.chat:
-        return Dataset.from_list([{
-            "prompt": [{"role": "user", "content": ex.prompt}],
-            "completion": [{"role": "assistant", "content": ex.completion.lstrip()}],
-        } for ex in examples])
+        rows = []
+        for ex in examples:
+            user, assistant = chat_messages(ex.prompt, ex.completion)
+            rows.append({"prompt": [user], "completion": [assistant]})
+        return Dataset.from_list(rows)
     encoded = encoded if encoded is not None else encoder.training(examples)
     return Dataset.from_list([{"input_ids": list(enc.ids),
                                "completion_mask": [0] * enc.loss_start + [1] * (len(enc.ids) - enc.loss_start)}
@@ -45,22 +44,24 @@ def sft_dataset(encoder: AnswerEncoder, examples: Sequence[Any], encoded: Sequen
 
 def run_sft(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
             work_dir: str, model_dtype: str = "auto") -> StageOutcome:
-    kept = fitting_examples(tokenizer, examples, max_length)
+    kept, encoded = _fitting(as_encoder(tokenizer), examples, max_length)
     log = TrainLogRecorder()
     trainer = build_sft_trainer(model=model, tokenizer=tokenizer, stage=stage, examples=kept, training=training,
                                 max_length=max_length, work_dir=work_dir, model_dtype=model_dtype,
-                                callbacks=[log.callback()])
+                                callbacks=[log.callback()], encoded=encoded)
     trainer.train()
     return StageOutcome(log_rows=log.rows, n_examples=len(kept))
 
 
 def build_sft_trainer(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict,
-                      max_length: int, work_dir: str, model_dtype: str = "auto", callbacks: list | None = None):
-    """SFTTrainer over `examples`; `tokenizer` is an AnswerEncoder (or a tokenizer: plain text)."""
+                      max_length: int, work_dir: str, model_dtype: str = "auto", callbacks: list | None = None,
+                      encoded: Sequence[Encoded] | None = None):
+    """SFTTrainer over `examples`; `tokenizer` is an AnswerEncoder (or a tokenizer: plain text);
+    `encoded`: the examples' `encoder.training(examples)` when the caller already has it."""
     from trl import SFTConfig, SFTTrainer
 
     encoder = as_encoder(tokenizer)
-    encoded = encoder.training(examples)
+    encoded = encoded if encoded is not None else encoder.training(examples)
     args = SFTConfig(
         **common_training_kwargs(stage=stage, training=training, work_dir=work_dir, model_dtype=model_dtype),
         max_length=max_length,
@@ -104,11 +105,15 @@ def fitting_examples(tokenizer: Any, examples: Sequence[Any], max_length: int) -
     fully masked example without saying so); we drop such examples here instead, so the stage
     records how many it really trained on (trials.n_train_examples).
     """
-    encoded = as_encoder(tokenizer).training(examples)
-    kept = [ex for ex, enc in zip(examples, encoded) if len(enc.ids) <= max_length]
-    if not kept:
+    return _fitting(as_encoder(tokenizer), examples, max_length)[0]
+
+
+def _fitting(encoder: AnswerEncoder, examples: Sequence[Any], max_length: int) -> tuple[list[Any], list[Encoded]]:
+    """`fitting_examples` with the kept examples' encodings (so SFT tokenizes its data once)."""
+    pairs = [(ex, enc) for ex, enc in zip(examples, encoder.training(examples)) if len(enc.ids) <= max_length]
+    if not pairs:
         raise ValueError(f"no training example fits in max_length={max_length} tokens; raise model.max_length")
-    return kept
+    return [ex for ex, _ in pairs], [enc for _, enc in pairs]
 
 
 def quiet_trainer(trainer: Any) -> None:
