@@ -72,8 +72,9 @@ def plot_forgetting_by_hyperparameter(
     expanded grid key such as "stage2.learning_rate" or "stage1.batch_size"; learning rates get
     a log axis.
 
-    Values are seed means. Error bars are the 95% bootstrap intervals (<metric>_low/_high,
-    added by the report when predictions exist) where a point is a single setting; settings of
+    Values are seed means. Error bars are the 95% confidence intervals (<metric>_low/_high,
+    added by the report when predictions exist; the WG line, a maximum over groups, has none)
+    where a point is a single setting; settings of
     one chain that share the value but differ in another grid key are averaged, and such a
     mean has no interval of its own, so it is drawn without a bar.
     """
@@ -150,7 +151,7 @@ def plot_group_forgetting(groups: pl.DataFrame, path: Path) -> Path:
         colours = ["tab:red" if worst else "tab:blue" for worst in panel.get_column("is_worst_group")]
         values = [100 * v for v in panel.get_column("forgetting")]
         axes.bar(range(len(names)), values, color=colours)
-        # 95% bootstrap intervals, when the report computed them (analysis/uncertainty.py).
+        # 95% confidence intervals, when the report computed them (analysis/uncertainty.py).
         if "group_forgetting_low" in panel.columns:
             _draw_intervals(axes, list(range(len(names))), panel["group_forgetting_low"].to_list(),
                             panel["group_forgetting_high"].to_list(), "black")

@@ -158,19 +158,27 @@ def _ci(row: dict, column: str) -> str:
     return "" if low is None or high is None else f" [{points(low)}, {points(high)}]"
 
 
+def _max_test(row: dict) -> str:
+    """' (p = …)' when the row carries the permutation test of the maximum, else ''."""
+    p = row.get("max_biased_forgetting_p")
+    return "" if p is None else f" (p = {_number(p, '.2g')})"
+
+
 def _summary_table(summary: pl.DataFrame) -> _Table:
     header = [
         "Chain", "Stages", "Grid point", "Seeds", "Acc_A(θ_A)", "Acc_A(θ_AB)", "Acc_B(θ_AB)",
         "Forgetting_A", "WG forgetting (group)", "Max BiasedForgetting",
     ]
+    # WG and max biased forgetting are maxima over groups: no interval (it would lean high and
+    # can miss its own estimate); the maximum carries its permutation test instead.
     rows = [
         [
             r["chain"], r["chain_stages"], grid_label(r["grid_point"]) or "–", str(r["n_seeds"]),
             points(r["acc_first_task_after_first_stage"]) + _ci(r, "acc_first_task_after_first_stage"),
             points(r["acc_first_task_after_final"]) + _ci(r, "acc_first_task_after_final"),
             points(r["acc_final_task_after_final"]), points(r["forgetting"]) + _ci(r, "forgetting"),
-            _wg_cell(r["wg_forgetting"], r["worst_group"]) + _ci(r, "wg_forgetting"),
-            points(r["max_biased_forgetting"]) + _ci(r, "max_biased_forgetting"),
+            _wg_cell(r["wg_forgetting"], r["worst_group"]),
+            points(r["max_biased_forgetting"]) + _max_test(r),
         ]
         for r in summary.iter_rows(named=True)
     ]
@@ -198,14 +206,16 @@ def _group_table(groups: pl.DataFrame) -> _Table:
 
 
 UNCERTAINTY_NOTE = (
-    "[low, high] = 95% bootstrap interval (analysis/uncertainty.py): each of 1,000 replicates draws "
-    "the setting's seeds with replacement, then each drawn seed's eval examples with replacement, "
-    "the same examples at stage 1 and at the final stage (paired), and recomputes the number as "
-    "above; percentile interval. With one seed only the eval set varies. p (Holm) tests "
-    "BiasedForgetting_A,g = 0 by the same paired bootstrap, Holm-adjusted over the groups of a "
-    "setting (a permutation test is in tables/group_forgetting_tests). Intervals of WG and max "
-    "biased forgetting are maxima over noisy groups and lean high; the per-group tests are the "
-    "sound check of a single group."
+    "[low, high] = 95% confidence interval, centred on the estimate: the eval examples are "
+    "resampled 1,000 times, each resample shared by all seeds and both stages (the seeds were "
+    "evaluated on the same examples), and the seed-to-seed variance is added from the spread of "
+    "the seeds, with a t quantile for the few seeds (analysis/uncertainty.py). With one seed only "
+    "the eval set varies. WG and max BiasedForgetting are maxima over noisy groups, biased upward "
+    "(positive even when no group differs), so they get no interval; p after the max is a "
+    "permutation test of \"no group forgets more than average\" (group labels shuffled over the "
+    "eval examples, 1,000 times). In the group table, p (Holm) tests BiasedForgetting_A,g = 0 "
+    "with the interval's standard error, Holm-adjusted over the groups of a setting (a "
+    "permutation test per group is in tables/group_forgetting_tests)."
 )
 
 
@@ -226,9 +236,13 @@ def _with_intervals(summary: pl.DataFrame, groups: pl.DataFrame, tables: dict[st
     """The summary and per-group tables with <metric>_low/_high (and group p-values) joined in."""
     intervals = tables.get("forgetting_intervals")
     if intervals is not None and not intervals.is_empty() and not summary.is_empty():
-        wide = intervals.pivot(on="metric", index=["chain", "grid_point"], values=["low", "high"])
+        bounded = intervals.filter(pl.col("low").is_not_null())
+        wide = bounded.pivot(on="metric", index=["chain", "grid_point"], values=["low", "high"])
         wide = wide.rename({c: f"{c.split('_', 1)[1]}_{c.split('_', 1)[0]}" for c in wide.columns if c not in ("chain", "grid_point")})
         summary = summary.join(wide, on=["chain", "grid_point"], how="left")
+        tested = intervals.filter(pl.col("metric") == "max_biased_forgetting").select(
+            "chain", "grid_point", max_biased_forgetting_p="p_value")
+        summary = summary.join(tested, on=["chain", "grid_point"], how="left")
     tests = tables.get("group_forgetting_tests")
     if tests is not None and not tests.is_empty() and not groups.is_empty():
         keep = ["chain", "grid_point", "group", "group_forgetting_low", "group_forgetting_high",
@@ -541,14 +555,14 @@ def _blocks(
     blocks.append(_Heading("Figures"))
     blocks += [
         _Figure("Forgetting of the first task by the first stage's learning rate "
-                "(solid: overall, dashed: worst group; error bars: 95% bootstrap intervals, when "
-                "predictions exist).", figures["forgetting_by_first_lr"]),
+                "(solid: overall, dashed: worst group; error bars: 95% confidence intervals of the overall "
+                "forgetting, when predictions exist; the worst group is a maximum and has none).", figures["forgetting_by_first_lr"]),
         *[_Figure(f"Forgetting of the first task by {axis_label(axis)} (one line per order; "
-                  "solid: overall, dashed: worst group; error bars: 95% bootstrap intervals, when "
-                  "predictions exist).", figures[hyperparameter_figure_name(axis)])
+                  "solid: overall, dashed: worst group; error bars: 95% confidence intervals of the "
+                  "overall forgetting, when predictions exist).", figures[hyperparameter_figure_name(axis)])
           for axis in sorted(extra_axes)],
         _Figure("Per-group forgetting at the final stage; dashed line: overall forgetting, "
-                "red: worst group; error bars: 95% bootstrap intervals (when predictions exist).",
+                "red: worst group; error bars: 95% confidence intervals (when predictions exist).",
                 figures["group_forgetting"]),
         _Figure("Forgetting of the first task after each later stage.", figures["forgetting_curve"]),
         _Figure("Every eval task's accuracy (safe % for the generation tasks) after every stage, "

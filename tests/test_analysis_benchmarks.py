@@ -3,11 +3,15 @@ hand-built tables with hand-computed means."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
 from analysis.benchmarks import benchmark_columns, judge_accuracy, stage_benchmarks
+from analysis.labels import points
 from analysis.report import write_report
+from tests.report_checks import assert_every_interval_contains_its_estimate
 from tests.test_analysis_forgetting import trial_rows, write_table
 
 
@@ -103,12 +107,17 @@ def test_report_with_predictions_has_intervals_group_tests_and_paper_table_1(tmp
     write_table(tmp_path, "predictions", frame.to_dicts())
     write_table(tmp_path, "evals", evals.to_dicts())
     text = write_report(tmp_path).read_text(encoding="utf-8")
-    assert "[low, high] = 95% bootstrap interval" in text and "| p (Holm) |" in text
+    assert "[low, high] = 95% confidence interval" in text and "| p (Holm) |" in text
     summary = pl.read_parquet(tmp_path / "report" / "tables" / "forgetting_summary.parquet")
     for row in summary.iter_rows(named=True):
         assert row["forgetting_low"] <= row["forgetting"] <= row["forgetting_high"]
         assert row["forgetting_high"] - row["forgetting_low"] > 0  # 2 seeds x 60 examples: not a point
     tests = pl.read_parquet(tmp_path / "report" / "tables" / "group_forgetting_tests.parquet")
     assert set(tests["group"]) == {"muslim", "women"}
+    # The maximum over groups carries its permutation test, not an interval.
+    tqa = summary.filter(pl.col("chain") == "tqa_arc").row(0, named=True)
+    assert 0 < tqa["max_biased_forgetting_p"] <= 1 and "max_biased_forgetting_low" not in summary.columns
+    assert f"{points(tqa['max_biased_forgetting'])} (p = " in text
+    assert_every_interval_contains_its_estimate(tmp_path / "report")
     assert "### Table 1: accuracy after the final stage and forgetting of the first task, per order" in text
     assert "| ToxiGenQA → ARC |" in text and "| ARC → ToxiGenQA |" in text

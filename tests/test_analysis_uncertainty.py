@@ -153,8 +153,13 @@ def test_intervals_contain_the_estimate_and_are_deterministic():
     trials, predictions = frames(*random_study(400, flip_women=0.3))
     first = forgetting_intervals(trials, predictions, n_boot=300, seed=3)
     for row in first.iter_rows(named=True):
+        if row["metric"] in ("wg_forgetting", "max_biased_forgetting"):
+            # Maxima over groups carry no interval (module docstring); max biased has its test.
+            assert row["low"] is None and row["high"] is None and row["se"] is None
+            assert (row["p_value"] is not None) == (row["metric"] == "max_biased_forgetting")
+            continue
         assert row["low"] <= row["estimate"] <= row["high"], row
-        assert row["n_boot"] == 300 and row["low"] < row["high"]
+        assert row["n_boot"] == 300 and row["low"] < row["high"] and row["p_value"] is None
     assert first.equals(forgetting_intervals(trials, predictions.lazy(), n_boot=300, seed=3))
     other = forgetting_intervals(trials, predictions, n_boot=300, seed=4)
     assert not other["low"].equals(first["low"])
@@ -174,14 +179,17 @@ def test_a_settings_intervals_do_not_depend_on_other_settings():
 
 
 def test_intervals_shrink_with_more_examples():
-    """The same rates on 4× the examples: every interval narrower (about half as wide)."""
-    small = forgetting_intervals(*frames(*random_study(200, rng_seed=5)), n_boot=400)
-    large = forgetting_intervals(*frames(*random_study(800, rng_seed=5)), n_boot=400)
-    width = lambda table: (table["high"] - table["low"]).to_numpy()  # noqa: E731
+    """The same rates on 4× the examples, one seed (so only the eval set varies): every
+    interval narrower, about half as wide. (With several seeds the seed part of the variance
+    does not shrink with the examples.)"""
+    small = forgetting_intervals(*frames(*random_study(200, seeds=(0,), rng_seed=5)), n_boot=400)
+    large = forgetting_intervals(*frames(*random_study(800, seeds=(0,), rng_seed=5)), n_boot=400)
+    width = lambda table: table.drop_nulls("low").select(pl.col("high") - pl.col("low")).to_series().to_numpy()  # noqa: E731
+    assert width(large).size == width(small).size == 3
     assert (width(large) < width(small)).all()
     assert np.median(width(large) / width(small)) < 0.75
-    small_acc = accuracy_intervals(*frames(*random_study(200, rng_seed=5)), n_boot=400, stages=[1])
-    large_acc = accuracy_intervals(*frames(*random_study(800, rng_seed=5)), n_boot=400, stages=[1])
+    small_acc = accuracy_intervals(*frames(*random_study(200, seeds=(0,), rng_seed=5)), n_boot=400, stages=[1])
+    large_acc = accuracy_intervals(*frames(*random_study(800, seeds=(0,), rng_seed=5)), n_boot=400, stages=[1])
     assert (width(large_acc) < width(small_acc)).all()
 
 
@@ -198,9 +206,12 @@ def test_paired_resampling_gives_zero_width_when_nothing_changed():
         predictions += prediction_rows(f"t{seed}", 1, "toxigen_qa", correct, groups)
         predictions += prediction_rows(f"t{seed}", 2, "toxigen_qa", correct, groups)
     intervals = forgetting_intervals(*frames(trials, predictions), n_boot=500)
-    for name in ("forgetting", "wg_forgetting", "max_biased_forgetting"):
-        row = metric(intervals, name)
-        assert (row["estimate"], row["low"], row["high"]) == (0.0, 0.0, 0.0), name
+    row = metric(intervals, "forgetting")
+    assert (row["estimate"], row["low"], row["high"]) == (0.0, 0.0, 0.0)
+    for name in ("wg_forgetting", "max_biased_forgetting"):
+        assert metric(intervals, name)["estimate"] == 0.0
+    # No group differs at all: every permutation ties the observed maximum, p = 1.
+    assert metric(intervals, "max_biased_forgetting")["p_value"] == 1.0
     accuracy = metric(intervals, "acc_first_task_after_first_stage")
     assert accuracy["high"] - accuracy["low"] > 0.1
 
@@ -265,8 +276,11 @@ def test_a_group_that_forgets_everything_is_flagged_and_an_average_group_is_not(
     flipped = tests.filter(pl.col("group") == "flipped").row(0, named=True)
     assert flipped["group_forgetting"] == 1.0 and flipped["is_worst_group"]
     assert flipped["difference_low"] > 0 and flipped["p_bootstrap"] < 0.01 and flipped["p_permutation"] < 0.01
-    assert flipped["p_bootstrap"] == pytest.approx(2 / 1000)
-    assert flipped["p_bootstrap_holm"] == pytest.approx(3 * 2 / 1000)
+    # 50 of 50 flipped in every seed against 25% overall: the t test is far past any threshold;
+    # the permutation p is at its floor 1 / (B + 1).
+    assert flipped["p_bootstrap"] < 1e-6 and flipped["p_bootstrap_holm"] == pytest.approx(3 * flipped["p_bootstrap"])
+    assert flipped["p_permutation"] == pytest.approx(1 / 1000)
+    assert flipped["p_max_biased_forgetting"] == pytest.approx(1 / 1000)
     whole = tests.filter(pl.col("group") == "whole").row(0, named=True)
     assert whole["difference"] == 0.0 and whole["difference_low"] == whole["difference_high"] == 0.0
     assert whole["p_bootstrap"] == 1.0 and whole["p_permutation"] == 1.0
@@ -346,7 +360,7 @@ def test_a_generation_first_task_is_measured_on_its_generate_mode_records():
     assert metric(intervals, "forgetting")["estimate"] == pytest.approx(0.3)
     worst = metric(intervals, "wg_forgetting")
     assert (worst["estimate"], worst["group"]) == (pytest.approx(0.6), "asian")
-    assert worst["low"] <= worst["estimate"] <= worst["high"]
+    assert worst["low"] is None and worst["high"] is None
     accuracy = accuracy_intervals(trials, predictions, n_boot=20, generation_tasks=["toxigen_prompts"])
     assert accuracy.filter(pl.col("group") == "all").sort("stage")["estimate"].to_list() == [
         pytest.approx(0.8), pytest.approx(0.5)]
@@ -357,17 +371,24 @@ def test_interval_helpers_leave_the_process_warning_filters_alone():
     race; the helpers skip all-NaN columns instead, silently and with the right answers."""
     import warnings
 
-    from analysis.uncertainty import _nanmax, _quantiles
+    from analysis.resampling import seed_t_interval
+    from analysis.uncertainty import _nanmax
 
-    replicates = np.array([[0.1, np.nan, np.inf], [0.3, np.nan, 0.2], [0.2, np.nan, np.nan]])
+    # Two trials, three statistics: one ordinary, one no trial has, one only trial 0 has.
+    observed = np.array([[0.2, np.nan, 0.5], [0.4, np.nan, np.nan]])
+    replicates = np.stack([observed + shift for shift in (-0.1, 0.0, 0.1)])
     before = list(warnings.filters)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any RuntimeWarning from numpy fails the test
-        low, high, usable = _quantiles(replicates, 0.5)
+        interval = seed_t_interval(observed, replicates, np.array([0.3, np.nan, 0.5]), 0.95, (0.0, 1.0))
         maxima = _nanmax(np.array([[1.0, np.nan], [np.nan, np.nan]]), axis=1)
-    assert usable.tolist() == [3, 0, 1]
-    assert low[0] == pytest.approx(0.15) and high[0] == pytest.approx(0.25)
-    assert np.isnan(low[1]) and np.isnan(high[1]) and low[2] == high[2] == pytest.approx(0.2)
+    assert interval.usable.tolist() == [3, 0, 3]
+    # V_items = 0.01 (the shift is shared), w = 0, s² = 0.02 → SE² = 0.01 + 0.02 / 2, df = 1 ... 4
+    assert interval.se[0] == pytest.approx(np.sqrt(0.02))
+    assert interval.low[0] < 0.3 < interval.high[0]
+    assert np.isnan(interval.low[1]) and np.isnan(interval.high[1])
+    # One trial: the eval set alone (SE 0.1), normal quantile.
+    assert interval.se[2] == pytest.approx(0.1) and interval.high[2] == pytest.approx(0.5 + 1.959964 * 0.1)
     assert maxima[0] == 1.0 and np.isnan(maxima[1])
     # Many settings bootstrapped on threads: the filter list is the same afterwards.
     trials, predictions = [], []

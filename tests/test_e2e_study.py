@@ -7,7 +7,9 @@ import dataclasses
 import polars as pl
 import pytest
 
+from analysis.labels import points
 from study.orchestrate import run_study
+from tests.report_checks import assert_every_interval_contains_its_estimate
 from study.spec import spec_from_dict
 
 pytestmark = pytest.mark.slow
@@ -90,6 +92,8 @@ def test_two_chain_study_writes_tables_and_report_matching_predictions(ray_clust
     assert row["max_biased_forgetting"] == pytest.approx(max(per_group.values()) - expected)
     report_md = outcome.report.read_text()
     assert "tqa_arc" in report_md and "arc_tqa" in report_md
+    assert f"{points(row['max_biased_forgetting'])} (p = " in report_md  # the maximum's permutation test
+    assert_every_interval_contains_its_estimate(outcome.report.parent)
     assert (outcome.report.parent / "figures" / "forgetting_by_first_lr.png").stat().st_size > 1000
 
     # Re-running the finished study overwrites its parts: no duplicated rows.
