@@ -390,11 +390,11 @@ def test_write_report_adds_the_curvature_section(tmp_path: Path):
     assert f"## {CURVATURE_HEADING}" in text
     lr_fit = "| spectral_radius~log10_lr | {} | spectral_radius | log10_first_learning_rate | {} |"
     for needle in [
-        # ρ 350 ± √5000, weight change 3e-5 and 6.5e-5 over 1000 parameters, shown per parameter
-        # (3e-8, 6.5e-8), forgetting 10 points (see the fixture).
-        "| tqa_arc | stage1.learning_rate=0.001 | toxigen_qa | 0.001 | 2 | 350 ± 70.7 | 3.000e-08 "
-        "| 6.500e-08 | 10.00 |",
-        "| ‖θ_A − θ_base‖²/N | ‖θ_AB − θ_A‖²/N |",
+        # ρ 350 ± √5000, weight change as the seeds' mean RMS over 1000 parameters:
+        # (√2e-8 + √4e-8)/2 = 1.707e-4 and (√7e-8 + √6e-8)/2 = 2.548e-4, forgetting 10 points.
+        "| tqa_arc | stage1.learning_rate=0.001 | toxigen_qa | 0.001 | 2 | 350 ± 70.7 | 1.707e-04 "
+        "| 2.548e-04 | 10.00 |",
+        "| sqrt(‖θ_A − θ_base‖²/N) | sqrt(‖θ_AB − θ_A‖²/N) |",
         "The paper does not state which normalisation its Tables 11–12 use.",
         lr_fit.format("toxigen_qa", 3) + " 125 ± ",
         lr_fit.format("arc", 1) + " – | – | – | – |",
@@ -439,7 +439,7 @@ def test_report_with_weights_only(tmp_path: Path):
     write_table(tmp_path, "weights", weight_rows("t", 2e-5, 7e-5, 9e-5))
     text = write_report(tmp_path).read_text(encoding="utf-8")
     assert CURVATURE_HEADING in text
-    assert "| tqa_arc | – | toxigen_qa | 1e-05 | 1 | – | 2.000e-08 | 7.000e-08 | 20.00 |" in text  # ÷ 1000 parameters
+    assert "| tqa_arc | – | toxigen_qa | 1e-05 | 1 | – | 1.414e-04 | 2.646e-04 | 20.00 |" in text  # √(2e-5/1000), √(7e-5/1000)
     assert "No spectral radius has been measured yet" in text
     regressions = pl.read_parquet(tmp_path / "report" / "tables" / "curvature_regressions.parquet")
     assert regressions.filter(pl.col("regression") == "spectral_radius~log10_lr")["n"].to_list() == [0]
