@@ -38,6 +38,7 @@ from analysis.regression import ols
 from analysis.report import write_report
 from analysis.transfer import accuracy_matrix, backward_transfer
 from analysis.results import ResultTables, load_results
+from analysis.weight_norms import with_weight_norms
 from analysis.uncertainty import (
     accuracy_intervals,
     forgetting_intervals,
@@ -76,5 +77,6 @@ __all__ = [
     "ols",
     "stage_accuracy",
     "trial_overview",
+    "with_weight_norms",
     "write_report",
 ]

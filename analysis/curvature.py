@@ -11,9 +11,13 @@ Definitions, for a trial whose chain is A → B (→ ...):
   (different sample seeds) is averaged; n_measurements says how many rows that was.
 - l2_sq_first_from_base     = ‖θ_A − θ_base‖²  (weights.l2_sq_from_base at stage 1);
   l2_sq_final_from_previous = ‖θ_AB − θ_A‖²   (weights.l2_sq_from_previous at the final stage;
-  for a longer chain it is the last stage's step, not the distance back to θ_A).
+  for a longer chain it is the last stage's step, not the distance back to θ_A). Raw sums over
+  the parameters; mean_sq_* (÷ N) and rms_* (sqrt of that) beside each are the per-parameter
+  normalisations of analysis.weight_norms (the paper does not state which its Tables 11–12 use).
 - curvature_bound = ½ ρ(H) ‖θ_AB − θ_A‖², the paper's eq. (5) bound on the rise of A's loss
-  (a loss bound; forgetting is measured in accuracy, so it is compared by regression only).
+  (a loss bound; forgetting is measured in accuracy, so it is compared by regression only). It
+  and the forgetting~weight_change regression use the raw sum: ρ(H) is a curvature over all
+  parameters, so the bound needs the unnormalised squared step.
 - forgetting = the trial's Forgetting_A at its final stage (analysis.forgetting), a fraction.
 
 Regressions (curvature_regressions) are fitted on trials, not on setting means: each seed is
@@ -38,7 +42,11 @@ from analysis.accuracy import ALL_GROUPS, Frame
 from analysis.forgetting import SETTING, trial_forgetting, trial_overview
 from analysis.grid import expand_grid_point
 from analysis.regression import OLS_FIELDS, ols
+from analysis.weight_norms import DISTANCES, NORMALISATIONS, with_weight_norms
 
+# Weight change per trial: θ_A from θ_base and the final stage from the one before, each in every
+# normalisation of analysis.weight_norms (raw sum, per-parameter mean, RMS).
+WEIGHT_CHANGE_COLUMNS = tuple(f"{n}_{d}" for d in ("first_from_base", "final_from_previous") for n in NORMALISATIONS)
 # Algorithms that estimate the top eigenvalue, in order of preference.
 SPECTRAL_ALGORITHMS = ("power_iteration", "lanczos")
 TRACE_ALGORITHM = "hutchinson"
@@ -188,17 +196,18 @@ def _algorithms(algorithm: str | None) -> tuple[str, ...]:
 
 
 def _weight_change(weights: Frame, overview: pl.DataFrame) -> pl.DataFrame:
-    """trial_id, l2_sq_first_from_base (stage 1), l2_sq_final_from_previous (final stage)."""
-    rows = weights.lazy().select(
+    """trial_id, <n>_first_from_base (stage 1) and <n>_final_from_previous (final stage) for each
+    normalisation n (l2_sq, mean_sq, rms): WEIGHT_CHANGE_COLUMNS."""
+    rows = with_weight_norms(weights).select(
         pl.col("trial_id").cast(pl.String),
         pl.col("stage").cast(pl.Int64),
-        pl.col("l2_sq_from_previous").cast(pl.Float64),
-        pl.col("l2_sq_from_base").cast(pl.Float64),
+        *(pl.col(f"{n}_{d}").cast(pl.Float64) for n in NORMALISATIONS for d in DISTANCES),
     ).unique(["trial_id", "stage"], keep="last").collect()
-    first = rows.filter(pl.col("stage") == 1).select("trial_id", l2_sq_first_from_base="l2_sq_from_base")
+    first = rows.filter(pl.col("stage") == 1).select(
+        "trial_id", **{f"{n}_first_from_base": f"{n}_from_base" for n in NORMALISATIONS})
     final = rows.join(overview.select("trial_id", "final_stage"), on="trial_id", how="inner").filter(
         pl.col("stage") == pl.col("final_stage")
-    ).select("trial_id", l2_sq_final_from_previous="l2_sq_from_previous")
+    ).select("trial_id", **{f"{n}_final_from_previous": f"{n}_from_previous" for n in NORMALISATIONS})
     return first.join(final, on="trial_id", how="full", coalesce=True)
 
 
@@ -232,9 +241,10 @@ def curvature_by_trial(
     Columns: trial_id, chain, grid_point (+ one column per grid key), seed, first_task,
     chain_stages, first_stage_key, first_learning_rate, log10_first_learning_rate,
     first_batch_size, final_stage, algorithm, n_samples, n_measurements, converged,
-    spectral_radius, hessian_trace, l2_sq_first_from_base, l2_sq_final_from_previous,
-    curvature_bound, forgetting. A value that was not measured (yet) is null. `algorithm` forces one
-    algorithm instead of the preference power_iteration > lanczos.
+    spectral_radius, hessian_trace, l2_sq_first_from_base, mean_sq_first_from_base,
+    rms_first_from_base, l2_sq_final_from_previous, mean_sq_final_from_previous,
+    rms_final_from_previous, curvature_bound, forgetting. A value that was not measured (yet) is
+    null. `algorithm` forces one algorithm instead of the preference power_iteration > lanczos.
     """
     algorithms = _algorithms(algorithm)
     overview = trial_overview(trials)
@@ -247,10 +257,7 @@ def curvature_by_trial(
         spectral = _pick(rows, keys, algorithms, "spectral_radius")
         trace = _pick(rows, keys, (TRACE_ALGORITHM,), "trace").select("trial_id", hessian_trace="trace")
     if weights is None:
-        change = pl.DataFrame(schema={
-            "trial_id": pl.String, "l2_sq_first_from_base": pl.Float64,
-            "l2_sq_final_from_previous": pl.Float64,
-        })
+        change = pl.DataFrame(schema={"trial_id": pl.String, **{c: pl.Float64 for c in WEIGHT_CHANGE_COLUMNS}})
     else:
         change = _weight_change(weights, overview)
     forgetting = (
@@ -258,7 +265,7 @@ def curvature_by_trial(
         .filter(pl.col("is_final_stage") & (pl.col("group") == ALL_GROUPS))
         .select("trial_id", "forgetting")
     )
-    measured = ["spectral_radius", "hessian_trace", "l2_sq_first_from_base", "l2_sq_final_from_previous"]
+    measured = ["spectral_radius", "hessian_trace", *WEIGHT_CHANGE_COLUMNS]
     frame = (
         overview.join(_first_stage_keys(trials), on="trial_id", how="left")
         .join(spectral, on="trial_id", how="left")
@@ -337,7 +344,8 @@ def curvature_by_setting(by_trial: pl.DataFrame) -> pl.DataFrame:
     Columns (besides the expanded grid values): chain_stages, first_task, first_learning_rate,
     first_batch_size, n_seeds (seeds with any measurement), n_seeds_spectral_radius,
     spectral_radius (mean), spectral_radius_std (sample std over seeds; null for one seed),
-    l2_sq_first_from_base, l2_sq_final_from_previous, n_seeds_forgetting, forgetting (means).
+    the weight change columns of curvature_by_trial (l2_sq_*, mean_sq_*, rms_*),
+    n_seeds_forgetting, forgetting (means).
     Each mean is over the seeds where that value exists, hence the per-column seed counts.
     """
     frame = (
@@ -352,8 +360,7 @@ def curvature_by_setting(by_trial: pl.DataFrame) -> pl.DataFrame:
             n_seeds_spectral_radius=_seeds_with("spectral_radius"),
             spectral_radius=pl.col("spectral_radius").mean(),
             spectral_radius_std=pl.col("spectral_radius").std(),
-            l2_sq_first_from_base=pl.col("l2_sq_first_from_base").mean(),
-            l2_sq_final_from_previous=pl.col("l2_sq_final_from_previous").mean(),
+            **{column: pl.col(column).mean() for column in WEIGHT_CHANGE_COLUMNS},
             n_seeds_forgetting=_seeds_with("forgetting"),
             forgetting=pl.col("forgetting").mean(),
         )

@@ -105,6 +105,11 @@ CURVATURE_DEFINITIONS = [
     "most samples win and sample seeds are averaged.",
     "‖θ_A − θ_base‖² = squared l2 distance of the weights after stage 1 from the base model; "
     "‖θ_AB − θ_A‖² = that of the final stage from the stage before it (paper Tables 11–12).",
+    "The per-setting table shows weight change as sqrt(‖Δθ‖²/N), the root-mean-square change per "
+    "parameter (N = parameters compared), which does not grow with the model's size; "
+    "curvature_by_trial and curvature_by_setting also hold the raw sum ‖Δθ‖² (l2_sq_*, which the "
+    "regressions and curvature_bound use) and the mean square ‖Δθ‖²/N (mean_sq_*). The paper does "
+    "not state which normalisation its Tables 11–12 use.",
     "Regressions are OLS with a constant (statsmodels), one point per trial (seed); for ρ(H) "
     "against the learning rate, one point per distinct stage 1 (trials that share θ_A count "
     "once). They are fitted per first task and pooled (first task \"all\"); fewer than 3 points "
@@ -379,14 +384,14 @@ def _seeds_cell(row: dict) -> str:
 def _curvature_setting_table(by_setting: pl.DataFrame) -> _Table:
     header = [
         "Chain", "Grid point", "First task", "Stage-1 lr", "Seeds", "ρ(H) (mean ± std)",
-        "‖θ_A − θ_base‖²", "‖θ_AB − θ_A‖²", "Forgetting_A",
+        "sqrt(‖θ_A − θ_base‖²/N)", "sqrt(‖θ_AB − θ_A‖²/N)", "Forgetting_A",
     ]
     rows = [
         [
             r["chain"], grid_label(r["grid_point"]) or "–", r["first_task"],
             _number(r["first_learning_rate"], "g"), _seeds_cell(r),
             _with_error(r["spectral_radius"], r["spectral_radius_std"]),
-            _number(r["l2_sq_first_from_base"], ".3e"), _number(r["l2_sq_final_from_previous"], ".3e"),
+            _number(r["rms_first_from_base"], ".3e"), _number(r["rms_final_from_previous"], ".3e"),
             points(r["forgetting"]),
         ]
         for r in by_setting.iter_rows(named=True)

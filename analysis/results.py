@@ -12,6 +12,8 @@ from pathlib import Path
 
 import polars as pl
 
+from analysis.weight_norms import with_weight_norms
+
 # The tables the engine writes (DESIGN.md, "Contracts"). Each lives in <results_dir>/<name>/*.parquet.
 TABLE_NAMES = ("trials", "evals", "predictions", "train_log", "curvature", "weights")
 
@@ -62,7 +64,8 @@ def load_results(results_dir: str | Path, *, all_trials: bool = False) -> Result
     By default only the trials of the folder's latest run (plans.json) are kept: a rerun with
     other non-grid settings (say, more steps) gets new trial ids, and its older trials, still
     in the Parquet files, must not be averaged into the same (chain, grid point) setting.
-    `all_trials=True` keeps every trial found.
+    `all_trials=True` keeps every trial found. The weights table carries mean_sq_* and rms_*
+    beside its raw l2_sq_* sums (analysis.weight_norms).
 
     Raises FileNotFoundError naming the path when the folder does not exist or holds no
     evals, since every analysis starts from the evals table.
@@ -75,6 +78,9 @@ def load_results(results_dir: str | Path, *, all_trials: bool = False) -> Result
     if keep is not None:
         tables = {name: None if frame is None else frame.filter(pl.col("trial_id").is_in(sorted(keep)))
                   for name, frame in tables.items()}
+    if tables["weights"] is not None:
+        # Every normalisation of the weight change beside the stored raw sums (analysis.weight_norms).
+        tables["weights"] = with_weight_norms(tables["weights"])
     if tables["evals"] is None:
         raise FileNotFoundError(
             f"no evals in results folder {root}: expected Parquet files in {root / 'evals'}"

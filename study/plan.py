@@ -4,7 +4,8 @@ A plan is plain data (JSON-able) handed to `trainables`, which never imports `st
 seam between "what to run" and "how to run it". Identity is content-addressed:
 
 - stage_key: hash of everything that determines a stage's weights (base model, data source and
-  selection, training settings, every earlier stage, its own method/task/hyperparameters/seed).
+  selection, training settings, every earlier stage, its own method/task/hyperparameters/seed,
+  and under seed_scope 'order_and_data' the seed that draws its training subsample).
   Two trials whose chains share a prefix share those stages' keys.
 - trial_id: `<chain>-<seed>-<hash>` from the chain's stage keys, never a timestamp, so a rerun
   writes to the same place and overwrites instead of duplicating.
@@ -23,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from study.spec import GRID_KEY, StageSpec, StudySpec, round_sample, spec_from_dict
+from study.spec import GRID_KEY, StageSpec, StudySpec, round_sample, spec_from_dict, stage_seed
 
 PLAN_VERSION = 1  # bump when the meaning of a plan field changes (it enters every stage_key)
 
@@ -129,13 +130,16 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
             "learning_rate": float(stage.learning_rate),
             "batch_size": int(stage.batch_size),
             "steps": int(stage.steps),
-            "seed": int(stage.seed if stage.seed is not None else seed),
+            "seed": stage_seed(stage, seed),
             "train_size": settings.train_size,
             "task_version": task_version(stage.task),
             "replay": dataclasses.asdict(stage.replay) if stage.replay else None,
         }
         if settings.limit is not None:  # only when set, so existing studies keep their stage keys
             entry["train_limit"] = settings.limit
+        if spec.seed_scope != "order":  # only then, so studies under 'order' keep their stage keys
+            # The seed that draws this stage's training subsample; under 'order' it is the plan's data_seed.
+            entry["data_seed"] = spec.train_data_seed(entry["seed"])
         if stage.method == "dpo":  # method settings enter the key only for their own method
             entry["dpo"] = dataclasses.asdict(stage.dpo)
         if stage.method in ("ppo", "rloo"):

@@ -241,6 +241,8 @@ class CurvatureSpec:
     n_samples: int = 50
     """Training examples in the fixed, recorded random sample the loss is taken over (paper: 50)."""
     sample_seed: int = 0
+    """Seed of that sample, under both seed scopes: it picks what is measured, not what is trained
+    on (under seed_scope 'order_and_data' the examples it picks from are the trial's own)."""
     algorithms: tuple[Literal["power_iteration", "lanczos"], ...] = ("power_iteration", "lanczos")
     top_k: int = 1
     max_iterations: int = 100
@@ -324,7 +326,14 @@ class StudySpec:
     data_dir: str | None = None
     """Local mirror of the datasets (laid out like shared/data). None = $STUDY_DATA_DIR, else the Hub."""
     data_seed: int = 0
-    """Seed of the training-set subsample; fixed across trial seeds like the paper's data."""
+    """Seed of the training-set subsample (and of the eval-set subsample)."""
+    seed_scope: Literal["order", "order_and_data"] = "order"
+    """Which randomness a trial's seed varies (the paper's "three random seeds" does not say).
+    'order': the batch order, the initialisation of new parameters and the trainers' own draws
+    (DPO's rejected options, replay picks, PPO/RLOO sampling); every seed trains on the same
+    subsample, drawn by data_seed. 'order_and_data': also each stage's training subsample,
+    drawn by a seed derived from data_seed and the stage's seed (`train_data_seed`). Eval sets
+    are drawn by data_seed under both, so every trial is measured on the same examples."""
     storage: str = "results"
     """Results root, any path; the study folder is <storage>/<name> and must resolve inside it."""
     training: TrainingSpec = field(default_factory=TrainingSpec)
@@ -334,6 +343,19 @@ class StudySpec:
 
     def task_settings(self, task: str) -> TaskSpec:
         return self.tasks.get(task, TaskSpec())
+
+    def train_data_seed(self, seed: int) -> int:
+        """The seed that draws the training subsample of a stage whose own seed is `seed`."""
+        if self.seed_scope == "order":
+            return self.data_seed
+        from trainables.tasks.sampling import derived_data_seed
+
+        return derived_data_seed(self.data_seed, seed)
+
+    def train_data_seeds(self, task: str) -> tuple[int, ...]:
+        """Every seed some trial of the study draws `task`'s training subsample with."""
+        return tuple(sorted({self.train_data_seed(stage_seed(stage, seed)) for stages in self.chains.values()
+                             for stage in stages if stage.task == task for seed in self.seeds}))
 
     def all_eval_tasks(self) -> tuple[str, ...]:
         if self.eval_tasks:
@@ -347,6 +369,11 @@ class StudySpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (YAML/JSON-able) that loads back to an equal spec."""
         return _plain(dataclasses.asdict(self))
+
+
+def stage_seed(stage: StageSpec, trial_seed: int) -> int:
+    """A stage's seed in the trial with seed `trial_seed`: the stage's own `seed` when it has one."""
+    return int(stage.seed if stage.seed is not None else trial_seed)
 
 
 def _plain(value: Any) -> Any:

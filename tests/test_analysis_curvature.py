@@ -22,6 +22,7 @@ from analysis import (
     group_curvature_by_trial,
     load_results,
     ols,
+    with_weight_norms,
     write_report,
 )
 from analysis.curvature import HUTCHINSON_HAS_NO_EIGENVALUE, REGRESSIONS
@@ -228,6 +229,48 @@ def test_curvature_by_trial_options(study):
     assert weights_only.get_column("l2_sq_final_from_previous").to_list() == [5e-5, 8e-5, 7e-5, 6e-5]
 
 
+def test_weight_change_in_every_normalisation(study):
+    """Each trial's distances over n_params = 1000 (write_curvature_study): ‖Δθ‖²/N and
+    sqrt(‖Δθ‖²/N), e.g. t0: ‖θ_A − θ_base‖² 2e-5 → 2e-8 and 1.4142e-4; ‖θ_AB − θ_A‖² 7e-5 → 7e-8
+    and 2.6458e-4. Per setting, each column is its seeds' mean: tqa_arc lr 1e-3 (t0, t1) has
+    (2e-8 + 4e-8)/2 = 3e-8 and (√2e-8 + √4e-8)/2 = (1.4142e-4 + 2e-4)/2 = 1.7071e-4."""
+    by_trial, _ = frames(study)
+    first, final = [1e-5, 3e-5, 2e-5, 4e-5], [5e-5, 8e-5, 7e-5, 6e-5]  # low, rev, t0, t1
+    expected = pl.DataFrame({
+        "trial_id": ["low", "rev", "t0", "t1"],
+        "l2_sq_first_from_base": first,
+        "mean_sq_first_from_base": [v / 1000 for v in first],
+        "rms_first_from_base": [math.sqrt(v / 1000) for v in first],
+        "l2_sq_final_from_previous": final,
+        "mean_sq_final_from_previous": [v / 1000 for v in final],
+        "rms_final_from_previous": [math.sqrt(v / 1000) for v in final],
+    })
+    assert_frame_equal(by_trial.select(expected.columns), expected)
+    setting = curvature_by_setting(by_trial).filter(pl.col("grid_point") == GRID_HIGH_LR).row(0, named=True)
+    assert setting["mean_sq_first_from_base"] == pytest.approx(3e-8)
+    assert setting["rms_first_from_base"] == pytest.approx((math.sqrt(2e-8) + math.sqrt(4e-8)) / 2)
+    assert setting["rms_final_from_previous"] == pytest.approx((math.sqrt(7e-8) + math.sqrt(6e-8)) / 2)
+
+
+def test_loaded_weights_table_carries_the_normalisations_and_nulls_without_a_count(tmp_path: Path):
+    """load_results adds mean_sq_* and rms_* beside the stored sums: 9 over 4 parameters → 2.25
+    and 1.5. A row whose count is null, or a file with no n_params column, keeps its raw sum
+    and gets nulls (nothing to divide by)."""
+    write_table(tmp_path, "evals", [{"trial_id": "t", "stage": 1, "eval_task": "toxigen_qa", "metric": "accuracy",
+                                     "group": "all", "n": 10, "correct": 9, "accuracy": 0.9}])
+    write_table(tmp_path, "weights", [
+        {"trial_id": "t", "stage": 1, "l2_sq_from_previous": 9.0, "l2_sq_from_base": 9.0, "n_params": 4},
+        {"trial_id": "u", "stage": 1, "l2_sq_from_previous": 9.0, "l2_sq_from_base": 9.0, "n_params": None},
+    ])
+    weights = load_results(tmp_path).weights.collect().sort("trial_id")
+    assert weights.select("l2_sq_from_previous", "mean_sq_from_previous", "rms_from_previous",
+                          "mean_sq_from_base", "rms_from_base").rows() == [(9.0, 2.25, 1.5, 2.25, 1.5),
+                                                                           (9.0, None, None, None, None)]
+    no_count = with_weight_norms(pl.DataFrame({"trial_id": ["t"], "stage": [1], "l2_sq_from_previous": [9.0],
+                                               "l2_sq_from_base": [9.0]})).collect()
+    assert no_count.select("l2_sq_from_base", "mean_sq_from_base", "rms_from_base").rows() == [(9.0, None, None)]
+
+
 # ---------------------------------------------------------------- per setting (Tables 11–12)
 
 
@@ -347,9 +390,12 @@ def test_write_report_adds_the_curvature_section(tmp_path: Path):
     assert f"## {CURVATURE_HEADING}" in text
     lr_fit = "| spectral_radius~log10_lr | {} | spectral_radius | log10_first_learning_rate | {} |"
     for needle in [
-        # ρ 350 ± √5000, weight change 3e-5 and 6.5e-5, forgetting 10 points (see the fixture).
-        "| tqa_arc | stage1.learning_rate=0.001 | toxigen_qa | 0.001 | 2 | 350 ± 70.7 | 3.000e-05 "
-        "| 6.500e-05 | 10.00 |",
+        # ρ 350 ± √5000, weight change as the seeds' mean RMS over 1000 parameters:
+        # (√2e-8 + √4e-8)/2 = 1.707e-4 and (√7e-8 + √6e-8)/2 = 2.548e-4, forgetting 10 points.
+        "| tqa_arc | stage1.learning_rate=0.001 | toxigen_qa | 0.001 | 2 | 350 ± 70.7 | 1.707e-04 "
+        "| 2.548e-04 | 10.00 |",
+        "| sqrt(‖θ_A − θ_base‖²/N) | sqrt(‖θ_AB − θ_A‖²/N) |",
+        "The paper does not state which normalisation its Tables 11–12 use.",
         lr_fit.format("toxigen_qa", 3) + " 125 ± ",
         lr_fit.format("arc", 1) + " – | – | – | – |",
         "Spectral radius from: lanczos (1 trial), power_iteration (3 trials).",
@@ -393,7 +439,7 @@ def test_report_with_weights_only(tmp_path: Path):
     write_table(tmp_path, "weights", weight_rows("t", 2e-5, 7e-5, 9e-5))
     text = write_report(tmp_path).read_text(encoding="utf-8")
     assert CURVATURE_HEADING in text
-    assert "| tqa_arc | – | toxigen_qa | 1e-05 | 1 | – | 2.000e-05 | 7.000e-05 | 20.00 |" in text
+    assert "| tqa_arc | – | toxigen_qa | 1e-05 | 1 | – | 1.414e-04 | 2.646e-04 | 20.00 |" in text  # √(2e-5/1000), √(7e-5/1000)
     assert "No spectral radius has been measured yet" in text
     regressions = pl.read_parquet(tmp_path / "report" / "tables" / "curvature_regressions.parquet")
     assert regressions.filter(pl.col("regression") == "spectral_radius~log10_lr")["n"].to_list() == [0]

@@ -47,6 +47,15 @@ def test_validate_invalid_file_exits_2_with_path_and_line(capsys):
     assert f"{path}:5: chains.a[0].learning_rte: unknown field 'learning_rte'; did you mean 'learning_rate'?" in err
 
 
+def test_validate_misspelt_seed_scope_exits_2_with_line_and_suggestion(capsys):
+    path = SPECS / "invalid_seed_scope.yaml"
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"{path}: 1 problem", f"  {path}:5: seed_scope: must be one of 'order', "
+                                "'order_and_data' (got 'order_and_dta'); did you mean 'order_and_data'?"]
+
+
 def test_validate_lists_every_problem(capsys):
     path = SPECS / "many_semantic_problems.yaml"
     assert main(["validate", str(path)]) == 2

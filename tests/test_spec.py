@@ -209,6 +209,8 @@ INVALID = [
     ("invalid_max_length.yaml", "model.max_length", "must be ≥ 16 (got 8)", 4),
     ("invalid_grid_nested_list.yaml", "grid.stage1.batch_size[0]", "must be an integer ≥ 1", 6),
     ("invalid_missing_chains.yaml", "chains", "required field is missing", None),
+    ("invalid_seed_scope.yaml", "seed_scope",
+     "must be one of 'order', 'order_and_data' (got 'order_and_dta'); did you mean 'order_and_data'?", 5),
 ]
 
 

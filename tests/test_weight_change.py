@@ -36,3 +36,35 @@ def test_different_tensor_names_are_refused(tmp_path):
         save_file(tensors, str(tmp_path / name / "model.safetensors"))
     with pytest.raises(ValueError, match="different tensors"):
         squared_distance(tmp_path / "a", tmp_path / "b")
+
+
+def test_weights_rows_carry_every_normalisation_from_two_tiny_checkpoints(tmp_path):
+    """Base a: w = [1, 2, 3], b = [[1, 1], [1, 1]]; stage 1 c: w = [0, 2, 5], b = [[1, 1], [1, 3]];
+    stage 2 d: w = [1, 2, 5], b = [[1, 1], [1, 3]]; N = 7 parameters.
+    Stage 1: ‖c − a‖² = 1 + 4 + 4 = 9 (from previous = from base) → 9/7 = 1.2857, sqrt 1.1339.
+    Stage 2: ‖d − c‖² = 1 → 1/7 = 0.14286, sqrt 0.37796; ‖d − a‖² = 4 + 4 = 8 → 8/7, sqrt 1.0690.
+    Written as the engine writes the `weights` table, read back as the analysis reads it."""
+    import math
+
+    import polars as pl
+
+    from analysis import with_weight_norms
+    from trainables.results_writer import write_part
+    from trainables.stage_measurements import weight_row
+
+    tensors = {"a": ([1.0, 2.0, 3.0], [[1.0, 1.0], [1.0, 1.0]]), "c": ([0.0, 2.0, 5.0], [[1.0, 1.0], [1.0, 3.0]]),
+               "d": ([1.0, 2.0, 5.0], [[1.0, 1.0], [1.0, 3.0]])}
+    for name, (w, b) in tensors.items():
+        (tmp_path / name).mkdir()
+        save_file({"w": torch.tensor(w), "b": torch.tensor(b)}, str(tmp_path / name / "model.safetensors"))
+    a, c, d = (tmp_path / n for n in "acd")
+    rows = [weight_row("t", 1, c, a, a), weight_row("t", 2, d, c, a)]
+    assert [(r["l2_sq_from_previous"], r["l2_sq_from_base"], r["n_params"]) for r in rows] == [(9.0, 9.0, 7), (1.0, 8.0, 7)]
+    write_part(tmp_path / "results", "weights", "t", rows)
+    stored = pl.read_parquet(tmp_path / "results" / "weights" / "*.parquet")
+    normalised = with_weight_norms(stored).collect().sort("stage")
+    assert normalised["mean_sq_from_previous"].to_list() == pytest.approx([9 / 7, 1 / 7])
+    assert normalised["rms_from_previous"].to_list() == pytest.approx([math.sqrt(9 / 7), math.sqrt(1 / 7)])
+    assert normalised["mean_sq_from_base"].to_list() == pytest.approx([9 / 7, 8 / 7])
+    assert normalised["rms_from_base"].to_list() == pytest.approx([1.1338934, 1.0690450])
+    assert normalised.select(stored.columns).equals(stored)  # the stored columns, unchanged

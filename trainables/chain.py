@@ -360,17 +360,24 @@ def stage_inputs(plan: dict, stage: dict, previous_path: Path | str, stages: lis
     replayed ones, the stage with its method's paths, the replayed examples)."""
     trust = bool(plan["model"].get("trust_remote_code", False))
     model, tokenizer = load_model_and_tokenizer(str(previous_path), dtype=plan["model"]["dtype"], trust_remote_code=trust)
+    examples, replayed = stage_examples(plan, stage, stages)
+    for method in ("dpo", "ppo", "rloo"):  # a "base" reference / a trained reward start from the base model
+        if method in stage:
+            stage = {**stage, method: {**stage[method], "base_model_path": plan["model"]["path"],
+                                       "trust_remote_code": trust}}
+    return model, tokenizer, examples, stage, replayed
+
+
+def stage_examples(plan: dict, stage: dict, stages: list[dict]) -> tuple[list, list]:
+    """(what the stage trains on, the replayed part of it): its training subsample plus, with
+    replay, a sample of the named earlier stage's own subsample drawn by the stage's seed."""
     examples = _train_examples(plan, stage)
     replayed: list = []
     if stage.get("replay"):
         source = stages[stage["replay"]["from_stage"] - 1]
         replayed = replay_sample(_train_examples(plan, source), stage["replay"]["fraction"], stage["seed"])
         examples = replayed if stage["replay"].get("only") else list(examples) + replayed
-    for method in ("dpo", "ppo", "rloo"):  # a "base" reference / a trained reward start from the base model
-        if method in stage:
-            stage = {**stage, method: {**stage[method], "base_model_path": plan["model"]["path"],
-                                       "trust_remote_code": trust}}
-    return model, tokenizer, examples, stage, replayed
+    return examples, replayed
 
 
 def stage_work_dir(plan: dict, number: int) -> Path:
@@ -398,9 +405,17 @@ def follow_training(plan: dict, stage: dict, previous_path: str, stages: list[di
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
+def train_data_seed(plan: dict, stage: dict) -> int:
+    """The seed that draws a stage's training subsample: the stage's own under seed_scope
+    'order_and_data' (study.plan puts it there), else the study's data_seed."""
+    return int(stage.get("data_seed", plan["data_seed"]))
+
+
 def _train_examples(plan: dict, stage: dict) -> list:
+    """The stage's training subsample: what it trains on (every method, PPO/RLOO prompts and the
+    reward model included), what replay from it draws from, and the pool of its curvature sample."""
     return load_examples(stage["task"], "train", size=stage["train_size"], data_dir=plan["data_dir"],
-                         data_seed=plan["data_seed"], limit=stage.get("train_limit"))
+                         data_seed=train_data_seed(plan, stage), limit=stage.get("train_limit"))
 
 
 def forgetting_metrics(plan: dict, accuracy: dict[int, dict[str, dict[str, float]]], number: int) -> dict[str, float]:
@@ -482,6 +497,7 @@ def _trial_row(plan: dict, stage: dict, executor: str, *, status: str, seconds: 
         "task": stage["task"], "learning_rate": stage["learning_rate"],
         "batch_size": stage["batch_size"], "steps": stage["steps"], "stage_seed": stage["seed"],
         "train_size": stage["train_size"], "n_train_examples": n_train, "data_seed": plan["data_seed"],
+        "train_data_seed": train_data_seed(plan, stage),
         "replay_from_stage": (stage.get("replay") or {}).get("from_stage"),
         "replay_fraction": (stage.get("replay") or {}).get("fraction"),
         "stage_key": stage["stage_key"], "model": plan["model"]["name"],

@@ -2,8 +2,10 @@
 
 The replayed count is exact, round(fraction × size of the earlier stage's training set), and
 the sample is deterministic in the stage's seed; it is drawn only from the examples that the
-named earlier stage trained on (same task, train size and data seed), and every replayed
-example id is written to the `replay` table.
+named earlier stage trained on (same task, train size and training-subsample seed, so under
+seed_scope 'order_and_data' the earlier stage's own subsample), and every replayed example id is
+written to the `replay` table. Which examples are replayed follows the stage's seed under both
+seed scopes: it is part of how the stage is trained, like its batch order.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         # How the stage's start point was chosen when not simply the previous stage (JSON:
         # mode, chosen_seed, validation accuracy of every candidate); null otherwise.
         ("start_from", pa.string()),
+        # The seed that drew the stage's training subsample: data_seed under seed_scope 'order',
+        # one derived from data_seed and stage_seed under 'order_and_data'.
+        ("train_data_seed", pa.int64()),
     ]),
     "evals": pa.schema([
         ("trial_id", pa.string()), ("stage", pa.int64()), ("eval_task", pa.string()), ("metric", pa.string()),

@@ -181,16 +181,19 @@ def inspect_task(encoder: AnswerEncoder, task: str, splits: list[str], examples:
 
 
 def study_examples(spec: Any, data_dir: str | None) -> dict[str, tuple[list[str], list[Any], int]]:
-    """task -> (splits, examples, n_train) a study uses: each stage task's training sample (the
-    first n_train examples) and each evaluated task's eval set, drawn as trials draw them."""
+    """task -> (splits, examples, n_train) a study uses: each stage task's training examples (the
+    first n_train examples: under seed_scope 'order_and_data' every example of the seeds'
+    subsamples, once) and each evaluated task's eval set, drawn as trials draw them."""
     from trainables.tasks import load_examples
 
     out: dict[str, tuple[list[str], list[Any], int]] = {}
     for task in dict.fromkeys(stage.task for stages in spec.chains.values() for stage in stages):
         settings = spec.task_settings(task)
-        train = load_examples(task, "train", size=settings.train_size, data_dir=data_dir, data_seed=spec.data_seed,
-                              limit=settings.limit)
-        out[task] = (["train"], train, len(train))
+        train = {ex.example_id: ex
+                 for seed in spec.train_data_seeds(task)
+                 for ex in load_examples(task, "train", size=settings.train_size, data_dir=data_dir, data_seed=seed,
+                                         limit=settings.limit)}
+        out[task] = (["train"], list(train.values()), len(train))
     for task in spec.all_eval_tasks():
         settings = spec.task_settings(task)
         examples = load_examples(task, "eval", size=settings.eval_size, data_dir=data_dir, data_seed=spec.data_seed,

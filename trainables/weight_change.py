@@ -1,7 +1,8 @@
 """Squared L2 distance between two checkpoints, streamed tensor by tensor from safetensors.
 
 ‖θ_a − θ_b‖² is summed in float64 one tensor at a time, so memory stays at two tensors, never
-two models (Appendix A.4 of the paper reports ‖θ_A − θ_base‖² and ‖θ_AB − θ_A‖²).
+two models (Appendix A.4 of the paper reports ‖θ_A − θ_base‖² and ‖θ_AB − θ_A‖²). The raw sum is
+returned with the parameter count; analysis.weight_norms derives the per-parameter normalisations.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ returned list is in a data_seed-shuffled order, ready to be trained on as is.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -70,6 +72,14 @@ def allocate(stratum_sizes: Mapping[Stratum, int], size: int) -> dict[Stratum, i
         key = max((k for k in keys if counts[k] > 1), key=lambda k: counts[k] - quota[k])
         counts[key] -= 1
     return counts
+
+
+def derived_data_seed(data_seed: int, stage_seed: int) -> int:
+    """The training-subsample seed of a stage under seed_scope 'order_and_data': a 32-bit hash of
+    (data_seed, stage seed). A hash rather than a sum, so that (data_seed 0, seed 1) and
+    (data_seed 1, seed 0) draw different subsamples."""
+    text = json.dumps(["train_data", int(data_seed), int(stage_seed)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
 def seeded_subset(items: Sequence[T], n: int, seed: int) -> list[T]:
