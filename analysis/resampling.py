@@ -224,8 +224,10 @@ def permuted_group_sums(cells: ItemCells, n_perm: int, rng: np.random.Generator)
     # are what gets shuffled over the positions.
     order = np.argsort(label_of, kind="stable")
     label_at = np.repeat(label_of[order], cells.counts[order])
-    item_patterns = np.repeat(pattern_of, cells.counts)
-    slot = label_at * n_patterns  # table index of (label row, pattern 0) at each position
+    # The shuffle is the cost (replicates × items): the narrowest integer type halves it or better.
+    item_patterns = np.repeat(pattern_of, cells.counts).astype(np.min_scalar_type(max(n_patterns - 1, 0)))
+    index_type = np.int32 if n_perm * n_labels * n_patterns < 2**31 else np.int64
+    slot = (label_at * n_patterns).astype(index_type)  # table index of (label row, pattern 0) at each position
     n_trials, m = cells.n_trials, cells.values.shape[2]
     present = patterns[:, :n_trials]  # (P, T)
     values = patterns[:, n_trials:].reshape(n_patterns, n_trials, m)  # (P, T, m)
@@ -233,7 +235,7 @@ def permuted_group_sums(cells: ItemCells, n_perm: int, rng: np.random.Generator)
     for start in range(0, n_perm, step):
         size = min(step, n_perm - start)
         shuffled = rng.permuted(np.broadcast_to(item_patterns, (size, n)), axis=1)
-        index = slot[None, :] + shuffled + (np.arange(size) * n_labels * n_patterns)[:, None]
+        index = slot[None, :] + shuffled + (np.arange(size, dtype=index_type) * (n_labels * n_patterns))[:, None]
         table = np.bincount(index.ravel(), minlength=size * n_labels * n_patterns).reshape(size, n_labels, n_patterns)
         table = table.astype(float)
         counts = np.empty((size, n_trials, labels.shape[1]))
