@@ -90,8 +90,8 @@ def test_stage_fields_come_from_the_spec():
     assert first["seed"] == second["seed"] == 1
     assert first["method"] == "sft" and first["steps"] == 5
     # Defaults (no limit, score mode only) are left out, so studies not using them keep their keys.
-    assert plan["eval_tasks"] == [{"task": "toxigen_qa", "size": 20, "version": "1"},
-                                  {"task": "arc_easy", "size": 10, "version": "1"}]
+    assert plan["eval_tasks"] == [{"task": "toxigen_qa", "size": 20, "version": "2"},
+                                  {"task": "arc_easy", "size": 10, "version": "2"}]
     assert plan["generation"] is None  # nothing generates text
     assert plan["model"]["path"] == "tiny" and plan["model"]["max_length"] == 128
 
