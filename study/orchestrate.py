@@ -137,6 +137,8 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
     data_dir = resolve_data_dir(spec.data_dir)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
     log(f"[study] {spec.name}: data from {data_dir or 'the Hugging Face Hub'}")
+    if data_dir is None:
+        check_example_counts(spec)
     # Built inside the study folder: on a multi-node cluster every trial finds it in storage.
     base_model = resolve_base_model(spec.model.name, data_dir, cache_dir=study_dir / "_models")
     log(f"[study] base model: {base_model}")
@@ -180,6 +182,18 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
         except FileNotFoundError as exc:  # e.g. every trial failed before its first evaluation
             log(f"[study] no report written: {exc}")
     return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path, counts=counts)
+
+
+def check_example_counts(spec: StudySpec) -> None:
+    """The study file's checks that need the data (study.spec.example_count_problems), on Hub
+    data: validating a study reads a local mirror only and downloads nothing, so these run
+    here, before anything trains (SpecError: `study run` exits 2)."""
+    from study.spec import example_count_problems
+    from study.spec_builder import SpecError
+
+    problems = example_count_problems(spec, None)
+    if problems:
+        raise SpecError(problems, source=f"study {spec.name!r} (Hub data)")
 
 
 def check_tokenization(spec: StudySpec, base_model: str, data_dir: str | None, log) -> None:

@@ -43,6 +43,8 @@ KINDS = ("choice", "generation")
 # The splits a task may have. "validation" is for choosing between trained models (the best
 # first-stage seed); it is never trained on and never overlaps eval.
 SPLITS = ("train", "validation", "eval")
+# The split `start_from: best_seed` scores the candidate models on.
+SELECTION_SPLIT = "validation"
 # The metric forgetting and the per-trial reports use for each kind of task.
 PRIMARY_METRIC = {"choice": "accuracy", "generation": "safe"}
 
