@@ -103,6 +103,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
+    check_example_counts(spec)  # before anything is written
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
         return _run_study(spec, study_dir, resume=resume, report=report, log=log)
@@ -137,8 +138,6 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
     data_dir = resolve_data_dir(spec.data_dir)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
     log(f"[study] {spec.name}: data from {data_dir or 'the Hugging Face Hub'}")
-    if data_dir is None:
-        check_example_counts(spec)
     # Built inside the study folder: on a multi-node cluster every trial finds it in storage.
     base_model = resolve_base_model(spec.model.name, data_dir, cache_dir=study_dir / "_models")
     log(f"[study] base model: {base_model}")
@@ -185,12 +184,15 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
 
 
 def check_example_counts(spec: StudySpec) -> None:
-    """The study file's checks that need the data (study.spec.example_count_problems), on Hub
-    data: validating a study reads a local mirror only and downloads nothing, so these run
-    here, before anything trains (SpecError: `study run` exits 2)."""
+    """The study file's checks that need the data (study.spec.example_count_problems) on Hub
+    data: validating a study checks a local mirror only and downloads nothing, so on the Hub
+    they run here, before anything is written (SpecError: `study run` exits 2)."""
     from study.spec import example_count_problems
     from study.spec_builder import SpecError
+    from trainables.tasks import resolve_data_dir
 
+    if resolve_data_dir(spec.data_dir) is not None:
+        return  # checked when the spec was validated
     problems = example_count_problems(spec, None)
     if problems:
         raise SpecError(problems, source=f"study {spec.name!r} (Hub data)")

@@ -132,8 +132,10 @@ def test_the_held_out_validation_rule_enters_the_keyed_version():
 # --- a study on Hub data: the same checks before it runs ---
 
 
-def test_a_hub_study_is_checked_before_it_runs(monkeypatch):
-    from study.orchestrate import check_example_counts
+def test_a_hub_study_is_checked_before_it_runs(monkeypatch, tmp_path):
+    import dataclasses
+
+    from study.orchestrate import check_example_counts, run_study
     from study.spec import spec_from_dict
     from study.spec_builder import SpecError
 
@@ -148,6 +150,10 @@ def test_a_hub_study_is_checked_before_it_runs(monkeypatch):
             check_example_counts(spec)
         assert ("chains.c[1].selection_size: task 'arc_easy' has 2 validation examples (after option_counts and "
                 "limit) for best_seed to pick on, fewer than selection_size 200") in caught.value.render()
+        storage = tmp_path / "results"
+        with pytest.raises(SpecError):  # `study run` exits 2 on it, having written nothing
+            run_study(dataclasses.replace(spec, storage=str(storage)))
+        assert not storage.exists()
         ok = spec_from_dict({**spec.to_dict(), "chains": {"c": [
             {"task": "arc_easy"}, {"task": "toxigen_qa", "start_from": "best_seed", "selection_size": 2}]}})
         check_example_counts(ok)  # no problem: returns
