@@ -103,6 +103,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
+    check_example_counts(spec)  # before anything is written
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
         return _run_study(spec, study_dir, resume=resume, report=report, log=log)
@@ -180,6 +181,21 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
         except FileNotFoundError as exc:  # e.g. every trial failed before its first evaluation
             log(f"[study] no report written: {exc}")
     return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path, counts=counts)
+
+
+def check_example_counts(spec: StudySpec) -> None:
+    """The study file's checks that need the data (study.spec.example_count_problems) on Hub
+    data: validating a study checks a local mirror only and downloads nothing, so on the Hub
+    they run here, before anything is written (SpecError: `study run` exits 2)."""
+    from study.spec import example_count_problems
+    from study.spec_builder import SpecError
+    from trainables.tasks import resolve_data_dir
+
+    if resolve_data_dir(spec.data_dir) is not None:
+        return  # checked when the spec was validated
+    problems = example_count_problems(spec, None)
+    if problems:
+        raise SpecError(problems, source=f"study {spec.name!r} (Hub data)")
 
 
 def check_tokenization(spec: StudySpec, base_model: str, data_dir: str | None, log) -> None:

@@ -140,6 +140,9 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
         if spec.seed_scope != "order":  # only then, so studies under 'order' keep their stage keys
             # The seed that draws this stage's training subsample; under 'order' it is the plan's data_seed.
             entry["data_seed"] = spec.train_data_seed(entry["seed"])
+        counts = option_counts_entry(stage.task, settings.option_counts)
+        if counts is not None:
+            entry["option_counts"] = counts
         if stage.method == "dpo":  # method settings enter the key only for their own method
             entry["dpo"] = dataclasses.asdict(stage.dpo)
         if stage.method in ("ppo", "rloo"):
@@ -178,6 +181,17 @@ def task_version(task: str) -> str:
     return get_task(task).keyed_version()
 
 
+def option_counts_entry(task: str, requested: tuple[int, ...] | None) -> list[int] | None:
+    """The option counts a study keeps of a task, for the plan (workers load with them) and so
+    for stage and measurement keys; None when they are the task's default, so studies that keep
+    the default share stages with each other whether or not they spell it out."""
+    from trainables.tasks import get_task, resolve_option_counts
+
+    definition = get_task(task)
+    counts = resolve_option_counts(definition, requested)
+    return None if counts == definition.option_counts else list(counts)
+
+
 def register_task_files(spec: StudySpec) -> None:
     """Make the study's YAML tasks known in this process (a Ray worker building a sampled
     point's plan knows only the built-in ones)."""
@@ -198,6 +212,9 @@ def eval_entry(spec: StudySpec, task: str) -> dict[str, Any]:
     # Only what differs from the defaults, so a study that does not use them keeps its keys.
     if settings.limit is not None:
         entry["limit"] = settings.limit
+    counts = option_counts_entry(task, settings.option_counts)
+    if counts is not None:
+        entry["option_counts"] = counts
     if definition.kind == "choice" and tuple(settings.eval_modes) != ("score",):
         entry["modes"] = list(settings.eval_modes)
     return entry

@@ -107,6 +107,10 @@ class TaskSpec:
     limit: int | None = None
     """Quick runs: read only the first `limit` items of each split (source order), before any
     sampling. null = every item."""
+    option_counts: tuple[int, ...] | None = None
+    """Keep only the multiple-choice items with one of these numbers of options, in every split
+    (applied before limit and sampling). null = the task's default: ARC keeps its four-option
+    questions (the paper's sizes), other tasks every item. [3, 4, 5] keeps all of ARC."""
     eval_modes: tuple[str, ...] = ("score",)
     """How a multiple-choice task is evaluated: 'score' (option log-likelihood, metric accuracy)
     and/or 'generate' (the paper's generate-and-parse: greedy answer, "The best answer is X" /
@@ -210,12 +214,13 @@ class StageSpec:
     replay: ReplaySpec | None = None
     start_from: Literal["previous", "best_seed"] = "previous"
     """'previous' = the previous stage's model of the same trial. 'best_seed' = the best, by
-    accuracy on a validation sample of the previous stage's task, of the previous stage's
+    accuracy on a sample of the previous stage's task's validation split, of the previous stage's
     models over the study's seeds (paper §2.2: "we pick the best model for the first task");
     every seed's trial then starts this stage from that one model (study/start_points.py)."""
     selection_size: int = 200
     """Validation examples for start_from: best_seed: a stratified sample of the previous
-    stage's training pool minus the examples it trained on."""
+    stage's task's validation split (its dev split, or a pool held out of its training data;
+    never trained on). Validation refuses a size the split cannot fill."""
 
 
 @dataclass(frozen=True)
@@ -751,6 +756,7 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
             if value is not None and value < 1:
                 out.append(Problem(f"tasks.{name}.{attr}", "must be ≥ 1 or null (all)"))
         out.extend(_eval_mode_problems(name, settings, known))
+        out.extend(_option_count_problems(name, settings, known))
     for i, name in enumerate(spec.eval_tasks):
         check_task(name, f"eval_tasks[{i}]")
     out.extend(data_problems(spec))
@@ -803,6 +809,10 @@ def _stage_task_problems(spec: StudySpec, stages: tuple[StageSpec, ...], i: int,
     if stage.start_from == "best_seed" and i > 0 and prompt_only(i - 1):
         return [Problem(f"{path}.start_from", f"best_seed picks by accuracy on stage {i}'s task, and "
                                               f"'{stages[i - 1].task}' has no answers to score")]
+    if (stage.start_from == "best_seed" and i > 0 and stages[i - 1].task in task_names()
+            and not get_task(stages[i - 1].task).has_validation):
+        return [Problem(f"{path}.start_from", f"best_seed picks on stage {i}'s task's validation split, and "
+                                              f"'{stages[i - 1].task}' has none")]
     if task.kind == "generation" and spec.curvature.enabled and i + 1 in spec.curvature.stages:
         return [Problem("curvature.stages", f"stage {i + 1} trains on prompt-only task '{task.name}': "
                                             "its training loss has no curvature to measure")]
@@ -822,6 +832,24 @@ def _stage_task_problems(spec: StudySpec, stages: tuple[StageSpec, ...], i: int,
 
 
 EVAL_MODES = ("score", "generate")
+OPTION_COUNTS = range(2, 6)  # what the multiple-choice template can letter (A-E)
+
+
+def _option_count_problems(name: str, settings: TaskSpec, known: tuple[str, ...]) -> list[Problem]:
+    from trainables.tasks import get_task
+
+    counts, path = settings.option_counts, f"tasks.{name}.option_counts"
+    if counts is None:
+        return []
+    if not counts:
+        return [Problem(path, "at least one option count is required, e.g. [4]; null keeps the task's default")]
+    out = [Problem(f"{path}[{i}]", f"must be one of {OPTION_COUNTS[0]}..{OPTION_COUNTS[-1]} (got {n})")
+           for i, n in enumerate(counts) if n not in OPTION_COUNTS]
+    if len(set(counts)) != len(counts):
+        out.append(Problem(path, "counts must be distinct"))
+    if name in known and get_task(name).kind != "choice":
+        out.append(Problem(path, f"task '{name}' is a {get_task(name).kind} task: its items have no options"))
+    return out
 
 
 def _eval_mode_problems(name: str, settings: TaskSpec, known: tuple[str, ...]) -> list[Problem]:
@@ -897,7 +925,8 @@ def _worker_problems(spec: StudySpec) -> list[Problem]:
 
 def data_problems(spec: StudySpec) -> list[Problem]:
     """The local mirror, when one is named (data_dir or $STUDY_DATA_DIR), must hold every file
-    the study reads: checked here so a bad path fails validation, not a trial."""
+    the study reads, and the data in it what the study needs (example_count_problems): checked
+    here so a bad path or setting fails validation, not a trial."""
     from trainables.tasks import get_task, resolve_data_dir, task_names
 
     try:
@@ -906,12 +935,6 @@ def data_problems(spec: StudySpec) -> list[Problem]:
         return [Problem("data_dir", str(exc))]
     if root is None:
         return []  # the Hugging Face Hub
-    needed: dict[str, set[str]] = {}
-    for stages in spec.chains.values():
-        for stage in stages:
-            needed.setdefault(stage.task, set()).add("train")
-    for task in spec.all_eval_tasks():
-        needed.setdefault(task, set()).add("eval")
     out = []
     judged = [t for t in spec.all_eval_tasks() if t in task_names() and get_task(t).kind == "generation"]
     if judged and spec.generation.classifier == "local":
@@ -920,15 +943,77 @@ def data_problems(spec: StudySpec) -> list[Problem]:
         if not (root / ANNOTATED_MIRROR_FILE).is_file():
             out.append(Problem("generation.classifier", f"the local classifier trains on {root / ANNOTATED_MIRROR_FILE}, "
                                                         f"which is missing (needed to judge {', '.join(judged)})"))
-    for task, splits in needed.items():
-        if task not in task_names() or not splits <= set(get_task(task).splits):
-            continue  # reported as an unknown task, or as a stage on an evaluation-only task
+    missing = []
+    for task, splits in needed_splits(spec).items():
         for split in sorted(splits):
             try:
                 get_task(task).mirror.paths(root, split)
             except FileNotFoundError:
                 relative = get_task(task).mirror.files[split]
-                out.append(Problem("data_dir", f"{root} has no {relative} (task {task}, {split} split)"))
+                missing.append(Problem("data_dir", f"{root} has no {relative} (task {task}, {split} split)"))
+    return out + (missing or example_count_problems(spec, str(root)))
+
+
+def needed_splits(spec: StudySpec) -> dict[str, set[str]]:
+    """task -> the splits a study reads: train for stage tasks, eval for evaluated ones, and
+    validation for the task a best_seed stage picks on. Unknown tasks and splits a task lacks
+    are left out (reported elsewhere)."""
+    from trainables.tasks import get_task, task_names
+
+    needed: dict[str, set[str]] = {}
+    for stages in spec.chains.values():
+        for i, stage in enumerate(stages):
+            needed.setdefault(stage.task, set()).add("train")
+            if stage.start_from == "best_seed" and i > 0:
+                needed.setdefault(stages[i - 1].task, set()).add("validation")
+    for task in spec.all_eval_tasks():
+        needed.setdefault(task, set()).add("eval")
+    return {task: splits & set(get_task(task).splits) for task, splits in needed.items() if task in task_names()}
+
+
+def example_count_problems(spec: StudySpec, data_dir: str | None) -> list[Problem]:
+    """Checks that need the data itself (the mirror while validating; `study run` repeats them
+    on Hub data before anything starts): an option_counts that leaves a split the study reads
+    without items, and a best_seed stage whose previous task has fewer validation examples
+    (after option_counts and limit) than its selection_size."""
+    from trainables.tasks import SPLITS, load_examples
+    from trainables.tasks.loading import option_count_histogram
+
+    needed, out, emptied = needed_splits(spec), [], set()
+
+    def count(task: str, split: str, path: str) -> int | None:
+        settings = spec.task_settings(task)
+        try:
+            return len(load_examples(task, split, data_dir=data_dir, limit=settings.limit,
+                                     option_counts=settings.option_counts))
+        except (OSError, ValueError) as exc:  # e.g. a YAML task's rows that do not parse
+            out.append(Problem(path, f"cannot read task '{task}' ({split} split): {exc}"))
+            return None
+
+    for name, settings in spec.tasks.items():
+        counts = settings.option_counts
+        if counts is None or name not in needed or _option_count_problems(name, settings, (name,)):
+            continue  # not set, not read, or already reported as malformed
+        path = f"tasks.{name}.option_counts"
+        for split in [s for s in SPLITS if s in needed[name]]:
+            if count(name, split, path) == 0:
+                have = "; ".join(f"{k} with {n} options" for n, k in option_count_histogram(name, split, data_dir).items())
+                out.append(Problem(path, f"{list(counts)} keeps no item of task '{name}': its {split} split has "
+                                         f"{have or 'no items'}"))
+                emptied.add(name)
+                break
+    for chain, stages in spec.chains.items():
+        for i, stage in enumerate(stages):
+            task = stages[i - 1].task if i > 0 else None
+            if (stage.start_from != "best_seed" or stage.selection_size < 1 or task in emptied
+                    or "validation" not in needed.get(task, ())):
+                continue
+            path = f"chains.{chain}[{i}].selection_size"
+            n = count(task, "validation", path)
+            if n is not None and n < stage.selection_size:
+                out.append(Problem(path, f"task '{task}' has {n} validation examples (after option_counts and limit) "
+                                         f"for best_seed to pick on, fewer than selection_size {stage.selection_size}; "
+                                         f"lower selection_size to at most {n}"))
     return out
 
 

@@ -3,7 +3,8 @@
 Paper §2.2: "For sequential tuning, we pick the best model for the first task, and use it as
 the baseline model for the second task." With `start_from: best_seed` on stage k, every trial
 of a (chain, grid point) starts stage k from the same model: the best, by accuracy on a
-validation sample of stage k−1's task (training-pool examples it did not train on), of the
+stratified sample of `selection_size` examples of stage k−1's task's validation split (its dev
+split, or a pool held out of its training data: never trained on, never evaluated on), of the
 prefixes 1..k−1 trained with each of the study's seeds. The trial's own rows for stages < k are
 the chosen prefix's, so its forgetting is measured against the model its stage k started from.
 
@@ -21,6 +22,7 @@ from typing import Any
 
 from study.plan import _digest, resolve_stages
 from study.spec import StudySpec
+from trainables.tasks.definition import SELECTION_SPLIT
 
 
 def apply_start_points(spec: StudySpec, plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -48,11 +50,13 @@ def apply_start_points(spec: StudySpec, plans: list[dict[str, Any]]) -> list[dic
         new_stages = copy.deepcopy(before["stages"])
         # How validation scores the candidates picks the start: a new scoring rule is a new stage.
         parent = _digest({"best_of": [c[-1]["stage_key"] for c in candidates], "selection_size": selection_size,
-                          "rule": "max validation accuracy, lowest seed on ties", "scoring": TOKENIZATION_VERSION})
+                          "split": SELECTION_SPLIT, "rule": "max validation accuracy, lowest seed on ties",
+                          "scoring": TOKENIZATION_VERSION})
         for j in range(index, len(new_stages)):
             body = {k: v for k, v in new_stages[j].items() if k not in ("stage_key", "start_from")}
             new_stages[j]["stage_key"] = parent = _digest({"parent": parent, **body})
         new_stages[index]["start_from"] = {"mode": "best_seed", "validation_size": selection_size,
+                                           "validation_split": SELECTION_SPLIT,
                                            "candidates": candidates}
         keys = [s["stage_key"] for s in new_stages]
         out.append({**plan, "stages": new_stages, "trial_id": f"{plan['chain']}-{plan['seed']}-{_digest(keys, 8)}"})

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 def render_tasks(task_files: Sequence[str] = ()) -> str:
     """One block per task: kind, splits, groups and groupings, metrics (with direction), version,
-    and where its data comes from (the Hub, and the path under a local mirror)."""
+    where its data comes from (the Hub, and the path under a local mirror), where its validation
+    split comes from and which option counts it keeps by default."""
     from trainables.tasks import get_task, task_names
     from trainables.tasks.declarative import register_task_file
 
@@ -21,12 +22,18 @@ def render_tasks(task_files: Sequence[str] = ()) -> str:
             groups += f"; also by {', '.join(task.groupings)}"
         metrics = ", ".join(f"{m.name} ({m.direction})" for m in task.metrics)
         mirror = "; ".join(f"{split}: {path}" for split, path in task.mirror.files.items() if split in task.splits)
-        blocks.append("\n".join([
+        counts = "all" if task.option_counts is None else ", ".join(map(str, task.option_counts))
+        lines = [
             f"{name}  [{task.kind}; splits: {', '.join(task.splits)}; version {task.version}; {task.origin}]",
             f"  {task.description}",
             f"  groups: {groups}",
             f"  metrics: {metrics}",
             f"  source: {task.remote_source}",
             f"  mirror: {mirror}",
-        ]))
+        ]
+        if task.has_validation:
+            lines.append(f"  validation: {task.validation}")
+        if task.kind == "choice":
+            lines.append(f"  option counts kept by default: {counts} (tasks.{name}.option_counts)")
+        blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

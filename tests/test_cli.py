@@ -11,6 +11,7 @@ import pytest
 
 from study.cli import main
 from study.presets import preset_paths
+from tests.mirror import needs_mirror
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = Path(__file__).parent / "specs"
@@ -162,3 +163,52 @@ def test_a_second_run_of_a_busy_study_folder_is_refused_with_exit_2(tmp_path, ca
         assert main(["run", str(study_file)]) == 2
     assert "another `study run` is using" in capsys.readouterr().err
     assert not (tmp_path / "busy" / "plans.json").exists()
+
+
+# ---------------------------------------------------------------- checks that read the data
+
+DATA_CHECKS = """\
+name: data_checks
+model: tiny
+tasks:
+  toxigen_qa:
+    option_counts: [4]
+  arc_easy: {{option_counts: [3, 4, 5]}}
+chains:
+  arc_first:
+    - {{task: arc_easy}}
+    - task: bbq
+      start_from: best_seed
+      selection_size: 600
+seeds: [0, 1]
+storage: {storage}
+"""
+
+
+@needs_mirror
+def test_option_counts_emptying_a_task_and_a_short_validation_split_exit_2_with_their_lines(tmp_path, capsys):
+    """`study validate` and `study run`: option_counts [4] keeps nothing of ToxiGenQA (2 options),
+    and ARC-Easy's Dev split has 570 questions with all option counts, fewer than the 600 asked
+    for; both are named with their line, exit 2, and `run` writes nothing."""
+    path = tmp_path / "data_checks.yaml"
+    storage = tmp_path / "results"
+    path.write_text(DATA_CHECKS.format(storage=storage) + "eval_tasks: [toxigen_qa, arc_easy]\n")
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[0] == f"{path}: 2 problems"
+    assert (f"{path}:5: tasks.toxigen_qa.option_counts: [4] keeps no item of task 'toxigen_qa': its eval split "
+            "has 3509 with 2 options") in err
+    assert (f"{path}:12: chains.arc_first[1].selection_size: task 'arc_easy' has 570 validation examples "
+            "(after option_counts and limit) for best_seed to pick on, fewer than selection_size 600; "
+            "lower selection_size to at most 570") in err
+    assert main(["run", str(path)]) == 2
+    assert "chains.arc_first[1].selection_size" in capsys.readouterr().err
+    assert not storage.exists()
+    # Lowering selection_size (or keeping the default) and a task-appropriate option_counts pass.
+    assert main(["validate", str(path), "--set", "chains.arc_first.1.selection_size=570",
+                 "--set", "tasks.toxigen_qa.option_counts=[2]"]) == 0
+    # The default four-option ARC has 567 Dev questions: 570 is then too many.
+    assert main(["validate", str(path), "--set", "chains.arc_first.1.selection_size=570",
+                 "--set", "tasks.toxigen_qa.option_counts=null", "--set", "tasks.arc_easy.option_counts=null"]) == 2
+    assert "task 'arc_easy' has 567 validation examples" in capsys.readouterr().err

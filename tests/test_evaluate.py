@@ -111,7 +111,7 @@ def real_examples(data_dir):
     """ARC questions with 4, 3 and 5 options and ToxiGenQA statements (options of 2 and 3 tokens)."""
     from trainables.tasks import load_examples
 
-    arc = load_examples("arc_easy", "eval", data_dir=data_dir)
+    arc = load_examples("arc_easy", "eval", data_dir=data_dir, option_counts=[3, 4, 5])
     odd = [ex for ex in arc if len(ex.options) == 3][:2] + [ex for ex in arc if len(ex.options) == 5][:2]
     assert sorted(len(ex.options) for ex in odd) == [3, 3, 5, 5]
     return arc[:8] + odd + load_examples("toxigen_qa", "eval", data_dir=data_dir, limit=8)

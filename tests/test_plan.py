@@ -90,8 +90,8 @@ def test_stage_fields_come_from_the_spec():
     assert first["seed"] == second["seed"] == 1
     assert first["method"] == "sft" and first["steps"] == 5
     # Defaults (no limit, score mode only) are left out, so studies not using them keep their keys.
-    assert plan["eval_tasks"] == [{"task": "toxigen_qa", "size": 20, "version": "1"},
-                                  {"task": "arc_easy", "size": 10, "version": "1"}]
+    assert plan["eval_tasks"] == [{"task": "toxigen_qa", "size": 20, "version": "2"},
+                                  {"task": "arc_easy", "size": 10, "version": "2"}]
     assert plan["generation"] is None  # nothing generates text
     assert plan["model"]["path"] == "tiny" and plan["model"]["max_length"] == 128
 
@@ -259,3 +259,31 @@ def test_chat_template_true_without_a_template_fails_at_planning(family_model_pa
     path = str(family_model_path("bosless"))
     with pytest.raises(TokenizationError, match="has no chat template"):
         _plans(_spec(model={"name": path, "max_length": 128, "chat_template": True}))
+
+
+def test_option_counts_enter_stage_and_eval_keys_only_when_they_differ_from_the_default():
+    """ARC keeps four-option questions by default: a study keeping all of them ([3, 4, 5])
+    never shares an ARC stage (or its later stages) with one keeping the default, while writing
+    the default out ([4]) changes nothing. A ToxiGenQA-first stage is untouched."""
+    tasks = copy.deepcopy(BASE["tasks"])
+    default = _by(_plans(), "arc_tqa", 0, 1e-4)
+    spelled = _by(_plans(_spec(tasks={**tasks, "arc_easy": {**tasks["arc_easy"], "option_counts": [4]}})),
+                  "arc_tqa", 0, 1e-4)
+    every = _by(_plans(_spec(tasks={**tasks, "arc_easy": {**tasks["arc_easy"], "option_counts": [5, 3, 4]}})),
+                "arc_tqa", 0, 1e-4)
+    assert _keys(spelled) == _keys(default) and spelled["eval_tasks"] == default["eval_tasks"]
+    assert "option_counts" not in default["stages"][0]
+    assert every["stages"][0]["option_counts"] == [3, 4, 5]
+    assert all(a != b for a, b in zip(_keys(every), _keys(default)))
+    arc_eval = next(e for e in every["eval_tasks"] if e["task"] == "arc_easy")
+    assert arc_eval["option_counts"] == [3, 4, 5]
+    tqa_first = _by(_plans(_spec(tasks={**tasks, "arc_easy": {**tasks["arc_easy"], "option_counts": [3, 4, 5]}})),
+                    "tqa_arc", 0, 1e-4)
+    assert _keys(tqa_first)[0] == _keys(_by(_plans(), "tqa_arc", 0, 1e-4))[0]
+
+
+def test_best_seed_stage_names_its_validation_split():
+    spec = _spec(chains={"c": [{"task": "toxigen_qa"}, {"task": "arc_easy", "start_from": "best_seed",
+                                                        "selection_size": 16}]}, grid={})
+    start = _plans(spec)[0]["stages"][1]["start_from"]
+    assert (start["mode"], start["validation_split"], start["validation_size"]) == ("best_seed", "validation", 16)

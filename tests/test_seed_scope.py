@@ -32,11 +32,13 @@ BASE = {
 
 # (trial id, stage keys) of BASE, computed before seed_scope existed (task versions pinned to
 # "pinned", data_dir "/data/mirror"): the default scope must leave every one of them as it was.
+# The best_seed stages (tqa_arc stage 2) were re-pinned once, when best_seed moved to the tasks'
+# validation splits (its selection rule enters the key); every other key is the original.
 KEYS_BEFORE_SEED_SCOPE = [
-    ("tqa_arc-0-a88ec84e", ["161ee6ac05166b7a", "4eac6792d62b2f68"]),
-    ("tqa_arc-1-0e967e33", ["b549d4ea42da65b0", "0c8db1b1e9485487"]),
-    ("tqa_arc-0-ae7359b2", ["161ee6ac05166b7a", "0a5f149d69534ab0"]),
-    ("tqa_arc-1-0ed5ff4c", ["b549d4ea42da65b0", "665089a6b80f7952"]),
+    ("tqa_arc-0-4e4f471d", ["161ee6ac05166b7a", "29c4465567f4b3b1"]),
+    ("tqa_arc-1-23da9590", ["b549d4ea42da65b0", "afdc154d45495fbb"]),
+    ("tqa_arc-0-a749aa64", ["161ee6ac05166b7a", "f760bb37616c26c4"]),
+    ("tqa_arc-1-33a2dd49", ["b549d4ea42da65b0", "dd370ff592769156"]),
     ("fixed-0-70a8f4e8", ["ba458f0edb5df682", "830bcbe35e7b7520"]),
     ("fixed-1-c3ffa582", ["ba458f0edb5df682", "7d6fcd8748a451e7"]),
     ("fixed-0-a46cf18d", ["ba458f0edb5df682", "1ff7a18099128cf1"]),

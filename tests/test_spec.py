@@ -511,3 +511,40 @@ def test_start_from_best_seed_is_checked_where_it_is_written():
     with pytest.raises(SpecError) as err:
         spec_from_dict({**base, "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy", "start_from": "best"}]}})
     assert "chains.c[1].start_from" in err.value.render()
+
+
+def test_option_counts_are_checked_where_they_are_written(tmp_path):
+    path = tmp_path / "counts.yaml"
+    path.write_text(
+        "name: counts\n"
+        "chains: {a: [{task: arc_easy}]}\n"
+        "tasks:\n"
+        "  arc_easy: {option_counts: [4, 7, 4]}\n"
+        "  bbq: {option_counts: []}\n"
+        "  saferdialogues:\n"
+        "    option_counts: [4]\n"
+    )
+    problems = {(p.path, p.line): p.message for p in _problems(path)}
+    assert problems[("tasks.arc_easy.option_counts[1]", 4)] == "must be one of 2..5 (got 7)"
+    assert problems[("tasks.arc_easy.option_counts", 4)] == "counts must be distinct"
+    assert problems[("tasks.bbq.option_counts", 5)].startswith("at least one option count is required")
+    assert problems[("tasks.saferdialogues.option_counts", 7)] == (
+        "task 'saferdialogues' is a generation task: its items have no options")
+    with pytest.raises(SpecError, match=r"tasks.toxigen_qa.option_counts: must be a list"):
+        spec_from_dict(_minimal(tasks={"toxigen_qa": {"option_counts": "four"}}))
+    assert spec_from_dict(_minimal(tasks={"arc_easy": {"option_counts": [3, 4, 5]}})).tasks[
+        "arc_easy"].option_counts == (3, 4, 5)
+
+
+def test_best_seed_needs_a_validation_split_on_the_previous_task(monkeypatch):
+    """Every trainable built-in choice task has one; a task registered without one is refused."""
+    from trainables.tasks import get_task, registry
+
+    monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))
+    bare = dataclasses.replace(get_task("arc_easy"), name="arc_bare", splits=("train", "eval"), validation="")
+    registry.register(bare)
+    with pytest.raises(SpecError) as err:
+        spec_from_dict({"name": "b", "model": "tiny", "seeds": [0, 1], "data_dir": None,
+                        "chains": {"c": [{"task": "arc_bare"}, {"task": "toxigen_qa", "start_from": "best_seed"}]}})
+    assert ("chains.c[1].start_from: best_seed picks on stage 1's task's validation split, and 'arc_bare' has none"
+            in err.value.render())

@@ -195,9 +195,10 @@ def test_a_diverging_stage_fails_with_its_reason_and_skips_the_rest(tiny_model_p
 def test_best_seed_start_trains_every_candidate_once_and_starts_all_seeds_from_the_best(
         tiny_model_path, data_dir, tmp_path):
     """Seeds 0 and 1, chain [tqa, arc start_from: best_seed]. Both trials score the two seed
-    prefixes on 16 held-out ToxiGenQA training-pool examples and start stage 2 from the better
+    prefixes on 16 examples of ToxiGenQA's validation split and start stage 2 from the better
     one (ties: seed 0); both then carry that prefix as their stage 1 (same stage_key, rows
-    copied), while their stage 2s differ by seed. Stages trained: 2 candidates + 2 second stages."""
+    copied), while their stage 2s differ by seed. Stages trained: 2 candidates + 2 second stages.
+    trials.start_from records the split, how many examples were scored and every candidate's score."""
     raw = {
         "name": "best", "model": {"name": "tiny", "max_length": 256},
         "tasks": {"toxigen_qa": {"train_size": 16, "eval_size": 8}, "arc_easy": {"train_size": 16, "eval_size": 8}},
@@ -219,10 +220,21 @@ def test_best_seed_start_trains_every_candidate_once_and_starts_all_seeds_from_t
     _run(p0, "run1")
     _run(p1, "run1")
     trials = pl.read_parquet(study / "trials" / "*.parquet").sort("trial_id", "stage")
-    choice = json.loads(trials.filter(pl.col("stage") == 2)["start_from"][0])
+    records = trials.filter(pl.col("stage") == 2)["start_from"].to_list()
+    choice = json.loads(records[0])
+    assert json.loads(records[1]) == choice  # both trials made the same choice
+    assert set(choice) == {"mode", "chosen_seed", "validation_accuracy", "validation_split", "n_validation",
+                           "candidates"}
+    assert (choice["mode"], choice["validation_split"], choice["n_validation"]) == ("best_seed", "validation", 16)
     scores = {int(seed): acc for seed, acc in choice["candidates"].items()}
     best = min(seed for seed, acc in scores.items() if acc == max(scores.values()))
     assert choice["chosen_seed"] == best and set(scores) == {0, 1}
+    assert choice["validation_accuracy"] == scores[best] and all(0 <= acc <= 1 for acc in scores.values())
+    # The scores are stored with each candidate stage: 16 validation examples each.
+    for candidate in candidates:
+        [stored] = (study / "stages" / candidate[-1]["stage_key"] / "measures").glob("validation-*.json")
+        assert json.loads(stored.read_text()) == {"accuracy": scores[candidate[-1]["seed"]], "n": 16,
+                                                  "split": "validation"}
     stage1 = trials.filter(pl.col("stage") == 1)
     assert stage1["stage_key"].n_unique() == 1 and stage1["stage_seed"].to_list() == [best, best]
     assert stage1["stage_key"][0] == candidates[best][-1]["stage_key"]

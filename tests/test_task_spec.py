@@ -36,6 +36,11 @@ def test_study_tasks_lists_every_builtin_and_a_yaml_task(capsys):
         assert f"\n{name}  [" in f"\n{out}", name
     assert "bias_score_ambig (zero)" in out and "safe (higher)" in out
     assert "groups: subject; also by category" in out
+    arc = f"\n{out}".split("\narc_easy  [", 1)[1].split("\n\n", 1)[0]
+    assert "splits: train, validation, eval; version 2" in arc
+    assert "  validation: the release's Dev split (Hub: validation)" in arc
+    assert "  option counts kept by default: 4 (tasks.arc_easy.option_counts)" in arc
+    assert "option counts kept by default: all (tasks.toxigen_qa.option_counts)" in out
 
 
 def test_study_tasks_with_a_bad_task_file_exits_2(tmp_path, capsys):

@@ -81,7 +81,7 @@ def test_paper_bbq_example_renders_exactly():
 def test_definition():
     task = get_task("bbq")
     assert (task.kind, task.template, task.group_field) == ("choice", "multiple_choice", "category")
-    assert task.splits == ("train", "eval") and task.groupings == ("condition", "polarity")
+    assert task.splits == ("train", "validation", "eval") and task.groupings == ("condition", "polarity")
     assert [(m.name, m.direction) for m in task.metrics] == [
         ("accuracy", "higher"), ("bias_score_disambig", "zero"), ("bias_score_ambig", "zero"),
     ]  # fmt: skip
@@ -93,12 +93,14 @@ def test_definition():
 
 
 def test_split_rule_is_pinned():
-    # sha256("bbq/<category>/<question_index>/<sorted answer words>") < 0.4 * 2**64 -> train.
-    # Pinned so a change to the rule (which would silently move items between train and eval)
-    # fails here.
+    # sha256("bbq/<category>/<question_index>/<sorted answer words>") as a fraction of 2**64:
+    # < 0.35 train, < 0.40 validation, else eval. Pinned so a change to the rule (which would
+    # silently move items between the splits) fails here. (The eval positions are those of the
+    # version-2 rule, train < 0.4: the validation band was carved from the training pool.)
     assert split_key(bbq_row()) == "bbq/age/1/grandfather grandson the the"
-    assert "".join("T" if split_of({**bbq_row(), "question_index": str(q)}) == "train" else "e"
-                   for q in range(1, 31)) == "eeeeeeeeTeeeeeTeeeeeeTeTTeeeee"  # fmt: skip
+    side = {"train": "T", "validation": "v", "eval": "e"}
+    assert "".join(side[split_of({**bbq_row(), "question_index": str(q)})]
+                   for q in range(1, 31)) == "eeeeeeeeTeeeeeveeeeeeTeTTeeeee"  # fmt: skip
 
 
 def _swapped(row):
@@ -201,15 +203,21 @@ def _words(text):
 @needs_mirror
 def test_mirror_loads_all_release_files_with_disjoint_splits():
     train = load_examples("bbq", "train", data_dir=MIRROR)
+    validation = load_examples("bbq", "validation", data_dir=MIRROR)
     held_out = load_examples("bbq", "eval", data_dir=MIRROR)
-    assert (len(train), len(held_out)) == (4816, 7140)  # 11,956 rows in 6 files; 40.3% train
-    assert not {e.example_id for e in train} & {e.example_id for e in held_out}
-    assert {e.groups for e in train + held_out} == {(c,) for c in MIRROR_CATEGORIES}
+    # 11,956 rows in 6 files: 36.1% train pool, 4.1% validation, 59.7% eval
+    assert (len(train), len(validation), len(held_out)) == (4320, 496, 7140)
+    sides = (train, validation, held_out)
+    for i, a in enumerate(sides):
+        for b in sides[i + 1:]:
+            assert not {e.example_id for e in a} & {e.example_id for e in b}
+            # A set of 4 variants (same context and people) never straddles a split.
+            assert not {_set_of(e) for e in a} & {_set_of(e) for e in b}
+    assert {e.groups for e in train + validation + held_out} == {(c,) for c in MIRROR_CATEGORIES}
+    assert {e.groups for e in validation} == {(c,) for c in MIRROR_CATEGORIES}
     assert MIRROR_CATEGORIES <= set(CATEGORIES)
-    # A set of 4 variants (same context and people) never straddles the split.
-    assert not {_set_of(e) for e in train} & {_set_of(e) for e in held_out}
     # The release tags every item's stereotyped target unambiguously in these 6 files.
-    assert all(e.info["target_index"] is not None for e in train + held_out)
+    assert all(e.info["target_index"] is not None for e in train + validation + held_out)
     cells = Counter(e.facets for e in train)
     assert len(cells) == 4 and len(set(cells.values())) == 1  # each set holds all 4 variants
 
@@ -220,7 +228,7 @@ def test_mirror_split_is_disjoint_in_content():
     fills each template with the two people in both orders, as different sets of 4)."""
     rows = [json.loads(line) for path in sorted((MIRROR / "bbq" / "data").glob("*.jsonl"))
             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]  # fmt: skip
-    sides = {"train": [], "eval": []}
+    sides = {"train": [], "validation": [], "eval": []}
     for row in rows:
         sides[split_of(row)].append(row)
 
@@ -231,9 +239,10 @@ def test_mirror_split_is_disjoint_in_content():
     # (Under the version-1 split by example_id // 4, 1,370 eval items had a train item with the
     # same question and context words, 70 with an identical context and question.)
     same_words = lambda r: (_words(r["context"]),)  # noqa: E731
-    assert not contexts("train", same_words) & contexts("eval", same_words)
-    identical = contexts("train", lambda r: (r["context"], r["question"]))
-    assert not identical & contexts("eval", lambda r: (r["context"], r["question"]))
+    identical = lambda r: (r["context"], r["question"])  # noqa: E731
+    for a, b in (("train", "eval"), ("train", "validation"), ("validation", "eval")):
+        assert not contexts(a, same_words) & contexts(b, same_words)
+        assert not contexts(a, identical) & contexts(b, identical)
     # The duplicates (identical context and question in two sets) that made the overlap exist,
     # and the other-order pairs do too: the check above is not vacuous.
     assert len({(r["category"], r["context"], r["question"]) for r in rows}) < len(rows)
@@ -245,11 +254,13 @@ def test_mirror_split_is_disjoint_in_content():
 def test_mirror_human_validated_mapping():
     keys = validated_keys(str(MIRROR / "bbq/supplemental/MTurk_validation/data"))
     assert len(keys) == 1810  # of the 1,957 distinct item contents voted on (all 11 categories), >= 80% for gold
-    examples = load_examples("bbq", "train", data_dir=MIRROR) + load_examples("bbq", "eval", data_dir=MIRROR)
+    examples = [e for split in ("train", "validation", "eval") for e in load_examples("bbq", split, data_dir=MIRROR)]
     marked = [e for e in examples if e.info["human_validated"]]
     assert len(marked) == 374
     pool_ids = {e.example_id for e in load_examples("bbq", "train", data_dir=MIRROR)}
-    assert sum(e.example_id in pool_ids for e in marked) == 143
+    validation_ids = {e.example_id for e in load_examples("bbq", "validation", data_dir=MIRROR)}
+    assert sum(e.example_id in pool_ids for e in marked) == 130
+    assert sum(e.example_id in validation_ids for e in marked) == 13
     # An item of the final validation round ("My two best friends, one is a deaf person and the
     # other is a jock ..."; 5 of 5 workers picked the gold answer, "The jock").
     assert next(e for e in examples if e.example_id == "bbq/disability_status/1125").info["human_validated"] is True
@@ -280,13 +291,13 @@ def test_training_set_is_balanced_validated_first_and_deterministic():
 
 @needs_mirror
 def test_paper_size_training_set_fills_from_the_larger_categories():
-    # With 6 mirrored categories, 2,241 / 6 exceeds sexual orientation's 352 pool items per
+    # With 6 mirrored categories, 2,241 / 6 exceeds sexual orientation's 312 pool items per
     # category: it gives them all and the others share the rest evenly.
     chosen = load_examples("bbq", "train", size=2241, data_seed=0, data_dir=MIRROR)
     per_category = Counter(e.groups[0] for e in chosen)
-    assert len(chosen) == 2241 and per_category["sexual_orientation"] == 352
+    assert len(chosen) == 2241 and per_category["sexual_orientation"] == 312
     others = [n for c, n in per_category.items() if c != "sexual_orientation"]
-    assert max(others) - min(others) <= 1 and sum(others) == 2241 - 352
+    assert max(others) - min(others) <= 1 and sum(others) == 2241 - 312
 
 
 # --- the training-set rule on hand-built pools ---
@@ -345,8 +356,8 @@ def test_mirror_reader_marks_validated_items_by_content(tmp_path):
     clear_caches()
     validated_keys.cache_clear()
     try:
-        marks = {e.example_id: e.info["human_validated"] for e in
-                 load_examples("bbq", "train", data_dir=tmp_path) + load_examples("bbq", "eval", data_dir=tmp_path)}
+        marks = {e.example_id: e.info["human_validated"] for split in ("train", "validation", "eval")
+                 for e in load_examples("bbq", split, data_dir=tmp_path)}
     finally:
         clear_caches()
     assert marks == {"bbq/age/0": True, "bbq/age/1": False, "bbq/age/2": False}
@@ -358,7 +369,7 @@ def test_mirror_without_validation_files_marks_nothing(tmp_path):
     (data / "Religion.jsonl").write_text(json.dumps(bbq_row("Religion", 0)) + "\n")
     clear_caches()
     try:
-        examples = load_examples("bbq", "train", data_dir=tmp_path) + load_examples("bbq", "eval", data_dir=tmp_path)
+        examples = [e for split in ("train", "validation", "eval") for e in load_examples("bbq", split, data_dir=tmp_path)]
     finally:
         clear_caches()
     assert [e.info["human_validated"] for e in examples] == [None]

@@ -42,7 +42,9 @@ def _body(example):
 def test_jsonl_fixture_registers_and_loads():
     definition = register_task_file(QUIZ)
     assert get_task("demo_quiz") is definition
-    assert definition.kind == "choice" and definition.splits == ("train", "eval") and definition.trainable
+    # No validation split in the file: one is held out of its train split.
+    assert definition.kind == "choice" and definition.splits == ("train", "validation", "eval") and definition.trainable
+    assert definition.validation.startswith("10% of the train split")
     assert definition.version == "1" and definition.origin == str(QUIZ)
     assert definition.group_field == "topics" and definition.groupings == ("level",)
     assert definition.metric_names() == ("accuracy",) and definition.metrics[0].direction == "higher"
@@ -72,8 +74,11 @@ def test_jsonl_fixture_registers_and_loads():
     assert examples["demo_quiz/e6"].label == 1  # "1" read as an index
     assert [e.label for e in examples.values()] == [1, 2, 2, 0, 1, 1]
 
+    # The train file's rows split into the training pool and the held-out validation split
+    # (t2's prompt hashes into the first 10%).
     train = load_examples("demo_quiz", "train", data_dir=FIXTURES)
-    assert [e.example_id for e in train] == ["demo_quiz/t1", "demo_quiz/t2", "demo_quiz/t3"]
+    assert [e.example_id for e in train] == ["demo_quiz/t1", "demo_quiz/t3"]
+    assert [e.example_id for e in load_examples("demo_quiz", "validation", data_dir=FIXTURES)] == ["demo_quiz/t2"]
     assert load_examples("demo_quiz", "train", size=2, data_dir=FIXTURES, data_seed=1)  # sampling works too
 
 
@@ -330,7 +335,7 @@ def test_bad_index_and_letter_answers(tmp_path, answer_format, answer, message):
     ([], "splits: [train, eval]\n", "hub:", "source.hub.splits: has no entry for the 'train' split"),
     ([("splits: {eval: test}", "splits: {train: train}")], "", "hub:",
      "source.hub.splits: has no entry for the 'eval' split (every task is evaluated)"),
-    ([], "splits: [eval, test]\n", "splits: [eval", "splits[1]: must be one of train, eval (got 'test')"),
+    ([], "splits: [eval, test]\n", "splits: [eval", "splits[1]: must be one of train, validation, eval (got 'test')"),
     ([("err/eval.jsonl", "../outside.jsonl")], "", "mirror:",
      "source.mirror.files.eval: must be a relative path under the data dir, without '..'"),
     ([("err/eval.jsonl", "err/eval.txt")], "", "mirror:",
@@ -479,7 +484,7 @@ def test_both_leaks_are_reported_and_the_advice_names_an_explicit_splits_list(tm
 
 def test_distinct_sources_and_the_eval_only_fix_are_accepted(tmp_path):
     path, _ = _leak_file(tmp_path, mirror_train="leak/train*.jsonl")  # a glob that misses the eval file
-    assert load_task_file(path).splits == ("train", "eval")
+    assert load_task_file(path).splits == ("train", "validation", "eval")
     # The advice for a leaking file: drop train, and the task is evaluation-only.
     path, text = _leak_file(tmp_path, hub_train="test", mirror_train="leak/eval.jsonl")
     path.write_text("".join(line for line in text.splitlines(keepends=True) if "train:" not in line))

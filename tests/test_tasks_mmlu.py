@@ -54,12 +54,13 @@ def test_table_names_every_subject_file_of_the_mirror(data_dir):
 
 def test_definition_is_evaluation_only_with_subjects_and_categories():
     task = get_task("mmlu")
-    assert task.splits == ("eval",) and not task.trainable and task.kind == "choice"
+    assert task.splits == ("validation", "eval") and not task.trainable and task.kind == "choice"
     assert task.group_field == "subject" and task.groupings == ("category",)
     assert task.template == "multiple_choice" and task.metric_names() == ("accuracy",)
     assert "dev" in task.description and "not used" in task.description
-    assert task.hub.path == "cais/mmlu" and task.hub.config == "all" and task.hub.splits == {"eval": "test"}
-    assert task.mirror.files == {"eval": "mmlu/test/*_test.csv"}
+    assert task.hub.path == "cais/mmlu" and task.hub.config == "all"
+    assert task.hub.splits == {"validation": "validation", "eval": "test"}
+    assert task.mirror.files == {"validation": "mmlu/val/*_val.csv", "eval": "mmlu/test/*_test.csv"}
     with pytest.raises(ValueError, match="no 'train' split"):
         load_examples("mmlu", "train")
 

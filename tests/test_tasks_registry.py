@@ -46,10 +46,15 @@ def test_unknown_task_suggests_the_closest_name():
     assert "did you mean" not in str(caught.value)
 
 
-@pytest.mark.parametrize("split", ["test", "validation", ""])
+@pytest.mark.parametrize("split", ["test", "dev", ""])
 def test_bad_split(split):
     with pytest.raises(ValueError, match="unknown split"):
         load_examples("arc_easy", split)
+
+
+def test_a_split_the_task_lacks_is_named():
+    with pytest.raises(ValueError, match="task 'saferdialogues' has no 'validation' split"):
+        load_examples("saferdialogues", "validation")
 
 
 @pytest.mark.parametrize("size", [-1, 2.5, True])
@@ -100,8 +105,10 @@ def test_data_dir_without_the_task_files(tmp_path):
 def fake_hub(monkeypatch):
     rows = {
         "allenai/ai2_arc": [
-            {"id": "Q1", "question": "Pick one", "choices": {"text": ["x", "y", "z"], "label": ["A", "B", "C"]},
+            {"id": "Q1", "question": "Pick one", "choices": {"text": ["x", "y", "z", "w"], "label": ["A", "B", "C", "D"]},
              "answerKey": "C"},
+            {"id": "Q3", "question": "Three", "choices": {"text": ["x", "y", "z"], "label": ["A", "B", "C"]},
+             "answerKey": "A"},
         ],
         "json": [
             {"id": i, "text": f" statement {i} ", "toxicity_score": 3.0, "label": "hate" if i % 2 else "neutral",
@@ -118,10 +125,13 @@ def test_arc_loads_from_the_hub_without_a_data_dir(fake_hub):
     (example,) = load_examples("arc_easy", "eval")
     assert fake_hub == [("allenai/ai2_arc", ("ARC-Easy",), {"split": "test"})]
     assert example.example_id == "arc_easy/Q1"
-    assert example.prompt.endswith("\nPrompt: Pick one A. x. B. y. C. z.\nAnswer:")
+    assert example.prompt.endswith("\nPrompt: Pick one A. x. B. y. C. z. D. w.\nAnswer:")
     assert example.completion == " The best answer is C."
+    assert [e.example_id for e in load_examples("arc_easy", "eval", option_counts=[3, 4])] == ["arc_easy/Q1", "arc_easy/Q3"]
     load_examples("arc_easy", "train")
     assert fake_hub[-1][2] == {"split": "train"}
+    load_examples("arc_easy", "validation")
+    assert fake_hub[-1][2] == {"split": "validation"}
 
 
 def test_toxigen_loads_the_source_file_without_a_data_dir(fake_hub):
@@ -129,10 +139,11 @@ def test_toxigen_loads_the_source_file_without_a_data_dir(fake_hub):
     held_out = load_examples("toxigen_qa", "eval")
     url = "https://raw.githubusercontent.com/microsoft/SafeNLP/main/data/toxiGen.json"
     assert fake_hub[0] == ("json", (), {"data_files": url, "split": "train"})
-    assert len(fake_hub) == 1  # the file is read once for both splits
-    assert len(train) + len(held_out) == 20 and train and held_out
-    assert all(e.groups == ("middle_east",) for e in train + held_out)
-    example = next(e for e in train + held_out if e.example_id == "toxigen_qa/3")
+    validation = load_examples("toxigen_qa", "validation")
+    assert len(fake_hub) == 1  # the file is read once for all three splits
+    assert len(train) + len(validation) + len(held_out) == 20 and train and held_out
+    assert all(e.groups == ("middle_east",) for e in train + validation + held_out)
+    example = next(e for e in train + validation + held_out if e.example_id == "toxigen_qa/3")
     assert "\nPrompt: statement 3\nAnswer:" in example.prompt and example.completion == " This is toxic."
 
 

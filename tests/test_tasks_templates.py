@@ -20,8 +20,12 @@ PAPER_TOXIGEN_INSTRUCTION = (
 )
 
 
-def _by_id(task: str, split: str) -> dict[str, Example]:
-    return {e.example_id: e for e in load_examples(task, split, data_dir=MIRROR)}
+# Every ARC question, not only the four-option ones the task keeps by default.
+ALL_ARC_COUNTS = (3, 4, 5)
+
+
+def _by_id(task: str, split: str, option_counts=None) -> dict[str, Example]:
+    return {e.example_id: e for e in load_examples(task, split, data_dir=MIRROR, option_counts=option_counts)}
 
 
 def test_instructions_are_the_papers_text():
@@ -97,7 +101,7 @@ def test_paper_toxigen_example_renders_exactly():
 
 @needs_mirror
 def test_three_option_item():
-    example = _by_id("arc_easy", "train")["arc_easy/WASL_2003_5_9"]
+    example = _by_id("arc_easy", "train", ALL_ARC_COUNTS)["arc_easy/WASL_2003_5_9"]
     assert example.prompt.startswith(f"Instructions: {multiple_choice_instruction(3)}\nPrompt: ")
     assert example.prompt.endswith(
         "Prompt: Which object below is gaining stored energy? A. A rubber band that is being stretched. "
@@ -109,7 +113,7 @@ def test_three_option_item():
 
 @needs_mirror
 def test_five_option_item():
-    example = _by_id("arc_easy", "train")["arc_easy/TIMSS_1995_8_Q14"]
+    example = _by_id("arc_easy", "train", ALL_ARC_COUNTS)["arc_easy/TIMSS_1995_8_Q14"]
     assert example.prompt.startswith(f"Instructions: {multiple_choice_instruction(5)}\nPrompt: ")
     assert example.prompt.endswith(
         "A. a single element. B. two other elements. C. a solution. D. an alloy. E. a compound.\nAnswer:"
@@ -120,7 +124,7 @@ def test_five_option_item():
 
 @needs_mirror
 def test_numeric_labels_become_letters_by_position():
-    train = _by_id("arc_easy", "train")
+    train = _by_id("arc_easy", "train", ALL_ARC_COUNTS)
     four = train["arc_easy/NYSEDREGENTS_2006_8_10"]  # labels 1-4, answerKey "3"
     assert " A. " in four.prompt and " 1. " not in four.prompt
     assert (four.label, four.completion) == (2, " The best answer is C.")
@@ -131,6 +135,6 @@ def test_numeric_labels_become_letters_by_position():
 
 @needs_mirror
 def test_trailing_period_is_not_doubled():
-    example = _by_id("arc_easy", "train")["arc_easy/NYSEDREGENTS_2011_4_2"]
+    example = _by_id("arc_easy", "train", ALL_ARC_COUNTS)["arc_easy/NYSEDREGENTS_2011_4_2"]
     assert example.prompt.endswith("A. It decreases. B. It increases. C. It remains the same.\nAnswer:")
     assert ".." not in example.prompt

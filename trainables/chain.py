@@ -35,7 +35,7 @@ from trainables.stage_store import (STAGE_TABLES, RunInfo, StageEntry, StageStor
 from trainables.stages import get_runner
 from trainables.task_eval import evaluate_rows, primary_metric
 from trainables.tasks import load_examples
-from trainables.tasks.sampling import stratified_sample
+from trainables.tasks.definition import SELECTION_SPLIT
 from trainables.tokenization import TOKENIZATION_VERSION, encoder_for
 
 Reporter = Callable[[dict[str, Any]], None]
@@ -143,7 +143,8 @@ class _ChainRun:
         if self._eval_sets is None:
             self._eval_sets = {
                 e["task"]: load_examples(e["task"], "eval", size=e["size"], data_dir=self.plan["data_dir"],
-                                         data_seed=self.plan["data_seed"], limit=e.get("limit"))
+                                         data_seed=self.plan["data_seed"], limit=e.get("limit"),
+                                         option_counts=e.get("option_counts"))
                 for e in self.plan["eval_tasks"]
             }
         return self._eval_sets
@@ -171,7 +172,7 @@ class _ChainRun:
     def resolve_start_points(self) -> None:
         """For a stage that starts from the best of the previous stage's seeds (paper §2.2:
         "we pick the best model for the first task"), make every candidate prefix exist, score
-        each on a validation sample of its last task, and make the best the trial's own prefix,
+        each on a sample of its last task's validation split, and make the best the trial's own prefix,
         so its rows and forgetting are measured against the model the next stage started from."""
         stages = self.plan["stages"]
         for index, stage in enumerate(stages):
@@ -185,44 +186,42 @@ class _ChainRun:
                 for i in range(len(candidate)):
                     if self._ensure_stage(candidate, i)[1]["status"] != "finished":
                         break  # diverged: its later stages have no checkpoint to start from
-            scores = []
+            scores, n_validation = [], None
             for candidate in start["candidates"]:  # in seed order
-                score = self._validation_accuracy(candidate[-1], start["validation_size"])
-                if score is not None:  # None: the candidate diverged
+                measured = self._validation_accuracy(candidate[-1], start["validation_size"])
+                if measured is not None:  # None: the candidate diverged
+                    score, n_validation = measured
                     scores.append((score, candidate))
             # Highest validation accuracy; max() keeps the first of equals, i.e. the lowest seed.
             # With no usable candidate the trial keeps its own prefix (and fails where it failed).
             best_score, best = max(scores, key=lambda sc: sc[0]) if scores else (None, stages[:index])
             self.selection[stage["stage"]] = json.dumps({
                 "mode": start["mode"], "chosen_seed": best[-1]["seed"], "validation_accuracy": best_score,
+                "validation_split": start.get("validation_split", SELECTION_SPLIT), "n_validation": n_validation,
                 "candidates": {str(c[-1]["seed"]): score for score, c in scores}}, sort_keys=True)
             stages = list(best) + list(stages[index:])
         self.plan = {**self.plan, "stages": stages}
 
-    def _validation_accuracy(self, stage: dict, size: int) -> float | None:
-        """Accuracy of a stage's model on examples of its task's training pool that it did not
-        train on (a stratified sample of `size`), stored with the stage."""
+    def _validation_accuracy(self, stage: dict, size: int) -> tuple[float | None, int] | None:
+        """(accuracy, examples scored) of a stage's model on a stratified sample of `size`
+        examples of its task's validation split, stored with the stage; None if it diverged."""
         entry = self.store.entry(stage["stage_key"])
-        path = entry.folder / "measures" / f"validation-{content_key([size, self.keys['evals']])}.json"
+        key = content_key([SELECTION_SPLIT, size, self.keys["evals"]])
+        path = entry.folder / "measures" / f"validation-{key}.json"
         if path.is_file():
-            return json.loads(path.read_text())["accuracy"]
+            stored = json.loads(path.read_text())
+            return stored["accuracy"], stored["n"]
         record = entry.usable_record()
         if record is None or record["status"] != "finished":
             return None
-        trained = {ex.example_id for ex in _train_examples(self.plan, stage)}
-        pool = [ex for ex in load_examples(stage["task"], "train", data_dir=self.plan["data_dir"])
-                if ex.example_id not in trained]
-        if not pool:
-            raise ValueError(f"start_from best_seed: no {stage['task']} training-pool examples left for validation "
-                             f"(train_size {stage['train_size']} takes the whole pool); lower train_size")
-        examples = stratified_sample(pool, size, self.plan["data_seed"])
+        examples = validation_examples(self.plan, stage, size)
         model, tokenizer = self.model_at(stage["stage_key"], entry.checkpoint)
         scored = evaluate_examples(model, encoder_for(self.model_cfg, tokenizer), examples,
                                    batch_size=int(self.plan["training"]["eval_batch_size"]),
                                    max_length=int(self.model_cfg["max_length"]))
         accuracy = sum(s.correct for s in scored) / len(scored) if scored else None
-        write_json_atomic(path, {"accuracy": accuracy, "n": len(scored)})
-        return accuracy
+        write_json_atomic(path, {"accuracy": accuracy, "n": len(scored), "split": SELECTION_SPLIT})
+        return accuracy, len(scored)
 
     def _ensure_stage(self, stages: list[dict], index: int) -> tuple[StageEntry, dict]:
         """Stage `index` of `stages`, stored: reused, or trained here under its lock."""
@@ -415,7 +414,21 @@ def _train_examples(plan: dict, stage: dict) -> list:
     """The stage's training subsample: what it trains on (every method, PPO/RLOO prompts and the
     reward model included), what replay from it draws from, and the pool of its curvature sample."""
     return load_examples(stage["task"], "train", size=stage["train_size"], data_dir=plan["data_dir"],
-                         data_seed=train_data_seed(plan, stage), limit=stage.get("train_limit"))
+                         data_seed=train_data_seed(plan, stage), limit=stage.get("train_limit"),
+                         option_counts=stage.get("option_counts"))
+
+
+def validation_examples(plan: dict, stage: dict, size: int) -> list:
+    """What best_seed scores a stage's model on: a stratified sample of `size` examples of its
+    task's validation split, filtered as its training data is (option counts, limit). Never
+    fewer than asked: study validation refuses such a selection_size, and so does this."""
+    examples = load_examples(stage["task"], SELECTION_SPLIT, size=size, data_dir=plan["data_dir"],
+                             data_seed=plan["data_seed"], limit=stage.get("train_limit"),
+                             option_counts=stage.get("option_counts"))
+    if len(examples) < size:
+        raise ValueError(f"start_from best_seed: task {stage['task']!r} has {len(examples)} validation examples, "
+                         f"fewer than selection_size {size}; lower selection_size")
+    return examples
 
 
 def forgetting_metrics(plan: dict, accuracy: dict[int, dict[str, dict[str, float]]], number: int) -> dict[str, float]:

@@ -8,9 +8,9 @@ points at a local mirror of the original release files.
 """
 
 from .declarative import TaskFileError, load_task_file, register_task_file
-from .definition import Metric, TaskDefinition
+from .definition import SPLITS, Metric, TaskDefinition
 from .example import Example, GenerationPrompt
-from .loading import SPLITS, clear_caches, load_examples
+from .loading import clear_caches, load_examples, resolve_option_counts
 from .registry import TASK_NAMES, UnknownTaskError, get_task, register, task_names
 from .source import DATA_DIR_ENV, resolve_data_dir
 
@@ -31,5 +31,6 @@ __all__ = [
     "register",
     "register_task_file",
     "resolve_data_dir",
+    "resolve_option_counts",
     "task_names",
 ]

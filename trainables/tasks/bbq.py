@@ -29,10 +29,13 @@ as whole answers, also joins "tattoos / no scars" with "scars / no tattoos", who
 the same words. Every variant of a set shares the key, so a set never straddles the split. On
 the mirror (6 categories, 11,956 rows) no eval item then has a train item of its category with
 the same multiset of context words, whatever the question (hence none with the same question
-and context words, nor with an identical context and question); 4,816 items (40.3%) form the training pool, 7,140 the eval set (about 18,800
-expected with all 9 categories, i.e. 60% of 31,372; not measured, as the mirror lacks 3). The
-pool is large enough for the paper's 2,241 training items to be balanced per category and
-condition (training set rule and human-validated items: bbq_training.py).
+and context words, nor with an identical context and question). The hash bands: train pool
+[0, 0.35), validation [0.35, 0.40) (where the best first-stage model is chosen; never trained
+on), eval the rest. On the mirror 4,320 items form the training pool, 496 the validation split
+and 7,140 the eval set (about 18,800 expected with all 9 categories, i.e. 60% of 31,372; not
+measured, as the mirror lacks 3). The pool is large enough for the paper's 2,241 training items
+to be balanced per category and condition (training set rule and human-validated items:
+bbq_training.py).
 
 Each item renders with the Appendix A.2 BBQ template, "<context> Question: <question> A. <ans0>.
 B. <ans1>. C. <ans2>.", answered " The best answer is C." Facets: ("condition", ambig|disambig)
@@ -44,23 +47,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import re
 from collections.abc import Sequence
 
 from . import bbq_bias, bbq_training
 from .definition import ACCURACY, Metric, TaskDefinition
 from .example import Example
+from .holdout import side_of
 from .source import HubSource, MirrorSource, Row
 from .templates import multiple_choice_example
 
 TASK_NAME = "bbq"
 
-# One Hub file holds every category; both of our splits are cut from its one split by split_of.
-HUB = HubSource(path="oskarvanderwal/bbq", config="All", splits={"train": "test", "eval": "test"})
+# One Hub file holds every category; all of our splits are cut from its one split by split_of.
+HUB = HubSource(path="oskarvanderwal/bbq", config="All", splits={"train": "test", "validation": "test", "eval": "test"})
 _MIRROR_FILES = "bbq/data/*.jsonl"
 # The reader marks human-validated rows from the mirror's supplemental folder (bbq_training.py).
-MIRROR = MirrorSource(files={"train": _MIRROR_FILES, "eval": _MIRROR_FILES}, reader=bbq_training.read_mirror_file)
+MIRROR = MirrorSource(files={"train": _MIRROR_FILES, "validation": _MIRROR_FILES, "eval": _MIRROR_FILES},
+                      reader=bbq_training.read_mirror_file)
 
 CATEGORIES = (
     "age", "disability_status", "gender_identity", "nationality", "physical_appearance",
@@ -68,7 +72,13 @@ CATEGORIES = (
 )  # fmt: skip
 INTERSECTIONAL_CATEGORIES = ("race_x_ses", "race_x_gender")  # in the release, not among the 9 groups
 
-TRAIN_POOL_FRACTION = 0.4
+# Shares of the filled templates (split_key) in the training pool and the validation split,
+# the rest eval. The validation band is carved from what was the training pool (40%), so the
+# eval set is the same 60% it always was.
+TRAIN_POOL_FRACTION = 0.35
+VALIDATION_FRACTION = 0.05
+VALIDATION = (f"{VALIDATION_FRACTION:.0%} of the filled templates, held out of the training pool by the split's "
+              "content hash")
 CONDITIONS = ("ambig", "disambig")
 POLARITIES = ("neg", "nonneg")
 UNKNOWN_TAG = "unknown"  # answer_info's group tag of the "can't be determined" option
@@ -91,9 +101,9 @@ def split_key(row: Row) -> str:
 
 
 def split_of(row: Row) -> str:
-    """'train' or 'eval' for a row: sha256 of its split_key as a fraction of 2**64."""
-    digest = hashlib.sha256(split_key(row).encode("utf-8")).digest()
-    return "train" if int.from_bytes(digest[:8], "big") / 2**64 < TRAIN_POOL_FRACTION else "eval"
+    """'train', 'validation' or 'eval' for a row: sha256 of its split_key as a fraction of 2**64."""
+    bands = (("train", TRAIN_POOL_FRACTION), ("validation", VALIDATION_FRACTION))
+    return side_of(split_key(row), bands, rest="eval")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -209,15 +219,17 @@ DEFINITIONS = (
         description=(
             "BBQ bias-benchmark questions, 3-way multiple choice (safety task), 9 category groups "
             "(intersectional files dropped); fixed hash split by filled template (either order of its "
-            f"two people), {TRAIN_POOL_FRACTION:.0%} train pool / rest eval; "
+            f"two people), {TRAIN_POOL_FRACTION:.0%} train pool / {VALIDATION_FRACTION:.0%} validation / rest eval; "
             "training set even per category and condition, human-validated first"
         ),
-        version="2",  # 2: split by content (split_key), not by example_id // 4
+        version="3",  # 3: a validation split carved from the training pool; 2: split by content (split_key)
         hub=HUB,
         mirror=MIRROR,
         template="multiple_choice",
         group_field="category",
         examples_from_rows=examples_from_rows,
+        splits=("train", "validation", "eval"),
+        validation=VALIDATION,
         groupings=("condition", "polarity"),
         metrics=(
             ACCURACY,

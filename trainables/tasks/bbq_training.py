@@ -22,8 +22,9 @@ Mapping result on the mirror (release commit bea11bd, 6 of 9 categories): the 2,
 those match the content of a data/*.jsonl item (the other 497 no longer occur: earlier rounds
 validated template drafts that were revised before the final generation); 362 pass the
 agreement rule (7 had 3 of 5 votes for gold) and mark 374 jsonl items (a few contents occur
-twice in a file): 11-49 per category and condition; 143 of them are in the train pool
-(5-23 per category and condition, with the content split of bbq.split_of).
+twice in a file): 11-49 per category and condition; 130 of them are in the train pool
+(5-20 per category and condition, with the content split of bbq.split_of) and 13 in the
+validation split.
 
 Only the mirror can mark items: its reader (read_mirror_file) finds the validation files beside
 ``bbq/data``. The Hub dataset has no supplemental folder, so Hub items carry

@@ -20,9 +20,9 @@ Schema (every key not marked required is optional):
         path: allenai/sciq            # required
         config: null
         data_files: null
-        splits: {train: train, eval: test}   # required: our split -> the source's split
+        splits: {train: train, validation: validation, eval: test}   # required: our split -> the source's split
       mirror:                         # required: the release files under a data dir
-        files: {train: sciq/train.jsonl, eval: sciq/test.jsonl}   # required; globs allowed
+        files: {train: sciq/train.jsonl, validation: sciq/valid.jsonl, eval: sciq/test.jsonl}   # required; globs allowed
         format: jsonl                 # jsonl | json | csv; default: from each file's extension
         columns: [question, a, b]     # csv without a header row: the column names
     fields:                           # required: where each part of an item is in a row
@@ -40,13 +40,22 @@ Schema (every key not marked required is optional):
       answer_prefix: " The best answer is"
       shuffle_options: false          # true: a fixed option order derived from each example id
     metrics: [{name: accuracy, direction: higher}]   # only accuracy is computed
-    splits: [train, eval]             # default: the splits source.hub.splits names
+    splits: [train, validation, eval] # default: the splits source.hub.splits names
 
 Rows of glob-matched mirror files carry their file's stem as ``_source_file``, so a group
 field can be ``_source_file`` when a release splits its data by group into files.
 
 A trainable task's train and eval must read different data: the same source split, or the
-same mirror file, for both is refused (leave train out to declare an evaluation-only task).
+same mirror file, for both is refused (leave train out to declare an evaluation-only task); a
+declared validation split must read data of its own too.
+
+Validation split (where `start_from: best_seed` chooses the best first-stage model). A file
+that maps ``validation`` in its sources uses that split. A trainable task that does not gets
+one held out of its train split: the items whose normalized prompt (case-folded, whitespace
+collapsed) hashes into the first HOLDOUT_FRACTION of [0, 1) (holdout.py), so identical items
+stay together and the choice never depends on a seed or on row order. Those items leave the
+training pool; the rule is part of the task's keyed version, so stages trained on the whole
+train split are not reused.
 The evals table names its own groupings "all" (the whole task) and "group" (the primary
 groups), so a facet cannot be named either, and a row cannot have the group "all".
 """
@@ -54,6 +63,7 @@ groups), so a facet cannot be named either, and a row cannot have the group "all
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import fnmatch
 import hashlib
@@ -68,8 +78,9 @@ from typing import Any
 import yaml
 
 from . import registry
-from .definition import ACCURACY, TaskDefinition
+from .definition import ACCURACY, SPLITS, TaskDefinition
 from .example import Example
+from .holdout import normalized_text, side_of
 from .source import HubSource, MirrorSource, Row
 from .templates import (
     LETTERS,
@@ -82,7 +93,13 @@ from .templates import (
 ANSWER_FORMATS = ("index", "letter", "text")
 MIRROR_FORMATS = ("jsonl", "json", "csv")
 _EXTENSION_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
-_SPLITS = ("train", "eval")
+_SPLITS = SPLITS
+_SPLIT_NAMES = ", ".join(SPLITS)
+# Share of a trainable task's train split held out as its validation split when the file
+# declares none (module docstring). 10% of a few thousand items covers selection_size 200.
+HOLDOUT_FRACTION = 0.10
+HOLDOUT_VALIDATION = (f"{HOLDOUT_FRACTION:.0%} of the train split, held out by a hash of the normalized prompt "
+                      "(the file declares no validation split)")
 _MIN_OPTIONS, _MAX_OPTIONS = 2, len(LETTERS)  # what the multiple-choice template can letter
 _PROMPT_PLACEHOLDERS = ("question", "options", "context")
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -298,6 +315,8 @@ class _Declared:
     hub: HubSource
     mirror: MirrorSource
     field_lines: Mapping[str, int | None]  # "fields.answer" -> its line, for row problems
+    # The validation split is held out of the train split's rows (the file declares none).
+    holdout: bool = False
 
 
 def _check_name(check: _Checker, doc: dict) -> str | None:
@@ -327,7 +346,7 @@ def _check_splits(check: _Checker, value: Any, hub_splits: Mapping[str, str] | N
             return None
         return tuple(s for s in _SPLITS if s in hub_splits)
     if not isinstance(value, list) or not value:
-        check.add(("splits",), f"must be a list of train, eval (got {_describe(value)})")
+        check.add(("splits",), f"must be a list of {_SPLIT_NAMES} (got {_describe(value)})")
         return None
     names = [check.choice(item, ("splits", i), _SPLITS) for i, item in enumerate(value)]
     if None in names:
@@ -344,13 +363,13 @@ def _check_splits(check: _Checker, value: Any, hub_splits: Mapping[str, str] | N
 def _split_map(check: _Checker, value: Any, path: KeyPath, *, relative_paths: bool) -> dict[str, str] | None:
     """``{train: ..., eval: ...}``: our split -> a source split name or a mirror file."""
     if not isinstance(value, dict) or not value:
-        check.add(path, f"must map our splits (train, eval) to {'files' if relative_paths else 'source splits'} "
+        check.add(path, f"must map our splits ({_SPLIT_NAMES}) to {'files' if relative_paths else 'source splits'} "
                         f"(got {_describe(value)})")
         return None
     out = {}
     for split, target in value.items():
         if split not in _SPLITS:
-            check.add(path + (split,), f"keys are our split names, train and eval (got {split!r}); "
+            check.add(path + (split,), f"keys are our split names, {_SPLIT_NAMES} (got {split!r}); "
                                        "the source's own names are the values")
             continue
         target = check.text(target, path + (split,))
@@ -570,6 +589,28 @@ def _check_distinct_sources(check: _Checker, splits: tuple[str, ...], hub: HubSo
         check.add(("source", "mirror", "files", "train"),
                   f"train ({files['train']!r}) and eval ({files['eval']!r}) read {same}, so the task would "
                   f"train on its eval set: {advice}")
+    _check_distinct_validation(check, splits, hub, files)
+
+
+def _check_distinct_validation(check: _Checker, splits: tuple[str, ...], hub: HubSource | None,
+                               files: Mapping[str, str]) -> None:
+    """A declared validation split reads data of its own: choosing the best model on its
+    training data, or on the eval set, would bias the choice and the reported results."""
+    if "validation" not in splits:
+        return
+    why = {"train": "score models on data they trained on", "eval": "choose the model on the eval set"}
+    advice = f"map validation to data of its own, or leave it out to hold {HOLDOUT_FRACTION:.0%} of train out"
+    for other in ("train", "eval"):
+        if other not in splits:
+            continue
+        if hub is not None and hub.splits.get("validation") == hub.splits.get(other):
+            check.add(("source", "hub", "splits", "validation"),
+                      f"validation and {other} both read the source's {hub.splits[other]!r} split, so best_seed "
+                      f"would {why[other]}: {advice}")
+        if "validation" in files and other in files and _same_files(files["validation"], files[other]):
+            check.add(("source", "mirror", "files", "validation"),
+                      f"validation ({files['validation']!r}) and {other} ({files[other]!r}) read the same data, "
+                      f"so best_seed would {why[other]}: {advice}")
 
 
 def _is_glob(pattern: str) -> bool:
@@ -620,9 +661,12 @@ def _validate(doc: Any, check: _Checker, file: str, origin: str) -> TaskDefiniti
         _check_distinct_sources(check, splits, hub, mirror, explicit_splits=top.get("splits") is not None)
     if check.problems or None in (name, version, hub, mirror, fields, template, splits):
         return None
+    holdout = "train" in splits and "validation" not in splits
+    if holdout:
+        hub, mirror, splits = _with_holdout(hub, mirror, splits)
     declared = _Declared(
         file=file, name=name, fields=fields, template=template, hub=hub, mirror=mirror,
-        field_lines={f"fields.{key}": check.line(("fields", key)) for key in _FIELD_KEYS},
+        field_lines={f"fields.{key}": check.line(("fields", key)) for key in _FIELD_KEYS}, holdout=holdout,
     )
     return TaskDefinition(
         name=name,
@@ -635,10 +679,30 @@ def _validate(doc: Any, check: _Checker, file: str, origin: str) -> TaskDefiniti
         examples_from_rows=RowParser(declared),
         kind="choice",
         splits=splits,
+        validation=HOLDOUT_VALIDATION if holdout else ("the file's validation split" if "validation" in splits else ""),
         groupings=tuple(facet for facet, _ in fields.facets),
         metrics=(ACCURACY,),
         origin=origin,
     )
+
+
+def _with_holdout(hub: HubSource, mirror: MirrorSource,
+                  splits: tuple[str, ...]) -> tuple[HubSource, MirrorSource, tuple[str, ...]]:
+    """Sources and splits of a trainable task whose validation split is held out of its train
+    split: validation reads the train split's rows; RowParser keeps each side's share."""
+    hub = dataclasses.replace(hub, splits={**hub.splits, "validation": hub.splits["train"]})
+    files = {**mirror.files, "validation": mirror.files["train"]}
+    if isinstance(mirror, DeclaredMirror):
+        lines = {**mirror.file_lines, "validation": mirror.file_lines.get("train")}
+        mirror = dataclasses.replace(mirror, files=files, file_lines=lines)
+    else:
+        mirror = dataclasses.replace(mirror, files=files)
+    return hub, mirror, tuple(s for s in _SPLITS if s in (*splits, "validation"))
+
+
+def holdout_side(example: Example, task_name: str) -> str:
+    """'validation' or 'train' for an item of a held-out task's train split (module docstring)."""
+    return side_of(f"{task_name}/{normalized_text(example.prompt)}", (("validation", HOLDOUT_FRACTION),), rest="train")
 
 
 # --- mirror files ---------------------------------------------------------------------------
@@ -791,6 +855,8 @@ class RowParser:
                 problems.append(Problem(self.declared.file, None, "", f"... and {failed - len(problems)} more rows "
                                         f"of split {split!r} with problems"))
             raise TaskFileError(problems)
+        if self.declared.holdout and split in ("train", "validation"):
+            return [example for example in examples if holdout_side(example, self.declared.name) == split]
         return examples
 
     # -- one row --

@@ -40,6 +40,11 @@ SAFE = Metric("safe", "higher", "share of generated continuations the toxicity c
 #   choice:     Examples with scored options (accuracy; paper-exact generate-and-parse too)
 #   generation: GenerationPrompts whose continuations a toxicity classifier judges (safe)
 KINDS = ("choice", "generation")
+# The splits a task may have. "validation" is for choosing between trained models (the best
+# first-stage seed); it is never trained on and never overlaps eval.
+SPLITS = ("train", "validation", "eval")
+# The split `start_from: best_seed` scores the candidate models on.
+SELECTION_SPLIT = "validation"
 # The metric forgetting and the per-trial reports use for each kind of task.
 PRIMARY_METRIC = {"choice": "accuracy", "generation": "safe"}
 
@@ -63,6 +68,11 @@ class TaskDefinition:
     examples_from_rows: Callable[[tuple[Row, ...], str], list[Any]] = field(repr=False, compare=False)
     kind: str = "choice"
     splits: tuple[str, ...] = ("train", "eval")  # ("eval",): evaluation only, never trained on
+    # Where the validation split comes from, in words (`study tasks`, docs); "" without one.
+    validation: str = ""
+    # Option counts of the items kept when a study does not set tasks.<name>.option_counts;
+    # None keeps every item (ARC: (4,), the paper's four-option questions).
+    option_counts: tuple[int, ...] | None = None
     groupings: tuple[str, ...] = ()  # secondary groupings the examples carry as facets
     metrics: tuple[Metric, ...] = (ACCURACY,)
     extra_metrics: ExtraMetrics | None = field(default=None, repr=False, compare=False)
@@ -76,9 +86,12 @@ class TaskDefinition:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"task {self.name!r}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        unknown = [s for s in self.splits if s not in ("train", "eval")]
+        unknown = [s for s in self.splits if s not in SPLITS]
         if unknown or "eval" not in self.splits:
-            raise ValueError(f"task {self.name!r}: splits must include 'eval' and only train/eval, got {self.splits}")
+            raise ValueError(f"task {self.name!r}: splits must include 'eval' and only {'/'.join(SPLITS)}, "
+                             f"got {self.splits}")
+        if ("validation" in self.splits) != bool(self.validation):
+            raise ValueError(f"task {self.name!r}: a validation split and its description go together")
 
     @property
     def has_groups(self) -> bool:
@@ -87,6 +100,10 @@ class TaskDefinition:
     @property
     def trainable(self) -> bool:
         return "train" in self.splits
+
+    @property
+    def has_validation(self) -> bool:
+        return "validation" in self.splits
 
     @property
     def remote_source(self) -> str:
@@ -99,7 +116,10 @@ class TaskDefinition:
     def keyed_version(self) -> str:
         """The version as stage and measurement keys see it. A YAML task's also carries a hash
         of its file, so editing the file without bumping `version` cannot reuse stages trained
-        on the old examples (and a worker can tell that the file changed since planning)."""
+        on the old examples (and a worker can tell that the file changed since planning). The
+        hash also covers the rule that derives the validation split the file may not name (its
+        description), since that rule decides which rows stay in the training pool."""
         if self.origin == "built-in":
             return self.version
-        return f"{self.version}+{hashlib.sha256(Path(self.origin).read_bytes()).hexdigest()[:12]}"
+        digest = hashlib.sha256(self.validation.encode("utf-8") + b"\0" + Path(self.origin).read_bytes())
+        return f"{self.version}+{digest.hexdigest()[:12]}"

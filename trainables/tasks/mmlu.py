@@ -2,15 +2,17 @@
 
 Evaluation only: the 14,042 test questions, zero-shot, rendered with the Appendix A.2
 multiple-choice template the paper uses for ARC (every MMLU question has four options). The
-release's 5-shot ``dev`` questions and its ``val`` split are not used.
+release's ``val`` split (1,531 questions) is the task's validation split; the 5-shot ``dev``
+questions are not used.
 
 Each question's group is its subject (57); its facet ``category`` is one of MMLU's four
 standard categories, so results can also be read per category without making categories
 part of worst-group forgetting.
 
 Two row layouts reach this module:
-  * the mirror: the original release CSVs, ``mmlu/test/<subject>_test.csv``, no header,
-    columns question, A, B, C, D, answer letter; the subject comes from the file name;
+  * the mirror: the original release CSVs, ``mmlu/test/<subject>_test.csv`` (and
+    ``mmlu/val/<subject>_val.csv``), no header, columns question, A, B, C, D, answer letter;
+    the subject comes from the file name;
   * the Hub (``cais/mmlu``, config ``all``): ``question``, ``subject``, ``choices`` (a list)
     and ``answer`` (an index).
 """
@@ -66,7 +68,8 @@ SUBJECT_CATEGORY: dict[str, str] = {
 }
 SUBJECTS = tuple(sorted(SUBJECT_CATEGORY))
 
-_MIRROR_SUFFIX = "_test"  # release file names: <subject>_test.csv
+# Release file names: <subject>_test.csv, <subject>_val.csv.
+_MIRROR_SUFFIXES = ("_test", "_val")
 _CSV_COLUMNS = ("question", "A", "B", "C", "D", "answer")
 
 def read_release_csv(path: Path) -> tuple[Row, ...]:
@@ -85,15 +88,17 @@ def read_release_csv(path: Path) -> tuple[Row, ...]:
     return tuple(rows)
 
 
-HUB = HubSource(path="cais/mmlu", config="all", splits={"eval": "test"})
-MIRROR = MirrorSource(files={"eval": f"mmlu/test/*{_MIRROR_SUFFIX}.csv"}, reader=read_release_csv)
+HUB = HubSource(path="cais/mmlu", config="all", splits={"validation": "validation", "eval": "test"})
+MIRROR = MirrorSource(files={"validation": "mmlu/val/*_val.csv", "eval": "mmlu/test/*_test.csv"},
+                      reader=read_release_csv)
 
 
 def _subject_of(row: Row) -> str:
     if "subject" in row:  # Hub layout
         subject = str(row["subject"])
     else:  # mirror layout: the glob tags each row with its file's stem
-        subject = str(row["_source_file"]).removesuffix(_MIRROR_SUFFIX)
+        stem = str(row["_source_file"])
+        subject = next((stem.removesuffix(s) for s in _MIRROR_SUFFIXES if stem.endswith(s)), stem)
     if subject not in SUBJECT_CATEGORY:
         raise ValueError(f"MMLU row of unknown subject {subject!r} (known: the 57 of CATEGORY_SUBJECTS)")
     return subject
@@ -114,11 +119,13 @@ def _choices_and_label(row: Row, where: str) -> tuple[list[str], int]:
     return texts, label
 
 
-def example_from_row(row: Row, index_in_subject: int) -> Example:
+def example_from_row(row: Row, index_in_subject: int, split: str = "eval") -> Example:
     """One question; ``index_in_subject`` is its row number in its subject's release file,
-    which keeps the id stable (MMLU rows have no ids of their own)."""
+    which keeps the id stable (MMLU rows have no ids of their own). Validation ids name their
+    split, since row numbers restart in every file."""
     subject = _subject_of(row)
-    example_id = f"{TASK_NAME}/{subject}/{index_in_subject}"
+    prefix = TASK_NAME if split == "eval" else f"{TASK_NAME}/{split}"
+    example_id = f"{prefix}/{subject}/{index_in_subject}"
     texts, label = _choices_and_label(row, example_id)
     # Surrounding whitespace is stripped, as for ARC: several release cells start with a space
     # or end with one, which would otherwise leak into the rendered prompt.
@@ -148,8 +155,8 @@ def _indexed_by_subject(rows: Iterable[Row]) -> Iterable[tuple[Row, int]]:
 
 
 def examples_from_rows(rows: tuple[Row, ...], split: str) -> list[Example]:
-    # Only the test questions are read (the definition has no train split), so every row counts.
-    return [example_from_row(row, index) for row, index in _indexed_by_subject(rows)]
+    # Each split is its own release files, so every row counts.
+    return [example_from_row(row, index, split) for row, index in _indexed_by_subject(rows)]
 
 
 DEFINITIONS = (
@@ -160,13 +167,14 @@ DEFINITIONS = (
             "multiple choice, zero-shot with the Appendix A.2 template (held-out capability eval, "
             "Figure 7); evaluation only, the 5-shot dev questions are not used"
         ),
+        splits=("validation", "eval"),
+        validation="the release's val split (Hub: validation)",
         version="1",
         hub=HUB,
         mirror=MIRROR,
         template="multiple_choice",
         group_field="subject",
         examples_from_rows=examples_from_rows,
-        splits=("eval",),
         groupings=("category",),
     ),
 )

@@ -2,7 +2,8 @@
 
 Instruction sentences are copied verbatim from the paper, curly quotes included, because
 the model is trained and scored on exactly this text. Only the multiple-choice counts and
-letters change for questions with other than four options (ARC has a few with 3 or 5).
+letters change for questions with other than four options (BBQ's three; the few 3- and
+5-option ARC questions a study keeps with tasks.<name>.option_counts).
 """
 
 from __future__ import annotations
