@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 # Upper bound on the elements of one (replicates × cells) block of drawn counts.
 CHUNK_ELEMENTS = 1 << 21
@@ -166,6 +165,8 @@ def seed_t_interval(observed: np.ndarray, replicates: np.ndarray, estimate: np.n
     always contains it, and is clipped to `bounds` (an accuracy stays in [0, 1]). One trial: the
     interval reflects the eval set only.
     """
+    from scipy import stats  # on first use: `import analysis` stays light
+
     finite_obs = np.isfinite(observed)
     n_trials = finite_obs.sum(axis=0)
     usable_rows = np.isfinite(replicates).any(axis=1)  # (B, k): the replicate drew the group
@@ -196,6 +197,8 @@ def t_test_p(estimate: np.ndarray, interval: Interval) -> np.ndarray:
     """Two-sided p of "the quantity is 0" from the interval's SE and df (consistent with it:
     p < 1 − level exactly when the unclipped interval excludes 0). SE 0: p is 1 for an
     estimate of 0, else 0."""
+    from scipy import stats
+
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.abs(estimate) / interval.se
     z = np.where(interval.se > 0, z, np.where(np.abs(estimate) > 1e-12, np.inf, 0.0))
