@@ -259,3 +259,19 @@ def test_chat_template_true_without_a_template_fails_at_planning(family_model_pa
     path = str(family_model_path("bosless"))
     with pytest.raises(TokenizationError, match="has no chat template"):
         _plans(_spec(model={"name": path, "max_length": 128, "chat_template": True}))
+
+
+def test_reward_key_records_the_text_input_version():
+    """A reward model that may read text has its input version in the stage key, so stages
+    scored on an earlier input are not reused."""
+    import study.plan as plan
+    from trainables.stages.text_reward import REWARD_INPUT_VERSION
+
+    trained = {"model": None, "steps": 5, "learning_rate": 1e-3, "batch_size": 8}
+    settings = {"steps": 5, "learning_rate": 1e-3, "batch_size": 8}
+    assert plan.reward_key("ppo", trained, "arc_easy", "statements") == {"train": settings}
+    assert plan.reward_key("rloo", trained, "arc_easy", "statements") == {"train": settings,
+                                                                          "input": REWARD_INPUT_VERSION}
+    named = {**trained, "model": "org/rm"}
+    assert plan.reward_key("ppo", named, "toxigen_qa", "statements") == {"model": "org/rm",
+                                                                         "input": REWARD_INPUT_VERSION}

@@ -4,8 +4,9 @@ Paper §2.2/§3.2: RLHF first learns a reward model from a preference dataset
 {x, y_w, y_l}, then optimises the policy against it. Two ways to get one
 (`stage[<method>]["reward"]`):
 
-  {"model": "<hub id or local path>"}   an existing sequence-classification reward model
-                                        (the paper uses an OpenAssistant reward model);
+  {"model": "<hub id or local path>"}   an existing sequence-classification reward model, with
+                                        its own tokenizer or the policy's (the paper uses
+                                        OpenAssistant/reward-model-deberta-v3-large-v2);
   {"train": {"steps": ..., "learning_rate": ..., "batch_size": ...}}
                                         learn one here with TRL's RewardTrainer on the task's
                                         preference pairs (`dpo.preference_pairs`: chosen = the
@@ -13,8 +14,8 @@ Paper §2.2/§3.2: RLHF first learns a reward model from a preference dataset
 
 A trained reward model is `AutoModelForSequenceClassification(num_labels=1)` initialised from
 the chain's base checkpoint (for Llama: LlamaForSequenceClassification; the scalar head is
-new), so it shares the policy's tokenizer — which TRL's PPOTrainer requires, as it scores the
-policy's token ids directly.
+new), so it shares the policy's tokenizer and PPO scores the policy's token ids with it
+directly. A reward model with another tokenizer is given text (`trainables.stages.text_reward`).
 """
 
 from __future__ import annotations
@@ -115,18 +116,3 @@ def resolve_reward_model(spec: dict, *, base_path: str | None, examples: Sequenc
         batch_size=int(settings.get("batch_size", 16)), max_length=max_length, work_dir=work_dir,
         training=training, model_dtype=model_dtype, trust_remote_code=trust_remote_code, chat=chat,
     )
-
-
-def reward_scores(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 16) -> list[float]:
-    """Scalar rewards of full texts (prompt + response), in order."""
-    import torch
-
-    scores: list[float] = []
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
-            batch = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True)
-            out = model(**{k: v.to(device) for k, v in batch.items()})
-            scores.extend(out.logits[:, 0].float().cpu().tolist())
-    return scores
