@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.reward_model import load_reward_model, resolve_reward_model
+from trainables.stages.reward_data import reward_data
 from trainables.stages.rollout_prompts import fitting_prompts, rl_prompts
 from trainables.stages.sft import TrainLogRecorder, quiet_trainer
 from trainables.stages.text_reward import retokenizing_reward_model
@@ -56,7 +57,8 @@ def stage_reward_model(*, stage: dict, settings: dict, examples: Sequence[Any], 
     trust = bool(settings.get("trust_remote_code", False))
     path = resolve_reward_model(settings.get("reward") or {"train": {}}, base_path=base_path, examples=examples,
                                 seed=int(stage["seed"]), max_length=max_length, work_dir=work_dir,
-                                training=training, model_dtype=model_dtype, trust_remote_code=trust, chat=chat)
+                                training=training, model_dtype=model_dtype, trust_remote_code=trust, chat=chat,
+                                data=reward_data(stage["task"], settings.get("prompts", "statements")))
     reward_model, reward_tokenizer = load_reward_model(path, model_dtype=model_dtype, trust_remote_code=trust)
     reward_model.eval()
     reward_model.requires_grad_(False)
