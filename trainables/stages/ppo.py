@@ -102,7 +102,8 @@ def value_model_from_policy(policy: Any, pad_token_id: int) -> Any:
     config.num_labels = 1
     config.pad_token_id = pad_token_id
     try:
-        value = AutoModelForSequenceClassification.from_config(config, dtype=policy.dtype)
+        with torch.device(policy.device):  # built where it will train: no host copy of a large model
+            value = AutoModelForSequenceClassification.from_config(config, dtype=policy.dtype)
     except ValueError as exc:
         raise ValueError(f"PPO value model: {type(policy).__name__} has no sequence-classification "
                          f"counterpart in transformers ({exc})") from exc
@@ -112,7 +113,7 @@ def value_model_from_policy(policy: Any, pad_token_id: int) -> Any:
     with torch.no_grad():
         for parameter in value.score.parameters():
             parameter.zero_()
-    return value.to(policy.device)
+    return value
 
 
 def run_ppo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
