@@ -16,7 +16,7 @@ Models:
 How the reward model scores a rollout. TRL's PPOTrainer feeds the reward model the policy's
 token ids. A reward model that reads those ids (the policy's vocabulary and pad token, and the
 `score` head TRL calls: one trained in the study) is used as it is. Any other (a DeBERTa with
-its own tokenizer, as in the paper) is wrapped in `text_reward.RetokenizingRewardModel`, which
+its own tokenizer, as in the paper) is wrapped by `text_reward.retokenizing_reward_model`, which
 gives it each rollout as text, (prompt, decoded response), the same input RLOO gives it.
 
 The value model. With a reward model that reads the policy's ids, the critic is a trainable
