@@ -33,6 +33,7 @@ from analysis.paper_tables import (
     hyperparameter_table,
     ordering_table,
     paper_tables,
+    reward_models,
 )
 from analysis.regression import ols
 from analysis.report import write_report
@@ -58,6 +59,7 @@ __all__ = [
     "hyperparameter_table",
     "ordering_table",
     "paper_tables",
+    "reward_models",
     "stage_benchmarks",
     "accuracy_matrix",
     "backward_transfer",

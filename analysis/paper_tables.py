@@ -283,6 +283,48 @@ def first_stage_method_table(trials: Frame, evals: Frame) -> pl.DataFrame:
     )
 
 
+# ------------------------------------------------------------------------------ reward models
+
+
+# What a reward model trained in the study learnt from: trials.method_settings' reward.train.data
+# (trainables/stages/reward_data.py); a record without it predates the field: QA pairs.
+REWARD_DATA_NAMES = {
+    "toxigen_statements": "ToxiGen statements (each prompt continued by a neutral vs a hate statement about "
+                          "its group)",
+    "qa_pairs": "the task's QA preference pairs",
+}
+REWARD_COLUMNS = ["chain", "grid_point", "stage", "method", "reward_model"]
+
+
+def reward_model_label(method_settings: str | None) -> str | None:
+    """The reward model a stage's recorded settings (trials.method_settings, JSON) name: the Hub id
+    or path, or "trained here on <data>"; None for a stage without a reward model."""
+    reward = json.loads(method_settings or "{}").get("reward")
+    if not isinstance(reward, dict):
+        return None
+    if reward.get("model"):
+        return str(reward["model"])
+    data = (reward.get("train") or {}).get("data", "qa_pairs")
+    return f"trained here on {REWARD_DATA_NAMES.get(data, data)}"
+
+
+def reward_models(trials: Frame) -> pl.DataFrame:
+    """One row per setting and stage that has a reward model (PPO, RLOO): the reward model its
+    trials recorded (`reward_model_label`); differing values across seeds are joined by " / "."""
+    frame = _normalised(trials)
+    empty = pl.DataFrame(schema={"chain": pl.String, "grid_point": pl.String, "stage": pl.Int64,
+                                 "method": pl.String, "reward_model": pl.String})
+    if "method_settings" not in frame.columns or frame.is_empty():
+        return empty
+    rows = frame.select(*SETTING, "stage", "method", reward_model=pl.col("method_settings").cast(pl.String).map_elements(
+        reward_model_label, return_dtype=pl.String)).drop_nulls("reward_model")
+    if rows.is_empty():
+        return empty
+    return (rows.group_by(*SETTING, "stage", "method")
+            .agg(pl.col("reward_model").unique(maintain_order=True).sort().str.join(" / "))
+            .sort(*SETTING, "stage").select(REWARD_COLUMNS))
+
+
 # ------------------------------------------------------------------------------ Tables 4, 5, 9
 
 

@@ -18,7 +18,7 @@ import polars as pl
 from analysis.accuracy import PRIMARY, generation_tasks
 from analysis.benchmarks import benchmark_columns, judge_accuracy, stage_benchmarks
 from analysis.paper_tables import TASK_NAMES as TASK_LABELS
-from analysis.paper_tables import paper_tables, varying_axes
+from analysis.paper_tables import paper_tables, reward_models, varying_axes
 from analysis.uncertainty import forgetting_uncertainty
 from analysis.transfer import accuracy_matrix, backward_transfer
 from analysis.curvature import (
@@ -45,7 +45,7 @@ from analysis.forgetting import (
     group_forgetting,
     mean_stage_accuracy,
 )
-from analysis.labels import axis_label, grid_label, points
+from analysis.labels import axis_label, grid_label, points, setting_label
 from analysis.render import html_table, markdown_table
 from analysis.results import ResultTables, load_results
 
@@ -337,7 +337,24 @@ def _paper_table_blocks(tables: dict[str, pl.DataFrame]) -> list[object]:
     ]
     for name in present:
         blocks += [_Heading(PAPER_TABLE_TITLES[name], level=3), _paper_table(tables[f"paper_{name}"])]
+        if name == "first_stage_method":
+            blocks += _reward_caption(tables[f"paper_{name}"], tables.get("reward_models"))
     return blocks
+
+
+def _reward_caption(table: pl.DataFrame, rewards: pl.DataFrame | None) -> list[object]:
+    """Table 2's caption line naming each online-RL first stage's reward model, as its runs
+    recorded it (tables/reward_models)."""
+    if rewards is None or rewards.is_empty():
+        return []
+    first = rewards.filter(pl.col("stage") == 1)
+    rows = table.join(first, on=["chain", "grid_point"], how="inner")
+    if rows.is_empty():
+        return []
+    named = [f"{r['model']} ({setting_label(r['chain'], r['grid_point'])}): {r['reward_model']}"
+             for r in rows.iter_rows(named=True)]
+    return [_Paragraph("Reward model of each online-RL first stage, as its runs recorded it: " + "; ".join(named)
+                       + ".")]
 
 
 def _benchmark_blocks(tables: dict[str, pl.DataFrame]) -> list[object]:
@@ -682,6 +699,7 @@ def write_report(
         "backward_transfer": backward_transfer(trials, evals, metric=metric),
         "stage_benchmarks": stage_benchmarks(trials, evals),
         "judge_accuracy": judge_accuracy(evals),
+        "reward_models": reward_models(trials),
     }
     tables |= {f"paper_{name}": frame for name, frame in paper_tables(trials, evals).items()}
     figure_dir = out / FIGURES_DIR

@@ -147,9 +147,7 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
             entry["dpo"] = dataclasses.asdict(stage.dpo)
         if stage.method in ("ppo", "rloo"):
             rl = dataclasses.asdict(getattr(stage, stage.method))
-            reward = rl.pop("reward")
-            rl["reward"] = ({"model": reward["model"]} if reward["model"]
-                            else {"train": {k: reward[k] for k in ("steps", "learning_rate", "batch_size")}})
+            rl["reward"] = reward_key(stage.method, rl["reward"], stage.task, rl["prompts"])
             entry[stage.method] = rl
         entry["stage_key"] = parent = _digest({"parent": parent, **entry})
         stages.append(entry)
@@ -173,6 +171,27 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
         "curvature": spec.to_dict()["curvature"],
         "study_dir": str(study_dir),
     }
+
+
+def reward_key(method: str, reward: dict[str, Any], task: str, prompts: str) -> dict[str, Any]:
+    """An online-RL stage's reward as its stage key (and trials.method_settings) records it: the
+    named model, or the training settings of one trained in the stage, with what it is trained on
+    when that is not the task's QA pairs (`reward_data`; reward models trained on those keep their
+    keys) and the version of the text a reward model reads wherever it may read text (RLOO
+    always; PPO when the named model has its own tokenizer; `text_reward`)."""
+    from trainables.stages.reward_data import QA_PAIRS, reward_data
+    from trainables.stages.text_reward import REWARD_INPUT_VERSION
+
+    if reward["model"]:
+        key: dict[str, Any] = {"model": reward["model"]}
+    else:
+        key = {"train": {k: reward[k] for k in ("steps", "learning_rate", "batch_size")}}
+        data = reward_data(task, prompts)
+        if data != QA_PAIRS:
+            key["train"]["data"] = data
+    if method == "rloo" or reward["model"]:
+        key["input"] = REWARD_INPUT_VERSION
+    return key
 
 
 def task_version(task: str) -> str:

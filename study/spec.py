@@ -150,9 +150,9 @@ class RewardSpec:
     """The reward of an online-RL stage: a given reward model, or one trained in the study."""
 
     model: str | None = None
-    """Hugging Face id or path of a sequence-classification reward model (PPO needs the
-    policy's tokenizer; RLOO re-tokenizes). None = train one with TRL RewardTrainer on the
-    stage task's preference pairs, starting from the base model."""
+    """Hugging Face id or path of a sequence-classification reward model (one with its own
+    tokenizer reads each rollout as text). None = train one with TRL RewardTrainer, starting from
+    the base model, on the text that follows the stage's prompts (trainables/stages/reward_data.py)."""
     steps: int = 50
     learning_rate: float = 1e-5
     batch_size: int = 16

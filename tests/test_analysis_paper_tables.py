@@ -20,6 +20,8 @@ from analysis.paper_tables import (
     order_label,
     ordering_table,
     paper_tables,
+    reward_model_label,
+    reward_models,
     task_label,
     varying_axes,
 )
@@ -149,6 +151,51 @@ def test_table_1_and_2_only_where_they_apply():
     keep = pl.col("trial_id") != "d0"
     assert first_stage_method_table(trials.filter(keep), evals.filter(keep)).is_empty()
     assert "first_stage_method" not in applicable_tables(trials.filter(keep), evals.filter(keep))
+
+
+# ------------------------------------------------------------------ reward models
+
+OA = "OpenAssistant/reward-model-deberta-v3-large-v2"
+
+
+def online_rl_results() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """ordering_results plus two online-RL first stages, recorded as a run records them
+    (trials.method_settings): ppo_arc with the paper's reward model (seeds 0 and 1, p0 and p1),
+    rloo_arc with one trained in the study on ToxiGen statements (r0)."""
+    trials, evals = ordering_results()
+    rl = {"ppo": {"kl_coef": 0.05, "reward": {"model": OA, "input": 2}},
+          "rloo": {"kl_coef": 0.05, "reward": {"train": {"steps": 100, "learning_rate": 0.003, "batch_size": 16,
+                                                         "data": "toxigen_statements"}, "input": 2}}}
+    rows = []
+    for trial_id, chain, seed, method in (("p0", "ppo_arc", 0, "ppo"), ("p1", "ppo_arc", 1, "ppo"),
+                                          ("r0", "rloo_arc", 0, "rloo")):
+        for row in trials_of(trial_id, chain, seed, [(method, "toxigen_qa"), ("sft", "arc_easy")]):
+            rows.append({**row, "method_settings": json.dumps(rl[method] if row["stage"] == 1 else {})})
+        evals = pl.concat([evals, pl.DataFrame(
+            ev(trial_id, 1, "toxigen_qa", 0.80, {"g1": 0.8, "g2": 0.8}) + ev(trial_id, 1, "arc_easy", 0.4)
+            + ev(trial_id, 2, "toxigen_qa", 0.60, {"g1": 0.5, "g2": 0.7}) + ev(trial_id, 2, "arc_easy", 0.6))])
+    trials = pl.concat([trials.with_columns(method_settings=pl.lit("{}")), pl.DataFrame(rows)], how="diagonal")
+    return trials, evals
+
+
+def test_reward_model_label_reads_the_recorded_reward():
+    assert reward_model_label(json.dumps({"reward": {"model": OA, "input": 2}})) == OA
+    statements = {"reward": {"train": {"steps": 1, "data": "toxigen_statements"}}}
+    assert reward_model_label(json.dumps(statements)).startswith("trained here on ToxiGen statements")
+    # Recorded before the data kind was: the task's QA pairs, all it could have been then.
+    assert reward_model_label(json.dumps({"reward": {"train": {"steps": 1}}})) == (
+        "trained here on the task's QA preference pairs")
+    assert reward_model_label('{"beta": 0.1}') is None and reward_model_label(None) is None
+
+
+def test_reward_models_one_row_per_setting_and_online_rl_stage():
+    trials, _ = online_rl_results()
+    table = reward_models(trials)
+    assert table.select("chain", "stage", "method").rows() == [("ppo_arc", 1, "ppo"), ("rloo_arc", 1, "rloo")]
+    assert table["reward_model"][0] == OA  # both seeds' records agree
+    assert table["reward_model"][1].startswith("trained here on ToxiGen statements")
+    assert reward_models(trials.drop("method_settings")).is_empty()  # results without the column
+    assert reward_models(trials.filter(pl.col("method") == "sft")).is_empty()
 
 
 # ------------------------------------------------------------------ results for Tables 4, 5, 9

@@ -236,3 +236,22 @@ def test_stage_one_lr_under_another_name_gets_no_second_figure(tmp_path: Path):
     write_table(tmp_path, "evals", evals)
     write_report(tmp_path, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == sorted(FIGURES)
+
+
+def test_table_2_caption_names_the_reward_model_the_runs_recorded(tmp_path: Path):
+    from tests.test_analysis_paper_tables import OA, online_rl_results
+
+    trials, evals = online_rl_results()
+    write_table(tmp_path, "trials", trials.to_dicts())
+    write_table(tmp_path, "evals", evals.to_dicts())
+    text = write_report(tmp_path, tmp_path / "out").read_text(encoding="utf-8")
+    table_2 = text[text.index("### Table 2"):]
+    caption = table_2[:table_2.index("\n###")]
+    assert "Reward model of each online-RL first stage, as its runs recorded it: " in caption
+    assert f"PPO ToxiGenQA → SFT ARC (ppo_arc): {OA};" in caption
+    assert "RLOO ToxiGenQA → SFT ARC (rloo_arc): trained here on ToxiGen statements" in caption
+    assert pl.read_csv(tmp_path / "out" / "tables" / "reward_models.csv")["chain"].to_list() == ["ppo_arc", "rloo_arc"]
+    # Without an online-RL first stage there is no caption line.
+    write_table(tmp_path / "sft", "trials", trials.filter(~pl.col("chain").is_in(["ppo_arc", "rloo_arc"])).to_dicts())
+    write_table(tmp_path / "sft", "evals", evals.to_dicts())
+    assert "Reward model of each" not in write_report(tmp_path / "sft").read_text(encoding="utf-8")

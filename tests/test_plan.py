@@ -287,3 +287,29 @@ def test_best_seed_stage_names_its_validation_split():
                                                         "selection_size": 16}]}, grid={})
     start = _plans(spec)[0]["stages"][1]["start_from"]
     assert (start["mode"], start["validation_split"], start["validation_size"]) == ("best_seed", "validation", 16)
+
+
+def test_reward_key_records_the_reward_data_and_the_text_input_version(monkeypatch):
+    """A trained reward model's data and a text-reading reward model's input enter the stage
+    key, so stages trained on the earlier data or scored on the earlier input are not reused."""
+    import study.plan as plan
+    from trainables.stages import reward_data
+    from trainables.stages.text_reward import REWARD_INPUT_VERSION
+
+    trained = {"model": None, "steps": 5, "learning_rate": 1e-3, "batch_size": 8}
+    settings = {"steps": 5, "learning_rate": 1e-3, "batch_size": 8}
+    assert plan.reward_key("ppo", trained, "toxigen_qa", "statements") == {
+        "train": {**settings, "data": "toxigen_statements"}}
+    assert plan.reward_key("ppo", trained, "toxigen_qa", "templated") == {"train": settings}
+    assert plan.reward_key("ppo", trained, "arc_easy", "statements") == {"train": settings}
+    assert plan.reward_key("rloo", trained, "arc_easy", "statements") == {"train": settings,
+                                                                          "input": REWARD_INPUT_VERSION}
+    named = {**trained, "model": "org/rm"}
+    assert plan.reward_key("ppo", named, "toxigen_qa", "statements") == {"model": "org/rm",
+                                                                         "input": REWARD_INPUT_VERSION}
+
+    chain = {"ppo_arc": [{"task": "toxigen_qa", "method": "ppo"}, {"task": "arc_easy"}]}
+    spec = _spec(chains=chain, grid={})
+    now = _keys(_plans(spec)[0])
+    monkeypatch.setattr(reward_data, "reward_data", lambda task, prompts: reward_data.QA_PAIRS)
+    assert _keys(_plans(spec)[0])[0] != now[0]  # the QA-pair reward data of earlier versions

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainables.stages.dpo import preference_pairs
-from trainables.stages.ppo import raw_statement, rl_prompts
+from trainables.stages.rollout_prompts import raw_statement, rl_prompts
 from trainables.tasks import load_examples
 
 TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
@@ -58,15 +58,17 @@ def test_statement_prompts_drop_the_qa_template(data_dir):
 def test_trained_reward_model_prefers_held_out_chosen_responses(reward_model_path, data_dir):
     from pathlib import Path
 
-    from trainables.stages.reward_model import load_reward_model, reward_scores
+    from trainables.stages.reward_model import load_reward_model
+    from trainables.stages.text_reward import score_texts
 
     assert (Path(reward_model_path) / "model.safetensors").exists()
     model, tokenizer = load_reward_model(reward_model_path, model_dtype="float32")
     assert model.config.num_labels == 1 and model.config.pad_token_id == tokenizer.pad_token_id
     pairs = preference_pairs(_skewed_toxigen("eval", data_dir, 24, 8), seed=0)
     eos = tokenizer.eos_token  # RewardTrainer trains on responses ending in EOS
-    chosen = reward_scores(model, tokenizer, [p["prompt"] + p["chosen"] + eos for p in pairs])
-    rejected = reward_scores(model, tokenizer, [p["prompt"] + p["rejected"] + eos for p in pairs])
+    prompts = [p["prompt"] for p in pairs]
+    chosen = score_texts(model, tokenizer, prompts, [p["chosen"] + eos for p in pairs])
+    rejected = score_texts(model, tokenizer, prompts, [p["rejected"] + eos for p in pairs])
     assert float(np.mean(np.array(chosen) - np.array(rejected))) > 0
 
 

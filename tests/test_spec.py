@@ -464,9 +464,10 @@ def test_online_rl_settings_reach_the_plan_in_runner_form():
     spec = spec_from_dict(_chain({"task": "toxigen_qa", "method": "ppo", "ppo": {"kl_coef": 0.1}},
                                  {"task": "arc_easy", "method": "rloo", "rloo": {"reward": {"model": "org/rm"}}}))
     stages = build_plans(spec, study_dir="/tmp/x", data_dir=None)[0]["stages"]
-    assert stages[0]["ppo"]["reward"] == {"train": {"steps": 50, "learning_rate": 1e-5, "batch_size": 16}}
+    assert stages[0]["ppo"]["reward"] == {"train": {"steps": 50, "learning_rate": 1e-5, "batch_size": 16,
+                                                    "data": "toxigen_statements"}}
     assert stages[0]["ppo"]["kl_coef"] == 0.1 and "rloo" not in stages[0]
-    assert stages[1]["rloo"]["reward"] == {"model": "org/rm"} and stages[1]["rloo"]["num_ppo_epochs"] == 1
+    assert stages[1]["rloo"]["reward"] == {"model": "org/rm", "input": 2} and stages[1]["rloo"]["num_ppo_epochs"] == 1
 
 
 def test_every_shipped_preset_validates():

@@ -1,23 +1,29 @@
 """RLHF with PPO through TRL's experimental PPOTrainer (paper §2.2, §3.2).
 
-Prompts (`stage["ppo"]["prompts"]`): "statements" (default) gives the policy the original
-ToxiGen statement with no QA template, as the paper does ("we use the original prompts from
-the ToxiGen dataset without recasting them to the QA template"); tasks that have no raw
-statement (ARC) fall back to the templated prompt. "templated" always uses the template.
+Prompts (`stage["ppo"]["prompts"]`, `trainables.stages.rollout_prompts`): the original ToxiGen
+statements without the QA template by default, as in the paper; the policy continues each one.
 
 Models:
   - policy = the chain's `model`, trained in place;
   - reference = a frozen copy of the model as the stage starts (KL anchor; TRL would otherwise
     copy it itself, we make the copy explicit as in the DPO stage);
-  - reward = a frozen sequence-classification model (`reward_model.resolve_reward_model`);
-  - value = a trainable copy of the reward model. The value head must map a sequence prefix to a
-    scalar, which is exactly what the reward model already does (and it shares the tokenizer
-    PPOTrainer uses for both), so initialising from it is the standard choice (Ziegler et al.
-    2019, TRL's examples); a value model built from the policy would start with a random head.
+  - reward = a frozen sequence-classification model (`reward_model.resolve_reward_model`): a Hub
+    reward model such as the paper's OpenAssistant/reward-model-deberta-v3-large-v2, or one
+    trained in the study;
+  - value = a trainable sequence-classification model (the critic), which PPOTrainer runs on the
+    policy's token ids.
 
-TRL's PPOTrainer scores the policy's token ids directly, so the reward model must share the
-policy's tokenizer; a Hub reward model with another vocabulary (e.g. the paper's OpenAssistant
-DeBERTa) is rejected here — use the RLOO stage, which re-tokenizes text for its reward model.
+How the reward model scores a rollout. TRL's PPOTrainer feeds the reward model the policy's
+token ids. A reward model that reads those ids (the policy's vocabulary and pad token, and the
+`score` head TRL calls: one trained in the study) is used as it is. Any other (a DeBERTa with
+its own tokenizer, as in the paper) is wrapped by `text_reward.retokenizing_reward_model`, which
+gives it each rollout as text, (prompt, decoded response), the same input RLOO gives it.
+
+The value model. With a reward model that reads the policy's ids, the critic is a trainable
+copy of it (Ziegler et al. 2019, TRL's examples): its head already maps a sequence to a reward.
+A reward model with another tokenizer cannot be copied (the critic must read the policy's ids),
+so the critic is then the stage-start policy's backbone under a new scalar head, initialised to
+zero so that every prefix starts at value 0 rather than at a random one (`value_model_from_policy`).
 
 One `stage["steps"]` = one PPO update (a rollout batch of `stage["batch_size"]` prompts, then
 `num_ppo_epochs` optimisation passes over it); total_episodes = steps × batch_size.
@@ -30,37 +36,12 @@ from typing import Any, Sequence
 
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.reward_model import load_reward_model, resolve_reward_model
+from trainables.stages.reward_data import reward_data
+from trainables.stages.rollout_prompts import fitting_prompts, rl_prompts
 from trainables.stages.sft import TrainLogRecorder, quiet_trainer
+from trainables.stages.text_reward import retokenizing_reward_model
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import as_encoder
-from trainables.tasks.templates import prompt_body
-
-def raw_statement(example: Any) -> str | None:
-    """The untemplated ToxiGen statement of a toxigen_qa example, or None for other tasks."""
-    if not str(example.example_id).startswith("toxigen_qa/"):
-        return None
-    return prompt_body(example.prompt)
-
-
-def rl_prompts(examples: Sequence[Any], mode: str = "statements") -> list[str]:
-    if mode not in ("statements", "templated"):
-        raise ValueError(f"unknown prompts mode '{mode}' (expected 'statements' or 'templated')")
-    prompts = []
-    for ex in examples:
-        text = raw_statement(ex) if mode == "statements" else None
-        prompts.append(text if text is not None else ex.prompt)
-    return prompts
-
-
-def fitting_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int, response_length: int) -> list[str]:
-    """Prompts that leave room for a full response within max_length tokens (encoded as the
-    policy reads them: `AnswerEncoder.prompt_ids`, so a chat model's user turn + generation prompt)."""
-    budget = max_length - response_length
-    encoded = as_encoder(tokenizer).prompt_ids(prompts)
-    kept = [p for p, ids in zip(prompts, encoded) if len(ids) <= budget]
-    if not kept:
-        raise ValueError(f"no prompt fits in max_length={max_length} - response_length={response_length} tokens")
-    return kept
 
 
 def frozen_copy(model: Any) -> Any:
@@ -76,7 +57,8 @@ def stage_reward_model(*, stage: dict, settings: dict, examples: Sequence[Any], 
     trust = bool(settings.get("trust_remote_code", False))
     path = resolve_reward_model(settings.get("reward") or {"train": {}}, base_path=base_path, examples=examples,
                                 seed=int(stage["seed"]), max_length=max_length, work_dir=work_dir,
-                                training=training, model_dtype=model_dtype, trust_remote_code=trust, chat=chat)
+                                training=training, model_dtype=model_dtype, trust_remote_code=trust, chat=chat,
+                                data=reward_data(stage["task"], settings.get("prompts", "statements")))
     reward_model, reward_tokenizer = load_reward_model(path, model_dtype=model_dtype, trust_remote_code=trust)
     reward_model.eval()
     reward_model.requires_grad_(False)
@@ -101,6 +83,39 @@ def same_vocabulary(a: Any, b: Any) -> bool:
     return a.get_vocab() == b.get_vocab() and a.pad_token_id == b.pad_token_id
 
 
+def reads_policy_ids(reward_model: Any, reward_tokenizer: Any, policy_tokenizer: Any) -> bool:
+    """Whether PPOTrainer can score the policy's token ids with this reward model directly: same
+    vocabulary and pad token, and the backbone + `score` head that TRL's `get_reward` calls."""
+    prefix = getattr(reward_model, "base_model_prefix", "")
+    return (same_vocabulary(policy_tokenizer, reward_tokenizer) and hasattr(reward_model, "score")
+            and bool(prefix) and hasattr(reward_model, prefix))
+
+
+def value_model_from_policy(policy: Any, pad_token_id: int) -> Any:
+    """PPO's critic for a reward model that reads text: a sequence-classification model of the
+    policy's architecture whose backbone is a copy of the policy's (as the stage starts) and whose
+    scalar head is zero, so every prefix starts at value 0 (see the module docstring)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(policy.config)
+    config.num_labels = 1
+    config.pad_token_id = pad_token_id
+    try:
+        with torch.device(policy.device):  # built where it will train: no host copy of a large model
+            value = AutoModelForSequenceClassification.from_config(config, dtype=policy.dtype)
+    except ValueError as exc:
+        raise ValueError(f"PPO value model: {type(policy).__name__} has no sequence-classification "
+                         f"counterpart in transformers ({exc})") from exc
+    if not hasattr(value, "score"):  # TRL's PPOTrainer calls the critic's head `score`
+        raise ValueError(f"PPO value model: {type(value).__name__} has no `score` head for TRL's PPOTrainer")
+    getattr(value, value.base_model_prefix).load_state_dict(getattr(policy, policy.base_model_prefix).state_dict())
+    with torch.no_grad():
+        for parameter in value.score.parameters():
+            parameter.zero_()
+    return value
+
+
 def run_ppo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
             work_dir: str, model_dtype: str = "auto") -> StageOutcome:
     from datasets import Dataset
@@ -111,17 +126,20 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any],
     settings, response_length, prompts, reward_model, reward_tokenizer, reward_path = online_rl_inputs(
         method="ppo", stage=stage, model=model, tokenizer=encoder, examples=examples, training=training,
         max_length=max_length, work_dir=work_dir, model_dtype=model_dtype)
-    if not same_vocabulary(tokenizer, reward_tokenizer):
-        raise ValueError(f"PPO reward model {reward_path!r} does not share the policy's tokenizer; "
-                         "TRL's PPOTrainer scores token ids directly (use method 'rloo' for such a reward model)")
-    value_model = copy.deepcopy(reward_model)
+    prompt_ids = encoder.prompt_ids(prompts)
+    if reads_policy_ids(reward_model, reward_tokenizer, tokenizer):
+        value_model = copy.deepcopy(reward_model)
+    else:
+        reward_model = retokenizing_reward_model(reward_model, reward_tokenizer, tokenizer, prompts, prompt_ids,
+                                                 chat=encoder.chat, batch_size=int(stage["batch_size"]))
+        value_model = value_model_from_policy(model, tokenizer.pad_token_id)
     value_model.requires_grad_(True)
     value_model.train()
 
     # Generation needs left padding; don't touch the chain's tokenizer.
     ppo_tokenizer = copy.deepcopy(tokenizer)
     ppo_tokenizer.padding_side = "left"
-    dataset = Dataset.from_list([{"input_ids": ids} for ids in encoder.prompt_ids(prompts)])
+    dataset = Dataset.from_list([{"input_ids": ids} for ids in prompt_ids])
 
     batch_size = int(stage["batch_size"])
     kwargs = common_training_kwargs(stage=stage, training=training, work_dir=work_dir, model_dtype=model_dtype)

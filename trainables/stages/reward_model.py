@@ -4,17 +4,20 @@ Paper §2.2/§3.2: RLHF first learns a reward model from a preference dataset
 {x, y_w, y_l}, then optimises the policy against it. Two ways to get one
 (`stage[<method>]["reward"]`):
 
-  {"model": "<hub id or local path>"}   an existing sequence-classification reward model
-                                        (the paper uses an OpenAssistant reward model);
+  {"model": "<hub id or local path>"}   an existing sequence-classification reward model, with
+                                        its own tokenizer or the policy's (the paper uses
+                                        OpenAssistant/reward-model-deberta-v3-large-v2);
   {"train": {"steps": ..., "learning_rate": ..., "batch_size": ...}}
-                                        learn one here with TRL's RewardTrainer on the task's
-                                        preference pairs (`dpo.preference_pairs`: chosen = the
-                                        correct answer, rejected = a wrong one).
+                                        learn one here with TRL's RewardTrainer, on the text that
+                                        follows the stage's prompts (`reward_data`): for the raw
+                                        ToxiGen statements the paper's PPO continues, a neutral vs
+                                        a hate ToxiGen statement about the prompt's group; for
+                                        templated prompts, the task's preference pairs.
 
 A trained reward model is `AutoModelForSequenceClassification(num_labels=1)` initialised from
 the chain's base checkpoint (for Llama: LlamaForSequenceClassification; the scalar head is
-new), so it shares the policy's tokenizer — which TRL's PPOTrainer requires, as it scores the
-policy's token ids directly.
+new), so it shares the policy's tokenizer and PPO scores the policy's token ids with it
+directly. A reward model with another tokenizer is given text (`trainables.stages.text_reward`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from trainables.stages.dpo import fitting_pairs, preference_tokens
+from trainables.stages.reward_data import QA_PAIRS, reward_examples
 from trainables.stages.sft import TrainLogRecorder, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import AnswerEncoder
@@ -57,27 +61,36 @@ def load_reward_model(path: str, *, model_dtype: str = "auto", trust_remote_code
     return model, tokenizer
 
 
-def reward_rows(encoder: AnswerEncoder, examples: Sequence[Any], *, seed: int, max_length: int) -> list[dict]:
-    """RewardTrainer rows (chosen_ids, rejected_ids): each side is its option's whole training
-    sequence from the tokenization seam (the DPO pair's prompt + response), pairs that do not
+def reward_rows(encoder: AnswerEncoder, examples: Sequence[Any], *, seed: int, max_length: int,
+                data: str = QA_PAIRS) -> list[dict]:
+    """RewardTrainer rows (chosen_ids, rejected_ids) of `data` (`reward_data`) built from the
+    stage's examples: each side is its option's whole training sequence from the tokenization
+    seam (prompt + continuation + EOS, or the chat template's conversation), pairs that do not
     fit in max_length dropped."""
-    rows = fitting_pairs(preference_tokens(encoder, examples, int(seed)), max_length)
+    pairs = reward_examples(examples, data, int(seed))
+    if not pairs:
+        raise ValueError(f"no {data} reward pair can be built from the stage's {len(examples)} examples "
+                         "(a statement prompt needs another neutral and another hate statement about its group); "
+                         "raise the task's train_size or name a reward model")
+    rows = fitting_pairs(preference_tokens(encoder, pairs, int(seed)), max_length)
     return [{"chosen_ids": r["prompt_ids"] + r["chosen_ids"], "rejected_ids": r["prompt_ids"] + r["rejected_ids"]}
             for r in rows]
 
 
 def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, steps: int, learning_rate: float,
                        batch_size: int, max_length: int, work_dir: str, training: dict | None = None,
-                       model_dtype: str = "auto", trust_remote_code: bool = False, chat: bool = False) -> str:
-    """Train a reward model on the task's preference pairs; return the folder it is saved in (safetensors).
-
-    Each side is its option's training sequence from the tokenization seam (prompt + answer +
-    EOS, or the chat template's conversation when `chat`), handed to RewardTrainer as token ids."""
+                       model_dtype: str = "auto", trust_remote_code: bool = False, chat: bool = False,
+                       data: str = QA_PAIRS) -> str:
+    """Train a reward model on the pairs of `data` (`reward_rows`); return the folder it is saved
+    in (safetensors). RewardTrainer gets the seam's token ids."""
     from datasets import Dataset
+    from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
+    set_seed(int(seed))  # the new score head is drawn when the model loads, before the trainer seeds
     model, tokenizer = load_reward_model(base_path, model_dtype=model_dtype, trust_remote_code=trust_remote_code)
-    pairs = reward_rows(AnswerEncoder(tokenizer, chat=chat), examples, seed=int(seed), max_length=max_length)
+    pairs = reward_rows(AnswerEncoder(tokenizer, chat=chat), examples, seed=int(seed), max_length=max_length,
+                        data=data)
     stage = {"steps": int(steps), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
              "seed": int(seed)}
     out = Path(work_dir) / REWARD_MODEL_DIRNAME
@@ -100,8 +113,9 @@ def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, st
 
 def resolve_reward_model(spec: dict, *, base_path: str | None, examples: Sequence[Any], seed: int, max_length: int,
                          work_dir: str, training: dict | None = None, model_dtype: str = "auto",
-                         trust_remote_code: bool = False, chat: bool = False) -> str:
-    """Path or Hub id of the reward model a stage's `reward` spec names (training one if asked)."""
+                         trust_remote_code: bool = False, chat: bool = False, data: str = QA_PAIRS) -> str:
+    """Path or Hub id of the reward model a stage's `reward` spec names (training one on `data`
+    if asked)."""
     if not isinstance(spec, dict) or ("model" in spec) == ("train" in spec):
         raise ValueError(f"reward spec must be {{'model': <id>}} or {{'train': {{...}}}}, got {spec!r}")
     if "model" in spec:
@@ -113,20 +127,5 @@ def resolve_reward_model(spec: dict, *, base_path: str | None, examples: Sequenc
         base_path=str(base_path), examples=examples, seed=int(settings.get("seed", seed)),
         steps=int(settings.get("steps", 50)), learning_rate=float(settings.get("learning_rate", 1e-5)),
         batch_size=int(settings.get("batch_size", 16)), max_length=max_length, work_dir=work_dir,
-        training=training, model_dtype=model_dtype, trust_remote_code=trust_remote_code, chat=chat,
+        training=training, model_dtype=model_dtype, trust_remote_code=trust_remote_code, chat=chat, data=data,
     )
-
-
-def reward_scores(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 16) -> list[float]:
-    """Scalar rewards of full texts (prompt + response), in order."""
-    import torch
-
-    scores: list[float] = []
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
-            batch = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True)
-            out = model(**{k: v.to(device) for k, v in batch.items()})
-            scores.extend(out.logits[:, 0].float().cpu().tolist())
-    return scores

@@ -2,10 +2,12 @@
 
 Same prompts and reward options as the PPO stage (`stage["rloo"]`: reward, kl_coef,
 response_length, num_generations, num_ppo_epochs, prompts; see `trainables.stages.ppo`).
-RLOOTrainer takes reward *functions*: we pass the reward model itself (a sequence-
-classification PreTrainedModel) with its own tokenizer, and TRL decodes each completion and
-re-tokenizes prompt + completion for it, so unlike PPO the reward model may use another
-vocabulary (e.g. the paper's OpenAssistant reward model via {"model": "<hub id>"}).
+RLOOTrainer takes reward functions; ours (`text_reward.reward_function`) gives the reward
+model each (prompt, decoded completion) as text, encoded by its own tokenizer, exactly as PPO
+does for a reward model with another vocabulary (e.g. the paper's OpenAssistant reward model
+via {"model": "<hub id>"}). TRL's own path for a reward model would instead concatenate
+prompt + completion without the reward tokenizer's special tokens, which a question/answer
+cross-encoder such as that DeBERTa was not trained on.
 
 Each prompt is sampled `num_generations` times; every sample's baseline is the mean reward of
 the prompt's other samples. One `stage["steps"]` = one optimizer step on `stage["batch_size"]`
@@ -25,6 +27,7 @@ from typing import Any, Sequence
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.ppo import frozen_copy, online_rl_inputs
 from trainables.stages.sft import TrainLogRecorder, quiet_trainer
+from trainables.stages.text_reward import check_reward_model, reward_function
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import as_encoder, chat_messages
 
@@ -38,6 +41,7 @@ def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any]
     settings, response_length, prompts, reward_model, reward_tokenizer, _ = online_rl_inputs(
         method="rloo", stage=stage, model=model, tokenizer=encoder, examples=examples, training=training,
         max_length=max_length, work_dir=work_dir, model_dtype=model_dtype)
+    check_reward_model(reward_model, reward_tokenizer)
 
     batch_size = int(stage["batch_size"])
     num_generations = int(settings.get("num_generations", 4))
@@ -59,12 +63,11 @@ def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any]
     log = TrainLogRecorder()
     trainer = RLOOTrainer(
         model=model,
-        reward_funcs=[reward_model],
+        reward_funcs=[reward_function(reward_model, reward_tokenizer, batch_size=batch_size)],
         args=args,
         # A chat model gets conversational prompts: TRL renders them with the chat template.
         train_dataset=Dataset.from_list([{"prompt": chat_messages(p) if encoder.chat else p} for p in prompts]),
         processing_class=encoder.tokenizer,
-        reward_processing_classes=[reward_tokenizer],
         callbacks=[log.callback()],
     )
     if kl_coef != 0.0:
