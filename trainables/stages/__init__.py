@@ -1,6 +1,6 @@
 """Stage runners, one per fine-tuning method, all with the signature of `StageRunner`.
 
-A registry instead of a class hierarchy: adding DPO or PPO (issue #4) is one module and one
+A registry instead of a class hierarchy: adding a method is one module and one
 line here. Every runner trains `model` in place for `stage.steps` optimizer steps and returns
 a StageOutcome (its training log and the number of examples it used).
 """
