@@ -40,7 +40,7 @@ def test_statement_pairs_continue_each_prompt_with_a_neutral_and_a_hate_statemen
         assert (neutral.option_names[neutral.label], hate.option_names[hate.label]) == ("not toxic", "toxic")
         assert group in neutral.groups and group in hate.groups
         assert prompt not in (neutral, hate)
-        assert {split_of(ex.example_id) for ex in (prompt, neutral, hate)} == {"train"}
+        assert {split_of(raw_statement(ex)) for ex in (prompt, neutral, hate)} == {"train"}  # split by statement text
     # The draw depends on the seed and the prompt, not on the examples' order.
     shuffled = list(examples)
     random.Random(1).shuffle(shuffled)
