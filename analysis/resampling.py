@@ -234,7 +234,8 @@ def permuted_group_sums(cells: ItemCells, n_perm: int, rng: np.random.Generator)
     n_trials, m = cells.n_trials, cells.values.shape[2]
     present = patterns[:, :n_trials]  # (P, T)
     values = patterns[:, n_trials:].reshape(n_patterns, n_trials, m)  # (P, T, m)
-    step = max(1, CHUNK_ELEMENTS // max(1, n))
+    # A block holds (size × n) shuffled items and a (size × labels × patterns) table: both bounded.
+    step = max(1, CHUNK_ELEMENTS // max(1, n, n_labels * n_patterns))
     for start in range(0, n_perm, step):
         size = min(step, n_perm - start)
         shuffled = rng.permuted(np.broadcast_to(item_patterns, (size, n)), axis=1)

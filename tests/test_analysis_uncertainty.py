@@ -408,3 +408,39 @@ def test_a_float_stage_column_is_still_read():
     expected = forgetting_intervals(trials, predictions, n_boot=20)
     got = forgetting_intervals(trials, predictions.with_columns(pl.col("stage").cast(pl.Float64)), n_boot=20)
     assert got.equals(expected)
+
+
+def test_permutation_blocks_stay_within_the_chunk_bound(monkeypatch):
+    """permuted_group_sums counts each block of permutations in a (replicates × label rows ×
+    outcome patterns) table. With many trials nearly every item has its own pattern, and with
+    13 groups of 1–2 per item there are ~90 label rows: a block sized by the items alone made
+    that table ~L·P/n times CHUNK_ELEMENTS (measured 2.6 GB for 20,000 items, 10 trials). Every
+    block's table must stay within the bound (one replicate at least), and the margins must
+    hold: each trial's group sizes and the "all" column's sums are those of the data."""
+    import analysis.resampling as resampling
+    from analysis.resampling import ItemCells, permuted_group_sums, trial_sums
+
+    monkeypatch.setattr(resampling, "CHUNK_ELEMENTS", 4096)
+    rng = np.random.default_rng(0)
+    k, n_trials, n_groups = 300, 8, 6
+    member = np.zeros((k, 1 + n_groups))
+    member[:, 0] = 1.0
+    member[np.arange(k), rng.integers(1, 1 + n_groups, k)] = 1.0
+    second = rng.random(k) < 0.5
+    member[np.flatnonzero(second), rng.integers(1, 1 + n_groups, second.sum())] = 1.0
+    values = (rng.random((k, n_trials, 2)) < 0.6).astype(float)
+    cells = ItemCells(groups=[f"g{i}" for i in range(n_groups)], trial_ids=[f"t{i}" for i in range(n_trials)],
+                      seeds=list(range(n_trials)), counts=np.ones(k, dtype=np.int64), member=member,
+                      present=np.ones((k, n_trials)), values=values)
+    n_labels = np.unique(member, axis=0).shape[0]
+    n_patterns = np.unique(values.reshape(k, -1), axis=0).shape[0]
+    assert n_labels * n_patterns > resampling.CHUNK_ELEMENTS  # the case under test
+    observed_n, observed_sums = trial_sums(cells, cells.counts[None].astype(float))
+    drawn = 0
+    for counts, sums in permuted_group_sums(cells, 50, np.random.default_rng(1)):
+        size = counts.shape[0]
+        drawn += size
+        assert size * n_labels * n_patterns <= max(resampling.CHUNK_ELEMENTS, n_labels * n_patterns)
+        assert np.array_equal(counts, np.broadcast_to(observed_n, counts.shape))
+        assert np.allclose(sums[:, :, 0], observed_sums[:, :, 0])
+    assert drawn == 50
