@@ -62,6 +62,12 @@ class ItemCells:
         """(G1,) items per group in the trial that has the most of them."""
         return (self.counts[:, None, None] * self.member[:, :, None] * self.present[:, None, :]).sum(axis=0).max(axis=1)
 
+    def group_seeds(self) -> np.ndarray:
+        """(G1,) distinct seeds among the trials that evaluated items of the group."""
+        per_trial = (self.counts[:, None] * self.member).T @ self.present  # (G1, T)
+        seeds = np.asarray(self.seeds)
+        return np.array([np.unique(seeds[row > 0]).size for row in per_trial], dtype=np.int64)
+
 
 def trial_sums(cells: ItemCells, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-draw group sizes (c, T, G1) and value sums (c, T, G1, m) of every trial, for draws

@@ -596,8 +596,9 @@ def group_forgetting_tests(
 ) -> pl.DataFrame:
     """Per (setting, group of the first task): is the group's forgetting different from the task's?
 
-    Columns: chain, grid_point (+ grid keys), first_task, after_stage, group, n_seeds,
-    n_examples (the group's examples per seed, max over seeds), group_forgetting (+ _low,
+    Columns: chain, grid_point (+ grid keys), first_task, after_stage, group, n_seeds (seeds
+    whose trials evaluated the group), n_examples (the group's examples per seed, max over
+    seeds), group_forgetting (+ _low,
     _high), average_forgetting (Forgetting_A), difference = group − average forgetting
     (= BiasedForgetting_{A,g}, + _low, _high: eval-item bootstrap + seed-variance t interval),
     p_bootstrap (two-sided t-test p of difference = 0 from the same SE), p_permutation
@@ -623,12 +624,13 @@ def group_forgetting_tests(
         p_permutation = _permutation_p(null, point["difference"])
         p_max = _max_p(null, float(point["max_biased_forgetting"]))
         sizes = setting.n_examples()
+        seeds = setting.cells.group_seeds()
         block = []
         for index, group in enumerate(setting.groups):
             block.append({
                 **setting.key,
                 "group": group,
-                "n_seeds": setting.n_seeds,
+                "n_seeds": int(seeds[1 + index]),
                 "n_examples": int(sizes[1 + index]),
                 "group_forgetting": _none_if_nan(point["group_forgetting"][index]),
                 "group_forgetting_low": _none_if_nan(group_ci.low[index]),
@@ -703,8 +705,8 @@ def accuracy_intervals(
     computed from the same predictions. `stages` / `eval_tasks` restrict the work.
     `generation_tasks` (analysis.generation_tasks of the evals) are measured on their
     generate-mode records, i.e. on the safe metric. Columns: chain, grid_point (+ grid keys),
-    stage, eval_task, group ("all" or a group), n_seeds, n (the group's examples per seed, max
-    over seeds), estimate, low, high, level, n_boot (usable replicates), se, df.
+    stage, eval_task, group ("all" or a group), n_seeds (seeds whose trials evaluated the
+    group), n (the group's examples per seed, max over seeds), estimate, low, high, level, n_boot (usable replicates), se, df.
     """
     _check(n_boot, level)
     overview = trial_overview(trials).select("trial_id", *SETTING, "seed")
@@ -726,10 +728,11 @@ def accuracy_intervals(
         point = seed_mean(observed, axis=0)
         interval = seed_t_interval(observed, boot, point, level, _ACCURACY_RANGE)
         sizes = item_cells.group_sizes()
+        seeds = item_cells.group_seeds()
         return [{
             **key,
             "group": group,
-            "n_seeds": _n_seeds(item_cells),
+            "n_seeds": int(seeds[index]),
             "n": int(sizes[index]),
             "estimate": _none_if_nan(point[index]),
             "low": _none_if_nan(interval.low[index]),

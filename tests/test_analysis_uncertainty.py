@@ -444,3 +444,31 @@ def test_permutation_blocks_stay_within_the_chunk_bound(monkeypatch):
         assert np.array_equal(counts, np.broadcast_to(observed_n, counts.shape))
         assert np.allclose(sums[:, :, 0], observed_sums[:, :, 0])
     assert drawn == 50
+
+
+def test_n_seeds_counts_the_trials_that_evaluated_the_group():
+    """Trials evaluated on different example subsets: t0 and t1 on e0–e29, t2 on e0–e19 only,
+    and group 'late' is e20–e29, so two seeds measure it (its estimate averages two trials, and
+    analysis.forgetting says n_seeds 2). Its rows must say 2, the setting's and 'early''s 3."""
+    rng = np.random.default_rng(4)
+    groups = [["early"]] * 20 + [["late"]] * 10
+    trials, predictions = [], []
+    for seed in (0, 1, 2):
+        n = 30 if seed < 2 else 20
+        trials += trial_rows(f"t{seed}", seed)
+        first = rng.random(n) < 0.8
+        predictions += prediction_rows(f"t{seed}", 1, "toxigen_qa", first, groups[:n])
+        predictions += prediction_rows(f"t{seed}", 2, "toxigen_qa", first & (rng.random(n) < 0.7), groups[:n])
+    trials, predictions = frames(trials, predictions)
+    evals = accuracy_from_predictions(predictions)
+    expected = dict(group_forgetting(trials, evals).select("group", "n_seeds").iter_rows())
+    assert expected == {"early": 3, "late": 2}
+    tests = group_forgetting_tests(trials, predictions, n_boot=20)
+    assert dict(tests.select("group", "n_seeds").iter_rows()) == expected
+    assert metric(forgetting_intervals(trials, predictions, n_boot=20), "forgetting")["n_seeds"] == 3
+    means = mean_stage_accuracy(trials, evals)
+    accuracy = accuracy_intervals(trials, predictions, n_boot=20)
+    joined = means.join(accuracy, on=["chain", "grid_point", "stage", "eval_task", "group"], how="full")
+    assert joined.height == means.height == accuracy.height
+    assert joined["n_seeds"].to_list() == joined["n_seeds_right"].to_list()
+    assert joined.filter(pl.col("group") == "late")["n_seeds_right"].to_list() == [2, 2]
