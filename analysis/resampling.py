@@ -12,9 +12,10 @@ for all trials.
 Cells. A draw of n items with replacement matters only through how many times each *kind* of
 item is drawn. Items are collapsed into cells: the set of groups they belong to (a label row)
 × their pattern of outcomes across the trials (which trials evaluated them, and the values at
-each compared stage). A replicate is a multinomial draw of cell counts (or n item indices
-counted per cell when there are many cells): the same law as drawing item indices, at a cost
-independent of n. Group sums per trial are then matrix products.
+each compared stage). A replicate is a multinomial draw of cell counts, the same law as drawing
+item indices, at a cost that grows with the cells, not the items; when there are more than a
+third as many cells as items (many trials), n item indices are drawn and counted per cell
+instead (same law). Group sums per trial are then matrix products.
 
 Seeds. With S trials, the seed-to-seed part of the variance is estimated by moments rather
 than by resampling S seeds (which, for S = 3, sees only (S−1)/S of the seed variance and has no

@@ -6,7 +6,10 @@ The point estimates are exactly those of `analysis.forgetting` (paper §2.4), re
 per-example records: per trial and group, accuracy = correct / n; per setting (chain,
 grid_point) the accuracies are averaged over the setting's trials (one per seed) and then
 differenced; WG forgetting = max over groups of the seed-mean group forgetting (ties: the group
-first alphabetically); max biased forgetting = WG − overall forgetting. Only option-scoring rows
+first alphabetically); max biased forgetting = WG − overall forgetting. Forgetting is paired:
+a trial's accuracies at stage 1 and at the compared stage are taken on the examples it evaluated
+at both (analysis.forgetting takes each stage's accuracy on all it evaluated; the two agree when
+the stages evaluated the same examples, as a study's do). Only option-scoring rows
 count (mode null or "score"), except for the eval tasks passed as `generation_tasks`, whose
 generate-mode rows (correct = judged safe) are their records, so their forgetting is on safe %;
 an example listing several groups counts toward each of them, and "all" is every example. By
@@ -507,7 +510,8 @@ def forgetting_intervals(
     n_boot (usable bootstrap replicates; permutations on the max biased row), se, df (of the
     t interval), p_value (max biased forgetting: one-sided permutation p of the maximum; else
     null). The estimates equal forgetting_summary's (for after_stage=None) on evals computed
-    from the same predictions (accuracy_from_predictions; for a task in `generation_tasks` the
+    from the same predictions when each trial evaluated the same first-task examples at both
+    compared stages (accuracy_from_predictions; for a task in `generation_tasks` the
     engine's safe rows, with forgetting_summary(metric="primary")). See the module docstring.
     """
     _check(n_boot, level)

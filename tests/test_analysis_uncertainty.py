@@ -472,3 +472,21 @@ def test_n_seeds_counts_the_trials_that_evaluated_the_group():
     assert joined.height == means.height == accuracy.height
     assert joined["n_seeds"].to_list() == joined["n_seeds_right"].to_list()
     assert joined.filter(pl.col("group") == "late")["n_seeds_right"].to_list() == [2, 2]
+
+
+def test_forgetting_pairs_the_examples_evaluated_at_both_stages():
+    """Forgetting is measured on the examples a trial evaluated at stage 1 *and* at the compared
+    stage. Stage 1: e0–e7 right, e8, e9 wrong; stage 2 evaluated e0–e7 only, all wrong. Paired:
+    1.0 − 0.0 = 1.0 on 8 examples; analysis.forgetting, which takes each stage's accuracy on
+    whatever it evaluated, says 0.8 − 0.0. The two agree when the stages evaluated the same
+    examples (the normal case)."""
+    groups = [["a"]] * 10
+    trials, predictions = frames(
+        trial_rows("t", 0),
+        prediction_rows("t", 1, "toxigen_qa", [1] * 8 + [0, 0], groups)
+        + prediction_rows("t", 2, "toxigen_qa", [0] * 8, groups[:8]),
+    )
+    row = metric(forgetting_intervals(trials, predictions, n_boot=20), "forgetting")
+    assert (row["estimate"], row["n_examples"]) == (1.0, 8)
+    summary = forgetting_summary(trials, accuracy_from_predictions(predictions))
+    assert summary["forgetting"].to_list() == [pytest.approx(0.8)]
