@@ -490,3 +490,31 @@ def test_forgetting_pairs_the_examples_evaluated_at_both_stages():
     assert (row["estimate"], row["n_examples"]) == (1.0, 8)
     summary = forgetting_summary(trials, accuracy_from_predictions(predictions))
     assert summary["forgetting"].to_list() == [pytest.approx(0.8)]
+
+
+def test_seed_variance_components_by_hand():
+    """seed_t_interval's moments on replicates built by hand (3 trials, 4 replicates): a shared
+    shift (−0.1, −0.1, 0.1, 0.1) plus per-trial noise ±0.1 on trials 0 and 1 that cancels in
+    the seed mean. V_items = Var(shift) = 0.04/3 = 1/75; mean over trials of Var_B =
+    (0.08 + 0.08 + 0.04)/9; w = 3/2·(that − V_items) = 1/75. Trials 0.2, 0.5, 0.5: s² = 0.03,
+    σ²_seed = 0.03 − 1/75, SE² = 1/75 + σ²_seed/3, df = 2·(3·SE²/s²)². Trials 0.4, 0.45, 0.35:
+    s² = 0.0025 < w, so σ²_seed = 0, SE² = V_items and df = 2·(3·(1/75)/0.0025)² = 512."""
+    from scipy import stats
+
+    from analysis.resampling import seed_t_interval
+
+    shift = np.array([-0.1, -0.1, 0.1, 0.1])[:, None]
+    noise = np.array([[0.1, -0.1, 0.0], [-0.1, 0.1, 0.0], [0.1, -0.1, 0.0], [-0.1, 0.1, 0.0]])
+    observed = np.array([[0.2, 0.4], [0.5, 0.45], [0.5, 0.35]])  # (T, k): two statistics
+    replicates = observed[None] + (shift + noise)[:, :, None]
+    estimate = observed.mean(axis=0)
+    interval = seed_t_interval(observed, replicates, estimate, 0.95, (-1.0, 1.0))
+    v_items, w = 1 / 75, 1 / 75
+    se2 = v_items + (0.03 - w) / 3
+    assert interval.se[0] ** 2 == pytest.approx(se2)
+    assert interval.df[0] == pytest.approx(2 * (3 * se2 / 0.03) ** 2)
+    half = stats.t.ppf(0.975, 2 * (3 * se2 / 0.03) ** 2) * np.sqrt(se2)
+    assert (interval.low[0], interval.high[0]) == (pytest.approx(0.4 - half), pytest.approx(0.4 + half))
+    assert interval.se[1] ** 2 == pytest.approx(v_items)
+    assert interval.df[1] == pytest.approx(512.0)
+    assert interval.usable.tolist() == [4, 4]
