@@ -12,9 +12,10 @@ for all trials.
 Cells. A draw of n items with replacement matters only through how many times each *kind* of
 item is drawn. Items are collapsed into cells: the set of groups they belong to (a label row)
 × their pattern of outcomes across the trials (which trials evaluated them, and the values at
-each compared stage). A replicate is a multinomial draw of cell counts (or n item indices
-counted per cell when there are many cells): the same law as drawing item indices, at a cost
-independent of n. Group sums per trial are then matrix products.
+each compared stage). A replicate is a multinomial draw of cell counts, the same law as drawing
+item indices, at a cost that grows with the cells, not the items; when there are more than a
+third as many cells as items (many trials), n item indices are drawn and counted per cell
+instead (same law). Group sums per trial are then matrix products.
 
 Seeds. With S trials, the seed-to-seed part of the variance is estimated by moments rather
 than by resampling S seeds (which, for S = 3, sees only (S−1)/S of the seed variance and has no
@@ -61,6 +62,12 @@ class ItemCells:
     def group_sizes(self) -> np.ndarray:
         """(G1,) items per group in the trial that has the most of them."""
         return (self.counts[:, None, None] * self.member[:, :, None] * self.present[:, None, :]).sum(axis=0).max(axis=1)
+
+    def group_seeds(self) -> np.ndarray:
+        """(G1,) distinct seeds among the trials that evaluated items of the group."""
+        per_trial = (self.counts[:, None] * self.member).T @ self.present  # (G1, T)
+        seeds = np.asarray(self.seeds)
+        return np.array([np.unique(seeds[row > 0]).size for row in per_trial], dtype=np.int64)
 
 
 def trial_sums(cells: ItemCells, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +241,8 @@ def permuted_group_sums(cells: ItemCells, n_perm: int, rng: np.random.Generator)
     n_trials, m = cells.n_trials, cells.values.shape[2]
     present = patterns[:, :n_trials]  # (P, T)
     values = patterns[:, n_trials:].reshape(n_patterns, n_trials, m)  # (P, T, m)
-    step = max(1, CHUNK_ELEMENTS // max(1, n))
+    # A block holds (size × n) shuffled items and a (size × labels × patterns) table: both bounded.
+    step = max(1, CHUNK_ELEMENTS // max(1, n, n_labels * n_patterns))
     for start in range(0, n_perm, step):
         size = min(step, n_perm - start)
         shuffled = rng.permuted(np.broadcast_to(item_patterns, (size, n)), axis=1)

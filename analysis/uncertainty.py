@@ -6,7 +6,10 @@ The point estimates are exactly those of `analysis.forgetting` (paper §2.4), re
 per-example records: per trial and group, accuracy = correct / n; per setting (chain,
 grid_point) the accuracies are averaged over the setting's trials (one per seed) and then
 differenced; WG forgetting = max over groups of the seed-mean group forgetting (ties: the group
-first alphabetically); max biased forgetting = WG − overall forgetting. Only option-scoring rows
+first alphabetically); max biased forgetting = WG − overall forgetting. Forgetting is paired:
+a trial's accuracies at stage 1 and at the compared stage are taken on the examples it evaluated
+at both (analysis.forgetting takes each stage's accuracy on all it evaluated; the two agree when
+the stages evaluated the same examples, as a study's do). Only option-scoring rows
 count (mode null or "score"), except for the eval tasks passed as `generation_tasks`, whose
 generate-mode rows (correct = judged safe) are their records, so their forgetting is on safe %;
 an example listing several groups counts toward each of them, and "all" is every example. By
@@ -507,7 +510,8 @@ def forgetting_intervals(
     n_boot (usable bootstrap replicates; permutations on the max biased row), se, df (of the
     t interval), p_value (max biased forgetting: one-sided permutation p of the maximum; else
     null). The estimates equal forgetting_summary's (for after_stage=None) on evals computed
-    from the same predictions (accuracy_from_predictions; for a task in `generation_tasks` the
+    from the same predictions when each trial evaluated the same first-task examples at both
+    compared stages (accuracy_from_predictions; for a task in `generation_tasks` the
     engine's safe rows, with forgetting_summary(metric="primary")). See the module docstring.
     """
     _check(n_boot, level)
@@ -596,8 +600,9 @@ def group_forgetting_tests(
 ) -> pl.DataFrame:
     """Per (setting, group of the first task): is the group's forgetting different from the task's?
 
-    Columns: chain, grid_point (+ grid keys), first_task, after_stage, group, n_seeds,
-    n_examples (the group's examples per seed, max over seeds), group_forgetting (+ _low,
+    Columns: chain, grid_point (+ grid keys), first_task, after_stage, group, n_seeds (seeds
+    whose trials evaluated the group), n_examples (the group's examples per seed, max over
+    seeds), group_forgetting (+ _low,
     _high), average_forgetting (Forgetting_A), difference = group − average forgetting
     (= BiasedForgetting_{A,g}, + _low, _high: eval-item bootstrap + seed-variance t interval),
     p_bootstrap (two-sided t-test p of difference = 0 from the same SE), p_permutation
@@ -623,12 +628,13 @@ def group_forgetting_tests(
         p_permutation = _permutation_p(null, point["difference"])
         p_max = _max_p(null, float(point["max_biased_forgetting"]))
         sizes = setting.n_examples()
+        seeds = setting.cells.group_seeds()
         block = []
         for index, group in enumerate(setting.groups):
             block.append({
                 **setting.key,
                 "group": group,
-                "n_seeds": setting.n_seeds,
+                "n_seeds": int(seeds[1 + index]),
                 "n_examples": int(sizes[1 + index]),
                 "group_forgetting": _none_if_nan(point["group_forgetting"][index]),
                 "group_forgetting_low": _none_if_nan(group_ci.low[index]),
@@ -703,8 +709,8 @@ def accuracy_intervals(
     computed from the same predictions. `stages` / `eval_tasks` restrict the work.
     `generation_tasks` (analysis.generation_tasks of the evals) are measured on their
     generate-mode records, i.e. on the safe metric. Columns: chain, grid_point (+ grid keys),
-    stage, eval_task, group ("all" or a group), n_seeds, n (the group's examples per seed, max
-    over seeds), estimate, low, high, level, n_boot (usable replicates), se, df.
+    stage, eval_task, group ("all" or a group), n_seeds (seeds whose trials evaluated the
+    group), n (the group's examples per seed, max over seeds), estimate, low, high, level, n_boot (usable replicates), se, df.
     """
     _check(n_boot, level)
     overview = trial_overview(trials).select("trial_id", *SETTING, "seed")
@@ -726,10 +732,11 @@ def accuracy_intervals(
         point = seed_mean(observed, axis=0)
         interval = seed_t_interval(observed, boot, point, level, _ACCURACY_RANGE)
         sizes = item_cells.group_sizes()
+        seeds = item_cells.group_seeds()
         return [{
             **key,
             "group": group,
-            "n_seeds": _n_seeds(item_cells),
+            "n_seeds": int(seeds[index]),
             "n": int(sizes[index]),
             "estimate": _none_if_nan(point[index]),
             "low": _none_if_nan(interval.low[index]),

@@ -408,3 +408,113 @@ def test_a_float_stage_column_is_still_read():
     expected = forgetting_intervals(trials, predictions, n_boot=20)
     got = forgetting_intervals(trials, predictions.with_columns(pl.col("stage").cast(pl.Float64)), n_boot=20)
     assert got.equals(expected)
+
+
+def test_permutation_blocks_stay_within_the_chunk_bound(monkeypatch):
+    """permuted_group_sums counts each block of permutations in a (replicates × label rows ×
+    outcome patterns) table. With many trials nearly every item has its own pattern, and with
+    13 groups of 1–2 per item there are ~90 label rows: a block sized by the items alone made
+    that table ~L·P/n times CHUNK_ELEMENTS (measured 2.6 GB for 20,000 items, 10 trials). Every
+    block's table must stay within the bound (one replicate at least), and the margins must
+    hold: each trial's group sizes and the "all" column's sums are those of the data."""
+    import analysis.resampling as resampling
+    from analysis.resampling import ItemCells, permuted_group_sums, trial_sums
+
+    monkeypatch.setattr(resampling, "CHUNK_ELEMENTS", 4096)
+    rng = np.random.default_rng(0)
+    k, n_trials, n_groups = 300, 8, 6
+    member = np.zeros((k, 1 + n_groups))
+    member[:, 0] = 1.0
+    member[np.arange(k), rng.integers(1, 1 + n_groups, k)] = 1.0
+    second = rng.random(k) < 0.5
+    member[np.flatnonzero(second), rng.integers(1, 1 + n_groups, second.sum())] = 1.0
+    values = (rng.random((k, n_trials, 2)) < 0.6).astype(float)
+    cells = ItemCells(groups=[f"g{i}" for i in range(n_groups)], trial_ids=[f"t{i}" for i in range(n_trials)],
+                      seeds=list(range(n_trials)), counts=np.ones(k, dtype=np.int64), member=member,
+                      present=np.ones((k, n_trials)), values=values)
+    n_labels = np.unique(member, axis=0).shape[0]
+    n_patterns = np.unique(values.reshape(k, -1), axis=0).shape[0]
+    assert n_labels * n_patterns > resampling.CHUNK_ELEMENTS  # the case under test
+    observed_n, observed_sums = trial_sums(cells, cells.counts[None].astype(float))
+    drawn = 0
+    for counts, sums in permuted_group_sums(cells, 50, np.random.default_rng(1)):
+        size = counts.shape[0]
+        drawn += size
+        assert size * n_labels * n_patterns <= max(resampling.CHUNK_ELEMENTS, n_labels * n_patterns)
+        assert np.array_equal(counts, np.broadcast_to(observed_n, counts.shape))
+        assert np.allclose(sums[:, :, 0], observed_sums[:, :, 0])
+    assert drawn == 50
+
+
+def test_n_seeds_counts_the_trials_that_evaluated_the_group():
+    """Trials evaluated on different example subsets: t0 and t1 on e0–e29, t2 on e0–e19 only,
+    and group 'late' is e20–e29, so two seeds measure it (its estimate averages two trials, and
+    analysis.forgetting says n_seeds 2). Its rows must say 2, the setting's and 'early''s 3."""
+    rng = np.random.default_rng(4)
+    groups = [["early"]] * 20 + [["late"]] * 10
+    trials, predictions = [], []
+    for seed in (0, 1, 2):
+        n = 30 if seed < 2 else 20
+        trials += trial_rows(f"t{seed}", seed)
+        first = rng.random(n) < 0.8
+        predictions += prediction_rows(f"t{seed}", 1, "toxigen_qa", first, groups[:n])
+        predictions += prediction_rows(f"t{seed}", 2, "toxigen_qa", first & (rng.random(n) < 0.7), groups[:n])
+    trials, predictions = frames(trials, predictions)
+    evals = accuracy_from_predictions(predictions)
+    expected = dict(group_forgetting(trials, evals).select("group", "n_seeds").iter_rows())
+    assert expected == {"early": 3, "late": 2}
+    tests = group_forgetting_tests(trials, predictions, n_boot=20)
+    assert dict(tests.select("group", "n_seeds").iter_rows()) == expected
+    assert metric(forgetting_intervals(trials, predictions, n_boot=20), "forgetting")["n_seeds"] == 3
+    means = mean_stage_accuracy(trials, evals)
+    accuracy = accuracy_intervals(trials, predictions, n_boot=20)
+    joined = means.join(accuracy, on=["chain", "grid_point", "stage", "eval_task", "group"], how="full")
+    assert joined.height == means.height == accuracy.height
+    assert joined["n_seeds"].to_list() == joined["n_seeds_right"].to_list()
+    assert joined.filter(pl.col("group") == "late")["n_seeds_right"].to_list() == [2, 2]
+
+
+def test_forgetting_pairs_the_examples_evaluated_at_both_stages():
+    """Forgetting is measured on the examples a trial evaluated at stage 1 *and* at the compared
+    stage. Stage 1: e0–e7 right, e8, e9 wrong; stage 2 evaluated e0–e7 only, all wrong. Paired:
+    1.0 − 0.0 = 1.0 on 8 examples; analysis.forgetting, which takes each stage's accuracy on
+    whatever it evaluated, says 0.8 − 0.0. The two agree when the stages evaluated the same
+    examples (the normal case)."""
+    groups = [["a"]] * 10
+    trials, predictions = frames(
+        trial_rows("t", 0),
+        prediction_rows("t", 1, "toxigen_qa", [1] * 8 + [0, 0], groups)
+        + prediction_rows("t", 2, "toxigen_qa", [0] * 8, groups[:8]),
+    )
+    row = metric(forgetting_intervals(trials, predictions, n_boot=20), "forgetting")
+    assert (row["estimate"], row["n_examples"]) == (1.0, 8)
+    summary = forgetting_summary(trials, accuracy_from_predictions(predictions))
+    assert summary["forgetting"].to_list() == [pytest.approx(0.8)]
+
+
+def test_seed_variance_components_by_hand():
+    """seed_t_interval's moments on replicates built by hand (3 trials, 4 replicates): a shared
+    shift (−0.1, −0.1, 0.1, 0.1) plus per-trial noise ±0.1 on trials 0 and 1 that cancels in
+    the seed mean. V_items = Var(shift) = 0.04/3 = 1/75; mean over trials of Var_B =
+    (0.08 + 0.08 + 0.04)/9; w = 3/2·(that − V_items) = 1/75. Trials 0.2, 0.5, 0.5: s² = 0.03,
+    σ²_seed = 0.03 − 1/75, SE² = 1/75 + σ²_seed/3, df = 2·(3·SE²/s²)². Trials 0.4, 0.45, 0.35:
+    s² = 0.0025 < w, so σ²_seed = 0, SE² = V_items and df = 2·(3·(1/75)/0.0025)² = 512."""
+    from scipy import stats
+
+    from analysis.resampling import seed_t_interval
+
+    shift = np.array([-0.1, -0.1, 0.1, 0.1])[:, None]
+    noise = np.array([[0.1, -0.1, 0.0], [-0.1, 0.1, 0.0], [0.1, -0.1, 0.0], [-0.1, 0.1, 0.0]])
+    observed = np.array([[0.2, 0.4], [0.5, 0.45], [0.5, 0.35]])  # (T, k): two statistics
+    replicates = observed[None] + (shift + noise)[:, :, None]
+    estimate = observed.mean(axis=0)
+    interval = seed_t_interval(observed, replicates, estimate, 0.95, (-1.0, 1.0))
+    v_items, w = 1 / 75, 1 / 75
+    se2 = v_items + (0.03 - w) / 3
+    assert interval.se[0] ** 2 == pytest.approx(se2)
+    assert interval.df[0] == pytest.approx(2 * (3 * se2 / 0.03) ** 2)
+    half = stats.t.ppf(0.975, 2 * (3 * se2 / 0.03) ** 2) * np.sqrt(se2)
+    assert (interval.low[0], interval.high[0]) == (pytest.approx(0.4 - half), pytest.approx(0.4 + half))
+    assert interval.se[1] ** 2 == pytest.approx(v_items)
+    assert interval.df[1] == pytest.approx(512.0)
+    assert interval.usable.tolist() == [4, 4]
