@@ -216,14 +216,19 @@ def t_test_p(estimate: np.ndarray, interval: Interval) -> np.ndarray:
 # ---------------------------------------------------------------- permutation of group labels
 
 
-def permuted_group_sums(cells: ItemCells, n_perm: int, rng: np.random.Generator):
+def permuted_group_sums(cells: ItemCells, n_perm: int, rng: np.random.Generator, method: str | None = None):
     """Blocks of (n (c, T, G1), sums (c, T, G1, m)) under random permutations of the label rows
     over the items: which items belong to which groups is re-drawn (each label row keeps its
     number of items), while every item keeps its outcomes in every trial. The permutation is
     the same for all trials, as the items are: an item that flips in every seed stays one item.
 
-    Only the table label row × outcome pattern of counts matters: each replicate shuffles the
-    items' patterns over the label rows' positions and counts them (one bincount per block)."""
+    Each replicate shuffles the items' outcome patterns over the label rows' positions. The
+    sums are then taken one of two ways, with the same shuffles (so the same result):
+    "table" counts a label row × pattern table (one bincount per block) and multiplies it out per
+    trial, which is cheap while label rows × patterns < items (few seeds: few patterns);
+    "items" reads every shuffled item's answers per trial and sums them per label row, which does
+    not grow with the number of patterns (many seeds: nearly one pattern per item). None picks the
+    cheaper."""
     labels, label_of = np.unique(cells.member, axis=0, return_inverse=True)
     flat_values = cells.values.reshape(cells.counts.size, -1)
     patterns, pattern_of = np.unique(np.concatenate([cells.present, flat_values], axis=1), axis=0,
@@ -243,9 +248,15 @@ def permuted_group_sums(cells: ItemCells, n_perm: int, rng: np.random.Generator)
     values = patterns[:, n_trials:].reshape(n_patterns, n_trials, m)  # (P, T, m)
     # A block holds (size × n) shuffled items and a (size × labels × patterns) table: both bounded.
     step = max(1, CHUNK_ELEMENTS // max(1, n, n_labels * n_patterns))
+    if method is None:
+        method = "table" if n_labels * n_patterns <= n else "items"
+    starts = np.concatenate([[0], np.cumsum(np.bincount(label_at, minlength=n_labels))[:-1]])
     for start in range(0, n_perm, step):
         size = min(step, n_perm - start)
         shuffled = rng.permuted(np.broadcast_to(item_patterns, (size, n)), axis=1)
+        if method == "items":
+            yield _summed_per_label_row(shuffled, starts, labels, present, values)
+            continue
         index = slot[None, :] + shuffled + (np.arange(size, dtype=index_type) * (n_labels * n_patterns))[:, None]
         table = np.bincount(index.ravel(), minlength=size * n_labels * n_patterns).reshape(size, n_labels, n_patterns)
         table = table.astype(float)
@@ -256,3 +267,18 @@ def permuted_group_sums(cells: ItemCells, n_perm: int, rng: np.random.Generator)
             for v in range(m):
                 sums[:, t, :, v] = (table @ (present[:, t] * values[:, t, v])) @ labels
         yield counts, sums
+
+
+def _summed_per_label_row(shuffled: np.ndarray, starts: np.ndarray, labels: np.ndarray, present: np.ndarray,
+                          values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group sizes and sums of one block from the shuffled patterns (size, n) directly: each
+    position's answers per trial, summed over the label rows' contiguous positions."""
+    size, n_trials, m = shuffled.shape[0], present.shape[1], values.shape[2]
+    counts = np.empty((size, n_trials, labels.shape[1]))
+    sums = np.empty((size, n_trials, labels.shape[1], m))
+    for t in range(n_trials):
+        seen = present[shuffled, t]  # (size, n)
+        counts[:, t] = np.add.reduceat(seen, starts, axis=1) @ labels
+        for v in range(m):
+            sums[:, t, :, v] = np.add.reduceat(seen * values[shuffled, t, v], starts, axis=1) @ labels
+    return counts, sums

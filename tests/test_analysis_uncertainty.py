@@ -446,6 +446,34 @@ def test_permutation_blocks_stay_within_the_chunk_bound(monkeypatch):
     assert drawn == 50
 
 
+def test_both_ways_of_summing_a_permutation_agree():
+    """permuted_group_sums sums each shuffle through a label-row × pattern table (few seeds) or
+    item by item (many seeds, nearly a pattern per item); given the same shuffles both give the
+    same sizes and sums, and both keep the margins. Some items are missing from some trials."""
+    from analysis.resampling import ItemCells, permuted_group_sums, trial_sums
+
+    rng = np.random.default_rng(5)
+    k, n_trials, n_groups = 120, 5, 4
+    member = np.zeros((k, 1 + n_groups))
+    member[:, 0] = 1.0
+    member[np.arange(k), rng.integers(1, 1 + n_groups, k)] = 1.0
+    present = (rng.random((k, n_trials)) < 0.9).astype(float)
+    values = (rng.random((k, n_trials, 2)) < 0.6).astype(float) * present[:, :, None]
+    cells = ItemCells(groups=[f"g{i}" for i in range(n_groups)], trial_ids=[f"t{i}" for i in range(n_trials)],
+                      seeds=list(range(n_trials)), counts=rng.integers(1, 4, k), member=member,
+                      present=present, values=values)
+    table = list(permuted_group_sums(cells, 64, np.random.default_rng(2), method="table"))
+    items = list(permuted_group_sums(cells, 64, np.random.default_rng(2), method="items"))
+    observed_n, observed_sums = trial_sums(cells, cells.counts[None].astype(float))
+    for (n_a, sums_a), (n_b, sums_b) in zip(table, items, strict=True):
+        assert np.allclose(n_a, n_b) and np.allclose(sums_a, sums_b)
+        assert np.allclose(n_a[:, :, 0], observed_n[:, :, 0]) and np.allclose(sums_a[:, :, 0], observed_sums[:, :, 0])
+    # Group sizes change from shuffle to shuffle when items miss some trials (presence moves
+    # with the item), so the permutation is not a relabelling of a fixed table.
+    sizes = np.concatenate([n for n, _ in table])[:, :, 1]
+    assert sizes.std(axis=0).max() > 0
+
+
 def test_n_seeds_counts_the_trials_that_evaluated_the_group():
     """Trials evaluated on different example subsets: t0 and t1 on e0–e29, t2 on e0–e19 only,
     and group 'late' is e20–e29, so two seeds measure it (its estimate averages two trials, and
