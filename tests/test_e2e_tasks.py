@@ -37,7 +37,7 @@ def test_paper_ordering_preset_on_the_tiny_model_evaluates_every_task_and_report
     assert "### Table 1: accuracy after the final stage and forgetting of the first task, per order" in text
     for order in ("ARC → ToxiGenQA", "ToxiGenQA → ARC", "ARC → BBQ", "BBQ → ARC"):
         assert f"| {order} |" in text
-    assert "[low, high] = 95% bootstrap interval" in text
+    assert "[low, high] = 95% confidence interval" in text
     # From here on: the ToxiGenQA -> ARC trial.
     trial = _table(outcome.study_dir, "trials").filter(pl.col("chain") == "tqa_arc")["trial_id"][0]
     evals = _table(outcome.study_dir, "evals").filter(pl.col("trial_id") == trial)
