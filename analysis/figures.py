@@ -52,7 +52,7 @@ def _no_data(path: Path, title: str) -> Path:
 def _interval_spans(x: list, low: list[float | None], high: list[float | None]) -> tuple[list, list[float], list[float]]:
     """(x, centre, half-width) in points of each 95% interval (bounds are fractions), for the
     points that have one. The bar spans the interval itself rather than distances from the
-    estimate: a percentile interval of a maximum (WG) can lie wholly above its estimate."""
+    estimate: a clipped interval (near 0 or 100%) is not symmetric about it."""
     kept = [(xi, 100 * lo, 100 * hi) for xi, lo, hi in zip(x, low, high) if lo is not None and hi is not None]
     return [k[0] for k in kept], [(lo + hi) / 2 for _, lo, hi in kept], [(hi - lo) / 2 for _, lo, hi in kept]
 
@@ -85,7 +85,8 @@ def plot_forgetting_by_hyperparameter(
     data = summary.filter(pl.col(column).is_not_null() & pl.col("forgetting").is_not_null())
     if data.is_empty() or not data.schema[column].is_numeric():
         return _no_data(path, title)
-    bounds = ["forgetting_low", "forgetting_high", "wg_forgetting_low", "wg_forgetting_high"]
+    # The WG line is a maximum over groups, which has no interval (analysis.uncertainty).
+    bounds = ["forgetting_low", "forgetting_high"]
     # Without predictions the summary has no interval columns: every point is then bar-less.
     data = data.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in bounds if c not in data.columns)
     by_value = (
@@ -110,7 +111,6 @@ def plot_forgetting_by_hyperparameter(
             wg_x = wg.get_column(column).to_list()
             axes.plot(wg_x, [100 * v for v in wg.get_column("wg_forgetting")], marker="x", linestyle="--",
                       color=colour, label=f"{chain} (WG)")
-            _draw_intervals(axes, wg_x, wg["wg_forgetting_low"].to_list(), wg["wg_forgetting_high"].to_list(), colour)
     if "learning_rate" in column and (by_value.get_column(column) > 0).all():
         axes.set_xscale("log")
     else:
