@@ -59,13 +59,18 @@ class ItemCells:
     def n_trials(self) -> int:
         return len(self.trial_ids)
 
+    def _per_trial_sizes(self) -> np.ndarray:
+        """(G1, T) items of each group that each trial evaluated (one product, no cells × groups
+        × trials array)."""
+        return (self.counts[:, None] * self.member).T @ self.present
+
     def group_sizes(self) -> np.ndarray:
         """(G1,) items per group in the trial that has the most of them."""
-        return (self.counts[:, None, None] * self.member[:, :, None] * self.present[:, None, :]).sum(axis=0).max(axis=1)
+        return self._per_trial_sizes().max(axis=1)
 
     def group_seeds(self) -> np.ndarray:
         """(G1,) distinct seeds among the trials that evaluated items of the group."""
-        per_trial = (self.counts[:, None] * self.member).T @ self.present  # (G1, T)
+        per_trial = self._per_trial_sizes()
         seeds = np.asarray(self.seeds)
         return np.array([np.unique(seeds[row > 0]).size for row in per_trial], dtype=np.int64)
 
