@@ -15,7 +15,7 @@ import polars as pl
 from analysis.weight_norms import with_weight_norms
 
 # The tables the engine writes (DESIGN.md, "Contracts"). Each lives in <results_dir>/<name>/*.parquet.
-TABLE_NAMES = ("trials", "evals", "predictions", "train_log", "curvature", "weights")
+TABLE_NAMES = ("trials", "evals", "predictions", "train_log", "curvature", "weights", "replay")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class ResultTables:
     train_log: pl.LazyFrame | None = None
     curvature: pl.LazyFrame | None = None
     weights: pl.LazyFrame | None = None
+    replay: pl.LazyFrame | None = None  # which examples each replaying stage mixed in
 
 
 def scan_table(results_dir: str | Path, table: str) -> pl.LazyFrame | None:

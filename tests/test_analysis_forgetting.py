@@ -114,7 +114,24 @@ def test_load_results_reads_every_part_and_marks_absent_tables(two_seeds):
     assert two_seeds.trials.collect().height == 4
     assert two_seeds.evals.collect().height == 2 * (3 + 3 + 3 + 1 + 1)
     assert two_seeds.predictions is None and two_seeds.train_log is None
-    assert two_seeds.curvature is None and two_seeds.weights is None
+    assert two_seeds.curvature is None and two_seeds.weights is None and two_seeds.replay is None
+
+
+def test_load_results_reads_the_replay_table_of_the_latest_run(tmp_path: Path):
+    """Every table the engine writes is read, the replay table too (which examples each
+    replaying stage mixed in), filtered like the others to the latest run's trials."""
+    import json
+
+    trials, evals = two_seed_rows()
+    write_table(tmp_path, "trials", trials)
+    write_table(tmp_path, "evals", evals)
+    write_table(tmp_path, "replay", [
+        {"trial_id": trial, "stage": 2, "from_stage": 1, "example_id": f"toxigen_qa/{i}"}
+        for trial in ("t0", "t1") for i in range(3)])
+    (tmp_path / "plans.json").write_text(json.dumps([{"trial_id": "t1"}]))
+    replay = load_results(tmp_path).replay.collect()
+    assert replay.height == 3 and set(replay["trial_id"]) == {"t1"}
+    assert load_results(tmp_path, all_trials=True).replay.collect().height == 6
 
 
 def test_load_results_keeps_only_the_latest_runs_trials(tmp_path: Path):
@@ -465,3 +482,49 @@ def test_forgetting_of_a_generation_task_is_the_drop_in_safe_share():
     assert row["max_biased_forgetting"] == pytest.approx(0.20)
     assert row["acc_final_task_after_final"] == pytest.approx(0.70)
     assert forgetting_summary(pl.DataFrame(trials), pl.DataFrame(evals), metric="accuracy").is_empty()
+
+
+def test_a_report_is_built_without_torch_ray_transformers_or_trl(tmp_path: Path):
+    """analysis/ reads only Parquet: in a process where torch, ray, transformers, trl,
+    datasets and accelerate cannot be imported at all, every analysis module imports and a
+    report (tables, figures, intervals from predictions) is written."""
+    import subprocess
+    import sys
+
+    trials, evals = two_seed_rows()
+    write_table(tmp_path, "trials", trials)
+    write_table(tmp_path, "evals", evals)
+    # Per-example records of the first task, so the report computes intervals and tests too.
+    write_table(tmp_path, "predictions", [
+        {"trial_id": trial, "stage": stage, "eval_task": "toxigen_qa", "example_id": f"e{i}",
+         "groups": ["muslim" if i % 2 else "women"], "correct": (i + stage + seed) % 3 != 0, "mode": "score"}
+        for seed, trial in enumerate(("t0", "t1")) for stage in (1, 2) for i in range(20)])
+    code = (
+        # Any import of a blocked package fails. (Libraries that only probe whether it exists,
+        # as polars does with find_spec, still get an answer: its import is what is refused.)
+        "import importlib.abc, importlib.machinery, sys\n"
+        "BLOCKED = {'torch', 'ray', 'transformers', 'trl', 'datasets', 'accelerate'}\n"
+        "class Refuse(importlib.abc.Loader):\n"
+        "    def create_module(self, spec):\n"
+        "        raise ModuleNotFoundError(f'{spec.name} is blocked in this test', name=spec.name)\n"
+        "    def exec_module(self, module):\n"
+        "        pass\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            return importlib.machinery.ModuleSpec(name, Refuse())\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import pkgutil, importlib, analysis\n"
+        "for module in pkgutil.iter_modules(analysis.__path__):\n"
+        "    importlib.import_module(f'analysis.{module.name}')\n"
+        "from analysis.report import write_report\n"
+        f"print(write_report({str(tmp_path)!r}).stat().st_size)\n"
+        "print(sorted(n for n in ('torch', 'ray', 'transformers', 'trl') if sys.modules.get(n) is not None))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    size, loaded = result.stdout.strip().splitlines()[-2:]
+    assert int(size) > 1000 and loaded == "[]"
+    assert (tmp_path / "report" / "report.html").is_file()
+    assert (tmp_path / "report" / "tables" / "group_forgetting_tests.parquet").is_file()
