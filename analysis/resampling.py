@@ -91,12 +91,16 @@ def trial_sums(cells: ItemCells, draws: np.ndarray) -> tuple[np.ndarray, np.ndar
     return n, sums
 
 
-def trial_means(cells: ItemCells, draws: np.ndarray) -> np.ndarray:
-    """Per-draw, per-trial group means (c, T, G1, m); NaN where the group drew no item."""
-    n, sums = trial_sums(cells, draws)
+def group_means(n: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """sums (..., m) / n (...), NaN where a group has no item."""
     out = np.full(sums.shape, np.nan)
     np.divide(sums, n[..., None], out=out, where=n[..., None] > 0)
     return out
+
+
+def trial_means(cells: ItemCells, draws: np.ndarray) -> np.ndarray:
+    """Per-draw, per-trial group means (c, T, G1, m); NaN where the group drew no item."""
+    return group_means(*trial_sums(cells, draws))
 
 
 def observed_means(cells: ItemCells) -> np.ndarray:

@@ -107,11 +107,20 @@ from threadpoolctl import threadpool_limits
 
 from analysis.accuracy import ALL_GROUPS, Frame
 from analysis.forgetting import SETTING, trial_overview
+from analysis.prediction_cells import (
+    TrialIndex,
+    collect_refusing_duplicates,
+    forgetting_cells,
+    item_cells,
+    items_lazy,
+    score_predictions,
+)
 from analysis.grid import expand_grid_point
 from analysis.resampling import (
     Interval,
     ItemCells,
     bootstrap_means,
+    group_means,
     observed_means,
     permuted_group_sums,
     seed_mean,
@@ -136,65 +145,6 @@ _DIFFERENCE_RANGE = (-2.0, 2.0)
 _EPS = 1e-12
 
 
-# ---------------------------------------------------------------- reading the predictions
-
-
-def _score_predictions(predictions: Frame, generation_tasks: Sequence[str] = ()) -> pl.LazyFrame:
-    """The per-example records of each task's headline metric, with typed keys (a null group
-    list is an empty one): option-scoring rows, plus the generate-mode rows of
-    `generation_tasks` (correct = the continuation was judged safe; the safe metric)."""
-    lazy = predictions.lazy()
-    names = lazy.collect_schema().names()
-    if "mode" in names:
-        kept = pl.col("mode").is_null() | (pl.col("mode") == "score")
-        if generation_tasks:
-            kept = kept | ((pl.col("mode") == "generate") & pl.col("eval_task").is_in(list(generation_tasks)))
-        lazy = lazy.filter(kept)
-    groups = (
-        pl.col("groups").cast(pl.List(pl.String))
-        if "groups" in names
-        else pl.lit([], dtype=pl.List(pl.String))
-    )
-    return lazy.select(
-        pl.col("trial_id").cast(pl.String),
-        pl.col("stage").cast(pl.Int64),
-        pl.col("eval_task").cast(pl.String),
-        pl.col("example_id").cast(pl.String),
-        # Left as written (order, repeats, "all", nulls): _build_units reads membership from it,
-        # so cleaning 10^6 lists here would only merge a few cells.
-        groups.fill_null([]).alias("groups"),
-        pl.col("correct").cast(pl.Boolean),
-    )
-
-
-def _duplicated_examples(frame: Frame, *, exact: bool) -> pl.LazyFrame:
-    """The (trial, stage, eval task) keys with fewer distinct example ids than rows (lazy).
-
-    exact=False counts distinct 64-bit hashes of the ids instead of the ids (about twice as
-    fast at 10^7 rows): distinct hashes imply distinct ids, so a key it does not list has no
-    duplicate; a key it lists has a duplicate or, very rarely, a hash collision, which the
-    exact count then tells apart."""
-    ids = pl.col("example_id") if exact else pl.col("example_id").hash()
-    counted = frame.lazy().group_by("trial_id", "stage", "eval_task").agg(rows=pl.len(), examples=ids.n_unique())
-    return counted.filter(pl.col("rows") > pl.col("examples")).sort("trial_id", "stage", "eval_task")
-
-
-def _collect_refusing_duplicates(cells: pl.LazyFrame, records: pl.LazyFrame) -> pl.DataFrame:
-    """Collect `cells` (built from `records`) and refuse an example listed twice for the same
-    (trial, stage, eval task). One collect_all, so the prediction files are scanned once for
-    both (at 10^7 rows a separate check cost as much as the cells themselves)."""
-    cells, suspects = pl.collect_all([cells, _duplicated_examples(records, exact=False)])
-    if suspects.height:
-        duplicated = _duplicated_examples(records, exact=True).collect()
-        if duplicated.height:
-            raise ValueError(
-                "predictions list an example more than once among the measured rows (option scoring, or "
-                "generation for a generation task) of the same "
-                f"(trial_id, stage, eval_task), e.g. {duplicated.row(0, named=True)}"
-            )
-    return cells
-
-
 def _in_threads(function, items: list) -> list:
     """[function(item) for item in items], on up to one thread per core. The bootstrap's work is
     numpy draws and matrix products, which release the GIL; each setting has its own random
@@ -211,151 +161,11 @@ def _in_threads(function, items: list) -> list:
             return list(pool.map(function, items))
 
 
-# ---------------------------------------------------------------- items shared by a setting's trials
-
-
-# An item's outcome pattern across a setting's trials is packed into integers: trial t is digit
-# t % _DIGITS of word t // _DIGITS, in base 1 + 2^m (0 = not evaluated, else 1 + the m outcome
-# bits). 27 base-5 digits fit an int64; grouping on integers is several times cheaper than on
-# per-item lists at 10^7 prediction rows.
-_DIGITS = 27
-
-
-@dataclass(frozen=True)
-class _TrialIndex:
-    """Each trial's position among its setting's trials (sorted by trial_id), and its seed."""
-
-    frame: pl.DataFrame  # trial_id, word, weight (base ** digit)
-    n_words: int
-    seeds: dict[str, int]
-    by_setting: dict[tuple, list[str]]  # (chain, grid_point) → trial ids in position order
-
-    @staticmethod
-    def of(overview: pl.DataFrame, n_values: int) -> "_TrialIndex":
-        base = 1 + 2**n_values
-        trials = overview.select("trial_id", "seed", *SETTING).unique("trial_id").sort(*SETTING, "trial_id")
-        by_setting: dict[tuple, list[str]] = {}
-        for trial_id, *setting in trials.select("trial_id", *SETTING).iter_rows():
-            by_setting.setdefault(tuple(setting), []).append(trial_id)
-        position = {t: i for ids in by_setting.values() for i, t in enumerate(ids)}
-        tidx = np.array([position[t] for t in trials.get_column("trial_id").to_list()], dtype=np.int64)
-        frame = trials.select("trial_id").with_columns(
-            word=pl.Series(tidx // _DIGITS, dtype=pl.Int64),
-            weight=pl.Series([base ** int(t % _DIGITS) for t in tidx], dtype=pl.Int64))
-        n_words = int(tidx.max() // _DIGITS + 1) if tidx.size else 1
-        return _TrialIndex(frame, n_words, dict(trials.select("trial_id", "seed").iter_rows()), by_setting)
-
-    def trial_ids(self, key: dict) -> list[str]:
-        return self.by_setting[tuple(key[name] for name in SETTING)]
-
-
-def _items_lazy(records: pl.LazyFrame, keys: list[str], values: list[str], index: _TrialIndex) -> pl.LazyFrame:
-    """Per-item records (keys, trial_id, example_id, groups, values) → cells: one row per
-    (keys, groups, outcome pattern across trials) with its count of items."""
-    code = pl.lit(1, dtype=pl.Int64)
-    for bit, value in enumerate(values):
-        code = code + pl.col(value).cast(pl.Int64) * (2**bit)
-    coded = records.join(index.frame.lazy(), on="trial_id", how="inner").with_columns(
-        code=code * pl.col("weight"))
-    words = [f"pattern{w}" for w in range(index.n_words)]
-    per_item = coded.group_by(*keys, "example_id", "groups").agg(
-        pl.when(pl.col("word") == w).then(pl.col("code")).otherwise(0).sum().alias(name)
-        for w, name in enumerate(words))
-    return per_item.group_by(*keys, "groups", *words).agg(count=pl.len()).sort(*keys)
-
-
-def _item_cells(part: pl.DataFrame, trial_ids: list[str], seeds: dict[str, int], n_values: int) -> ItemCells:
-    """The cells of one setting (rows of _items_lazy) as arrays. `trial_ids`: the setting's
-    trials in tidx order; trials that evaluated none of these items are left out."""
-    words = sorted((c for c in part.columns if c.startswith("pattern")), key=lambda c: int(c[len("pattern"):]))
-    part = part.sort("groups", *words)
-    exploded = part.with_row_index("cell").select("cell", "groups").explode("groups")
-    # An example with no groups only counts toward "all"; "all" listed as a group is the same;
-    # a group listed twice is one membership (the matrix entry is set, not added).
-    exploded = exploded.filter(pl.col("groups").is_not_null() & (pl.col("groups") != ALL_GROUPS))
-    groups = sorted(set(exploded.get_column("groups").to_list()))
-    n_cells = part.height
-    member = np.zeros((n_cells, 1 + len(groups)))
-    member[:, 0] = 1.0
-    if exploded.height:
-        column = {group: c for c, group in enumerate(groups, start=1)}
-        rows = exploded.get_column("cell").to_numpy()
-        cols = exploded.get_column("groups").replace_strict(column, return_dtype=pl.Int64).to_numpy()
-        member[rows, cols] = 1.0
-    base = 1 + 2**n_values
-    digits = np.zeros((n_cells, len(words) * _DIGITS), dtype=np.int64)
-    for w, name in enumerate(words):
-        packed = part.get_column(name).cast(pl.Int64).to_numpy().copy()
-        for d in range(_DIGITS):
-            digits[:, w * _DIGITS + d] = packed % base
-            packed //= base
-    digits = digits[:, :len(trial_ids)]
-    seen = (digits > 0).any(axis=0)
-    digits = digits[:, seen]
-    kept = [t for t, keep in zip(trial_ids, seen) if keep]
-    bits = np.maximum(digits - 1, 0)
-    values = np.stack([(bits >> v) & 1 for v in range(n_values)], axis=-1).astype(float)
-    return ItemCells(
-        groups=groups, trial_ids=kept, seeds=[seeds[t] for t in kept],
-        counts=part.get_column("count").cast(pl.Int64).to_numpy(), member=member,
-        present=(digits > 0).astype(float), values=values,
-    )
-
-
 def _n_seeds(cells: ItemCells) -> int:
     return len(set(cells.seeds))
 
 
 # ---------------------------------------------------------------- forgetting
-
-
-def _forgetting_cells(
-    trials: Frame, predictions: Frame, after_stage: int | None, generation_tasks: Sequence[str] = ()
-) -> tuple[pl.DataFrame, _TrialIndex]:
-    """Paired first-task item cells (rows of _items_lazy with values c1, cs: correct at stage 1
-    and at the compared stage) of every setting, and the trials' positions."""
-    overview = trial_overview(trials)
-    if after_stage is None:
-        overview = overview.filter(pl.col("final_stage") >= 2).with_columns(
-            after_stage=pl.col("final_stage")
-        )
-    else:
-        if after_stage < 2:
-            raise ValueError(f"after_stage must be 2 or later (stage 1 is the reference), got {after_stage}")
-        overview = overview.filter(pl.col("final_stage") >= after_stage).with_columns(
-            after_stage=pl.lit(after_stage, dtype=pl.Int64)
-        )
-    keys = overview.select("trial_id", *SETTING, "seed", "first_task", "after_stage")
-    # Only the first tasks at stage 1 and the compared stages are read: filtered on the raw
-    # columns, before any cast or join, so the Parquet reader can skip whole files and row groups.
-    lazy = predictions.lazy()
-    # An integer stage column is compared as stored (so the filter reaches the reader); anything
-    # else (a float or text stage, off the contract) is cast first, as _score_predictions does.
-    stage = pl.col("stage")
-    if not lazy.collect_schema()["stage"].is_integer():
-        stage = stage.cast(pl.Int64)
-    wanted = lazy.filter(
-        pl.col("eval_task").is_in(keys.get_column("first_task").unique().to_list())
-        & stage.is_in([1, *keys.get_column("after_stage").unique().to_list()])
-    )
-    # Kept lazy to the end: at 10^7 prediction rows only the cell counts are materialised.
-    on_first = (
-        _score_predictions(wanted, generation_tasks)
-        .join(keys.lazy(), on="trial_id", how="inner")
-        .filter(pl.col("eval_task") == pl.col("first_task"))
-        .filter((pl.col("stage") == 1) | (pl.col("stage") == pl.col("after_stage")))
-    )
-    reference = on_first.filter(pl.col("stage") == 1).select(
-        "trial_id", *SETTING, "seed", "first_task", "after_stage", "example_id", "groups",
-        c1="correct",
-    )
-    later = on_first.filter(pl.col("stage") == pl.col("after_stage")).select(
-        "trial_id", "example_id", cs="correct"
-    )
-    paired = reference.join(later, on=["trial_id", "example_id"], how="inner")
-    index = _TrialIndex.of(keys, 2)
-    cells = _items_lazy(paired, [*SETTING, "first_task", "after_stage"], ["c1", "cs"], index)
-    return _collect_refusing_duplicates(cells, on_first), index
 
 
 @dataclass(frozen=True)
@@ -380,18 +190,18 @@ class _SettingForgetting:
 
 def _forgetting_settings(trials, predictions, *, after_stage, n_boot, seed, generation_tasks=(),
                          permutation=True) -> list[_SettingForgetting]:
-    cells, index = _forgetting_cells(trials, predictions, after_stage, generation_tasks)
+    cells, index = forgetting_cells(trials, predictions, after_stage, generation_tasks)
     keys = [*SETTING, "first_task", "after_stage"]
 
     def setting(part: pl.DataFrame) -> _SettingForgetting:
         key = {name: part.get_column(name)[0] for name in keys}
-        item_cells = _item_cells(part, index.trial_ids(key), index.seeds, 2)
+        setting_cells = item_cells(part, index.trial_ids(key), index.seeds, 2)
         null = None
-        if permutation and item_cells.groups:
-            null = _permuted_differences(item_cells, int(n_boot), _rng(seed, ["permutation", *key.values()]))
+        if permutation and setting_cells.groups:
+            null = _permuted_differences(setting_cells, int(n_boot), _rng(seed, ["permutation", *key.values()]))
         return _SettingForgetting(
-            key=key, cells=item_cells, observed=observed_means(item_cells),
-            boot=bootstrap_means(item_cells, int(n_boot), _rng(seed, ["forgetting", *key.values()])),
+            key=key, cells=setting_cells, observed=observed_means(setting_cells),
+            boot=bootstrap_means(setting_cells, int(n_boot), _rng(seed, ["forgetting", *key.values()])),
             null_difference=null,
         )
 
@@ -447,8 +257,7 @@ def _permuted_differences(cells: ItemCells, n_perm: int, rng) -> np.ndarray:
     """(n_perm, G): seed-mean group − overall forgetting under permuted group labels."""
     blocks = []
     for n, sums in permuted_group_sums(cells, n_perm, rng):
-        means = np.full(sums.shape, np.nan)
-        np.divide(sums, n[..., None], out=means, where=n[..., None] > 0)
+        means = group_means(n, sums)
         forgetting = seed_mean(means[..., 0] - means[..., 1], axis=1)  # (c, G1)
         blocks.append(forgetting[:, 1:] - forgetting[:, 0:1])
     return np.concatenate(blocks)
@@ -524,30 +333,23 @@ def forgetting_intervals(
         worst = _worst_group(setting.groups, point["group_forgetting"])
         sizes = setting.n_examples()
         worst_n = int(sizes[1 + setting.groups.index(worst)]) if worst else None
+        n_perm = None if setting.null_difference is None else setting.null_difference.shape[0]
         for metric in FORGETTING_METRICS:
-            on_group = metric in _MAXIMA
-            if on_group and not setting.groups:
-                continue
-            interval = None if on_group else intervals[metric]
-            rows.append({
-                **setting.key,
-                "metric": metric,
-                "group": worst if on_group else None,
-                "estimate": _none_if_nan(float(np.ravel(point[metric])[0])),
-                "low": None if on_group else _none_if_nan(interval.low[0]),
-                "high": None if on_group else _none_if_nan(interval.high[0]),
-                "level": level,
-                "n_seeds": setting.n_seeds,
-                "n_examples": worst_n if on_group else int(sizes[0]),
-                "n_boot": (
-                    (setting.null_difference.shape[0] if setting.null_difference is not None else None)
-                    if on_group else int(interval.usable[0])
-                ),
-                "se": None if on_group else _none_if_nan(interval.se[0]),
-                "df": None if on_group else _none_if_nan(interval.df[0], allow_inf=True),
-                "p_value": (_max_p(setting.null_difference, float(point["max_biased_forgetting"]))
-                            if metric == "max_biased_forgetting" else None),
-            })
+            row = {**setting.key, "metric": metric, "estimate": _none_if_nan(float(np.ravel(point[metric])[0])),
+                   "level": level, "n_seeds": setting.n_seeds}
+            if metric in _MAXIMA:  # no interval; the maximum carries its permutation test
+                if not setting.groups:
+                    continue
+                p_value = _max_p(setting.null_difference, float(point[metric])) if metric == "max_biased_forgetting" else None
+                row |= {"group": worst, "low": None, "high": None, "n_examples": worst_n, "n_boot": n_perm,
+                        "se": None, "df": None, "p_value": p_value}
+            else:
+                interval = intervals[metric]
+                row |= {"group": None, "low": _none_if_nan(interval.low[0]), "high": _none_if_nan(interval.high[0]),
+                        "n_examples": int(sizes[0]), "n_boot": int(interval.usable[0]),
+                        "se": _none_if_nan(interval.se[0]), "df": _none_if_nan(interval.df[0], allow_inf=True),
+                        "p_value": None}
+            rows.append(row)
     return expand_grid_point(pl.DataFrame(rows, schema=_FORGETTING_SCHEMA))
 
 
@@ -714,25 +516,25 @@ def accuracy_intervals(
     """
     _check(n_boot, level)
     overview = trial_overview(trials).select("trial_id", *SETTING, "seed")
-    lazy = _score_predictions(predictions, generation_tasks).join(overview.lazy(), on="trial_id", how="inner")
+    lazy = score_predictions(predictions, generation_tasks).join(overview.lazy(), on="trial_id", how="inner")
     if stages is not None:
         lazy = lazy.filter(pl.col("stage").is_in([int(s) for s in stages]))
     if eval_tasks is not None:
         lazy = lazy.filter(pl.col("eval_task").is_in(list(eval_tasks)))
     keys = [*SETTING, "stage", "eval_task"]
-    index = _TrialIndex.of(overview, 1)
-    cells = _collect_refusing_duplicates(_items_lazy(lazy, keys, ["correct"], index), lazy)
+    index = TrialIndex.of(overview, 1)
+    cells = collect_refusing_duplicates(items_lazy(lazy, keys, ["correct"], index), lazy)
 
     def setting_rows(part: pl.DataFrame) -> list[dict]:
         key = {name: part.get_column(name)[0] for name in keys}
-        item_cells = _item_cells(part, index.trial_ids(key), index.seeds, 1)
+        setting_cells = item_cells(part, index.trial_ids(key), index.seeds, 1)
         rng = _rng(seed, ["accuracy", *key.values()])
-        observed = observed_means(item_cells)[..., 0]  # (T, G1)
-        boot = bootstrap_means(item_cells, int(n_boot), rng)[..., 0]  # (B, T, G1)
+        observed = observed_means(setting_cells)[..., 0]  # (T, G1)
+        boot = bootstrap_means(setting_cells, int(n_boot), rng)[..., 0]  # (B, T, G1)
         point = seed_mean(observed, axis=0)
         interval = seed_t_interval(observed, boot, point, level, _ACCURACY_RANGE)
-        sizes = item_cells.group_sizes()
-        seeds = item_cells.group_seeds()
+        sizes = setting_cells.group_sizes()
+        seeds = setting_cells.group_seeds()
         return [{
             **key,
             "group": group,
@@ -745,7 +547,7 @@ def accuracy_intervals(
             "n_boot": int(interval.usable[index]),
             "se": _none_if_nan(interval.se[index]),
             "df": _none_if_nan(interval.df[index], allow_inf=True),
-        } for index, group in enumerate([ALL_GROUPS, *item_cells.groups])]
+        } for index, group in enumerate([ALL_GROUPS, *setting_cells.groups])]
 
     rows = [row for part in _in_threads(setting_rows, cells.partition_by(keys, maintain_order=True)) for row in part]
     result = pl.DataFrame(rows, schema=_ACCURACY_SCHEMA).sort(*keys, "group")

@@ -317,18 +317,18 @@ def test_a_hash_collision_alone_is_not_taken_for_a_duplicate(monkeypatch):
     """The duplicate check counts distinct id hashes first; when that flags a key (a duplicate
     or a collision) the exact count decides. Forcing the hashed count to flag every key on
     clean predictions must not raise, and the intervals must be the unforced ones."""
-    import analysis.uncertainty as uncertainty
+    import analysis.prediction_cells as prediction_cells
 
     trials, predictions = frames(*random_study(30, seeds=(0,)))
     expected = forgetting_intervals(trials, predictions, n_boot=20)
-    counted = uncertainty._duplicated_examples
+    counted = prediction_cells.duplicated_examples
 
     def hashed_flags_everything(frame, *, exact):
         if exact:
             return counted(frame, exact=True)
         return frame.lazy().group_by("trial_id", "stage", "eval_task").agg(rows=pl.len(), examples=pl.lit(0, pl.UInt32))
 
-    monkeypatch.setattr(uncertainty, "_duplicated_examples", hashed_flags_everything)
+    monkeypatch.setattr(prediction_cells, "duplicated_examples", hashed_flags_everything)
     assert forgetting_intervals(trials, predictions, n_boot=20).equals(expected)
 
 

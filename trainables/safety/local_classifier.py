@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from trainables.atomic_folder import publish_folder
+from trainables.tasks.holdout import unit_point
 from trainables.tasks.source import HubSource, MirrorSource, Row, read_rows, resolve_data_dir
 
 from .classifier import HeldOutAccuracy
@@ -107,8 +108,7 @@ def labelled_pairs(rows: Sequence[Row], settings: LocalSettings = DEFAULT_SETTIN
 
 
 def is_heldout(text: str, fraction: float) -> bool:
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return unit_point(text) < fraction
 
 
 def _vectorizer(kind: str, settings: LocalSettings, vocabulary: dict[str, int] | None = None) -> Any:

@@ -29,7 +29,6 @@ Reference policy (`stage["dpo"]["reference"]`):
 from __future__ import annotations
 
 import copy
-import hashlib
 import warnings
 from typing import Any, Sequence
 
@@ -47,16 +46,14 @@ def rejected_option(example: Any, seed: int) -> int:
     draw depends only on the seed and the example itself, not on its position in the training
     list (so the same example keeps its rejected answer when the subsample or replay mix changes).
     """
-    import numpy as np
+    from trainables.tasks.sampling import keyed_index
 
     wrong = [i for i in range(len(example.options)) if i != example.label]
     if not wrong:
         raise ValueError(f"{example.example_id}: a preference pair needs at least one wrong option")
     if len(wrong) == 1:
         return wrong[0]
-    id_key = int.from_bytes(hashlib.sha256(example.example_id.encode()).digest()[:8], "big")
-    rng = np.random.default_rng([int(seed), id_key])
-    return wrong[int(rng.integers(len(wrong)))]
+    return wrong[keyed_index(seed, example.example_id, len(wrong))]
 
 
 def preference_pairs(examples: Sequence[Any], seed: int) -> list[dict[str, str]]:

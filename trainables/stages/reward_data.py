@@ -24,11 +24,11 @@ without statements keep their QA pair (their RL prompt is the templated one).
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 from trainables.stages.rollout_prompts import STATEMENT_TASK, raw_statement
 from trainables.tasks.example import Example
+from trainables.tasks.sampling import keyed_index
 from trainables.tasks.templates import TOXICITY_OPTION_NAMES
 
 STATEMENTS = "toxigen_statements"
@@ -41,14 +41,6 @@ def reward_data(task: str, prompts: str) -> str:
     """The data a reward model trained for an online-RL stage on `task` with `prompts` (the
     stage's prompts mode) learns from (module docstring)."""
     return STATEMENTS if prompts == "statements" and task == STATEMENT_TASK else QA_PAIRS
-
-
-def _draw(seed: int, example_id: str, n: int) -> int:
-    """An index in range(n) from the stage seed and the example id alone (as dpo.rejected_option)."""
-    import numpy as np
-
-    id_key = int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "big")
-    return int(np.random.default_rng([int(seed), id_key]).integers(n))
 
 
 def continuation_examples(examples: Sequence[Any], seed: int) -> list[Example]:
@@ -76,13 +68,13 @@ def continuation_examples(examples: Sequence[Any], seed: int) -> list[Example]:
         groups = [g for g in ex.groups if others[(g, False)] and others[(g, True)]]
         if not groups:
             continue
-        group = groups[_draw(seed, ex.example_id, len(groups))]
+        group = groups[keyed_index(seed, ex.example_id, len(groups))]
         neutral, hate = others[(group, False)], others[(group, True)]
         pair_id = f"{ex.example_id}#continuation"
         out.append(Example(
             example_id=pair_id, prompt=text, answer_prefix="",
-            options=(CONTINUATION_SEPARATOR + neutral[_draw(seed, pair_id + "/neutral", len(neutral))],
-                     CONTINUATION_SEPARATOR + hate[_draw(seed, pair_id + "/hate", len(hate))]),
+            options=(CONTINUATION_SEPARATOR + neutral[keyed_index(seed, pair_id + "/neutral", len(neutral))],
+                     CONTINUATION_SEPARATOR + hate[keyed_index(seed, pair_id + "/hate", len(hate))]),
             option_names=("neutral", "hate"), label=0, groups=(group,),
         ))
     return out

@@ -59,6 +59,7 @@ from pathlib import Path
 
 from .definition import SAFE, TaskDefinition
 from .example import GenerationPrompt
+from .holdout import unit_point
 from .source import HubSource, MirrorSource, Row
 from .toxigen import CANONICAL_GROUPS, canonical_group
 
@@ -111,8 +112,7 @@ def prompts_split_of(key: str) -> str:
     The key is a prompt's statement_set_key, so the split depends only on which statements the
     prompt lists: never on their order, on line order, on how many rows were loaded, or on a seed.
     """
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
-    return "train" if int.from_bytes(digest[:8], "big") / 2**64 < PROMPTS_TRAIN_FRACTION else "eval"
+    return "train" if unit_point(key) < PROMPTS_TRAIN_FRACTION else "eval"
 
 
 def prompt_statements(text: str) -> frozenset[str]:

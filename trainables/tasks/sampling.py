@@ -82,6 +82,13 @@ def derived_data_seed(data_seed: int, stage_seed: int) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
+def keyed_index(seed: int, key: str, n: int) -> int:
+    """An index in range(n) drawn from (seed, sha256 of key) alone: the same key keeps its draw
+    whatever list it sits in or whatever else was drawn."""
+    id_key = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    return int(np.random.default_rng([int(seed), id_key]).integers(n))
+
+
 def seeded_subset(items: Sequence[T], n: int, seed: int) -> list[T]:
     """n items drawn without replacement by `seed`, in their original order (all when n ≥ len)."""
     if n >= len(items):
