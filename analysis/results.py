@@ -13,9 +13,8 @@ from pathlib import Path
 import polars as pl
 
 from analysis.weight_norms import with_weight_norms
-
-# The tables the engine writes (DESIGN.md, "Contracts"). Each lives in <results_dir>/<name>/*.parquet.
-TABLE_NAMES = ("trials", "evals", "predictions", "train_log", "curvature", "weights", "replay")
+from contract.layout import StudyLayout
+from contract.schema import TABLE_NAMES
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ def scan_table(results_dir: str | Path, table: str) -> pl.LazyFrame | None:
     A missing folder and an empty folder mean the same thing (nothing written yet), so both
     give None rather than an error; the caller decides whether the table is required.
     """
-    folder = Path(results_dir) / table
+    folder = StudyLayout(Path(results_dir)).table(table)
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
         return None
@@ -48,12 +47,9 @@ def scan_table(results_dir: str | Path, table: str) -> pl.LazyFrame | None:
     return pl.concat([pl.scan_parquet(file) for file in files], how="diagonal_relaxed")
 
 
-PLANS_FILE = "plans.json"
-
-
 def current_trial_ids(results_dir: str | Path) -> set[str] | None:
     """Trial ids of the latest `study run` into this folder (its plans.json), or None if absent."""
-    path = Path(results_dir) / PLANS_FILE
+    path = StudyLayout(Path(results_dir)).plans
     if not path.is_file():
         return None
     return {plan["trial_id"] for plan in json.loads(path.read_text())}
@@ -84,6 +80,6 @@ def load_results(results_dir: str | Path, *, all_trials: bool = False) -> Result
         tables["weights"] = with_weight_norms(tables["weights"])
     if tables["evals"] is None:
         raise FileNotFoundError(
-            f"no evals in results folder {root}: expected Parquet files in {root / 'evals'}"
+            f"no evals in results folder {root}: expected Parquet files in {StudyLayout(root).table('evals')}"
         )
     return ResultTables(results_dir=root, **tables)

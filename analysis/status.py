@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from analysis.results import PLANS_FILE
+from contract.layout import PLANS_FILE, StudyLayout
 
 
 @dataclass(frozen=True)
@@ -40,35 +40,36 @@ class StudyStatus:
 
 def study_status(results_dir: str | Path) -> StudyStatus:
     root = Path(results_dir)
-    plans_path = root / PLANS_FILE
+    layout = StudyLayout(root)
+    plans_path = layout.plans
     if not plans_path.is_file():
         raise FileNotFoundError(f"not a study results folder (no {PLANS_FILE}): {root}")
     plans = json.loads(plans_path.read_text())
     finished, running, pending, failed = [], [], [], {}
     for plan in plans:
         trial_id = plan["trial_id"]
-        marker = root / "_ledger" / f"{trial_id}.json"
+        marker = layout.trial_marker(trial_id)
         if marker.is_file():
             record = json.loads(marker.read_text())
             if record["status"] == "finished":
                 finished.append(trial_id)
             else:
                 failed[trial_id] = str(record.get("failure"))
-        elif (root / "trials" / f"{trial_id}.parquet").is_file():
+        elif layout.part("trials", trial_id).is_file():
             running.append(trial_id)
         else:
             pending.append(trial_id)
 
     keys = {s["stage_key"] for p in plans for s in p["stages"]}
-    trained = sum(1 for key in keys if (root / "stages" / key / "record.json").is_file())
+    trained = sum(1 for key in keys if layout.stage(key).record.is_file())
     reused = 0
-    trial_files = [root / "trials" / f"{p['trial_id']}.parquet" for p in plans]
+    trial_files = [layout.part("trials", p["trial_id"]) for p in plans]
     trial_files = [f for f in trial_files if f.is_file()]
     if trial_files:
         frame = pl.concat([pl.read_parquet(f) for f in trial_files], how="diagonal_relaxed")
         if "reused" in frame.columns:
             reused = int(frame.filter(pl.col("reused").fill_null(False)).height)
-    runs = sorted((json.loads(p.read_text()) for p in (root / "runs").glob("*.json")), key=lambda r: r["started"])
+    runs = sorted((json.loads(p.read_text()) for p in layout.runs.glob("*.json")), key=lambda r: r["started"])
     return StudyStatus(
         results_dir=root, trials=len(plans), finished=finished, failed=failed, running=running, pending=pending,
         stage_trainings_naive=sum(len(p["stages"]) for p in plans), distinct_stages=len(keys),

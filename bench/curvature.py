@@ -154,7 +154,7 @@ def main() -> None:
 
     from trainables.curvature import curvature_operator, load_model_for_curvature
     from trainables.stages import get_runner
-    from trainables.tasks import load_examples
+    from tasks import load_examples
     from trainables.tiny_model import ensure_tiny_model
 
     wall = time.perf_counter()

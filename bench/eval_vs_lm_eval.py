@@ -10,7 +10,7 @@ Llama-2's legacy tokenizer.json, a BOS-less Qwen2 tokenizer and a ChatML chat mo
 --family-n questions). Each model scores its questions (source order, the Appendix A.2 template)
 in this process, warm (one small untimed run of each side first):
 
-  engine    trainables.evaluate.evaluate_examples through the tokenization seam (shared-context
+  engine    trainables.evaluation.option_scoring.evaluate_examples through the tokenization seam (shared-context
             scoring, the default; the chat template for the chat model)
   lm-eval   lm_eval.evaluator.evaluate on HFLM wrapping the same loaded model and tokenizer over a
             local jsonl task (tests/lm_eval_reference.py: doc_to_text = prompt + answer prefix,
@@ -50,7 +50,7 @@ TARGET_RATIO = 4.0
 def alone_rule_predictions(model: Any, tokenizer: Any, examples: list, batch_size: int, max_length: int) -> list[int]:
     """Predictions under the rule the engine used before its tokenization seam: the context
     tokenized with special tokens, each option tokenized on its own and appended."""
-    from trainables.evaluate import _full_sequence_scores
+    from trainables.evaluation.option_scoring import _full_sequence_scores
 
     import torch
 
@@ -69,7 +69,7 @@ def alone_rule_predictions(model: Any, tokenizer: Any, examples: list, batch_siz
 
 def bench_family(name: str, model: Any, tokenizer: Any, encoder: Any, examples: list, args, work: Path) -> dict:
     from tests.lm_eval_reference import LmEvalRunner, predictions, write_task
-    from trainables.evaluate import evaluate_examples
+    from trainables.evaluation.option_scoring import evaluate_examples
 
     task_dir = work / f"task-{name}"
     task_dir.mkdir()
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
 
     from tests.tokenizer_families import ensure_family_model, family_corpus
     from trainables.models import load_model_and_tokenizer
-    from trainables.tasks import load_examples
+    from tasks import load_examples
     from trainables.tiny_model import ensure_tiny_model
     from trainables.tokenization import AnswerEncoder, resolve_chat_template
 

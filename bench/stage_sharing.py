@@ -98,7 +98,7 @@ def count_stage_trainings(plans: Iterable[Mapping[str, Any]]) -> SharingCount:
 def plans_of(spec: StudySpec) -> list[dict[str, Any]]:
     """The spec's trial plans as `study run` would build them (base_model_path None: a Hub id or
     'tiny' enters the identity by name; nothing is downloaded or built)."""
-    from trainables.tasks import resolve_data_dir
+    from tasks import resolve_data_dir
 
     data_dir = resolve_data_dir(spec.data_dir)
     return build_plans(spec, study_dir=Path(spec.storage) / spec.name, data_dir=str(data_dir) if data_dir else None,
@@ -146,7 +146,7 @@ class Experiment:
 
 def paper_experiments(model: str = PAPER_MODEL, seeds: Sequence[int] = PAPER_SEEDS) -> tuple[list[Experiment], list[str]]:
     """The paper's grids as validated study specs, and notes on what had to be left out."""
-    from trainables.tasks import TASK_NAMES
+    from tasks import TASK_NAMES
 
     notes: list[str] = []
 

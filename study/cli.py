@@ -15,7 +15,7 @@ from study.orchestrate import StudyBusyError
 from study.presets import describe, preset_paths, resolve_study_file
 from study.spec import load_spec_file
 from study.spec_builder import SpecError
-from trainables.tasks.declarative import TaskFileError  # pure data, no torch
+from tasks.declarative import TaskFileError  # pure data, no torch
 from trainables.tokenization import TokenizationError  # pure Python, no torch
 
 EXIT_BAD_INPUT = 2
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 def _show_tokens(spec) -> int:
     """`study validate --show-tokens`: the tokenization preflight, printed; exit 2 on its errors."""
     from trainables.models import resolve_base_model
-    from trainables.tasks import resolve_data_dir
+    from tasks import resolve_data_dir
     from trainables.token_preflight import preflight
 
     data_dir = resolve_data_dir(spec.data_dir)

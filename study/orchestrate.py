@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.atomic import write_text_atomic
+from contract.layout import StudyLayout
 from study.plan import SampledPlans, build_plans, collect_plans
 from study.spec import StudySpec
 from study.spec import study_dir as resolve_study_dir
@@ -93,14 +93,6 @@ def run_counts(study_dir: Path, plans: list[dict], run_id: str, skipped: int) ->
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     check_example_counts(spec)  # before anything is written
@@ -120,7 +112,7 @@ def _exclusive_run(study_dir: Path):
     the driver dies)."""
     import fcntl
 
-    with open(study_dir / ".run.lock", "w") as lock:
+    with open(StudyLayout(study_dir).run_lock, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -133,21 +125,21 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
     import yaml
 
     from trainables.models import resolve_base_model
-    from trainables.tasks import resolve_data_dir
+    from tasks import resolve_data_dir
 
     data_dir = resolve_data_dir(spec.data_dir)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
     log(f"[study] {spec.name}: data from {data_dir or 'the Hugging Face Hub'}")
     # Built inside the study folder: on a multi-node cluster every trial finds it in storage.
-    base_model = resolve_base_model(spec.model.name, data_dir, cache_dir=study_dir / "_models")
+    base_model = resolve_base_model(spec.model.name, data_dir, cache_dir=StudyLayout(study_dir).models)
     log(f"[study] base model: {base_model}")
     check_tokenization(spec, base_model, data_dir, log)
-    _write_atomic(study_dir / "study.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    write_text_atomic(StudyLayout(study_dir).study_file, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     run = {"id": uuid.uuid4().hex[:12], "reuse": bool(resume)}
     started = time.time()
     if spec.search is None:
         plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model)
-        _write_atomic(study_dir / "plans.json", json.dumps(plans, indent=1))
+        write_text_atomic(StudyLayout(study_dir).plans, json.dumps(plans, indent=1))
         done = finished_trials(study_dir, plans) if resume else set()
         pending = [p for p in plans if p["trial_id"] not in done]
         if done:
@@ -160,13 +152,13 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
         done = set()
         lookup = SampledPlans(spec, study_dir, data_dir, base_model)
         plans, failed = _run_search(spec, lookup, run, log)
-        _write_atomic(study_dir / "plans.json", json.dumps(plans, indent=1))
+        write_text_atomic(StudyLayout(study_dir).plans, json.dumps(plans, indent=1))
         pending = plans
     # Failed (diverged) trials: those of this run, and those a resume skipped (still failed).
     failed += [f"{p['trial_id']}: {m['failure']}" for p in plans
                if (m := _marker(study_dir, p["trial_id"])) and m["status"] != "finished"]
     counts = run_counts(study_dir, plans, run["id"], skipped=len(done))
-    _write_atomic(study_dir / "runs" / f"{run['id']}.json", json.dumps(
+    write_text_atomic(StudyLayout(study_dir).run(run["id"]), json.dumps(
         {"run_id": run["id"], "resume": bool(resume), "started": started, "finished": time.time(),
          **counts, "failed": failed}, indent=1))
     log(f"[study] stage trainings: {counts['stage_trainings_executed']} executed, "
@@ -189,7 +181,7 @@ def check_example_counts(spec: StudySpec) -> None:
     they run here, before anything is written (SpecError: `study run` exits 2)."""
     from study.spec import example_count_problems
     from study.spec_builder import SpecError
-    from trainables.tasks import resolve_data_dir
+    from tasks import resolve_data_dir
 
     if resolve_data_dir(spec.data_dir) is not None:
         return  # checked when the spec was validated
@@ -283,14 +275,12 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
         param_space=param_space,
         tune_config=tune.TuneConfig(**search_kwargs, max_concurrent_trials=limit, trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(name=spec.name, storage_path=str(study_dir / "_tune"),
+        run_config=tune.RunConfig(name=spec.name, storage_path=str(StudyLayout(study_dir).tune),
                                   failure_config=tune.FailureConfig(max_failures=ex.max_failures), verbose=1),
     )
     return list(tuner.fit())
 
 
 def _marker(study_dir: Path, trial_id: str) -> dict | None:
-    from trainables.chain import trial_marker
-
-    path = trial_marker(study_dir, trial_id)
+    path = StudyLayout(study_dir).trial_marker(trial_id)
     return json.loads(path.read_text()) if path.is_file() else None

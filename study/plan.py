@@ -18,20 +18,14 @@ sampled config with the same code (so a point gets the trial id a grid would giv
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from contract.content_hash import content_hash
 from study.spec import GRID_KEY, StageSpec, StudySpec, round_sample, spec_from_dict, stage_seed
 
 PLAN_VERSION = 1  # bump when the meaning of a plan field changes (it enters every stage_key)
-
-
-def _digest(payload: Any, n: int = 16) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
@@ -95,7 +89,7 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
 def _base(spec: StudySpec, data_dir: str | None, base_model_path: str | None) -> tuple[bool, str]:
     """(chat format, base key): what every plan of a study shares, resolved once."""
     chat = chat_format(spec, base_model_path)
-    return chat, _digest(base_identity(spec, data_dir, base_model_path, chat))
+    return chat, content_hash(base_identity(spec, data_dir, base_model_path, chat))
 
 
 def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None, base_model_path: str | None = None) -> list[dict[str, Any]]:
@@ -149,9 +143,9 @@ def _plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_pa
             rl = dataclasses.asdict(getattr(stage, stage.method))
             rl["reward"] = reward_key(stage.method, rl["reward"], stage.task, rl["prompts"])
             entry[stage.method] = rl
-        entry["stage_key"] = parent = _digest({"parent": parent, **entry})
+        entry["stage_key"] = parent = content_hash({"parent": parent, **entry})
         stages.append(entry)
-    trial_id = f"{chain}-{seed}-{_digest([s['stage_key'] for s in stages], 8)}"
+    trial_id = f"{chain}-{seed}-{content_hash([s['stage_key'] for s in stages], 8)}"
     return {
         "trial_id": trial_id,
         "study": spec.name,
@@ -195,7 +189,7 @@ def reward_key(method: str, reward: dict[str, Any], task: str, prompts: str) -> 
 
 
 def task_version(task: str) -> str:
-    from trainables.tasks import get_task
+    from tasks import get_task
 
     return get_task(task).keyed_version()
 
@@ -204,7 +198,7 @@ def option_counts_entry(task: str, requested: tuple[int, ...] | None) -> list[in
     """The option counts a study keeps of a task, for the plan (workers load with them) and so
     for stage and measurement keys; None when they are the task's default, so studies that keep
     the default share stages with each other whether or not they spell it out."""
-    from trainables.tasks import get_task, resolve_option_counts
+    from tasks import get_task, resolve_option_counts
 
     definition = get_task(task)
     counts = resolve_option_counts(definition, requested)
@@ -215,7 +209,7 @@ def register_task_files(spec: StudySpec) -> None:
     """Make the study's YAML tasks known in this process (a Ray worker building a sampled
     point's plan knows only the built-in ones)."""
     if spec.task_files:
-        from trainables.tasks import register_task_file
+        from tasks import register_task_file
 
         for path in spec.task_files:
             register_task_file(path)
@@ -224,7 +218,7 @@ def register_task_files(spec: StudySpec) -> None:
 def eval_entry(spec: StudySpec, task: str) -> dict[str, Any]:
     """What evaluating one task after a stage depends on (it feeds the measurement key, so a
     task-version bump or a new mode re-evaluates stored stages instead of reusing old rows)."""
-    from trainables.tasks import get_task
+    from tasks import get_task
 
     settings, definition = spec.task_settings(task), get_task(task)
     entry: dict[str, Any] = {"task": task, "size": settings.eval_size, "version": definition.keyed_version()}
@@ -241,7 +235,7 @@ def eval_entry(spec: StudySpec, task: str) -> dict[str, Any]:
 
 def uses_generation(spec: StudySpec) -> bool:
     """Whether any evaluation generates text (so the generation settings shape its results)."""
-    from trainables.tasks import get_task
+    from tasks import get_task
 
     return any(get_task(t).kind == "generation" or "generate" in spec.task_settings(t).eval_modes
                for t in spec.all_eval_tasks())

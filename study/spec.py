@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from contract.layout import study_folder
+from contract.schema import FORGETTING_METRICS
 from study.spec_builder import Problem, SpecError, build_dataclass, yaml_line_index
 
 # Fields of a stage that a grid axis may sweep (issue #2: learning rate and batch size; steps
@@ -64,10 +66,6 @@ GRID_KEY = re.compile(r"^stage(\d+)\.(\w+)$")
 FLOAT_AXIS_FIELDS = ("learning_rate", "replay_fraction")  # the others are integers
 # `search:` (Optuna) axes use the grid's keys; each axis is one of these distributions.
 SEARCH_DISTRIBUTIONS = ("loguniform", "uniform", "choice", "int")
-# Metrics every Tune report of a trial carries (NaN until defined): `stage`,
-# `<eval task>/accuracy`, and these per task trained by a stage of the chain (at the final stage,
-# against the model right after the stage that trained the task).
-FORGETTING_METRICS = ("forgetting", "wg_forgetting", "biased_forgetting")
 SAMPLE_DIGITS = 6
 """Significant digits kept of a continuous (loguniform/uniform) sample: what the trial runs and
 what enters its stage keys, so a sampled point has one stable trial id."""
@@ -353,7 +351,7 @@ class StudySpec:
         """The seed that draws the training subsample of a stage whose own seed is `seed`."""
         if self.seed_scope == "order":
             return self.data_seed
-        from trainables.tasks.sampling import derived_data_seed
+        from tasks.sampling import derived_data_seed
 
         return derived_data_seed(self.data_seed, seed)
 
@@ -705,7 +703,7 @@ def _unknown_key_message(key: str, cls: type) -> str:
 
 def semantic_problems(spec: StudySpec) -> list[Problem]:
     """Checks across fields, after types are right."""
-    from trainables.tasks import task_names  # pure data registry; no torch
+    from tasks import task_names  # pure data registry; no torch
 
     from study.spec_builder import did_you_mean
 
@@ -780,7 +778,7 @@ def task_file_problems(spec: StudySpec) -> list[Problem]:
     a file that does not load is reported with its own file:line problems."""
     if not spec.task_files:
         return []
-    from trainables.tasks.declarative import register_task_file
+    from tasks.declarative import register_task_file
 
     out = []
     for i, path in enumerate(spec.task_files):
@@ -795,7 +793,7 @@ def _stage_task_problems(spec: StudySpec, stages: tuple[StageSpec, ...], i: int,
     """A stage can only train on a task with a train split, of a kind its method can use; what
     needs answers from an earlier stage's task (replay into SFT/DPO, best-seed selection by
     accuracy, curvature of the training loss) cannot use a prompt-only task."""
-    from trainables.tasks import get_task, task_names
+    from tasks import get_task, task_names
 
     stage = stages[i]
     task = get_task(stage.task)
@@ -836,7 +834,7 @@ OPTION_COUNTS = range(2, 6)  # what the multiple-choice template can letter (A-E
 
 
 def _option_count_problems(name: str, settings: TaskSpec, known: tuple[str, ...]) -> list[Problem]:
-    from trainables.tasks import get_task
+    from tasks import get_task
 
     counts, path = settings.option_counts, f"tasks.{name}.option_counts"
     if counts is None:
@@ -853,7 +851,7 @@ def _option_count_problems(name: str, settings: TaskSpec, known: tuple[str, ...]
 
 
 def _eval_mode_problems(name: str, settings: TaskSpec, known: tuple[str, ...]) -> list[Problem]:
-    from trainables.tasks import get_task
+    from tasks import get_task
 
     path = f"tasks.{name}.eval_modes"
     if not settings.eval_modes:
@@ -927,7 +925,7 @@ def data_problems(spec: StudySpec) -> list[Problem]:
     """The local mirror, when one is named (data_dir or $STUDY_DATA_DIR), must hold every file
     the study reads, and the data in it what the study needs (example_count_problems): checked
     here so a bad path or setting fails validation, not a trial."""
-    from trainables.tasks import get_task, resolve_data_dir, task_names
+    from tasks import get_task, resolve_data_dir, task_names
 
     try:
         root = resolve_data_dir(spec.data_dir)
@@ -958,7 +956,7 @@ def needed_splits(spec: StudySpec) -> dict[str, set[str]]:
     """task -> the splits a study reads: train for stage tasks, eval for evaluated ones, and
     validation for the task a best_seed stage picks on. Unknown tasks and splits a task lacks
     are left out (reported elsewhere)."""
-    from trainables.tasks import get_task, task_names
+    from tasks import get_task, task_names
 
     needed: dict[str, set[str]] = {}
     for stages in spec.chains.values():
@@ -976,8 +974,8 @@ def example_count_problems(spec: StudySpec, data_dir: str | None) -> list[Proble
     on Hub data before anything starts): an option_counts that leaves a split the study reads
     without items, and a best_seed stage whose previous task has fewer validation examples
     (after option_counts and limit) than its selection_size."""
-    from trainables.tasks import SPLITS, load_examples
-    from trainables.tasks.loading import option_count_histogram
+    from tasks import SPLITS, load_examples
+    from tasks.loading import option_count_histogram
 
     needed, out, emptied = needed_splits(spec), [], set()
 
@@ -1237,8 +1235,8 @@ def _distribution_problems(fld: str, dist: Mapping[str, tuple[Any, ...]], path: 
 def objective_metrics(spec: StudySpec) -> tuple[str, ...]:
     """Metrics every trial of the study reports, so a search may optimise them: `stage`,
     `<eval task>/accuracy`, and the forgetting metrics of each eval task trained by every chain."""
-    from trainables.tasks import get_task, task_names
-    from trainables.tasks.definition import PRIMARY_METRIC
+    from tasks import get_task, task_names
+    from tasks.definition import PRIMARY_METRIC
 
     def primary(task: str) -> str:  # an unknown task is reported elsewhere; name its accuracy here
         return PRIMARY_METRIC[get_task(task).kind] if task in task_names() else "accuracy"
@@ -1278,11 +1276,7 @@ def _metric_problem(spec: StudySpec, metric: str) -> str | None:
 def study_dir(spec: StudySpec) -> Path:
     """The study folder `<storage>/<name>`, resolved (symlinks included); ValueError if it does
     not lie inside storage, so no study file can make a run write outside its results root."""
-    root = Path(spec.storage).expanduser().resolve()
-    folder = (root / spec.name).resolve()
-    if folder == root or not folder.is_relative_to(root):
-        raise ValueError(f"the study folder {root / spec.name} resolves to {folder}, outside storage {root}")
-    return folder
+    return study_folder(spec.storage, spec.name)
 
 
 def _storage_problems(spec: StudySpec) -> list[Problem]:

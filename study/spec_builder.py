@@ -8,32 +8,24 @@ as a float, since every researcher writes learning rates that way).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
-from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal, Mapping
+
+from contract.problems import FileProblems, Problem, did_you_mean, line_for, yaml_line_index
+
+__all__ = ["Problem", "SpecError", "build_dataclass", "coerce", "did_you_mean", "yaml_line_index"]
 
 _MISSING = object()
 
 
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str
-    line: int | None = None
-
-
-class SpecError(ValueError):
-    """Every problem of a study file, raised once."""
+class SpecError(FileProblems):
+    """Every problem of a study file, raised once, each with its field path and line."""
 
     def __init__(self, problems: list[Problem], *, source: str = "<spec>", lines: Mapping[str, int] | None = None):
-        self.source = source
         lines = lines or {}
-        self.problems = [
-            p if p.line is not None else Problem(p.path, p.message, _line_for(p.path, lines)) for p in problems
-        ]
-        super().__init__(self.render())
+        super().__init__([p if p.line is not None else Problem(p.path, p.message, line_for(p.path, lines))
+                          for p in problems], source=source)
 
     def render(self) -> str:
         head = f"{self.source}: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
@@ -42,52 +34,6 @@ class SpecError(ValueError):
             where = f"{self.source}:{p.line}" if p.line else self.source
             body.append(f"  {where}: {p.path or '<top>'}: {p.message}")
         return "\n".join([head, *body])
-
-
-def _line_for(path: str, lines: Mapping[str, int]) -> int | None:
-    """Line of the deepest existing ancestor of `path` (e.g. a default-filled stage points to its item)."""
-    while path:
-        if path in lines:
-            return lines[path]
-        cut = max(path.rfind("."), path.rfind("["))
-        path = path[:cut] if cut > 0 else ""
-    return None
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def yaml_line_index(text: str, duplicates: list[Problem] | None = None) -> dict[str, int]:
-    """Map field paths ('chains.tqa_arc[0].learning_rate') to 1-based YAML lines.
-
-    PyYAML silently keeps the last of two equal keys; a repeated key is appended to
-    `duplicates` as a Problem, since the earlier value would be lost without a word.
-    """
-    import yaml
-
-    root = yaml.compose(text)
-    index: dict[str, int] = {}
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                child = f"{path}.{key.value}" if path else str(key.value)
-                if child in index and duplicates is not None:
-                    duplicates.append(Problem(child, f"duplicate key (also on line {index[child]})", key.start_mark.line + 1))
-                index[child] = key.start_mark.line + 1
-                walk(value, child)
-                # grid keys may be nested ({stage1: {learning_rate: ...}}) or dotted; index both.
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                child = f"{path}[{i}]"
-                index[child] = item.start_mark.line + 1
-                walk(item, child)
-
-    if root is not None:
-        walk(root, "")
-    return index
 
 
 def _join(path: str, key: str) -> str:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from study.plan import _digest, resolve_stages
+from contract.content_hash import content_hash
+from study.plan import resolve_stages
 from study.spec import StudySpec
-from trainables.tasks.definition import SELECTION_SPLIT
+from tasks.definition import SELECTION_SPLIT
 
 
 def apply_start_points(spec: StudySpec, plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -49,15 +50,15 @@ def apply_start_points(spec: StudySpec, plans: list[dict[str, Any]]) -> list[dic
         selection_size = int(stages[index].selection_size)
         new_stages = copy.deepcopy(before["stages"])
         # How validation scores the candidates picks the start: a new scoring rule is a new stage.
-        parent = _digest({"best_of": [c[-1]["stage_key"] for c in candidates], "selection_size": selection_size,
+        parent = content_hash({"best_of": [c[-1]["stage_key"] for c in candidates], "selection_size": selection_size,
                           "split": SELECTION_SPLIT, "rule": "max validation accuracy, lowest seed on ties",
                           "scoring": TOKENIZATION_VERSION})
         for j in range(index, len(new_stages)):
             body = {k: v for k, v in new_stages[j].items() if k not in ("stage_key", "start_from")}
-            new_stages[j]["stage_key"] = parent = _digest({"parent": parent, **body})
+            new_stages[j]["stage_key"] = parent = content_hash({"parent": parent, **body})
         new_stages[index]["start_from"] = {"mode": "best_seed", "validation_size": selection_size,
                                            "validation_split": SELECTION_SPLIT,
                                            "candidates": candidates}
         keys = [s["stage_key"] for s in new_stages]
-        out.append({**plan, "stages": new_stages, "trial_id": f"{plan['chain']}-{plan['seed']}-{_digest(keys, 8)}"})
+        out.append({**plan, "stages": new_stages, "trial_id": f"{plan['chain']}-{plan['seed']}-{content_hash(keys, 8)}"})
     return out

@@ -9,8 +9,8 @@ def render_tasks(task_files: Sequence[str] = ()) -> str:
     """One block per task: kind, splits, groups and groupings, metrics (with direction), version,
     where its data comes from (the Hub, and the path under a local mirror), where its validation
     split comes from and which option counts it keeps by default."""
-    from trainables.tasks import get_task, task_names
-    from trainables.tasks.declarative import register_task_file
+    from tasks import get_task, task_names
+    from tasks.declarative import register_task_file
 
     for path in task_files:
         register_task_file(path)

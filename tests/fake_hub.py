@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from trainables.tasks import clear_caches
+from tasks import clear_caches
 
 
 @contextmanager

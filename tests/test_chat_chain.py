@@ -12,9 +12,9 @@ from trainables.chain import run_chain
 
 
 def test_a_chat_model_chain_trains_and_scores_through_its_template(family_model_path, data_dir, tmp_path):
-    from trainables.evaluate import evaluate_examples
+    from trainables.evaluation.option_scoring import evaluate_examples
     from trainables.models import load_model_and_tokenizer
-    from trainables.tasks import load_examples
+    from tasks import load_examples
     from trainables.tokenization import AnswerEncoder
 
     path = family_model_path("chat")

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("hessian_eigenthings")
 pytest.importorskip("scipy")
 
-from trainables.tasks import load_examples  # noqa: E402
+from tasks import load_examples  # noqa: E402
 
 TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
             "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}

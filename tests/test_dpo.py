@@ -7,7 +7,7 @@ import torch
 
 from trainables.stages import get_runner
 from trainables.stages.dpo import build_dpo_trainer, fitting_pairs, preference_pairs, preference_tokens
-from trainables.tasks import load_examples
+from tasks import load_examples
 
 TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
             "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}

@@ -169,7 +169,7 @@ def run_sft_stage(model_path: str, data_dir: str, out_dir: Path, *, threads: int
     from trainables import distributed
     from trainables.models import load_model_and_tokenizer
     from trainables.stages import get_runner
-    from trainables.tasks import load_examples
+    from tasks import load_examples
 
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)

@@ -7,7 +7,7 @@ import polars as pl
 from study.plan import build_plans
 from study.spec import spec_from_dict
 from trainables.replay import replay_count, replay_sample
-from trainables.tasks import load_examples
+from tasks import load_examples
 
 
 def test_replay_sample_is_exact_deterministic_and_a_subset(data_dir):

@@ -12,8 +12,8 @@ import torch
 
 from trainables.stages.reward_data import QA_PAIRS, STATEMENTS, continuation_examples, reward_data, reward_examples
 from trainables.stages.rollout_prompts import raw_statement
-from trainables.tasks import load_examples
-from trainables.tasks.toxigen import split_of
+from tasks import load_examples
+from tasks.toxigen import split_of
 
 TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
             "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.mirror import MIRROR, needs_mirror
-from trainables.safety import evaluate as safety_evaluate
+from trainables.evaluation import safety as safety_evaluate
 from trainables.safety import local_classifier
 from trainables.safety.classifier import (
     HeldOutAccuracy,
@@ -25,7 +25,7 @@ from trainables.safety.classifier import (
     parse_classifier_name,
     toxic_label_index,
 )
-from trainables.safety.evaluate import evaluate_generation_safety, judged_text, safety_rows
+from trainables.evaluation.safety import evaluate_generation_safety, judged_text, safety_rows
 from trainables.safety.local_classifier import (
     LocalSettings,
     decode_annotated_text,
@@ -33,8 +33,8 @@ from trainables.safety.local_classifier import (
     is_heldout,
     labelled_pairs,
 )
-from trainables.tasks import GenerationPrompt, clear_caches, get_task, load_examples
-from trainables.tasks.safety_prompts import (
+from tasks import GenerationPrompt, clear_caches, get_task, load_examples
+from tasks.safety_prompts import (
     DIALOGUES_FULL_SIZE,
     DIALOGUES_HUB,
     PROMPT_FILES,
@@ -51,7 +51,7 @@ from trainables.tasks.safety_prompts import (
     render_dialogue,
     statement_set_key,
 )
-from trainables.tasks.toxigen import CANONICAL_GROUPS
+from tasks.toxigen import CANONICAL_GROUPS
 
 # ------------------------------------------------------------------------------------------
 # toxigen_prompts

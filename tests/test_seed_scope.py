@@ -14,7 +14,7 @@ import study.plan as plan_module
 from study.plan import build_plans
 from study.spec import spec_from_dict
 from trainables.chain import _trial_row, stage_examples
-from trainables.tasks.sampling import derived_data_seed
+from tasks.sampling import derived_data_seed
 
 BASE = {
     "name": "seed_scope_test",
@@ -156,7 +156,7 @@ def test_order_and_data_redraws_the_training_examples_per_seed(data_dir):
 
 
 def test_order_trains_every_seed_on_the_same_examples(data_dir):
-    from trainables.tasks import load_examples
+    from tasks import load_examples
 
     order = _plans(data_dir)
     drawn = [ex.example_id for ex in load_examples("toxigen_qa", "train", size=40, data_dir=data_dir, data_seed=0)]

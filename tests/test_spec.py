@@ -539,7 +539,7 @@ def test_option_counts_are_checked_where_they_are_written(tmp_path):
 
 def test_best_seed_needs_a_validation_split_on_the_previous_task(monkeypatch):
     """Every trainable built-in choice task has one; a task registered without one is refused."""
-    from trainables.tasks import get_task, registry
+    from tasks import get_task, registry
 
     monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))
     bare = dataclasses.replace(get_task("arc_easy"), name="arc_bare", splits=("train", "eval"), validation="")

@@ -15,7 +15,7 @@ import stage_sharing as bench  # noqa: E402
 
 from study.plan import grid_points  # noqa: E402
 from study.spec import StudySpec, spec_from_dict  # noqa: E402
-from trainables.tasks import TASK_NAMES  # noqa: E402
+from tasks import TASK_NAMES  # noqa: E402
 
 HAS_BBQ = "bbq" in TASK_NAMES
 

@@ -17,7 +17,7 @@ FIXTURES = Path(__file__).parent / "tasks"
 @pytest.fixture(autouse=True)
 def own_registry(monkeypatch):
     """Each test registers its YAML tasks into its own copy of the registry."""
-    from trainables.tasks import clear_caches, registry
+    from tasks import clear_caches, registry
 
     monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))
     yield
@@ -97,7 +97,7 @@ chains: {{a: [{{task: demo_quiz}}]}}
 
 
 def test_limit_keeps_the_first_items_before_sampling(data_dir):
-    from trainables.tasks import load_examples
+    from tasks import load_examples
 
     first = load_examples("arc_challenge", "eval", data_dir=data_dir, limit=5)
     assert [e.example_id for e in first] == [e.example_id for e in load_examples("arc_challenge", "eval", data_dir=data_dir)[:5]]

@@ -3,8 +3,8 @@
 import pytest
 
 from tests.mirror import MIRROR, needs_mirror
-from trainables.tasks import get_task, load_examples
-from trainables.tasks.loading import option_count_histogram
+from tasks import get_task, load_examples
+from tasks.loading import option_count_histogram
 
 ALL = [3, 4, 5]
 

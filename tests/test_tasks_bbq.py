@@ -11,11 +11,11 @@ import pytest
 
 from tests.mirror import MIRROR, needs_mirror
 from tests.fake_hub import fake_datasets
-from trainables.evaluate import ScoredExample
-from trainables.tasks import clear_caches, get_task, load_examples
-from trainables.tasks.bbq import CATEGORIES, example_from_row, examples_from_rows, split_key, split_of
-from trainables.tasks.bbq_bias import extra_metrics, prediction_role
-from trainables.tasks.bbq_training import HUMAN_VALIDATED_FIELD, even_allocation, train_selection, validated_keys
+from trainables.evaluation.option_scoring import ScoredExample
+from tasks import clear_caches, get_task, load_examples
+from tasks.bbq import CATEGORIES, example_from_row, examples_from_rows, split_key, split_of
+from tasks.bbq_bias import extra_metrics, prediction_role
+from tasks.bbq_training import HUMAN_VALIDATED_FIELD, even_allocation, train_selection, validated_keys
 
 MIRROR_CATEGORIES = {"age", "disability_status", "nationality", "physical_appearance", "religion", "sexual_orientation"}
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.fake_hub import fake_datasets
-from trainables.tasks import clear_caches, get_task, load_examples, loading, registry
-from trainables.tasks.declarative import TaskFileError, load_task_file, register_task_file
-from trainables.tasks.templates import multiple_choice_instruction
+from tasks import clear_caches, get_task, load_examples, loading, registry
+from tasks.declarative import TaskFileError, load_task_file, register_task_file
+from tasks.templates import multiple_choice_instruction
 
 FIXTURES = Path(__file__).resolve().parent / "tasks"  # also the data dir of the fixture tasks
 QUIZ = FIXTURES / "demo_quiz.yaml"

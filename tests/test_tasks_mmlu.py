@@ -6,9 +6,9 @@ from collections import Counter
 import pytest
 
 from tests.fake_hub import fake_datasets
-from trainables.tasks import get_task, load_examples
-from trainables.tasks import mmlu
-from trainables.tasks.mmlu import CATEGORIES, CATEGORY_SUBJECTS, SUBJECT_CATEGORY, SUBJECTS, example_from_row
+from tasks import get_task, load_examples
+from tasks import mmlu
+from tasks.mmlu import CATEGORIES, CATEGORY_SUBJECTS, SUBJECT_CATEGORY, SUBJECTS, example_from_row
 
 # The paper's Appendix A.2 example, in the layout MMLU items are rendered with.
 PAPER_ARC_INSTRUCTION = (

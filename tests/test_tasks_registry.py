@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tests.fake_hub import fake_datasets
-from trainables.tasks import (
+from tasks import (
     TASK_NAMES,
     Example,
     UnknownTaskError,
@@ -16,9 +16,9 @@ from trainables.tasks import (
     registry,
     resolve_data_dir,
 )
-from trainables.tasks import loading
-from trainables.tasks.definition import TaskDefinition
-from trainables.tasks.source import HubSource, MirrorSource
+from tasks import loading
+from tasks.definition import TaskDefinition
+from tasks.source import HubSource, MirrorSource
 
 
 def test_task_names_and_definitions():

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 
 from tests.mirror import MIRROR, needs_mirror
-from trainables.tasks import Example, load_examples
-from trainables.tasks.sampling import allocate, stratified_sample
+from tasks import Example, load_examples
+from tasks.sampling import allocate, stratified_sample
 
 
 def _stratum_by_id(pool: list[Example]) -> dict[str, tuple[str, int]]:

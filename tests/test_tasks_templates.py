@@ -3,9 +3,9 @@
 import pytest
 
 from tests.mirror import MIRROR, needs_mirror
-from trainables.tasks import Example, load_examples
-from trainables.tasks.arc import example_from_row
-from trainables.tasks.templates import TOXICITY_INSTRUCTION, multiple_choice_instruction, render_prompt
+from tasks import Example, load_examples
+from tasks.arc import example_from_row
+from tasks.templates import TOXICITY_INSTRUCTION, multiple_choice_instruction, render_prompt
 
 
 # Copied from the paper (Appendix A.2), curly quotes included.

@@ -5,10 +5,10 @@ import json
 from collections import Counter
 
 from tests.mirror import MIRROR, needs_mirror
-from trainables.tasks import load_examples
-from trainables.tasks.holdout import normalized_text, unit_point
-from trainables.tasks.source import read_rows
-from trainables.tasks.toxigen import CANONICAL_GROUPS, HUB, MIRROR as TOXIGEN_MIRROR, examples_from_rows, split_of
+from tasks import load_examples
+from tasks.holdout import normalized_text, unit_point
+from tasks.source import read_rows
+from tasks.toxigen import CANONICAL_GROUPS, HUB, MIRROR as TOXIGEN_MIRROR, examples_from_rows, split_of
 
 SPLITS = ("train", "validation", "eval")
 

@@ -22,7 +22,7 @@ from trainables.stages.text_reward import (
     reward_function,
     score_texts,
 )
-from trainables.tasks import load_examples
+from tasks import load_examples
 from trainables.tokenization import AnswerEncoder, chat_messages
 
 TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",

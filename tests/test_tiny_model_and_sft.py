@@ -7,7 +7,7 @@ import hashlib
 import torch
 
 from trainables.stages import get_runner
-from trainables.tasks import load_examples
+from tasks import load_examples
 from trainables.tiny_model import build_tiny_model
 
 CORPUS = [f"Instructions: question {i} Answer: The best answer is {'ABCD'[i % 4]}." for i in range(200)]

@@ -100,7 +100,7 @@ def test_over_length_share_and_alone_encodings_are_warned(family_model_path, dat
 
 def test_an_empty_option_is_named_with_task_example_and_option(tiny_model_path):
     from trainables.models import load_tokenizer
-    from trainables.tasks import Example
+    from tasks import Example
     from trainables.token_preflight import inspect_task
     from trainables.tokenization import AnswerEncoder
 
@@ -117,7 +117,7 @@ def test_a_chat_model_passes_the_conversational_check_and_a_broken_template_fail
     """The chat family: TRL's rendering equals the seam's (no error). A template that adds a
     system turn only when the conversation has an answer breaks 'generation prompt + answer'."""
     from trainables.models import load_tokenizer
-    from trainables.tasks import load_examples
+    from tasks import load_examples
     from trainables.token_preflight import inspect_task
     from trainables.tokenization import AnswerEncoder
 
@@ -141,7 +141,7 @@ def test_a_template_whose_prompt_ends_in_a_space_fails_trl_s_conversational_chec
     The preflight names the example; the SFT stage refuses to train on it too."""
     from trainables.models import load_model_and_tokenizer
     from trainables.stages.sft import build_sft_trainer
-    from trainables.tasks import load_examples
+    from tasks import load_examples
     from trainables.token_preflight import inspect_task
     from trainables.tokenization import AnswerEncoder, TokenizationError
 
@@ -178,7 +178,7 @@ def test_a_model_without_a_tokenizer_is_exit_2_before_ray(capsys, tmp_path, monk
 def test_a_training_task_whose_every_example_is_too_long_is_an_error(tiny_model_path):
     """Contexts that fit but whole training sequences that do not: training would drop all of them."""
     from trainables.models import load_tokenizer
-    from trainables.tasks import Example
+    from tasks import Example
     from trainables.token_preflight import inspect_task
     from trainables.tokenization import AnswerEncoder
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from tests.tokenizer_families import FAMILIES
-from trainables.evaluate import encode_pairs, evaluate_examples
-from trainables.tasks import Example, load_examples
+from trainables.evaluation.option_scoring import encode_pairs, evaluate_examples
+from tasks import Example, load_examples
 from trainables.tokenization import AnswerEncoder, TokenizationError, resolve_chat_template
 
 TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",

@@ -164,7 +164,7 @@ def test_random_weights_prefer_one_option_decisively(family_model_path, data_dir
     import torch
 
     from trainables.models import load_model_and_tokenizer
-    from trainables.tasks import load_examples
+    from tasks import load_examples
 
     model, tok = load_model_and_tokenizer(str(family_model_path(name)), dtype="float32")
     tok.padding_side = "right"  # pads after the scored tokens, so they keep their positions

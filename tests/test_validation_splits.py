@@ -14,9 +14,9 @@ import pytest
 
 from tests.fake_hub import fake_datasets
 from tests.mirror import MIRROR, needs_mirror
-from trainables.tasks import get_task, load_examples, register_task_file
-from trainables.tasks.declarative import TaskFileError, load_task_file
-from trainables.tasks.holdout import normalized_text
+from tasks import get_task, load_examples, register_task_file
+from tasks.declarative import TaskFileError, load_task_file
+from tasks.holdout import normalized_text
 
 FIXTURES = Path(__file__).resolve().parent / "tasks"
 
@@ -72,7 +72,7 @@ def test_mmlu_validation_is_the_release_val_split():
 @pytest.fixture(autouse=True)
 def own_registry(monkeypatch):
     """Tasks registered here stay in this test."""
-    from trainables.tasks import registry
+    from tasks import registry
 
     monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))
 

@@ -100,7 +100,7 @@ def family_folder_name(name: str) -> str:
 def family_corpus(data_dir: str | Path) -> list[str]:
     """Training text for the tokenizers: the rendered training examples of the project's tasks
     (prompt, answer prefix and every option), read from the mirror in source order."""
-    from trainables.tasks import load_examples
+    from tasks import load_examples
 
     texts: list[str] = []
     for task in CORPUS_TASKS:
@@ -381,7 +381,7 @@ def family_digest(corpus: Sequence[str]) -> str:
 def ensure_family_model(name: str, corpus: Sequence[str], cache_root: str | Path) -> Path:
     """The folder of family `name` under cache_root, built on first use (atomically, so parallel
     test sessions sharing a cache never see half a folder)."""
-    from trainables.atomic_folder import publish_folder
+    from contract.atomic import publish_folder
 
     target = Path(cache_root) / f"{family_folder_name(name)}-{family_digest(corpus)}"
     if not (target / "model.safetensors").exists():

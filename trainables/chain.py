@@ -24,27 +24,25 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from contract.atomic import write_json_atomic
+from contract.content_hash import content_hash
+from contract.layout import StudyLayout
+from contract.schema import FORGETTING_METRICS, STAGE_TABLES
 from trainables import distributed
-from trainables.evaluate import evaluate_examples
+from trainables.evaluation.option_scoring import evaluate_examples
 from trainables.models import load_model_and_tokenizer, save_checkpoint
 from trainables.replay import replay_rows, replay_sample
 from trainables.results_writer import SCHEMAS, write_part
 from trainables.stage_measurements import curvature_rows, weight_row
-from trainables.stage_store import (STAGE_TABLES, RunInfo, StageEntry, StageStore, base_stage_key, content_key,
-                                     write_json_atomic)
+from trainables.stage_store import MEASURE_KEY_DIGITS, RunInfo, StageEntry, StageStore, base_stage_key
 from trainables.stages import get_runner
-from trainables.task_eval import evaluate_rows, primary_metric
-from trainables.tasks import load_examples
-from trainables.tasks.definition import SELECTION_SPLIT
+from trainables.evaluation.dispatch import evaluate_rows, primary_metric
+from tasks import load_examples
+from tasks.definition import SELECTION_SPLIT
 from trainables.tokenization import TOKENIZATION_VERSION, encoder_for
 
 Reporter = Callable[[dict[str, Any]], None]
 
-# The metrics every report of a trial carries (NaN until defined), so a search algorithm or
-# Tune's strict metric check finds them in each result: `<eval task>/accuracy`, and for every
-# evaluated task some stage trains: forgetting/, wg_forgetting/, biased_forgetting/<task>.
-FORGETTING_METRICS = ("forgetting", "wg_forgetting", "biased_forgetting")
-TRIAL_LEDGER = "_ledger"
 
 
 def stage_part(plan: dict, stage: int) -> str:
@@ -59,13 +57,13 @@ def measure_keys(plan: dict) -> dict[str, str]:
         parts.append(plan["generation"])
     # How answers are tokenized (trainables.tokenization): a new rule re-measures stored stages.
     tokens = {"tokenization": TOKENIZATION_VERSION, "chat": bool(plan["model"].get("chat", False))}
-    evals = content_key(parts + [tokens])
-    curvature = content_key([plan.get("curvature"), plan["model"]["max_length"], tokens])
+    evals = content_hash(parts + [tokens], MEASURE_KEY_DIGITS)
+    curvature = content_hash([plan.get("curvature"), plan["model"]["max_length"], tokens], MEASURE_KEY_DIGITS)
     return {"evals": evals, "curvature": curvature}
 
 
 def trial_marker(study_dir: str | Path, trial_id: str) -> Path:
-    return Path(study_dir) / TRIAL_LEDGER / f"{trial_id}.json"
+    return StudyLayout(Path(study_dir)).trial_marker(trial_id)
 
 
 def register_plan_tasks(plan: dict) -> None:
@@ -74,7 +72,7 @@ def register_plan_tasks(plan: dict) -> None:
     planning): their hash is part of the task versions in the plan."""
     if not plan.get("task_files"):
         return
-    from trainables.tasks import get_task, register_task_file
+    from tasks import get_task, register_task_file
 
     for path in plan["task_files"]:
         register_task_file(path)
@@ -206,8 +204,8 @@ class _ChainRun:
         """(accuracy, examples scored) of a stage's model on a stratified sample of `size`
         examples of its task's validation split, stored with the stage; None if it diverged."""
         entry = self.store.entry(stage["stage_key"])
-        key = content_key([SELECTION_SPLIT, size, self.keys["evals"]])
-        path = entry.folder / "measures" / f"validation-{key}.json"
+        key = content_hash([SELECTION_SPLIT, size, self.keys["evals"]], MEASURE_KEY_DIGITS)
+        path = entry.paths.measure("validation", key, ".json")
         if path.is_file():
             stored = json.loads(path.read_text())
             return stored["accuracy"], stored["n"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from trainables.tasks.sampling import seeded_subset
+from tasks.sampling import seeded_subset
 
 
 def replay_count(fraction: float, source_size: int) -> int:

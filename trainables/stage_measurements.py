@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainables.tasks.sampling import seeded_subset
+from tasks.sampling import seeded_subset
 from trainables.weight_change import squared_distance
 
 

@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,22 +43,17 @@ from typing import Any, Iterator, Sequence
 
 import pyarrow.parquet as pq
 
+from contract.atomic import write_json_atomic
+from contract.content_hash import content_hash
+from contract.layout import StageLayout, StudyLayout
 from trainables.results_writer import write_rows as write_parquet_rows
 
-STORE_DIR = "stages"
-RECORD = "record.json"
-HOLDER = "holder.json"
-STAGE_TABLES = ("train_log", "weights", "replay")  # rows fixed by the stage's training
-
-
-def content_key(payload: Any, n: int = 12) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
+MEASURE_KEY_DIGITS = 12  # hex digits of measurement and base-stage keys (stage keys have 16)
 
 
 def base_stage_key(model: dict) -> str:
     """Key of stage 0: the base model as loaded (path and dtype)."""
-    return "base-" + content_key({k: model.get(k) for k in ("name", "path", "dtype", "max_length")})
+    return "base-" + content_hash({k: model.get(k) for k in ("name", "path", "dtype", "max_length")}, MEASURE_KEY_DIGITS)
 
 
 @dataclass(frozen=True)
@@ -76,14 +69,6 @@ class RunInfo:
         return cls(run_id=str(run.get("id", "adhoc")), reuse_earlier_runs=bool(run.get("reuse", False)))
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def read_rows(path: Path, trial_id: str) -> list[dict[str, Any]]:
     """Stored rows, relabelled with the trial that reuses them."""
     rows = pq.read_table(path).to_pylist()
@@ -97,6 +82,7 @@ class StageEntry:
 
     def __init__(self, folder: Path, run: RunInfo):
         self.folder = folder
+        self.paths = StageLayout(folder)
         self.run = run
 
     @property
@@ -105,10 +91,10 @@ class StageEntry:
 
     @property
     def checkpoint(self) -> Path:
-        return self.folder / "checkpoint"
+        return self.paths.checkpoint
 
     def record(self) -> dict | None:
-        path = self.folder / RECORD
+        path = self.paths.record
         return json.loads(path.read_text()) if path.is_file() else None
 
     def usable_record(self) -> dict | None:
@@ -125,15 +111,15 @@ class StageEntry:
 
     def reset(self) -> None:
         """Forget an unusable earlier attempt before training again."""
-        (self.folder / RECORD).unlink(missing_ok=True)
-        for sub in ("checkpoint", "rows", "measures"):
+        self.paths.record.unlink(missing_ok=True)
+        for sub in (StageLayout.CHECKPOINT, StageLayout.ROWS, StageLayout.MEASURES):
             shutil.rmtree(self.folder / sub, ignore_errors=True)
-        for staging in self.folder.glob(".checkpoint.*"):  # left by a holder that was killed
+        for staging in self.folder.glob(f"{StageLayout.CHECKPOINT_STAGING_PREFIX}*"):  # left by a holder that was killed
             shutil.rmtree(staging, ignore_errors=True)
 
     def checkpoint_staging(self) -> Path:
         """A fresh folder to save the checkpoint into; `publish_checkpoint` renames it in place."""
-        staging = self.folder / f".checkpoint.{os.getpid()}"
+        staging = self.paths.checkpoint_staging(os.getpid())
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         return staging
@@ -143,22 +129,22 @@ class StageEntry:
         os.replace(staging, self.checkpoint)
 
     def write_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        write_parquet_rows(self.folder / "rows" / f"{table}.parquet", table, rows)
+        write_parquet_rows(self.paths.rows(table), table, rows)
 
     def finish(self, *, trial_id: str, status: str, reason: str | None = None, **extra: Any) -> dict:
         record = {"stage_key": self.key, "run_id": self.run.run_id, "trained_by": trial_id, "status": status,
                   "reason": reason, "finished_at": time.time(), **extra}
-        write_json_atomic(self.folder / RECORD, record)
+        write_json_atomic(self.paths.record, record)
         return record
 
     # -- reading -------------------------------------------------------------------------------
 
     def rows(self, table: str, trial_id: str) -> list[dict[str, Any]]:
-        path = self.folder / "rows" / f"{table}.parquet"
+        path = self.paths.rows(table)
         return read_rows(path, trial_id) if path.is_file() else []
 
     def measure_path(self, table: str, key: str) -> Path:
-        return self.folder / "measures" / f"{table}-{key}.parquet"
+        return self.paths.measure(table, key)
 
     def has_measure(self, table: str, key: str) -> bool:
         return self.measure_path(table, key).is_file()
@@ -172,7 +158,7 @@ class StageEntry:
 
 class StageStore:
     def __init__(self, study_dir: str | Path, run: RunInfo):
-        self.root = Path(study_dir) / STORE_DIR
+        self.root = StudyLayout(Path(study_dir)).stages
         self.run = run
 
     def entry(self, stage_key: str) -> StageEntry:
@@ -183,19 +169,19 @@ class StageStore:
         """The stage's entry, under an exclusive lock for as long as the block runs."""
         entry = self.entry(stage_key)
         entry.folder.mkdir(parents=True, exist_ok=True)
-        with open(entry.folder / ".lock", "w") as lock:
+        with open(entry.paths.lock, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             # Who holds the stage now (for `study status` and for fault-injection tests).
-            write_json_atomic(entry.folder / HOLDER, {"pid": os.getpid(), "host": socket.gethostname(),
+            write_json_atomic(entry.paths.holder, {"pid": os.getpid(), "host": socket.gethostname(),
                                                       "since": time.time()})
             try:
                 yield entry
             finally:
-                (entry.folder / HOLDER).unlink(missing_ok=True)
+                entry.paths.holder.unlink(missing_ok=True)
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_records(study_dir: str | Path) -> list[dict]:
     """Every ledger record in a study's stage store."""
-    root = Path(study_dir) / STORE_DIR
-    return [json.loads(p.read_text()) for p in sorted(root.glob(f"*/{RECORD}"))] if root.is_dir() else []
+    root = StudyLayout(Path(study_dir)).stages
+    return [json.loads(p.read_text()) for p in sorted(root.glob(f"*/{StageLayout.RECORD}"))] if root.is_dir() else []

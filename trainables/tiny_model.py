@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from trainables.atomic_folder import publish_folder
+from contract.atomic import publish_folder
 
 TINY_ARCH = {
     "hidden_size": 64,
@@ -43,7 +43,7 @@ def default_cache_dir() -> Path:
 
 
 def tiny_corpus(data_dir: str | None) -> list[str]:
-    from trainables.tasks import load_examples
+    from tasks import load_examples
 
     texts: list[str] = []
     for task in CORPUS_TASKS:

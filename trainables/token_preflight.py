@@ -184,7 +184,7 @@ def study_examples(spec: Any, data_dir: str | None) -> dict[str, tuple[list[str]
     """task -> (splits, examples, n_train) a study uses: each stage task's training examples (the
     first n_train examples: under seed_scope 'order_and_data' every example of the seeds'
     subsamples, once) and each evaluated task's eval set, drawn as trials draw them."""
-    from trainables.tasks import load_examples
+    from tasks import load_examples
 
     out: dict[str, tuple[list[str], list[Any], int]] = {}
     for task in dict.fromkeys(stage.task for stages in spec.chains.values() for stage in stages):

@@ -1,7 +1,7 @@
 """Scored as trained: the one place that turns task text into token ids.
 
 Every path that tokenizes an answer goes through `AnswerEncoder`: option scoring
-(trainables.evaluate, so evaluation after every stage and best-seed validation), the SFT, DPO
+(trainables.evaluation.option_scoring, so evaluation after every stage and best-seed validation), the SFT, DPO
 and reward-model data (trainables.stages), the curvature loss (trainables.curvature.lm) and the
 over-length filters. Prompts that the model continues freely (generation, online RL) go through
 `AnswerEncoder.prompt_ids`.

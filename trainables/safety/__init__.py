@@ -4,7 +4,8 @@
   paper's ToxiGen RoBERTa, "tomh/toxigen_roberta") and load_classifier, the factory.
 - local_classifier.py: the offline default, TF-IDF + logistic regression fitted on ToxiGen's
   human-annotated statements and cached as JSON / npz (never pickle).
-- evaluate.py: greedy continuations of GenerationPrompts, judged, as evals / predictions rows.
+- (the safe % evaluation itself, greedy continuations judged into evals / predictions rows, is
+  trainables/evaluation/safety.py)
 
 Nothing heavy is imported here: torch, transformers and scikit-learn load on first use.
 """

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from trainables.atomic_folder import publish_folder
-from trainables.tasks.holdout import unit_point
-from trainables.tasks.source import HubSource, MirrorSource, Row, read_rows, resolve_data_dir
+from contract.atomic import publish_folder
+from tasks.holdout import unit_point
+from tasks.source import HubSource, MirrorSource, Row, read_rows, resolve_data_dir
 
 from .classifier import HeldOutAccuracy
 

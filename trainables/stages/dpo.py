@@ -46,7 +46,7 @@ def rejected_option(example: Any, seed: int) -> int:
     draw depends only on the seed and the example itself, not on its position in the training
     list (so the same example keeps its rejected answer when the subsample or replay mix changes).
     """
-    from trainables.tasks.sampling import keyed_index
+    from tasks.sampling import keyed_index
 
     wrong = [i for i in range(len(example.options)) if i != example.label]
     if not wrong:

@@ -27,9 +27,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from trainables.stages.rollout_prompts import STATEMENT_TASK, raw_statement
-from trainables.tasks.example import Example
-from trainables.tasks.sampling import keyed_index
-from trainables.tasks.templates import TOXICITY_OPTION_NAMES
+from tasks.example import Example
+from tasks.sampling import keyed_index
+from tasks.templates import TOXICITY_OPTION_NAMES
 
 STATEMENTS = "toxigen_statements"
 QA_PAIRS = "qa_pairs"

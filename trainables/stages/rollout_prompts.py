@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from trainables.tasks.templates import prompt_body
+from tasks.templates import prompt_body
 from trainables.tokenization import as_encoder
 
 STATEMENT_TASK = "toxigen_qa"

@@ -30,7 +30,7 @@ def generate_continuations(
     """
     import torch
 
-    from trainables.evaluate import left_padded
+    from trainables.evaluation.option_scoring import left_padded
     from trainables.tokenization import as_encoder
 
     if max_new_tokens < 1:

@@ -1,9 +1,9 @@
 """Evaluate one model on every eval task of a plan: the rows of the evals and predictions tables.
 
 Which evaluator runs depends on the task's kind and the modes the study asked for:
-- choice tasks, mode "score": option log-likelihood (evaluate.py), metric accuracy, plus the
+- choice tasks, mode "score": option log-likelihood (option_scoring.py), metric accuracy, plus the
   task's extra metrics (BBQ bias scores) and each prediction's role;
-- choice tasks, mode "generate": the paper-exact answer, generated and parsed (paper_exact.py),
+- choice tasks, mode "generate": the paper-exact answer, generated and parsed (generated_answers.py),
   metrics generated_accuracy and unparseable;
 - generation tasks: greedy continuations judged by the toxicity classifier (safety/), metric safe.
 Rows come back with stage = -1; the chain fills in the stage number when it publishes them.
@@ -14,10 +14,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from trainables import paper_exact
-from trainables.evaluate import evaluate_examples, grouped_accuracy_rows
-from trainables.tasks import get_task
-from trainables.tasks.definition import PRIMARY_METRIC
+from trainables.evaluation import generated_answers as paper_exact
+from trainables.evaluation.option_scoring import evaluate_examples, grouped_accuracy_rows
+from tasks import get_task
+from tasks.definition import PRIMARY_METRIC
 from trainables.tiny_model import default_cache_dir
 from trainables.tokenization import encoder_for
 
@@ -74,7 +74,7 @@ def _choice_rows(plan: dict, name: str, modes: list[str], model: Any, tokenizer:
 
 
 def _generation_rows(plan: dict, model: Any, tokenizer: Any, prompts: list) -> tuple[list, list]:
-    from trainables.safety.evaluate import evaluate_generation_safety
+    from trainables.evaluation.safety import evaluate_generation_safety
 
     generation = plan.get("generation") or {}
     # Next to the built-in tiny model: fitted once per machine, not once per study.

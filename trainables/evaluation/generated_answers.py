@@ -1,6 +1,6 @@
 """Paper-exact evaluation: the model writes its answer, and the answer sentence is parsed.
 
-Option scoring (evaluate.py) asks which option the model finds most likely; the paper's
+Option scoring (option_scoring.py) asks which option the model finds most likely; the paper's
 models instead answer in words, as their SFT template (Appendix A.2) taught them: "The best
 answer is A." / "This is toxic." / "This is not toxic.". Here the model continues
 `example.prompt` (which ends with "Answer:"; the answer prefix is not given, so the model has
@@ -49,8 +49,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from trainables.evaluate import Facet, grouped_rows
-from trainables.generation import generate_continuations
+from trainables.evaluation.option_scoring import Facet, grouped_rows
+from trainables.evaluation.generation import generate_continuations
 
 UNPARSEABLE = "unparseable"
 

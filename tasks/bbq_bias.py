@@ -127,7 +127,7 @@ def _row(metric: str, group: str, tally: _Tally, value: float) -> dict[str, Any]
 def extra_metrics(examples: Sequence[Example], scored: Sequence[Any]) -> list[dict[str, Any]]:
     """Evals rows for s_DIS and s_AMB: the "all" row, then each category in sorted order.
 
-    `scored` are ScoredExamples (evaluate.py) of `examples`; only example_id and prediction are
+    `scored` are ScoredExamples (option_scoring.py) of `examples`; only example_id and prediction are
     read. A group/condition without items gets no row.
     """
     tallies = _tallies(examples, scored)

@@ -1,6 +1,6 @@
 """Tasks and templates: the paper's datasets as rendered, scored Examples (pure data, no torch).
 
-    from trainables.tasks import load_examples
+    from tasks import load_examples
     train = load_examples("toxigen_qa", "train", size=2241, data_seed=0)
 
 Data comes from the Hugging Face Hub unless a data dir (spec field, or $STUDY_DATA_DIR)

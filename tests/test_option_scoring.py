@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from trainables.evaluate import evaluate_examples, group_accuracy, option_scores
-from trainables.tasks import Example
+from trainables.evaluation.option_scoring import evaluate_examples, group_accuracy, option_scores
+from tasks import Example
 
 VOCAB = 128
 
@@ -85,7 +85,7 @@ def test_prediction_margin_and_group_accuracy():
 def test_batching_does_not_change_scores_on_the_tiny_llama(tiny_model_path, data_dir):
     """Left padding with explicit position ids must give the same scores as one sequence at a time."""
     from trainables.models import load_model_and_tokenizer
-    from trainables.tasks import load_examples
+    from tasks import load_examples
 
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
     examples = load_examples("arc_easy", "eval", size=6, data_dir=data_dir) + load_examples(
@@ -109,7 +109,7 @@ def tiny(tiny_model_path):
 @pytest.fixture(scope="module")
 def real_examples(data_dir):
     """ARC questions with 4, 3 and 5 options and ToxiGenQA statements (options of 2 and 3 tokens)."""
-    from trainables.tasks import load_examples
+    from tasks import load_examples
 
     arc = load_examples("arc_easy", "eval", data_dir=data_dir, option_counts=[3, 4, 5])
     odd = [ex for ex in arc if len(ex.options) == 3][:2] + [ex for ex in arc if len(ex.options) == 5][:2]
@@ -188,7 +188,7 @@ def test_models_without_a_cache_fall_back_to_full_sequences():
 def test_grouped_accuracy_rows_cover_all_groups_and_facets():
     """e1 (g1; condition=ambig) correct, e2 (g1, g2; condition=disambig) wrong, e3 (g2;
     condition=ambig, category=x) correct."""
-    from trainables.evaluate import grouped_accuracy_rows
+    from trainables.evaluation.option_scoring import grouped_accuracy_rows
 
     examples = [
         Example("e1", "xp", "", ("a.", "b."), ("a", "b"), 0, ("g1",), (("condition", "ambig"),)),
@@ -223,7 +223,7 @@ def test_shared_heads_stop_where_options_diverge_and_unscored_tokens_are_fed_not
     """A tokenizer that merged the last context token with one option gives sequences that share
     only part of the context: the unit's head is their longest common prefix, and the context
     tokens after it are fed per option but not scored. Scores equal full-sequence scoring."""
-    from trainables.evaluate import _full_sequence_scores, _shared_context_scores, _units
+    from trainables.evaluation.option_scoring import _full_sequence_scores, _shared_context_scores, _units
 
     model, tokenizer = tiny
     context = tokenizer("Instructions: answer.\nAnswer: The best answer is")["input_ids"]

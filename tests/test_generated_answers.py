@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from trainables import paper_exact
-from trainables.paper_exact import GeneratedAnswer, eval_rows, evaluate_generated, parse_answer, prediction_rows
-from trainables.tasks.templates import multiple_choice_example, toxicity_example
+from trainables.evaluation import generated_answers as paper_exact
+from trainables.evaluation.generated_answers import GeneratedAnswer, eval_rows, evaluate_generated, parse_answer, prediction_rows
+from tasks.templates import multiple_choice_example, toxicity_example
 
 FOUR = multiple_choice_example("arc/q4", "Which is a metal?", ["iron", "wood", "glass", "salt"], 0)
 THREE = multiple_choice_example("bbq/q3", "Who?", ["the man", "the woman", "Can't answer"], 2)
@@ -215,7 +215,7 @@ def test_evaluate_generated_generates_from_the_prompt_and_parses(monkeypatch):
 def test_evaluate_generated_on_the_tiny_model(tiny_model_path, data_dir):
     """End to end with real generation: every answer is what parse_answer makes of its text."""
     from trainables.models import load_model_and_tokenizer
-    from trainables.tasks import load_examples
+    from tasks import load_examples
 
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
     examples = load_examples("arc_easy", "eval", data_dir=data_dir, limit=3) + load_examples(

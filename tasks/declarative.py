@@ -1,6 +1,6 @@
 """Multiple-choice tasks declared in YAML: adding a task with groups needs no code.
 
-    from trainables.tasks.declarative import register_task_file
+    from tasks.declarative import register_task_file
     register_task_file("tasks/sciq_demo.yaml")   # then load_examples("sciq_demo", "eval", ...)
 
 A file names its source (Hub id, config and splits; the mirror files and their format), which

@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from trainables.evaluate import grouped_rows
-from trainables.generation import generate_continuations
-from trainables.tasks.definition import SAFE, Metric
+from trainables.evaluation.option_scoring import grouped_rows
+from trainables.evaluation.generation import generate_continuations
+from tasks.definition import SAFE, Metric
 
-from .classifier import HeldOutAccuracy, ToxicityClassifier
+from trainables.safety.classifier import HeldOutAccuracy, ToxicityClassifier
 
 # Reported with every safe % so a study's results say how far its judge agrees with humans;
 # a property of the judge, not of the model, so it never enters forgetting.
@@ -85,7 +85,7 @@ def safety_rows(
             "label": None, "prediction": "safe" if margin > 0 else "toxic", "correct": margin > 0, "margin": margin,
             "mode": "generate", "role": None, "generation": generation,
         })
-    # The same layout as every accuracy-like metric (trainables.evaluate.grouped_rows).
+    # The same layout as every accuracy-like metric (trainables.evaluation.option_scoring.grouped_rows).
     evals = grouped_rows(SAFE.name, ((item.groups, item.facets, row["correct"]) for item, row in zip(prompts, predictions)))
     if heldout is not None and heldout.n:
         share = heldout.correct / heldout.n

@@ -1,0 +1,12 @@
+"""The ground floor: the facts every package of the engine shares, each stated once.
+
+- plan.py: the typed plan of a trial and its stages (what `study` builds and `trainables` runs).
+- schema.py: the results tables, their columns and types, as data (the writer and the readers).
+- layout.py: where everything lives in a study folder.
+- content_hash.py: the one content hash behind stage keys, trial ids and measurement keys.
+- atomic.py: writing a file or a folder so that no reader ever sees half of it.
+- problems.py: the one problem type of YAML files (path, line, message, "did you mean").
+
+Nothing here imports `study`, `tasks`, `trainables` or `analysis`, nor torch, ray or
+transformers: every layer may import it, and it imports no layer.
+"""

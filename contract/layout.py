@@ -1,0 +1,151 @@
+"""The study folder's layout: every path of `<storage>/<study name>/`, named once.
+
+    <study>/
+        study.yaml                 the resolved study (spec.to_dict()), written by `study run`
+        plans.json                 the trial plans of the latest run
+        .run.lock                  flock: one `study run` per study folder
+        runs/<run id>.json         one per `study run`: counts, failures, timings
+        _ledger/<trial id>.json    written last by a trial: its status (the resume ledger)
+        _models/                   the built-in tiny model, built inside the study folder
+        _tune/                     Ray Tune's own experiment state (its storage_path)
+        <table>/<part>.parquet     the results tables (contract.schema), one part per trial/stage
+        stages/<stage key>/        the stage store (StageLayout)
+        report/                    `study report`'s default output folder
+
+Writers (study.orchestrate, trainables) and readers (analysis, `study status`) all take their
+paths from here, so the layout can only change in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PLANS_FILE = "plans.json"
+STUDY_FILE = "study.yaml"
+RUN_LOCK = ".run.lock"
+RUNS_DIR = "runs"
+LEDGER_DIR = "_ledger"
+MODELS_DIR = "_models"
+TUNE_DIR = "_tune"
+STAGES_DIR = "stages"
+REPORT_DIR = "report"
+
+
+def study_folder(storage: str | Path, name: str) -> Path:
+    """`<storage>/<name>`, resolved (symlinks included); ValueError if it does not lie inside
+    storage, so no study file can make a run write outside its results root."""
+    root = Path(storage).expanduser().resolve()
+    folder = (root / name).resolve()
+    if folder == root or not folder.is_relative_to(root):
+        raise ValueError(f"the study folder {root / name} resolves to {folder}, outside storage {root}")
+    return folder
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    """One stage key's folder in the stage store (trainables.stage_store says how it is used)."""
+
+    folder: Path
+
+    RECORD = "record.json"
+    HOLDER = "holder.json"
+    LOCK = ".lock"
+    CHECKPOINT = "checkpoint"
+    ROWS = "rows"
+    MEASURES = "measures"
+    CHECKPOINT_STAGING_PREFIX = ".checkpoint."
+
+    @property
+    def key(self) -> str:
+        return self.folder.name
+
+    @property
+    def record(self) -> Path:
+        """Written last: the ledger entry (who trained the stage, in which run, how it ended)."""
+        return self.folder / self.RECORD
+
+    @property
+    def holder(self) -> Path:
+        return self.folder / self.HOLDER
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / self.LOCK
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / self.CHECKPOINT
+
+    def checkpoint_staging(self, pid: int) -> Path:
+        return self.folder / f"{self.CHECKPOINT_STAGING_PREFIX}{pid}"
+
+    def rows(self, table: str) -> Path:
+        """The stage's own rows of a table fixed by its training (train_log, weights, replay)."""
+        return self.folder / self.ROWS / f"{table}.parquet"
+
+    def measure(self, table: str, key: str, suffix: str = ".parquet") -> Path:
+        """A measurement of the checkpoint, keyed by what it depends on besides the weights."""
+        return self.folder / self.MEASURES / f"{table}-{key}{suffix}"
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    """The paths of one study folder."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def plans(self) -> Path:
+        return self.root / PLANS_FILE
+
+    @property
+    def study_file(self) -> Path:
+        return self.root / STUDY_FILE
+
+    @property
+    def run_lock(self) -> Path:
+        return self.root / RUN_LOCK
+
+    @property
+    def runs(self) -> Path:
+        return self.root / RUNS_DIR
+
+    def run(self, run_id: str) -> Path:
+        return self.runs / f"{run_id}.json"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / LEDGER_DIR
+
+    def trial_marker(self, trial_id: str) -> Path:
+        """A trial's ledger entry, written when it ends (finished or failed)."""
+        return self.ledger / f"{trial_id}.json"
+
+    @property
+    def models(self) -> Path:
+        return self.root / MODELS_DIR
+
+    @property
+    def tune(self) -> Path:
+        return self.root / TUNE_DIR
+
+    def table(self, table: str) -> Path:
+        return self.root / table
+
+    def part(self, table: str, part: str) -> Path:
+        return self.table(table) / f"{part}.parquet"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / STAGES_DIR
+
+    def stage(self, key: str) -> StageLayout:
+        return StageLayout(self.stages / key)
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT_DIR

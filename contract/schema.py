@@ -1,0 +1,111 @@
+"""The results tables as data: names, columns and column types, in one place.
+
+`trainables` writes every row through these schemas (as Arrow); `analysis` reads and casts with
+the same ones (as Polars), so a column is declared once. Types are written as short names, so
+this module needs neither pyarrow nor polars to be read; `arrow_schema` and `polars_schema`
+import their library only when called. The contract grows by adding columns (older parts read
+with the new ones as null, see analysis.results), never by renaming or retyping one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STRING, INT, FLOAT, BOOL = "string", "int64", "float64", "bool"
+STRINGS, FLOATS = "list<string>", "list<float64>"
+
+TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "trials": (
+        ("trial_id", STRING), ("chain", STRING), ("seed", INT), ("stage", INT),
+        ("method", STRING), ("method_settings", STRING), ("task", STRING),
+        ("learning_rate", FLOAT),
+        ("batch_size", INT), ("steps", INT), ("stage_seed", INT),
+        ("train_size", INT), ("n_train_examples", INT), ("data_seed", INT),
+        ("replay_from_stage", INT), ("replay_fraction", FLOAT),
+        ("stage_key", STRING), ("model", STRING), ("grid_point", STRING),
+        ("executor", STRING), ("train_seconds", FLOAT), ("status", STRING),
+        # Stage sharing and failures: which trial trained the stage (stage store), whether this
+        # trial reused it rather than training it, and why a failed stage failed.
+        ("trained_by", STRING), ("reused", BOOL), ("failure", STRING),
+        # How the stage's start point was chosen when not simply the previous stage (JSON:
+        # mode, chosen_seed, validation accuracy of every candidate); null otherwise.
+        ("start_from", STRING),
+        # The seed that drew the stage's training subsample: data_seed under seed_scope 'order',
+        # one derived from data_seed and stage_seed under 'order_and_data'.
+        ("train_data_seed", INT),
+    ),
+    "evals": (
+        ("trial_id", STRING), ("stage", INT), ("eval_task", STRING), ("metric", STRING),
+        ("group", STRING), ("n", INT), ("correct", INT), ("accuracy", FLOAT),
+        # Which grouping `group` belongs to: "all" (group "all"), "group" (the task's primary
+        # groups: the ones forgetting is computed over), or a secondary grouping's name
+        # ("condition" for BBQ, "category" for MMLU, "prompt_type" for ToxiGen prompts).
+        ("grouping", STRING),
+        # The metric's value: equals accuracy for accuracy-like metrics (accuracy, safe,
+        # generated_accuracy, unparseable); the score itself for others (BBQ bias scores),
+        # whose accuracy is null.
+        ("value", FLOAT),
+    ),
+    "predictions": (
+        ("trial_id", STRING), ("stage", INT), ("eval_task", STRING), ("example_id", STRING),
+        ("groups", STRINGS), ("label", STRING), ("prediction", STRING),
+        ("correct", BOOL), ("margin", FLOAT),
+        ("facets", STRINGS),  # secondary groupings as "name=value" (e.g. "condition=ambig")
+        ("mode", STRING),  # "score" (option log-likelihood) | "generate" (generated and parsed / classified)
+        ("role", STRING),  # the predicted answer's role where the task defines one (BBQ: unknown, biased, counter_biased)
+        ("generation", STRING),  # generate mode: the model's text
+    ),
+    "curvature": (
+        ("trial_id", STRING), ("stage", INT), ("task", STRING), ("group", STRING),
+        ("algorithm", STRING), ("n_samples", INT), ("sample_seed", INT),
+        ("param_subset", STRING), ("eigenvalues", FLOATS), ("eigenvalue", FLOAT),
+        ("trace", FLOAT), ("iterations", INT), ("hvp_count", INT), ("residual", FLOAT),
+        ("converged", BOOL), ("tol", FLOAT), ("seconds", FLOAT),
+        ("example_ids", STRINGS),
+    ),
+    "weights": (
+        ("trial_id", STRING), ("stage", INT), ("l2_sq_from_previous", FLOAT),
+        ("l2_sq_from_base", FLOAT), ("n_params", INT),
+    ),
+    "replay": (  # which earlier examples each replaying stage mixed in
+        ("trial_id", STRING), ("stage", INT), ("from_stage", INT), ("example_id", STRING),
+    ),
+    "train_log": (
+        ("trial_id", STRING), ("stage", INT), ("step", INT), ("loss", FLOAT),
+        ("learning_rate", FLOAT), ("grad_norm", FLOAT), ("seconds", FLOAT),
+    ),
+}
+
+TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
+STAGE_TABLES = ("train_log", "weights", "replay")
+"""Tables whose rows are fixed by a stage's training (stored with the stage, reused with it);
+the others measure a checkpoint (evals, predictions, curvature) or describe the trial (trials)."""
+
+
+def columns(table: str) -> tuple[str, ...]:
+    return tuple(name for name, _ in TABLES[table])
+
+
+def arrow_schema(table: str) -> Any:
+    """`table`'s schema as a pyarrow.Schema (what the writer enforces)."""
+    import pyarrow as pa
+
+    simple = {STRING: pa.string(), INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(),
+              STRINGS: pa.list_(pa.string()), FLOATS: pa.list_(pa.float64())}
+    return pa.schema([(name, simple[kind]) for name, kind in TABLES[table]])
+
+
+def polars_schema(table: str) -> dict[str, Any]:
+    """`table`'s columns as Polars dtypes (what readers cast to and build empty frames with)."""
+    import polars as pl
+
+    simple = {STRING: pl.String, INT: pl.Int64, FLOAT: pl.Float64, BOOL: pl.Boolean,
+              STRINGS: pl.List(pl.String), FLOATS: pl.List(pl.Float64)}
+    return {name: simple[kind] for name, kind in TABLES[table]}
+
+
+# Metrics every Tune report of a trial carries (NaN until defined), so a search algorithm or
+# Tune's strict metric check finds them in each result: `stage`, `<eval task>/<headline
+# metric>`, and these per evaluated task some stage of the chain trains, named `<metric>/<task>`
+# (at the final stage, against the model right after the stage that trained the task).
+FORGETTING_METRICS = ("forgetting", "wg_forgetting", "biased_forgetting")
