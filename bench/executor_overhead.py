@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def study(storage: str, executor: str, steps: int, data_dir: str):
-    from study.spec import spec_from_dict
+    from study.spec_loading import spec_from_dict
 
     return spec_from_dict({
         "name": f"bench_{executor}",

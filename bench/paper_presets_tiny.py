@@ -55,7 +55,7 @@ QUICK_METHOD = {"paper-first-stage-method": [
 
 def _preset_tasks(preset: str) -> set[str]:
     from study.presets import resolve_study_file
-    from study.spec import load_spec_file
+    from study.spec_loading import load_spec_file
 
     return set(load_spec_file(resolve_study_file(preset), ["model=tiny"]).tasks)
 

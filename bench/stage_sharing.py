@@ -4,9 +4,9 @@ that a shared stage gives the same results as one trained on its own.
     python bench/stage_sharing.py [--model NAME] [--no-verify] [--storage DIR]
 
 1. Paper grid ratio (no training, plans only). The grids of the paper's Tables 1, 2, 4, 5, 9
-   and 11 are built as real study specs (validated by `study.spec.spec_from_dict`), 3 seeds
-   each, with the paper's settings (Llama-2-7B, max length 2048, SFT, lr 1e-5, batch 16, 100
-   steps, ~2,241 training examples per task, AdamW 0.9/0.95, wd 0.1, cosine, no warmup, GPU).
+   and 11 are built as real study specs (validated by `study.spec_loading.spec_from_dict`), 3
+   seeds each, with the paper's settings (Llama-2-7B, max length 2048, SFT, lr 1e-5, batch 16,
+   100 steps, ~2,241 training examples per task, AdamW 0.9/0.95, wd 0.1, cosine, no warmup, GPU).
    For each table, and for all tables run as ONE study (the "union": every table's settings as
    explicit chains of one StudySpec), it counts
 
@@ -44,7 +44,8 @@ from typing import Any, Iterable, Mapping, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from study.plan import base_identity, build_plans  # noqa: E402
-from study.spec import StudySpec, spec_from_dict  # noqa: E402
+from study.spec import StudySpec  # noqa: E402
+from study.spec_loading import spec_from_dict  # noqa: E402
 
 TARGET_RATIO = 0.5  # issue #6: a stage store should at least halve the paper's stage trainings
 PAPER_MODEL = "meta-llama/Llama-2-7b-hf"

@@ -5,7 +5,9 @@
 - layout.py: where everything lives in a study folder.
 - content_hash.py: the one content hash behind stage keys, trial ids and measurement keys.
 - atomic.py: writing a file or a folder so that no reader ever sees half of it.
-- problems.py: the one problem type of YAML files (path, line, message, "did you mean").
+- problems.py: the one problem type of YAML files (path, line, message, "did you mean"), and
+  TokenizationError, the user's-setup problem of a model that cannot score a task as trained.
+- workers.py: how a stage's global batch splits over a trial's data-parallel workers.
 
 Nothing here imports `study`, `tasks`, `trainables` or `analysis`, nor torch, ray or
 transformers: every layer may import it, and it imports no layer.

@@ -2,7 +2,8 @@
 
 Reading a file never stops at the first problem: every problem is collected with its field path
 and, where known, its file and line, and raised once (`FileProblems` and its subclasses), so a
-researcher fixes a file in one round trip. The CLI exits 2 on any of them.
+researcher fixes a file in one round trip. The CLI exits 2 on any of them, and on a
+TokenizationError (a model whose tokenizer cannot score the study's tasks as trained).
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ class FileProblems(ValueError):
 
     def render(self) -> str:
         return "\n".join(str(p) for p in self.problems)
+
+
+class TokenizationError(ValueError):
+    """Text that cannot be scored as trained: an option with no tokens, a chat template that is
+    missing or renders the answer somewhere else, a prompt longer than max_length.
+
+    A problem of the user's setup (the model named, its tokenizer, the tasks' text), found by
+    trainables/tokenization.py and reported by the CLI, which exits 2 on it as on a bad file:
+    it lives here so the CLI can catch it without importing `trainables`."""
 
 
 def closest(word: Any, choices: Iterable[str]) -> str | None:

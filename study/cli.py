@@ -11,12 +11,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from study.orchestrate import StudyBusyError
+from contract.problems import TokenizationError
+from study.orchestrate import StudyBusyError, tokenization_preview
 from study.presets import describe, preset_paths, resolve_study_file
-from study.spec import load_spec_file
-from study.spec_builder import SpecError
+from study.spec_loading import SpecError, load_spec_file
 from tasks.declarative import TaskFileError  # pure data, no torch
-from trainables.tokenization import TokenizationError  # pure Python, no torch
 
 EXIT_BAD_INPUT = 2
 
@@ -56,16 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _show_tokens(spec) -> int:
     """`study validate --show-tokens`: the tokenization preflight, printed; exit 2 on its errors."""
-    from trainables.models import resolve_base_model
-    from tasks import resolve_data_dir
-    from trainables.token_preflight import preflight
-
-    data_dir = resolve_data_dir(spec.data_dir)
-    report = preflight(spec, resolve_base_model(spec.model.name, str(data_dir) if data_dir else None),
-                       str(data_dir) if data_dir else None)
-    print(report.render(show_tokens=True, errors=False))
-    if report.errors:
-        print(f"study: tokenization: {report.error_message()}", file=sys.stderr)
+    shown, error = tokenization_preview(spec)
+    print(shown)
+    if error is not None:
+        print(f"study: tokenization: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from contract.atomic import write_text_atomic
 from contract.layout import StudyLayout
+from contract.problems import TokenizationError
 from study.plan import SampledPlans, build_plans, collect_plans
 from study.spec import StudySpec
 from study.spec import study_dir as resolve_study_dir
@@ -176,11 +177,11 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
 
 
 def check_example_counts(spec: StudySpec) -> None:
-    """The study file's checks that need the data (study.spec.example_count_problems) on Hub
-    data: validating a study checks a local mirror only and downloads nothing, so on the Hub
-    they run here, before anything is written (SpecError: `study run` exits 2)."""
-    from study.spec import example_count_problems
-    from study.spec_builder import SpecError
+    """The study file's checks that need the data (study.spec_checks_tasks.example_count_problems)
+    on Hub data: validating a study checks a local mirror only and downloads nothing, so on the
+    Hub they run here, before anything is written (SpecError: `study run` exits 2)."""
+    from study.spec_checks_tasks import example_count_problems
+    from study.spec_loading import SpecError
     from tasks import resolve_data_dir
 
     if resolve_data_dir(spec.data_dir) is not None:
@@ -194,13 +195,27 @@ def check_tokenization(spec: StudySpec, base_model: str, data_dir: str | None, l
     """The tokenization preflight (trainables.token_preflight) before anything trains: its
     warnings are logged; its errors raise TokenizationError (`study run` exits 2)."""
     from trainables.token_preflight import preflight
-    from trainables.tokenization import TokenizationError
 
     report = preflight(spec, base_model, data_dir)
     for warning in report.warnings:
         log(f"[study] warning: {warning}")
     if report.errors:
         raise TokenizationError(report.error_message())
+
+
+def tokenization_preview(spec: StudySpec) -> tuple[str, str | None]:
+    """`study validate --show-tokens`: what the model will see (one example of each task
+    rendered, each option's scored tokens, tokenization warnings) and the preflight's error
+    message, None when it found no error. Nothing is written to storage: the tiny model is built
+    in the default cache, not in a study folder."""
+    from tasks import resolve_data_dir
+    from trainables.models import resolve_base_model
+    from trainables.token_preflight import preflight
+
+    data_dir = resolve_data_dir(spec.data_dir)
+    report = preflight(spec, resolve_base_model(spec.model.name, str(data_dir) if data_dir else None),
+                       str(data_dir) if data_dir else None)
+    return report.render(show_tokens=True, errors=False), report.error_message() if report.errors else None
 
 
 def _run_trials(spec: StudySpec, plans: list[dict], pending: list[dict], run: dict, log) -> list[str]:

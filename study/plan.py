@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from contract.content_hash import content_hash
-from study.spec import GRID_KEY, StageSpec, StudySpec, round_sample, spec_from_dict, stage_seed
+from study.spec import GRID_KEY, StageSpec, StudySpec, round_sample, stage_seed
+from study.spec_loading import spec_from_dict
 
 PLAN_VERSION = 1  # bump when the meaning of a plan field changes (it enters every stage_key)
 

@@ -1,8 +1,9 @@
 """Build frozen dataclasses from plain YAML data, collecting every type problem with its path.
 
-Kept apart from spec.py so the spec reads as a list of fields, and this as the one place that
-knows how YAML values become typed fields (e.g. YAML 1.1 reads `1e-5` as a string; we accept it
-as a float, since every researcher writes learning rates that way).
+Generic: it knows types, not studies. study/spec_loading.py hands it a study file's data (after
+shorthands, stage_defaults and `--set`) and StudySpec; it walks the dataclass fields' type hints
+and is the one place that knows how YAML values become typed fields (e.g. YAML 1.1 reads `1e-5`
+as a string; we accept it as a float, since every researcher writes learning rates that way).
 """
 
 from __future__ import annotations
@@ -12,28 +13,7 @@ import types
 import typing
 from typing import Any, Literal, Mapping
 
-from contract.problems import FileProblems, Problem, did_you_mean, line_for, yaml_line_index
-
-__all__ = ["Problem", "SpecError", "build_dataclass", "coerce", "did_you_mean", "yaml_line_index"]
-
-_MISSING = object()
-
-
-class SpecError(FileProblems):
-    """Every problem of a study file, raised once, each with its field path and line."""
-
-    def __init__(self, problems: list[Problem], *, source: str = "<spec>", lines: Mapping[str, int] | None = None):
-        lines = lines or {}
-        super().__init__([p if p.line is not None else Problem(p.path, p.message, line_for(p.path, lines))
-                          for p in problems], source=source)
-
-    def render(self) -> str:
-        head = f"{self.source}: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
-        body = []
-        for p in self.problems:
-            where = f"{self.source}:{p.line}" if p.line else self.source
-            body.append(f"  {where}: {p.path or '<top>'}: {p.message}")
-        return "\n".join([head, *body])
+from contract.problems import Problem, did_you_mean
 
 
 def _join(path: str, key: str) -> str:

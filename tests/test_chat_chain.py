@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from study.plan import build_plans
-from study.spec import spec_from_dict
+from study.spec_loading import spec_from_dict
 from trainables.chain import run_chain
 
 

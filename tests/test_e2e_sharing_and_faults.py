@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from study.orchestrate import run_study
-from study.spec import spec_from_dict
+from study.spec_loading import spec_from_dict
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 from analysis.labels import points
 from study.orchestrate import run_study
 from tests.report_checks import assert_every_interval_contains_its_estimate
-from study.spec import spec_from_dict
+from study.spec_loading import spec_from_dict
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +186,7 @@ def test_ppo_and_rloo_first_stages_with_a_trained_reward_model_run_on_ray(ray_cl
     """The first-stage-method preset, shrunk: PPO and RLOO on ToxiGenQA (reward model trained in
     the trial by TRL RewardTrainer), each followed by SFT on ARC."""
     from study.presets import preset_paths
-    from study.spec import load_spec_file
+    from study.spec_loading import load_spec_file
 
     spec = load_spec_file(preset_paths()["first-stage-method"], [
         f"data_dir={data_dir}", f"storage={tmp_path / 'results'}", "model.max_length=256",

@@ -12,7 +12,7 @@ import pytest
 
 from study.orchestrate import run_study
 from study.presets import resolve_study_file
-from study.spec import load_spec_file
+from study.spec_loading import load_spec_file
 
 pytestmark = pytest.mark.slow
 

@@ -68,7 +68,7 @@ def test_env_world_size_without_a_process_group_is_an_error_at_a_barrier(single_
 
 
 def test_global_batch_is_split_over_workers():
-    from trainables.distributed import batch_size_problem, per_device_batch_size
+    from contract.workers import batch_size_problem, per_device_batch_size
 
     assert per_device_batch_size(16, 1) == 16
     assert per_device_batch_size(16, 2) == 8
@@ -430,7 +430,7 @@ def test_study_with_two_workers_per_trial_matches_one_worker(ray_cluster, data_d
     from safetensors.torch import load_file
 
     from study.orchestrate import run_study
-    from study.spec import spec_from_dict
+    from study.spec_loading import spec_from_dict
 
     def run(storage: Path, execution: dict) -> Path:
         outcome = run_study(spec_from_dict({
@@ -469,8 +469,7 @@ def test_study_with_two_workers_per_trial_matches_one_worker(ray_cluster, data_d
 
 
 def test_search_batch_sizes_must_split_over_the_workers():
-    from study.spec import spec_from_dict
-    from study.spec_builder import SpecError
+    from study.spec_loading import SpecError, spec_from_dict
 
     raw = {"name": "s", "model": "tiny", "chains": {"c": [{"task": "toxigen_qa", "batch_size": 8}]},
            "execution": {"executor": "train", "workers_per_trial": 2},

@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.overrides import apply_overrides
 from study.presets import preset_paths
-from study.spec import load_spec_file
-from study.spec_builder import SpecError
+from study.spec_loading import SpecError, apply_overrides, load_spec_file
 
 SPECS = Path(__file__).parent / "specs"
 DEMO = preset_paths()["demo"]

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from study.plan import build_plans, grid_points
-from study.spec import spec_from_dict
+from study.spec_loading import spec_from_dict
 
 BASE = {
     "name": "plan_test",
@@ -254,7 +254,7 @@ def test_chat_format_is_resolved_into_the_plan_and_keys_change_only_when_it_is_o
 
 
 def test_chat_template_true_without_a_template_fails_at_planning(family_model_path):
-    from trainables.tokenization import TokenizationError
+    from contract.problems import TokenizationError
 
     path = str(family_model_path("bosless"))
     with pytest.raises(TokenizationError, match="has no chat template"):

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from study.presets import describe, preset_paths
-from study.spec import StudySpec, load_spec_file
-from study.spec_builder import SpecError
+from study.spec import StudySpec
+from study.spec_loading import SpecError, load_spec_file
 
 PRESETS = preset_paths()
 PAPER = {name: path for name, path in PRESETS.items() if name.startswith("paper-")}

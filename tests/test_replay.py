@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from study.plan import build_plans
-from study.spec import spec_from_dict
+from study.spec_loading import spec_from_dict
 from trainables.replay import replay_count, replay_sample
 from tasks import load_examples
 

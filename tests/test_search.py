@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from study.plan import SampledPlans, build_plans, collect_plans, plan_for_config
-from study.spec import load_spec_file, spec_from_dict, study_dir
-from study.spec_builder import SpecError
+from study.spec import study_dir
+from study.spec_loading import SpecError, load_spec_file, spec_from_dict
 
 TWO_STAGE = {"tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}], "arc_tqa": [{"task": "arc_easy"}, {"task": "toxigen_qa"}]}
 BASE = {
@@ -229,7 +229,7 @@ def test_objective_metrics_must_be_reported_by_every_trial(metric, fragment):
 
 def test_forgetting_objective_needs_the_task_evaluated():
     """Trials report forgetting only of tasks they evaluate (trainables.chain.forgetting_metrics)."""
-    from study.spec import objective_metrics
+    from study.spec_checks_axes import objective_metrics
 
     raw = {"name": "m", "chains": {"tqa_arc": TWO_STAGE["tqa_arc"]}, "eval_tasks": ["arc_easy"],
            "search": {"space": {"stage1.learning_rate": {"uniform": [1e-5, 1e-4]}},

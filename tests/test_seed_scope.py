@@ -12,7 +12,7 @@ import pytest
 
 import study.plan as plan_module
 from study.plan import build_plans
-from study.spec import spec_from_dict
+from study.spec_loading import spec_from_dict
 from trainables.chain import _trial_row, stage_examples
 from tasks.sampling import derived_data_seed
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contract.problems import Problem
 from study.presets import preset_paths
-from study.spec import StageSpec, StudySpec, load_spec_file, spec_from_dict
-from study.spec_builder import Problem, SpecError
+from study.spec import StageSpec, StudySpec
+from study.spec_loading import SpecError, load_spec_file, spec_from_dict
 
 SPECS = Path(__file__).parent / "specs"
 DEMO = preset_paths()["demo"]
@@ -493,8 +494,7 @@ def test_readme_study_files_per_method_validate(tmp_path):
 
 def test_start_from_best_seed_is_checked_where_it_is_written():
     """best_seed needs a previous stage, appears at most once per chain, and needs a grid study."""
-    from study.spec import spec_from_dict
-    from study.spec_builder import SpecError
+    from study.spec_loading import SpecError, spec_from_dict
 
     base = {"name": "b", "model": "tiny", "seeds": [0, 1]}
     ok = spec_from_dict({**base, "chains": {"c": [{"task": "toxigen_qa"},

@@ -9,7 +9,7 @@ import pytest
 
 from study.cli import main
 from study.plan import build_plans
-from study.spec import load_spec_file
+from study.spec_loading import load_spec_file
 
 FIXTURES = Path(__file__).parent / "tasks"
 

@@ -71,7 +71,7 @@ def test_a_context_longer_than_max_length_for_every_example_is_exit_2(capsys, da
 def test_over_length_share_and_alone_encodings_are_warned(family_model_path, data_dir):
     """On Llama-2's legacy tokenizer the preflight names the options that encode differently on
     their own (the lone '▁'), and counts examples over max_length once they pass 2%."""
-    from study.spec import load_spec_file
+    from study.spec_loading import load_spec_file
     from study.presets import resolve_study_file
     from trainables.token_preflight import preflight
 
@@ -143,7 +143,8 @@ def test_a_template_whose_prompt_ends_in_a_space_fails_trl_s_conversational_chec
     from trainables.stages.sft import build_sft_trainer
     from tasks import load_examples
     from trainables.token_preflight import inspect_task
-    from trainables.tokenization import AnswerEncoder, TokenizationError
+    from contract.problems import TokenizationError
+    from trainables.tokenization import AnswerEncoder
 
     model, tokenizer = load_model_and_tokenizer(str(family_model_path("chat")), dtype="float32")
     tokenizer.chat_template = tokenizer.chat_template.replace("'\\n' + message['content']",

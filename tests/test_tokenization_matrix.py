@@ -14,7 +14,8 @@ import pytest
 from tests.tokenizer_families import FAMILIES
 from trainables.evaluation.option_scoring import encode_pairs, evaluate_examples
 from tasks import Example, load_examples
-from trainables.tokenization import AnswerEncoder, TokenizationError, resolve_chat_template
+from contract.problems import TokenizationError
+from trainables.tokenization import AnswerEncoder, resolve_chat_template
 
 TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
             "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}

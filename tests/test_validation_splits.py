@@ -136,8 +136,7 @@ def test_a_hub_study_is_checked_before_it_runs(monkeypatch, tmp_path):
     import dataclasses
 
     from study.orchestrate import check_example_counts, run_study
-    from study.spec import spec_from_dict
-    from study.spec_builder import SpecError
+    from study.spec_loading import SpecError, spec_from_dict
 
     arc_rows = [{"id": f"Q{i}", "question": f"Pick {i}", "answerKey": "A",
                  "choices": {"text": ["w", "x", "y", "z"][:n], "label": list("ABCD")[:n]}}

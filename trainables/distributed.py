@@ -25,11 +25,11 @@ Every helper also works in a plain process (the `function` executor, tests, note
 rank 0, the writer; barriers return at once; `lead` does nothing.
 
 `batch_size` in a stage is the GLOBAL batch (the paper's 16): each of N workers takes
-`batch_size / N` examples per optimizer step (`per_device_batch_size`), so 1 and N workers take the
-same optimizer steps on the same examples: the trainer's seeded sampler draws one permutation per
-epoch and accelerate hands step k's global batch to the ranks in consecutive slices; the loss is
-normalised by the global batch's token count (`average_tokens_across_devices`), so the averaged
-gradient is the one-worker gradient. One exception: when an epoch ends in a partial batch (the
+`batch_size / N` examples per optimizer step (contract/workers.py: the split and its check), so 1
+and N workers take the same optimizer steps on the same examples: the trainer's seeded sampler
+draws one permutation per epoch and accelerate hands step k's global batch to the ranks in
+consecutive slices; the loss is normalised by the global batch's token count
+(`average_tokens_across_devices`), so the averaged gradient is the one-worker gradient. One exception: when an epoch ends in a partial batch (the
 stage's examples are not a multiple of batch_size and it runs past an epoch), accelerate completes
 that last batch with examples from the epoch's start (`even_batches`), so that one step per epoch
 differs from one worker's.
@@ -183,25 +183,7 @@ def leading_report(report: Callable[[dict], None]) -> Callable[[dict], None]:
     return _report
 
 
-# -- batch size and trainer arguments -----------------------------------------------------------
-
-
-def per_device_batch_size(batch_size: int, workers: int) -> int:
-    """Examples per worker per optimizer step for a GLOBAL `batch_size` on `workers` workers."""
-    problem = batch_size_problem(batch_size, workers)
-    if problem:
-        raise ValueError(problem)
-    return batch_size // workers
-
-
-def batch_size_problem(batch_size: int, workers: int) -> str | None:
-    """Why `batch_size` cannot be split over `workers` data-parallel workers, or None."""
-    if workers < 1:
-        return f"workers must be ≥ 1 (got {workers})"
-    if batch_size % workers:
-        return (f"batch_size {batch_size} is the global batch and must be divisible by "
-                f"execution.workers_per_trial = {workers} (each worker takes batch_size / workers examples)")
-    return None
+# -- trainer arguments --------------------------------------------------------------------------
 
 
 def fsdp_requested() -> bool:

@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from trainables.tokenization import AnswerEncoder, Encoded, TokenizationError, chat_messages, resolve_chat_template
+from contract.problems import TokenizationError
+from trainables.tokenization import AnswerEncoder, Encoded, chat_messages, resolve_chat_template
 
 OVER_LENGTH_WARN_SHARE = 0.02
 """Warn when more than this share of a task's examples is longer than max_length."""

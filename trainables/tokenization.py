@@ -47,6 +47,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from contract.problems import TokenizationError
+
 TOKENIZATION_VERSION = 2
 """Bump when the tokens an option is scored or trained on change for some tokenizer: it enters
 the measurement keys, so stored evaluations and curvature are measured again, not reused.
@@ -57,11 +59,6 @@ CHAT_TEMPLATE_SETTINGS = ("auto", True, False)
 # `chat_template: auto` uses the tokenizer's chat template only for a model whose name says it
 # is a chat/instruct model: base models (Qwen2.5-0.5B, Llama-3-8B) often ship a template too.
 _CHAT_NAME = re.compile(r"(?:^|[-_./])(chat|instruct|it)(?:$|[-_./0-9])", re.IGNORECASE)
-
-
-class TokenizationError(ValueError):
-    """Text that cannot be scored as trained: an option with no tokens, a chat template that is
-    missing or renders the answer somewhere else, a prompt longer than max_length."""
 
 
 def name_says_chat(model_name: str) -> bool:

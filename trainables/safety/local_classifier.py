@@ -43,11 +43,11 @@ import numpy as np
 from contract.atomic import publish_folder
 from tasks.holdout import unit_point
 from tasks.source import HubSource, MirrorSource, Row, read_rows, resolve_data_dir
+from tasks.toxigen import ANNOTATED_MIRROR_FILE
 
 from .classifier import HeldOutAccuracy
 
 ANNOTATED_HUB = HubSource(path="toxigen/toxigen-data", config="annotated", splits={"train": "train"})
-ANNOTATED_MIRROR_FILE = "toxigen/annotated_train_v1/toxigen.csv"
 FORMAT_VERSION = 1  # of the cache files; bump when their layout changes
 
 

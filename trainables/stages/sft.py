@@ -21,9 +21,10 @@ import math
 import time
 from typing import Any, Sequence
 
+from contract.problems import TokenizationError
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.training_args import common_training_kwargs
-from trainables.tokenization import IGNORE_INDEX, AnswerEncoder, Encoded, TokenizationError, as_encoder, chat_messages
+from trainables.tokenization import IGNORE_INDEX, AnswerEncoder, Encoded, as_encoder, chat_messages
 
 
 def sft_dataset(encoder: AnswerEncoder, examples: Sequence[Any], encoded: Sequence[Encoded] | None = None):

@@ -19,7 +19,8 @@ from typing import Any
 def common_training_kwargs(*, stage: dict, training: dict, work_dir: str, model_dtype: str) -> dict[str, Any]:
     import torch
 
-    from trainables.distributed import parallel_training_kwargs, per_device_batch_size, world_size
+    from contract.workers import per_device_batch_size
+    from trainables.distributed import parallel_training_kwargs, world_size
     from trainables.models import bf16_autocast
 
     on_gpu = torch.cuda.is_available()

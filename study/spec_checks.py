@@ -1,0 +1,336 @@
+"""The checks across a study file's fields, run once its types are right (`semantic_problems`).
+
+`spec_from_dict` (study/spec_loading.py) builds the typed StudySpec and calls
+`semantic_problems`, which returns every problem it finds (nothing stops at the first). This
+module holds the entry point and the checks of the study's own settings, in the order of a study
+file: name and storage, chains and their stages (methods, their settings and the installed TRL),
+model, training, curvature, execution (workers and batch splits) and generation. The checks
+that read the task registry and the data are study/spec_checks_tasks.py; those of the grid and
+search axes study/spec_checks_axes.py. Checks import the dataclasses (study/spec.py), never the
+reverse.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+from pathlib import Path
+
+from contract.problems import Problem, did_you_mean
+from contract.workers import batch_size_problem
+from study.spec import (
+    AVAILABLE_METHODS,
+    PLANNED_METHODS,
+    ExecutionSpec,
+    GenerationSpec,
+    ModelSpec,
+    OnlineRLSpec,
+    StageSpec,
+    StudySpec,
+    TrainingSpec,
+    study_dir,
+)
+from study.spec_checks_axes import grid_problems, search_problems
+from study.spec_checks_tasks import (
+    data_problems,
+    eval_mode_problems,
+    option_count_problems,
+    stage_task_problems,
+    task_file_problems,
+)
+from tasks import task_names  # pure data registry; no torch
+
+
+def semantic_problems(spec: StudySpec) -> list[Problem]:
+    """Checks across fields, after types are right."""
+    out: list[Problem] = task_file_problems(spec)
+    known = task_names()
+
+    def check_task(name: str, path: str) -> bool:
+        if name not in known:
+            out.append(Problem(path, f"unknown task '{name}'{did_you_mean(name, known)} (known: {', '.join(known)})"))
+            return False
+        return True
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
+        # One safe path component: no '/', no '..', no hidden or option-like first character.
+        out.append(Problem("name", "must be letters, digits, '_', '-' or '.', starting with a letter or digit "
+                                   f"(it names the results folder <storage>/<name>; got {spec.name!r})"))
+    else:
+        out.extend(_storage_problems(spec))
+    if not spec.chains:
+        out.append(Problem("chains", "at least one chain is required"))
+    for chain, stages in spec.chains.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", chain):
+            out.append(Problem(f"chains.{chain}", "chain names must be letters, digits, '_' or '-'"))
+        if not stages:
+            out.append(Problem(f"chains.{chain}", "a chain needs at least one stage"))
+        for i, stage in enumerate(stages):
+            out.extend(stage_problems(stage, f"chains.{chain}[{i}]"))
+            if check_task(stage.task, f"chains.{chain}[{i}].task"):
+                out.extend(stage_task_problems(spec, stages, i, f"chains.{chain}[{i}]"))
+            if stage.replay is not None and not 1 <= stage.replay.from_stage <= i:
+                out.append(Problem(f"chains.{chain}[{i}].replay.from_stage",
+                                   f"must name an earlier stage, 1..{i} (got {stage.replay.from_stage})" if i
+                                   else "the first stage has no earlier stage to replay"))
+            if stage.start_from == "best_seed":
+                where = f"chains.{chain}[{i}].start_from"
+                if i == 0:
+                    out.append(Problem(where, "the first stage has no previous stage to pick the best seed of"))
+                elif any(s.start_from == "best_seed" for s in stages[:i]):
+                    out.append(Problem(where, "only one stage of a chain may start from the best seed"))
+                if spec.search is not None:
+                    out.append(Problem(where, "needs a grid study: a search samples points one at a time"))
+                if stage.selection_size < 1:
+                    out.append(Problem(f"chains.{chain}[{i}].selection_size", "must be ≥ 1"))
+    for name, settings in spec.tasks.items():
+        check_task(name, f"tasks.{name}")
+        for attr in ("train_size", "eval_size", "limit"):
+            value = getattr(settings, attr)
+            if value is not None and value < 1:
+                out.append(Problem(f"tasks.{name}.{attr}", "must be ≥ 1 or null (all)"))
+        out.extend(eval_mode_problems(name, settings, known))
+        out.extend(option_count_problems(name, settings, known))
+    for i, name in enumerate(spec.eval_tasks):
+        check_task(name, f"eval_tasks[{i}]")
+    out.extend(data_problems(spec))
+    if not spec.seeds:
+        out.append(Problem("seeds", "at least one seed is required"))
+    if len(set(spec.seeds)) != len(spec.seeds):
+        out.append(Problem("seeds", "seeds must be distinct"))
+    out.extend(grid_problems(spec))
+    out.extend(search_problems(spec))
+    out.extend(_model_problems(spec.model))
+    out.extend(_training_problems(spec.training))
+    out.extend(_curvature_problems(spec))
+    out.extend(_execution_problems(spec.execution))
+    out.extend(_worker_problems(spec))
+    out.extend(_generation_problems(spec.generation))
+    return out
+
+
+def _storage_problems(spec: StudySpec) -> list[Problem]:
+    try:
+        study_dir(spec)
+    except ValueError as exc:
+        return [Problem("name", str(exc))]
+    except RuntimeError as exc:  # '~user' for an unknown user
+        return [Problem("storage", f"cannot resolve storage {spec.storage!r}: {exc}")]
+    return []
+
+
+# ---------------------------------------------------------------- stages
+
+
+def stage_problems(stage: StageSpec, path: str) -> list[Problem]:
+    """One stage's own settings: its method (and what the installed TRL offers), hyperparameters, replay."""
+    out = []
+    if stage.method not in AVAILABLE_METHODS:
+        if stage.method in PLANNED_METHODS:
+            out.append(Problem(f"{path}.method", f"method '{stage.method}' is not available in this build yet (available: {', '.join(AVAILABLE_METHODS)})"))
+        else:
+            out.append(Problem(f"{path}.method", f"unknown method '{stage.method}'{did_you_mean(stage.method, AVAILABLE_METHODS + PLANNED_METHODS)}"))
+    if not stage.learning_rate > 0:
+        out.append(Problem(f"{path}.learning_rate", f"must be > 0 (got {stage.learning_rate})"))
+    if stage.batch_size < 1:
+        out.append(Problem(f"{path}.batch_size", f"must be ≥ 1 (got {stage.batch_size})"))
+    if stage.steps < 1:
+        out.append(Problem(f"{path}.steps", f"must be ≥ 1 (got {stage.steps})"))
+    if stage.method == "dpo":
+        if not stage.dpo.beta > 0:
+            out.append(Problem(f"{path}.dpo.beta", f"must be > 0 (got {stage.dpo.beta})"))
+        if not _trl_has("DPOTrainer"):
+            out.append(Problem(f"{path}.method", "method 'dpo' needs trl.DPOTrainer, which the installed TRL lacks"))
+    if stage.method in ("ppo", "rloo"):
+        out.extend(_online_rl_problems(stage, path))
+    if stage.replay is not None and not 0 <= stage.replay.fraction < 1:
+        out.append(Problem(f"{path}.replay.fraction", f"must be in [0, 1) (got {stage.replay.fraction})"))
+    elif stage.replay is not None and stage.replay.only and stage.replay.fraction == 0:
+        out.append(Problem(f"{path}.replay.fraction", "must be > 0 with only: true (the stage would train on nothing)"))
+    return out
+
+
+def _online_rl_problems(stage: StageSpec, path: str) -> list[Problem]:
+    rl: OnlineRLSpec = getattr(stage, stage.method)
+    where = f"{path}.{stage.method}"
+    out = []
+    for name, value, ok, rule in [
+        ("kl_coef", rl.kl_coef, rl.kl_coef >= 0, "≥ 0"),
+        ("response_length", rl.response_length, rl.response_length >= 1, "≥ 1"),
+        ("num_ppo_epochs", rl.num_ppo_epochs, rl.num_ppo_epochs >= 1, "≥ 1"),
+        ("temperature", rl.temperature, rl.temperature > 0, "> 0"),
+        ("reward.steps", rl.reward.steps, rl.reward.steps >= 1, "≥ 1"),
+        ("reward.learning_rate", rl.reward.learning_rate, rl.reward.learning_rate > 0, "> 0"),
+        ("reward.batch_size", rl.reward.batch_size, rl.reward.batch_size >= 1, "≥ 1"),
+    ]:
+        if not ok:
+            out.append(Problem(f"{where}.{name}", f"must be {rule} (got {value})"))
+    if stage.method == "rloo":
+        if rl.num_generations < 2:
+            out.append(Problem(f"{where}.num_generations", f"must be ≥ 2 (got {rl.num_generations})"))
+        elif stage.batch_size % rl.num_generations:
+            out.append(Problem(f"{where}.num_generations",
+                               f"must divide the stage's batch_size {stage.batch_size} (got {rl.num_generations})"))
+        if not _trl_has("RLOOTrainer"):
+            out.append(Problem(f"{path}.method", "method 'rloo' needs trl.RLOOTrainer, which the installed TRL lacks"))
+    elif not _trl_has_module("experimental/ppo"):
+        out.append(Problem(f"{path}.method", "method 'ppo' needs trl.experimental.ppo (TRL 1.10-1.12; removed in 1.13)"))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _trl_init_file() -> Path | None:
+    """trl/__init__.py of the installed TRL, found without importing TRL (and torch)."""
+    spec = importlib.util.find_spec("trl")
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def _trl_has_module(relative: str) -> bool:
+    init = _trl_init_file()
+    return init is not None and (init.parent / relative).exists()
+
+
+@functools.lru_cache(maxsize=None)
+def _trl_has(name: str) -> bool:
+    """Whether the installed TRL exports `name` (read once per name, not per stage)."""
+    init = _trl_init_file()
+    return init is not None and name in init.read_text()
+
+
+# ---------------------------------------------------------------- model, training, curvature
+
+
+def _model_problems(model: ModelSpec) -> list[Problem]:
+    out = []
+    if not model.name.strip():
+        out.append(Problem("model.name", "must name 'tiny', a Hugging Face id or a local path"))
+    elif model.name.startswith(("/", "./", "../", "~")) and not _path_exists(model.name):
+        # Caught here rather than in a trial, where transformers would try it as a Hub id.
+        out.append(Problem("model.name", f"local model path {model.name} does not exist"))
+    if model.max_length < 16:
+        out.append(Problem("model.max_length", f"must be ≥ 16 (got {model.max_length})"))
+    if model.name == "tiny" and model.chat_template is True:
+        # Other models' templates are checked with their tokenizer (`--show-tokens`, `study run`).
+        out.append(Problem("model.chat_template", "the built-in tiny model has no chat template (use auto or false)"))
+    return out
+
+
+def _path_exists(text: str) -> bool:
+    try:
+        return Path(text).expanduser().exists()
+    except RuntimeError:  # '~user' for an unknown user
+        return False
+
+
+def _training_problems(t: TrainingSpec) -> list[Problem]:
+    out = []
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(t, name) < 1:
+            out.append(Problem(f"training.{name}", f"must be in [0, 1) (got {getattr(t, name)})"))
+    if t.weight_decay < 0:
+        out.append(Problem("training.weight_decay", "must be ≥ 0"))
+    if t.warmup_steps < 0:
+        out.append(Problem("training.warmup_steps", "must be ≥ 0"))
+    if t.max_grad_norm <= 0:
+        out.append(Problem("training.max_grad_norm", "must be > 0"))
+    if t.eval_batch_size < 1:
+        out.append(Problem("training.eval_batch_size", "must be ≥ 1"))
+    return out
+
+
+def _curvature_problems(spec: StudySpec) -> list[Problem]:
+    c = spec.curvature
+    out = []
+    longest = max((len(s) for s in spec.chains.values()), default=0)
+    for i, stage in enumerate(c.stages):
+        if not 1 <= stage <= longest:
+            out.append(Problem(f"curvature.stages[{i}]", f"no chain has a stage {stage} (stages are numbered 1..{longest})"))
+    if not c.stages and c.enabled:
+        out.append(Problem("curvature.stages", "at least one stage is required when curvature is enabled"))
+    if not c.algorithms:
+        out.append(Problem("curvature.algorithms", "at least one of power_iteration, lanczos"))
+    if len(set(c.algorithms)) != len(c.algorithms):
+        out.append(Problem("curvature.algorithms", "algorithms must be distinct"))
+    for name, low in (("n_samples", 1), ("top_k", 1), ("max_iterations", 1), ("batch_size", 1), ("trace_samples", 0)):
+        if getattr(c, name) < low:
+            out.append(Problem(f"curvature.{name}", f"must be ≥ {low} (got {getattr(c, name)})"))
+    if not c.tol > 0:
+        out.append(Problem("curvature.tol", f"must be > 0 (got {c.tol})"))
+    if c.parameters is not None:
+        try:
+            re.compile(c.parameters)
+        except re.error as exc:
+            out.append(Problem("curvature.parameters", f"not a valid regular expression: {exc}"))
+    return out
+
+
+# ---------------------------------------------------------------- execution and generation
+
+
+def _execution_problems(e: ExecutionSpec) -> list[Problem]:
+    out = []
+    if not e.cpus_per_trial > 0:
+        # Ray refuses a trial bundle of 0 CPUs ("empty head"); fractions work.
+        out.append(Problem("execution.cpus_per_trial", "must be > 0 (fractions such as 0.5 are fine)"))
+    if e.gpus_per_trial < 0:
+        out.append(Problem("execution.gpus_per_trial", "must be ≥ 0"))
+    if e.max_concurrent_trials is not None and e.max_concurrent_trials < 1:
+        out.append(Problem("execution.max_concurrent_trials", "must be ≥ 1 or null"))
+    if e.max_failures < 0:
+        out.append(Problem("execution.max_failures", "must be ≥ 0"))
+    return out
+
+
+def _worker_problems(spec: StudySpec) -> list[Problem]:
+    """Multi-worker trials: every batch a stage can take must split evenly over the workers."""
+    e, out = spec.execution, []
+    n = e.workers_per_trial
+    if n < 1:
+        return [Problem("execution.workers_per_trial", f"must be ≥ 1 (got {n})")]
+    if e.fsdp and not e.gpus_per_trial:
+        out.append(Problem("execution.fsdp", "FSDP needs GPU workers (gpus_per_trial > 0)"))
+    if n == 1:
+        return out
+    if e.executor == "function":
+        out.append(Problem("execution.executor",
+                           f"'function' runs one worker per trial; workers_per_trial = {n} needs 'train' or 'auto'"))
+    if e.gpus_per_trial and e.gpus_per_trial % n:
+        out.append(Problem("execution.gpus_per_trial",
+                           f"must be a multiple of workers_per_trial = {n}: whole GPUs per worker (NCCL cannot put "
+                           f"two ranks on one GPU) (got {e.gpus_per_trial})"))
+    for chain, stages in spec.chains.items():
+        for i, stage in enumerate(stages):
+            problem = batch_size_problem(stage.batch_size, n)
+            if problem:
+                out.append(Problem(f"chains.{chain}[{i}].batch_size", problem))
+    for key, values in spec.grid.items():
+        if key.endswith(".batch_size"):
+            for value in values:
+                problem = isinstance(value, int) and batch_size_problem(value, n)
+                if problem:
+                    out.append(Problem(f"grid.{key}", problem))
+    if spec.search is not None:
+        for key, dist in spec.search.space.items():
+            if key.endswith(".batch_size"):
+                values = dist.get("choice")
+                if values is None:  # an {int: [low, high]} range would sample sizes N does not divide
+                    out.append(Problem(f"search.space.{key}",
+                                       f"with workers_per_trial = {n} use {{choice: [...]}} of sizes {n} divides"))
+                for value in values or ():
+                    problem = isinstance(value, int) and batch_size_problem(value, n)
+                    if problem:
+                        out.append(Problem(f"search.space.{key}", problem))
+    return out
+
+
+def _generation_problems(g: GenerationSpec) -> list[Problem]:
+    out = []
+    if not 0.0 < g.threshold < 1.0:
+        out.append(Problem("generation.threshold", f"must be in (0, 1) (got {g.threshold})"))
+    for attr in ("max_new_tokens", "answer_max_new_tokens", "batch_size"):
+        if getattr(g, attr) < 1:
+            out.append(Problem(f"generation.{attr}", f"must be ≥ 1 (got {getattr(g, attr)})"))
+    if not g.classifier.strip():
+        out.append(Problem("generation.classifier", "must be 'local' or a Hugging Face classifier id or path"))
+    return out
