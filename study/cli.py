@@ -15,7 +15,7 @@ from study.orchestrate import StudyBusyError
 from study.presets import describe, preset_paths, resolve_study_file
 from study.spec import load_spec_file
 from study.spec_builder import SpecError
-from tasks.declarative import TaskFileError  # pure data, no torch
+from tasks.task_file_problems import TaskFileError  # pure data, no torch
 from trainables.tokenization import TokenizationError  # pure Python, no torch
 
 EXIT_BAD_INPUT = 2

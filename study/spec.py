@@ -778,7 +778,7 @@ def task_file_problems(spec: StudySpec) -> list[Problem]:
     a file that does not load is reported with its own file:line problems."""
     if not spec.task_files:
         return []
-    from tasks.declarative import register_task_file
+    from tasks.task_file_registration import register_task_file
 
     out = []
     for i, path in enumerate(spec.task_files):

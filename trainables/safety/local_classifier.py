@@ -44,7 +44,7 @@ from contract.atomic import publish_folder
 from tasks.holdout import unit_point
 from tasks.source import HubSource, MirrorSource, Row, read_rows, resolve_data_dir
 
-from .classifier import HeldOutAccuracy
+from .judge import HeldOutAccuracy
 
 ANNOTATED_HUB = HubSource(path="toxigen/toxigen-data", config="annotated", splits={"train": "train"})
 ANNOTATED_MIRROR_FILE = "toxigen/annotated_train_v1/toxigen.csv"
