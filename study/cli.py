@@ -15,7 +15,7 @@ from contract.problems import TokenizationError
 from study.orchestrate import StudyBusyError, tokenization_preview
 from study.presets import describe, preset_paths, resolve_study_file
 from study.spec_loading import SpecError, load_spec_file
-from tasks.declarative import TaskFileError  # pure data, no torch
+from tasks.task_file_problems import TaskFileError  # pure data, no torch
 
 EXIT_BAD_INPUT = 2
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from contract.problems import Problem
 from study.spec import EVAL_MODES, OPTION_COUNTS, StageSpec, StudySpec, TaskSpec
 from tasks import SPLITS, get_task, load_examples, resolve_data_dir, task_names
-from tasks.declarative import register_task_file
+from tasks.task_file_registration import register_task_file
 from tasks.loading import option_count_histogram
 from tasks.toxigen import ANNOTATED_MIRROR_FILE
 

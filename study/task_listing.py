@@ -10,7 +10,7 @@ def render_tasks(task_files: Sequence[str] = ()) -> str:
     where its data comes from (the Hub, and the path under a local mirror), where its validation
     split comes from and which option counts it keeps by default."""
     from tasks import get_task, task_names
-    from tasks.declarative import register_task_file
+    from tasks.task_file_registration import register_task_file
 
     for path in task_files:
         register_task_file(path)

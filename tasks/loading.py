@@ -1,4 +1,8 @@
-"""load_examples: one task split, optionally sub-sampled, from the Hub or a local mirror."""
+"""load_examples: one task split, optionally sub-sampled, from the Hub or a local mirror.
+
+Built examples are cached per (task name, data dir, split); the cache is dropped whenever the
+registry gives a name a different definition (registry.on_replaced, at the end of this module).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Any
 
 from . import source
 from .definition import SPLITS, TaskDefinition
-from .registry import get_task
+from .registry import get_task, on_replaced
 from .sampling import stratified_sample
 from .source import read_rows, resolve_data_dir
 
@@ -97,3 +101,6 @@ def clear_caches() -> None:
     """Forget parsed files and built examples (tests, or a process whose mirror changed)."""
     _split_examples.cache_clear()
     source.clear_caches()
+
+
+on_replaced(clear_caches)

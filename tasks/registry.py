@@ -1,15 +1,21 @@
 """The table of tasks: one declarative entry per dataset.
 
 Built-in tasks are TaskDefinitions exported by their modules (``DEFINITIONS``); a
-researcher's own multiple-choice task is a YAML file (see declarative.py) registered with
+researcher's own multiple-choice task is a YAML file (see task_file.py) registered with
 ``register_task_file`` (the study spec's ``task_files`` does that in every process that needs
 it). Everything else (spec validation, loading, evaluation, the report) looks tasks up here.
+
+The registry knows nothing of what others derive from a definition: whoever caches it
+(loading.py: built examples, parsed files) asks, with `on_replaced`, to hear when a name gets a
+different definition.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+from collections.abc import Callable
+
+from contract.problems import did_you_mean
 
 from . import arc, bbq, mmlu, safety_prompts, toxigen
 from .definition import TaskDefinition
@@ -24,14 +30,23 @@ def _builtin_definitions() -> tuple[TaskDefinition, ...]:
 
 
 TASKS: dict[str, TaskDefinition] = {}
+_REPLACED_LISTENERS: list[Callable[[], None]] = []
+
+
+def on_replaced(listener: Callable[[], None]) -> None:
+    """Call `listener()` whenever a task name gets a definition that yields different examples
+    (register with replace=True), so caches built from the old one can be dropped."""
+    if listener not in _REPLACED_LISTENERS:
+        _REPLACED_LISTENERS.append(listener)
 
 
 def register(definition: TaskDefinition, *, replace: bool = False) -> TaskDefinition:
     """Add a task to this process's registry. A name already taken is an error unless the
     definition is identical (re-registering the same YAML file) or replace=True.
 
-    Replacing a task with a different definition drops the cached examples and parsed files
-    (loading.py caches them by task name), so the next load reads the new declaration.
+    Replacing a task with a different definition tells the `on_replaced` listeners (loading.py
+    then drops the examples and parsed files it caches by task name), so the next load reads
+    the new declaration.
     """
     existing = TASKS.get(definition.name)
     if existing is not None and not replace and existing != definition:
@@ -40,9 +55,8 @@ def register(definition: TaskDefinition, *, replace: bool = False) -> TaskDefini
             "choose another name"
         )
     if existing is not None and not _same_definition(existing, definition):
-        from . import loading  # imported late: loading imports this module
-
-        loading.clear_caches()
+        for listener in _REPLACED_LISTENERS:
+            listener()
     TASKS[definition.name] = definition
     return definition
 
@@ -80,6 +94,4 @@ def get_task(name: str) -> TaskDefinition:
     except KeyError:
         pass
     names = task_names()
-    close = difflib.get_close_matches(str(name), names, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UnknownTaskError(f"unknown task {name!r}{hint} (known tasks: {', '.join(names)})")
+    raise UnknownTaskError(f"unknown task {name!r}{did_you_mean(name, names)} (known tasks: {', '.join(names)})")

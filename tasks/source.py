@@ -56,6 +56,11 @@ class HubSource:
         return f"datasets.load_dataset({self.path!r}, {self.config!r})"
 
 
+def is_glob(pattern: str) -> bool:
+    """Whether a mirror entry is a glob pattern (several files) rather than one file's path."""
+    return any(ch in pattern for ch in "*?[")
+
+
 # A mirror reader for formats other than json/jsonl: one file -> its rows.
 FileReader = Callable[[Path], "tuple[Row, ...]"]
 
@@ -76,7 +81,7 @@ class MirrorSource:
 
     def paths(self, data_dir: Path, split: str) -> list[Path]:
         pattern = self.files[split]
-        if any(ch in pattern for ch in "*?["):
+        if is_glob(pattern):
             matches = sorted(p for p in data_dir.glob(pattern) if p.is_file())
             if not matches:
                 raise FileNotFoundError(
@@ -98,7 +103,7 @@ def read_rows(hub: HubSource, mirror: MirrorSource, data_dir: Path | None, split
     if data_dir is None:
         return _load_hub_rows(hub.path, hub.config, hub.data_files, hub.splits[split])
     paths = mirror.paths(data_dir, split)
-    if len(paths) == 1 and not any(ch in mirror.files[split] for ch in "*?["):
+    if len(paths) == 1 and not is_glob(mirror.files[split]):
         return _read_mirror_file(str(paths[0]), mirror.reader)
     rows: list[Row] = []
     for path in paths:

@@ -15,7 +15,8 @@ import pytest
 from tests.fake_hub import fake_datasets
 from tests.mirror import MIRROR, needs_mirror
 from tasks import get_task, load_examples, register_task_file
-from tasks.declarative import TaskFileError, load_task_file
+from tasks.task_file_problems import TaskFileError
+from tasks.task_file_registration import load_task_file
 from tasks.holdout import normalized_text
 
 FIXTURES = Path(__file__).resolve().parent / "tasks"

@@ -1,10 +1,11 @@
-"""Write result rows as Parquet parts: `<study_dir>/<table>/<part>.parquet`, atomically.
+"""Write result rows as Parquet parts, one folder per table, one part per trial or stage.
 
-One folder per table (a Parquet dataset: Polars `scan_parquet("evals/*.parquet")`, DuckDB
-`read_parquet('evals/*.parquet')` and pandas/pyarrow read it as one table). Part names come
-from the trial id and stage, so re-running a trial overwrites its parts instead of adding
-rows. A part is written to a hidden temporary file in the same folder and renamed into place:
-readers never see half a file (rename is atomic on POSIX filesystems).
+Where a part goes is contract.layout's (StudyLayout.part: `<study_dir>/<table>/<part>.parquet`),
+its columns and types contract.schema's, and it is written with contract.atomic, so readers
+never see half a file. A table's folder is a Parquet dataset: Polars
+`scan_parquet("evals/*.parquet")`, DuckDB `read_parquet('evals/*.parquet')` and pandas/pyarrow
+read it as one table. Part names come from the trial id and stage, so re-running a trial
+overwrites its parts instead of adding rows.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """The study's stage store: every trained stage kept once, by stage_key, and reused.
 
+The paths are contract.layout's (StudyLayout.stage, StageLayout); this is how they are used:
+
     <study_dir>/stages/<stage_key>/
         checkpoint/               safetensors weights + tokenizer (absent for a diverged stage)
         rows/<table>.parquet      the stage's own rows (train_log, weights, replay), stored with
@@ -12,6 +14,7 @@
                                   finished or diverged and why)
         .lock                     flock: one trial trains a stage, the others wait and reuse it
         holder.json               pid and host of the process holding the lock, while it does
+        .checkpoint.<pid>/        the checkpoint being saved, renamed to checkpoint/ when whole
 
 Why a file lock and not a scheduler: Tune runs trials concurrently in whatever order its grid
 gives; two trials whose chains start with the same stage may start together. The first takes
@@ -49,11 +52,12 @@ from contract.layout import StageLayout, StudyLayout
 from trainables.results_writer import write_rows as write_parquet_rows
 
 MEASURE_KEY_DIGITS = 12  # hex digits of measurement and base-stage keys (stage keys have 16)
+BASE_KEY_PREFIX = "base-"  # stage 0's keys: its entry holds measurements only, never a checkpoint
 
 
 def base_stage_key(model: dict) -> str:
     """Key of stage 0: the base model as loaded (path and dtype)."""
-    return "base-" + content_hash({k: model.get(k) for k in ("name", "path", "dtype", "max_length")}, MEASURE_KEY_DIGITS)
+    return BASE_KEY_PREFIX + content_hash({k: model.get(k) for k in ("name", "path", "dtype", "max_length")}, MEASURE_KEY_DIGITS)
 
 
 @dataclass(frozen=True)
@@ -80,14 +84,13 @@ def read_rows(path: Path, trial_id: str) -> list[dict[str, Any]]:
 class StageEntry:
     """One stage_key's folder. Use `StageStore.claim` to get one under its lock."""
 
-    def __init__(self, folder: Path, run: RunInfo):
-        self.folder = folder
-        self.paths = StageLayout(folder)
+    def __init__(self, paths: StageLayout, run: RunInfo):
+        self.paths = paths
         self.run = run
 
     @property
     def key(self) -> str:
-        return self.folder.name
+        return self.paths.key
 
     @property
     def checkpoint(self) -> Path:
@@ -103,7 +106,7 @@ class StageEntry:
         if record is None:
             return None
         if record.get("run_id") == self.run.run_id or self.run.reuse_earlier_runs:
-            if record["status"] != "finished" or self.checkpoint.is_dir() or self.key.startswith("base-"):
+            if record["status"] != "finished" or self.checkpoint.is_dir() or self.key.startswith(BASE_KEY_PREFIX):
                 return record
         return None
 
@@ -113,8 +116,8 @@ class StageEntry:
         """Forget an unusable earlier attempt before training again."""
         self.paths.record.unlink(missing_ok=True)
         for sub in (StageLayout.CHECKPOINT, StageLayout.ROWS, StageLayout.MEASURES):
-            shutil.rmtree(self.folder / sub, ignore_errors=True)
-        for staging in self.folder.glob(f"{StageLayout.CHECKPOINT_STAGING_PREFIX}*"):  # left by a holder that was killed
+            shutil.rmtree(self.paths.folder / sub, ignore_errors=True)
+        for staging in self.paths.folder.glob(f"{StageLayout.CHECKPOINT_STAGING_PREFIX}*"):  # left by a holder that was killed
             shutil.rmtree(staging, ignore_errors=True)
 
     def checkpoint_staging(self) -> Path:
@@ -125,6 +128,10 @@ class StageEntry:
         return staging
 
     def publish_checkpoint(self, staging: Path) -> None:
+        """Rename a saved checkpoint into place. A plain rename, not contract.atomic.publish_folder:
+        the caller holds the stage's lock, so no other process publishes it meanwhile, and the
+        staging folder is read (weight rows) before it is published. A holder killed before
+        this leaves its `.checkpoint.<pid>` behind, for `reset` to remove."""
         shutil.rmtree(self.checkpoint, ignore_errors=True)
         os.replace(staging, self.checkpoint)
 
@@ -158,17 +165,17 @@ class StageEntry:
 
 class StageStore:
     def __init__(self, study_dir: str | Path, run: RunInfo):
-        self.root = StudyLayout(Path(study_dir)).stages
+        self.layout = StudyLayout(Path(study_dir))
         self.run = run
 
     def entry(self, stage_key: str) -> StageEntry:
-        return StageEntry(self.root / stage_key, self.run)
+        return StageEntry(self.layout.stage(stage_key), self.run)
 
     @contextlib.contextmanager
     def claim(self, stage_key: str) -> Iterator[StageEntry]:
         """The stage's entry, under an exclusive lock for as long as the block runs."""
         entry = self.entry(stage_key)
-        entry.folder.mkdir(parents=True, exist_ok=True)
+        entry.paths.folder.mkdir(parents=True, exist_ok=True)
         with open(entry.paths.lock, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             # Who holds the stage now (for `study status` and for fault-injection tests).

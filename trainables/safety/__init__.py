@@ -1,7 +1,9 @@
 """Safety of generations: toxicity classifiers and the safe % evaluation (Table 6).
 
-- classifier.py: the ToxicityClassifier protocol, a Hugging Face sequence classifier (the
-  paper's ToxiGen RoBERTa, "tomh/toxigen_roberta") and load_classifier, the factory.
+- judge.py: the ToxicityClassifier protocol (what evaluation needs of a classifier) and
+  HeldOutAccuracy (how far a classifier agrees with human labels).
+- classifier.py: a Hugging Face sequence classifier (the paper's ToxiGen RoBERTa,
+  "tomh/toxigen_roberta") and load_classifier, the factory for every classifier a study names.
 - local_classifier.py: the offline default, TF-IDF + logistic regression fitted on ToxiGen's
   human-annotated statements and cached as JSON / npz (never pickle).
 - (the safe % evaluation itself, greedy continuations judged into evals / predictions rows, is

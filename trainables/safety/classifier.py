@@ -1,17 +1,18 @@
-"""Toxicity classifiers that judge generated text, behind one small protocol.
+"""The toxicity classifiers a study can name, and load_classifier, which builds the one it names.
 
 The paper scores continuations with the ToxiGen RoBERTa classifier (Hartvigsen et al. 2022),
 ``tomh/toxigen_roberta`` on the Hub; HubSequenceClassifier runs it, or any other
 AutoModelForSequenceClassification. Machines without the Hub use the offline default,
-"local" (local_classifier.py). Evaluation only needs ``toxic_probability`` and, to report
-how much the judge itself can be trusted, its held-out accuracy when known.
+"local" (local_classifier.py). Both meet judge.ToxicityClassifier, all evaluation needs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+
+from .judge import HeldOutAccuracy, ToxicityClassifier
+from .local_classifier import load_local_classifier
 
 PAPER_CLASSIFIER = "tomh/toxigen_roberta"
 LOCAL = "local"
@@ -20,29 +21,6 @@ LOCAL = "local"
 # negates them ("non-toxic", "not offensive", "nothate") is the other class.
 _TOXIC_WORDS = ("toxic", "hate", "offensive", "abusive", "harmful")
 _NEGATIONS = ("non", "not", "no ", "no_", "no-")
-
-
-@dataclass(frozen=True)
-class HeldOutAccuracy:
-    """How often the classifier agreed with human labels on examples it was not fitted on."""
-
-    n: int
-    correct: int
-    source: str = ""  # what it was measured on, for the report
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.n if self.n else float("nan")
-
-
-@runtime_checkable
-class ToxicityClassifier(Protocol):
-    name: str  # identifies the judge in results (a Hub id, or "local@<cache key>")
-    heldout: HeldOutAccuracy | None  # None when unknown (e.g. a Hub checkpoint)
-
-    def toxic_probability(self, texts: Sequence[str]) -> list[float]:
-        """P(toxic) in [0, 1] for each text, in order."""
-        ...
 
 
 def toxic_label_index(id2label: Mapping[Any, str], toxic_label: int | str | None = None) -> int:
@@ -142,8 +120,6 @@ def load_classifier(name: str, *, data_dir: str | None = None, cache_dir: str | 
     local: settings, limit).
     """
     if name == LOCAL:
-        from .local_classifier import load_local_classifier
-
         return load_local_classifier(data_dir=data_dir, cache_dir=cache_dir, **options)
     model, label = parse_classifier_name(name)
     if label is not None:

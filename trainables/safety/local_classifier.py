@@ -45,7 +45,7 @@ from tasks.holdout import unit_point
 from tasks.source import HubSource, MirrorSource, Row, read_rows, resolve_data_dir
 from tasks.toxigen import ANNOTATED_MIRROR_FILE
 
-from .classifier import HeldOutAccuracy
+from .judge import HeldOutAccuracy
 
 ANNOTATED_HUB = HubSource(path="toxigen/toxigen-data", config="annotated", splits={"train": "train"})
 FORMAT_VERSION = 1  # of the cache files; bump when their layout changes

@@ -9,7 +9,8 @@ import pytest
 
 from tests.fake_hub import fake_datasets
 from tasks import clear_caches, get_task, load_examples, loading, registry
-from tasks.declarative import TaskFileError, load_task_file, register_task_file
+from tasks.task_file_problems import TaskFileError
+from tasks.task_file_registration import load_task_file, register_task_file
 from tasks.templates import multiple_choice_instruction
 
 FIXTURES = Path(__file__).resolve().parent / "tasks"  # also the data dir of the fixture tasks
