@@ -17,7 +17,7 @@ import polars as pl
 
 from analysis.accuracy import PRIMARY, generation_tasks
 from analysis.benchmarks import benchmark_columns, judge_accuracy, stage_benchmarks
-from analysis.paper_tables import TASK_NAMES as TASK_LABELS
+from analysis.labels import TASK_LABELS
 from analysis.paper_tables import paper_tables, reward_models, varying_axes
 from analysis.uncertainty import forgetting_uncertainty
 from analysis.transfer import accuracy_matrix, backward_transfer
