@@ -11,6 +11,7 @@ can be rebuilt from the Parquet files on any machine.
 """
 
 from analysis.accuracy import accuracy_from_predictions, generation_tasks, primary_metrics, stage_accuracy
+from analysis.accuracy_intervals import accuracy_intervals
 from analysis.benchmarks import stage_benchmarks
 from analysis.curvature import (
     curvature_by_setting,
@@ -40,12 +41,7 @@ from analysis.report import write_report
 from analysis.transfer import accuracy_matrix, backward_transfer
 from analysis.results import ResultTables, load_results
 from analysis.weight_norms import with_weight_norms
-from analysis.uncertainty import (
-    accuracy_intervals,
-    forgetting_intervals,
-    forgetting_uncertainty,
-    group_forgetting_tests,
-)
+from analysis.uncertainty import forgetting_intervals, forgetting_uncertainty, group_forgetting_tests
 
 __all__ = [
     "accuracy_intervals",

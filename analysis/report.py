@@ -77,7 +77,7 @@ def uncertainty_tables(
     generation_tasks: list[str] | tuple[str, ...] = (),
 ) -> dict[str, pl.DataFrame]:
     """Bootstrap intervals and group tests from the per-example predictions (their own tables).
-    Intervals of every accuracy at every stage (analysis.uncertainty.accuracy_intervals) are
+    Intervals of every accuracy at every stage (analysis.accuracy_intervals) are
     left to the Python API: the report shows those of the first task's accuracies, which come
     with the forgetting intervals."""
     intervals, tests = forgetting_uncertainty(
