@@ -1,9 +1,11 @@
 """Offline analysis of a study's Parquet results: forgetting, worst-group and biased forgetting,
 and the curvature / weight-change analysis of the paper's §3.4.
 
-Polars only (matplotlib for the figures and statsmodels for the curvature regressions, both
-imported on first use): this package never imports torch, transformers, trl or ray, so a report
-can be rebuilt from the Parquet files on any machine.
+Polars only (numpy and scipy for the intervals, matplotlib for the figures and statsmodels for
+the curvature regressions, the last two imported on first use). Of the project it imports only
+the ground floor, `contract` (the results schema and the study folder's layout): never study,
+tasks or trainables, nor torch, transformers, trl or ray, so a report can be rebuilt from the
+Parquet files on any machine (tests/test_analysis_forgetting.py checks both).
 
     from analysis import load_results, forgetting_summary
     results = load_results("runs/paper-ordering")

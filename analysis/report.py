@@ -165,7 +165,6 @@ def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> None:
         frame.write_csv(folder / f"{name}.csv")
 
 
-
 def write_report(
     results_dir: str | Path, out_dir: str | Path | None = None, *, metric: str = PRIMARY
 ) -> Path:

@@ -99,6 +99,7 @@ PAPER_TABLE_TITLES = {
     "benchmarks": "Tables 6-10: every benchmark per model (accuracy; safe % for the safety tasks)",
 }
 
+
 def _paper_table_blocks(tables: dict[str, pl.DataFrame]) -> list[Block]:
     present = [name for name in PAPER_TABLE_TITLES if not tables.get(f"paper_{name}", pl.DataFrame()).is_empty()]
     if not present:

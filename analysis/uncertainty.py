@@ -418,7 +418,6 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return adjusted
 
 
-
 def _test_table(estimated: list[_Estimated], level: float, permutation: bool) -> pl.DataFrame:
     """group_forgetting_tests' rows: one per setting and group of its first task."""
     rows = []
