@@ -1,9 +1,11 @@
 """Offline analysis of a study's Parquet results: forgetting, worst-group and biased forgetting,
 and the curvature / weight-change analysis of the paper's §3.4.
 
-Polars only (matplotlib for the figures and statsmodels for the curvature regressions, both
-imported on first use): this package never imports torch, transformers, trl or ray, so a report
-can be rebuilt from the Parquet files on any machine.
+Polars only (numpy and scipy for the intervals, matplotlib for the figures and statsmodels for
+the curvature regressions, the last two imported on first use). Of the project it imports only
+the ground floor, `contract` (the results schema and the study folder's layout): never study,
+tasks or trainables, nor torch, transformers, trl or ray, so a report can be rebuilt from the
+Parquet files on any machine (tests/test_analysis_forgetting.py checks both).
 
     from analysis import load_results, forgetting_summary
     results = load_results("runs/paper-ordering")
@@ -11,6 +13,7 @@ can be rebuilt from the Parquet files on any machine.
 """
 
 from analysis.accuracy import accuracy_from_predictions, generation_tasks, primary_metrics, stage_accuracy
+from analysis.accuracy_intervals import accuracy_intervals
 from analysis.benchmarks import stage_benchmarks
 from analysis.curvature import (
     curvature_by_setting,
@@ -40,12 +43,7 @@ from analysis.report import write_report
 from analysis.transfer import accuracy_matrix, backward_transfer
 from analysis.results import ResultTables, load_results
 from analysis.weight_norms import with_weight_norms
-from analysis.uncertainty import (
-    accuracy_intervals,
-    forgetting_intervals,
-    forgetting_uncertainty,
-    group_forgetting_tests,
-)
+from analysis.uncertainty import forgetting_intervals, forgetting_uncertainty, group_forgetting_tests
 
 __all__ = [
     "accuracy_intervals",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from analysis.table_columns import null_column, typed, typed_column
+
 Frame = pl.LazyFrame | pl.DataFrame
 
 # The group name the engine uses for a whole eval task (DESIGN.md, "Contracts").
@@ -28,7 +30,7 @@ def _with_metric_column(lazy: pl.LazyFrame) -> pl.LazyFrame:
     # A row without a metric (no `metric` column, or a null from an older file stacked with
     # newer ones) is accuracy: the contract names the metric only where a task has several.
     if "metric" not in lazy.collect_schema().names():
-        lazy = lazy.with_columns(metric=pl.lit(None, dtype=pl.String))
+        lazy = lazy.with_columns(null_column("evals", "metric"))
     return lazy.with_columns(pl.col("metric").fill_null("accuracy"))
 
 
@@ -38,7 +40,7 @@ def primary_metrics(evals: Frame) -> dict[str, str]:
     present = (
         _with_metric_column(evals.lazy())
         .filter(pl.col("metric").is_in(PRIMARY_METRICS))
-        .select(pl.col("eval_task").cast(pl.String), "metric")
+        .select(typed_column("evals", "eval_task"), "metric")
         .unique()
         .collect()
     )
@@ -70,26 +72,17 @@ def stage_accuracy(evals: Frame, *, metric: str = "accuracy", grouping: str | No
     """
     lazy = _with_metric_column(evals.lazy())
     if "grouping" not in lazy.collect_schema().names():
-        lazy = lazy.with_columns(grouping=pl.lit(None, dtype=pl.String))
+        lazy = lazy.with_columns(null_column("evals", "grouping"))
     wanted = PRIMARY_GROUPINGS if grouping is None else (ALL_GROUPS, grouping)
     if metric == PRIMARY:
         chosen = primary_metrics(evals)
-        is_metric = pl.col("metric") == pl.col("eval_task").cast(pl.String).replace_strict(
+        is_metric = pl.col("metric") == typed_column("evals", "eval_task").replace_strict(
             chosen, default=None, return_dtype=pl.String)
     else:
         is_metric = pl.col("metric") == metric
     return (
         lazy.filter(is_metric & (pl.col("grouping").is_null() | pl.col("grouping").is_in(wanted)))
-        .select(
-            pl.col("trial_id").cast(pl.String),
-            pl.col("stage").cast(pl.Int64),
-            pl.col("eval_task").cast(pl.String),
-            pl.col("metric").cast(pl.String),
-            pl.col("group").cast(pl.String),
-            pl.col("n").cast(pl.Int64),
-            pl.col("correct").cast(pl.Int64),
-            pl.col("accuracy").cast(pl.Float64),
-        )
+        .select(typed("evals", *ACCURACY_COLUMNS))
         .sort("trial_id", "stage", "eval_task", "group")
         .collect()
     )
@@ -107,14 +100,7 @@ def accuracy_from_predictions(predictions: Frame) -> pl.DataFrame:
     lazy = predictions.lazy()
     if "mode" in lazy.collect_schema().names():
         lazy = lazy.filter(pl.col("mode").is_null() | (pl.col("mode") == "score"))
-    lazy = lazy.select(
-        pl.col("trial_id").cast(pl.String),
-        pl.col("stage").cast(pl.Int64),
-        pl.col("eval_task").cast(pl.String),
-        pl.col("example_id").cast(pl.String),
-        pl.col("groups").cast(pl.List(pl.String)),
-        pl.col("correct").cast(pl.Boolean),
-    )
+    lazy = lazy.select(typed("predictions", "trial_id", "stage", "eval_task", "example_id", "groups", "correct"))
     keys = ["trial_id", "stage", "eval_task"]
     overall = lazy.with_columns(group=pl.lit(ALL_GROUPS))
     per_group = (

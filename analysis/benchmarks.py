@@ -14,6 +14,7 @@ import polars as pl
 
 from analysis.accuracy import ALL_GROUPS
 from analysis.forgetting import SETTING, _stage_tasks, trial_overview
+from analysis.table_columns import null_column, typed, typed_column
 
 Frame = pl.LazyFrame | pl.DataFrame
 
@@ -28,16 +29,14 @@ def _overall_rows(evals: Frame) -> pl.LazyFrame:
     if "metric" not in names:
         lazy = lazy.with_columns(metric=pl.lit("accuracy"))
     # Rows written before the `value` column existed are accuracy rows: their value is the accuracy.
-    value = pl.col("value").cast(pl.Float64) if "value" in names else pl.lit(None, dtype=pl.Float64)
+    value = typed_column("evals", "value") if "value" in names else null_column("evals", "value")
     return (
         lazy.filter(pl.col("group") == ALL_GROUPS)
         .select(
-            pl.col("trial_id").cast(pl.String),
-            pl.col("stage").cast(pl.Int64),
-            pl.col("eval_task").cast(pl.String),
-            pl.col("metric").cast(pl.String).fill_null("accuracy"),
-            pl.col("n").cast(pl.Int64),
-            pl.coalesce(value, pl.col("accuracy").cast(pl.Float64)).alias("value"),
+            *typed("evals", "trial_id", "stage", "eval_task"),
+            typed_column("evals", "metric").fill_null("accuracy"),
+            typed_column("evals", "n"),
+            pl.coalesce(value, typed_column("evals", "accuracy")).alias("value"),
         )
     )
 

@@ -42,6 +42,7 @@ from analysis.accuracy import ALL_GROUPS, Frame
 from analysis.forgetting import SETTING, trial_forgetting, trial_overview
 from analysis.grid import expand_grid_point
 from analysis.regression import OLS_FIELDS, ols
+from analysis.table_columns import declared, null_column, typed, typed_column
 from analysis.weight_norms import DISTANCES, NORMALISATIONS, with_weight_norms
 
 # Weight change per trial: θ_A from θ_base and the final stage from the one before, each in every
@@ -59,15 +60,15 @@ HUTCHINSON_HAS_NO_EIGENVALUE = (
 )
 
 # Optional curvature columns and what a file without them means.
-_CURVATURE_DEFAULTS: dict[str, tuple[pl.DataType, object]] = {
-    "task": (pl.String(), None),
-    "group": (pl.String(), ALL_GROUPS),
-    "param_subset": (pl.String(), "all"),
-    "n_samples": (pl.Int64(), None),
-    "eigenvalue": (pl.Float64(), None),
-    "eigenvalues": (pl.List(pl.Float64), None),
-    "trace": (pl.Float64(), None),
-    "converged": (pl.Boolean(), None),
+_CURVATURE_DEFAULTS: dict[str, object] = {
+    "task": None,
+    "group": ALL_GROUPS,
+    "param_subset": "all",
+    "n_samples": None,
+    "eigenvalue": None,
+    "eigenvalues": None,
+    "trace": None,
+    "converged": None,
 }
 
 _EMPTY_TRIAL_COLUMNS = {
@@ -77,7 +78,7 @@ _EMPTY_TRIAL_COLUMNS = {
 
 
 _GROUP_PAIR_SCHEMA = {
-    "trial_id": pl.String, "chain": pl.String, "grid_point": pl.String, "seed": pl.Int64,
+    **declared("trials", "trial_id", "chain", "grid_point", "seed"),
     "first_task": pl.String, "group": pl.String, "algorithm": pl.String, "n_samples": pl.Int64,
     "n_measurements": pl.Int64, "converged": pl.Boolean, "group_spectral_radius": pl.Float64,
     "group_forgetting": pl.Float64, "biased_forgetting": pl.Float64,
@@ -123,24 +124,21 @@ def _curvature_rows(curvature: Frame) -> pl.DataFrame:
     lazy = curvature.lazy()
     present = set(lazy.collect_schema().names())
     lazy = lazy.with_columns(
-        pl.lit(default, dtype=dtype).alias(name)
-        for name, (dtype, default) in _CURVATURE_DEFAULTS.items()
+        null_column("curvature", name, default)
+        for name, default in _CURVATURE_DEFAULTS.items()
         if name not in present
     )
     return lazy.select(
-        pl.col("trial_id").cast(pl.String),
-        pl.col("stage").cast(pl.Int64),
-        pl.col("task").cast(pl.String),
-        pl.col("group").cast(pl.String).fill_null(ALL_GROUPS),
-        pl.col("algorithm").cast(pl.String),
-        pl.col("param_subset").cast(pl.String).fill_null("all"),
-        pl.col("n_samples").cast(pl.Int64),
-        pl.col("converged").cast(pl.Boolean),
+        *typed("curvature", "trial_id", "stage", "task"),
+        typed_column("curvature", "group").fill_null(ALL_GROUPS),
+        typed_column("curvature", "algorithm"),
+        typed_column("curvature", "param_subset").fill_null("all"),
+        *typed("curvature", "n_samples", "converged"),
         spectral_radius=pl.coalesce(
-            pl.col("eigenvalue").cast(pl.Float64),
-            pl.col("eigenvalues").cast(pl.List(pl.Float64)).list.first(),
+            typed_column("curvature", "eigenvalue"),
+            typed_column("curvature", "eigenvalues").list.first(),
         ).abs(),
-        trace=pl.col("trace").cast(pl.Float64),
+        trace=typed_column("curvature", "trace"),
     ).collect()
 
 
@@ -199,8 +197,8 @@ def _weight_change(weights: Frame, overview: pl.DataFrame) -> pl.DataFrame:
     """trial_id, <n>_first_from_base (stage 1) and <n>_final_from_previous (final stage) for each
     normalisation n (l2_sq, mean_sq, rms): WEIGHT_CHANGE_COLUMNS."""
     rows = with_weight_norms(weights).select(
-        pl.col("trial_id").cast(pl.String),
-        pl.col("stage").cast(pl.Int64),
+        *typed("weights", "trial_id", "stage"),
+        # The stored l2_sq_* and the derived mean_sq_*, rms_*: all float.
         *(pl.col(f"{n}_{d}").cast(pl.Float64) for n in NORMALISATIONS for d in DISTANCES),
     ).unique(["trial_id", "stage"], keep="last").collect()
     first = rows.filter(pl.col("stage") == 1).select(
@@ -214,12 +212,13 @@ def _weight_change(weights: Frame, overview: pl.DataFrame) -> pl.DataFrame:
 def _first_stage_keys(trials: Frame) -> pl.DataFrame:
     """trial_id → first_stage_key, the identity of θ_A (the trial id where stage_key is absent)."""
     lazy = trials.lazy()
-    key = pl.col("stage_key") if "stage_key" in lazy.collect_schema().names() else pl.lit(None)
+    present = "stage_key" in lazy.collect_schema().names()
+    key = typed_column("trials", "stage_key") if present else null_column("trials", "stage_key")
     return (
-        lazy.filter(pl.col("stage").cast(pl.Int64) == 1)
+        lazy.filter(typed_column("trials", "stage") == 1)
         .select(
-            pl.col("trial_id").cast(pl.String),
-            first_stage_key=pl.coalesce(key.cast(pl.String), pl.col("trial_id").cast(pl.String)),
+            typed_column("trials", "trial_id"),
+            first_stage_key=pl.coalesce(key, typed_column("trials", "trial_id")),
         )
         .unique("trial_id", keep="first")
         .collect()
@@ -250,14 +249,14 @@ def curvature_by_trial(
     overview = trial_overview(trials)
     keys = ["trial_id"]
     if curvature is None:
-        spectral = pl.DataFrame(schema={"trial_id": pl.String, **_EMPTY_TRIAL_COLUMNS})
-        trace = pl.DataFrame(schema={"trial_id": pl.String, "hessian_trace": pl.Float64})
+        spectral = pl.DataFrame(schema={**declared("trials", "trial_id"), **_EMPTY_TRIAL_COLUMNS})
+        trace = pl.DataFrame(schema={**declared("trials", "trial_id"), "hessian_trace": pl.Float64})
     else:
         rows = _first_task_rows(curvature, overview, stage=stage).filter(pl.col("group") == ALL_GROUPS)
         spectral = _pick(rows, keys, algorithms, "spectral_radius")
         trace = _pick(rows, keys, (TRACE_ALGORITHM,), "trace").select("trial_id", hessian_trace="trace")
     if weights is None:
-        change = pl.DataFrame(schema={"trial_id": pl.String, **{c: pl.Float64 for c in WEIGHT_CHANGE_COLUMNS}})
+        change = pl.DataFrame(schema={**declared("weights", "trial_id"), **{c: pl.Float64 for c in WEIGHT_CHANGE_COLUMNS}})
     else:
         change = _weight_change(weights, overview)
     forgetting = (

@@ -25,6 +25,7 @@ import polars as pl
 
 from analysis.accuracy import ALL_GROUPS, Frame, stage_accuracy
 from analysis.grid import expand_grid_point
+from analysis.table_columns import setting_grid_point, typed
 
 # The columns that identify a setting; the seeds of a setting are averaged.
 SETTING = ["chain", "grid_point"]
@@ -35,13 +36,7 @@ def trial_overview(trials: Frame) -> pl.DataFrame:
 
     chain_stages spells the chain out, e.g. "sft:toxigen_qa → sft:arc_easy".
     """
-    staged = trials.lazy().with_columns(
-        pl.col("trial_id").cast(pl.String),
-        pl.col("stage").cast(pl.Int64),
-        # '{}' is the contract's "no grid"; treat a missing value the same way so every
-        # trial of an ungridded study falls in one setting.
-        pl.col("grid_point").cast(pl.String).fill_null("{}").replace("", "{}"),
-    )
+    staged = trials.lazy().with_columns(*typed("trials", "trial_id", "stage"), setting_grid_point())
     first = pl.col("stage") == 1
     return (
         staged.sort("trial_id", "stage")
@@ -68,11 +63,7 @@ def _stage_tasks(trials: Frame) -> pl.DataFrame:
     """trial_id, stage, stage_task: which task each stage trained on."""
     return (
         trials.lazy()
-        .select(
-            pl.col("trial_id").cast(pl.String),
-            pl.col("stage").cast(pl.Int64),
-            stage_task=pl.col("task"),
-        )
+        .select(*typed("trials", "trial_id", "stage"), stage_task=pl.col("task"))
         .unique(["trial_id", "stage"], keep="first")
         .collect()
     )

@@ -1,8 +1,28 @@
-"""Human-readable labels and number formats shared by the report's tables and figures."""
+"""Human-readable labels and number formats shared by the report's tables and figures: settings,
+grid points and axes, fractions as points, and the paper's display names of tasks, methods,
+models (chains) and hyperparameter values."""
 
 from __future__ import annotations
 
 import json
+import re
+
+# Display names of the registry's tasks as the paper prints them (arc_easy is "ARC" as in Tables
+# 1–5), in the paper's column order (analysis.paper_tables sorts by it); a task without one is
+# shown by its own name. Labels only: the task names themselves are tasks.TASK_NAMES.
+TASK_LABELS = {
+    "arc_easy": "ARC",
+    "arc_challenge": "ARC-c",
+    "mmlu": "MMLU",
+    "toxigen_qa": "ToxiGenQA",
+    "bbq": "BBQ",
+    "toxigen_prompts": "ToxiGen",
+    "saferdialogues": "SaFeRDialogues",
+}
+METHOD_LABELS = {"sft": "SFT", "dpo": "DPO", "ppo": "PPO", "rloo": "RLOO"}
+# Short names of stage settings in a row label ("lr=5e-6").
+SETTING_ABBREVIATIONS = {"learning_rate": "lr", "batch_size": "bs", "steps": "steps", "replay_fraction": "replay"}
+ARROW = " → "
 
 
 def grid_label(grid_point: str | None) -> str:
@@ -36,3 +56,38 @@ def axis_label(axis: str) -> str:
     if scope == "stage_defaults":
         return f"{words} (every stage)"
     return axis
+
+
+def task_label(task: str | None) -> str:
+    """'toxigen_qa' -> 'ToxiGenQA'; a task without a display name keeps its own name."""
+    return TASK_LABELS.get(task, task) if task is not None else "?"
+
+
+def method_label(method: str | None) -> str:
+    """'sft' -> 'SFT'; a null method is SFT (the contract's default)."""
+    method = method or "sft"
+    return METHOD_LABELS.get(method, method.upper())
+
+
+def model_label(methods: list[str | None], tasks: list[str]) -> str:
+    """The model after these stages, e.g. 'SFT ToxiGenQA → SFT ARC' (Tables 6–10 rows)."""
+    return ARROW.join(f"{method_label(m)} {task_label(t)}" for m, t in zip(methods, tasks, strict=True))
+
+
+def order_label(methods: list[str | None], tasks: list[str]) -> str:
+    """A chain's order as in Tables 1, 4, 5: 'ToxiGenQA → ARC' when every stage is SFT, else the
+    model label (the method then matters)."""
+    if all((m or "sft") == "sft" for m in methods):
+        return ARROW.join(task_label(t) for t in tasks)
+    return model_label(methods, tasks)
+
+
+def hyperparameter_label(axis: str, value: object) -> str:
+    """('stage1.learning_rate', 5e-6) -> 'lr=5e-6'; ('stage1.batch_size', 16) -> 'bs=16'."""
+    name = axis.split(".", 1)[-1]
+    short = SETTING_ABBREVIATIONS.get(name, name)
+    if isinstance(value, float) and value.is_integer() and name == "batch_size":
+        value = int(value)
+    text = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    text = re.sub(r"e([+-])0*(\d)", r"e\1\2", text).replace("e+", "e")
+    return f"{short}={text}"

@@ -15,14 +15,13 @@ does (seed means of accuracies first, differences of those means).
                                                 each chain after its final stage
 
 `applicable_tables` lists which apply; `paper_tables` builds those. Display names of tasks and
-methods are in TASK_NAMES / METHOD_NAMES (arc_easy is "ARC" as in Tables 1–5; unknown names
-are shown as they are).
+methods (TASK_LABELS, METHOD_LABELS: arc_easy is "ARC" as in Tables 1–5; unknown names are shown
+as they are) and the row labels are in analysis.labels.
 """
 
 from __future__ import annotations
 
 import json
-import re
 
 import polars as pl
 
@@ -30,70 +29,27 @@ from analysis.accuracy import Frame
 from analysis.benchmarks import stage_benchmarks
 from analysis.forgetting import SETTING, forgetting_summary
 from analysis.grid import expand_grid_point, parse_grid_points
-from analysis.labels import grid_label
+from analysis.labels import (
+    METHOD_LABELS,
+    TASK_LABELS,
+    grid_label,
+    hyperparameter_label,
+    method_label,
+    model_label,
+    order_label,
+    task_label,
+)
+from analysis.table_columns import declared, null_column, setting_grid_point, typed, typed_column
 
-TASK_NAMES = {
-    "arc_easy": "ARC",
-    "arc_challenge": "ARC-c",
-    "mmlu": "MMLU",
-    "toxigen_qa": "ToxiGenQA",
-    "bbq": "BBQ",
-    "toxigen_prompts": "ToxiGen",
-    "saferdialogues": "SaFeRDialogues",
-}
-# The paper's column order: capability tasks, then the safety QA tasks, then generation safety.
-TASK_ORDER = tuple(TASK_NAMES)
-METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "ppo": "PPO", "rloo": "RLOO"}
-METHOD_ORDER = tuple(METHOD_NAMES)
+# The paper's column order (TASK_LABELS lists tasks in it): capability tasks, then the safety
+# QA tasks, then generation safety; methods SFT, DPO, PPO, RLOO.
+TASK_ORDER = tuple(TASK_LABELS)
+METHOD_ORDER = tuple(METHOD_LABELS)
 # Metrics of the benchmark table and their column prefix (Tables 6–10: "Accuracy", "Safe %").
 BENCHMARK_METRICS = {"accuracy": "Acc", "safe": "Safe"}
-AXIS_NAMES = {"learning_rate": "lr", "batch_size": "bs", "steps": "steps", "replay_fraction": "replay"}
-ARROW = " → "
-
-TABLES = {
-    "ordering": "Table 1",
-    "first_stage_method": "Table 2",
-    "hyperparameter": "Tables 4, 5, 9",
-    "benchmarks": "Tables 6–10",
-}
 
 
-# ------------------------------------------------------------------------------ labels
-
-
-def task_label(task: str | None) -> str:
-    """'toxigen_qa' -> 'ToxiGenQA'; a task without a display name keeps its own name."""
-    return TASK_NAMES.get(task, task) if task is not None else "?"
-
-
-def method_label(method: str | None) -> str:
-    """'sft' -> 'SFT'; a null method is SFT (the contract's default)."""
-    method = method or "sft"
-    return METHOD_NAMES.get(method, method.upper())
-
-
-def model_label(methods: list[str | None], tasks: list[str]) -> str:
-    """The model after these stages, e.g. 'SFT ToxiGenQA → SFT ARC' (Tables 6–10 rows)."""
-    return ARROW.join(f"{method_label(m)} {task_label(t)}" for m, t in zip(methods, tasks, strict=True))
-
-
-def order_label(methods: list[str | None], tasks: list[str]) -> str:
-    """A chain's order as in Tables 1, 4, 5: 'ToxiGenQA → ARC' when every stage is SFT, else the
-    model label (the method then matters)."""
-    if all((m or "sft") == "sft" for m in methods):
-        return ARROW.join(task_label(t) for t in tasks)
-    return model_label(methods, tasks)
-
-
-def hyperparameter_label(axis: str, value: object) -> str:
-    """('stage1.learning_rate', 5e-6) -> 'lr=5e-6'; ('stage1.batch_size', 16) -> 'bs=16'."""
-    name = axis.split(".", 1)[-1]
-    short = AXIS_NAMES.get(name, name)
-    if isinstance(value, float) and value.is_integer() and name == "batch_size":
-        value = int(value)
-    text = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-    text = re.sub(r"e([+-])0*(\d)", r"e\1\2", text).replace("e+", "e")
-    return f"{short}={text}"
+# ------------------------------------------------------------------------------ sort order
 
 
 def _task_rank(task: str) -> tuple[int, str]:
@@ -112,14 +68,12 @@ def _normalised(trials: Frame) -> pl.DataFrame:
     frame = trials.lazy().collect()
     extra = [c for c in ("stage_key", "model") if c not in frame.columns]
     return frame.with_columns(
-        *[pl.lit(None, dtype=pl.String).alias(c) for c in extra]
+        *[null_column("trials", c) for c in extra]
     ).with_columns(
-        pl.col("trial_id").cast(pl.String),
-        pl.col("stage").cast(pl.Int64),
-        pl.col("grid_point").cast(pl.String).fill_null("{}").replace("", "{}"),
-        pl.col("method").cast(pl.String).fill_null("sft"),
-        pl.col("stage_key").cast(pl.String),
-        pl.col("model").cast(pl.String),
+        *typed("trials", "trial_id", "stage"),
+        setting_grid_point(),
+        typed_column("trials", "method").fill_null("sft"),
+        *typed("trials", "stage_key", "model"),
     )
 
 
@@ -195,6 +149,11 @@ def _pair_order(rows: pl.DataFrame) -> pl.DataFrame:
 ORDERING_COLUMNS = ["order", "pair", *SETTING, "n_seeds"]
 
 
+def _empty_ordering_table() -> pl.DataFrame:
+    return pl.DataFrame(schema={c: pl.String for c in ORDERING_COLUMNS} | declared("trials", *SETTING)
+                        | {"n_seeds": pl.Int64})
+
+
 def ordering_table(trials: Frame, evals: Frame) -> pl.DataFrame:
     """Table 1: one row per order of two tasks (chain), each stage SFT, chains with a single
     grid point in the results (a varying grid belongs to `hyperparameter_table`).
@@ -206,7 +165,7 @@ def ordering_table(trials: Frame, evals: Frame) -> pl.DataFrame:
     """
     rows = _two_stage_summary(trials, evals)
     if rows.is_empty():
-        return pl.DataFrame(schema={c: pl.String for c in ORDERING_COLUMNS} | {"n_seeds": pl.Int64})
+        return _empty_ordering_table()
     points_per_chain = rows.group_by("chain").agg(n_points=pl.col("grid_point").n_unique())
     rows = rows.join(points_per_chain, on="chain").filter(
         (pl.col("n_points") == 1)
@@ -214,7 +173,7 @@ def ordering_table(trials: Frame, evals: Frame) -> pl.DataFrame:
         & (pl.col("tasks").list.get(0) != pl.col("tasks").list.get(1))
     )
     if rows.is_empty():
-        return pl.DataFrame(schema={c: pl.String for c in ORDERING_COLUMNS} | {"n_seeds": pl.Int64})
+        return _empty_ordering_table()
     tasks = _acc_columns(rows)
     rows = _with_task_accuracies(rows, tasks).with_columns(
         pl.when(pl.col("tasks").list.get(0) == task).then(pl.col("forgetting"))
@@ -250,7 +209,7 @@ def first_stage_method_table(trials: Frame, evals: Frame) -> pl.DataFrame:
     6.26), positive when a group forgets more than the average; that is what is reported here.
     Null when the first task has no groups.
     """
-    empty = pl.DataFrame(schema={c: pl.String for c in METHOD_COLUMNS}
+    empty = pl.DataFrame(schema={c: pl.String for c in METHOD_COLUMNS} | declared("trials", *SETTING)
                          | {"n_seeds": pl.Int64, "Forgetting": pl.Float64, "WG_Forgetting": pl.Float64,
                             "BiasedForgetting": pl.Float64})
     rows = _two_stage_summary(trials, evals)
@@ -312,11 +271,10 @@ def reward_models(trials: Frame) -> pl.DataFrame:
     """One row per setting and stage that has a reward model (PPO, RLOO): the reward model its
     trials recorded (`reward_model_label`); differing values across seeds are joined by " / "."""
     frame = _normalised(trials)
-    empty = pl.DataFrame(schema={"chain": pl.String, "grid_point": pl.String, "stage": pl.Int64,
-                                 "method": pl.String, "reward_model": pl.String})
+    empty = pl.DataFrame(schema=declared("trials", *SETTING, "stage", "method") | {"reward_model": pl.String})
     if "method_settings" not in frame.columns or frame.is_empty():
         return empty
-    rows = frame.select(*SETTING, "stage", "method", reward_model=pl.col("method_settings").cast(pl.String).map_elements(
+    rows = frame.select(*SETTING, "stage", "method", reward_model=typed_column("trials", "method_settings").map_elements(
         reward_model_label, return_dtype=pl.String)).drop_nulls("reward_model")
     if rows.is_empty():
         return empty
@@ -358,7 +316,7 @@ def hyperparameter_table(trials: Frame, evals: Frame, *, axis: str | None = None
     Forgetting (of the chain's first task), WG_Forgetting (null when that task has no groups),
     worst_group. Rows: by order (pair, then first task), then value.
     """
-    empty = pl.DataFrame(schema={c: pl.String for c in HYPERPARAMETER_COLUMNS}
+    empty = pl.DataFrame(schema={c: pl.String for c in HYPERPARAMETER_COLUMNS} | declared("trials", *SETTING)
                          | {"n_seeds": pl.Int64, "value": pl.Float64})
     if axis is None:
         axes = varying_axes(trials)
@@ -431,8 +389,8 @@ def benchmark_table(trials: Frame, evals: Frame, *, stages: str = "first_and_fin
     """
     if stages not in ("first_and_final", "all"):
         raise ValueError(f"stages must be 'first_and_final' or 'all', not {stages!r}")
-    empty = pl.DataFrame(schema={c: pl.String for c in BENCHMARK_COLUMNS}
-                         | {"stage": pl.Int64, "n_settings": pl.Int64, "n_seeds": pl.Int64})
+    empty = pl.DataFrame(schema={c: pl.String for c in BENCHMARK_COLUMNS} | declared("trials", *SETTING, "stage")
+                         | {"n_settings": pl.Int64, "n_seeds": pl.Int64})
     long = stage_benchmarks(trials, evals).filter(pl.col("metric").is_in(list(BENCHMARK_METRICS)))
     if long.is_empty():
         return empty
@@ -527,12 +485,12 @@ BUILDERS = {
 
 
 def paper_tables(trials: Frame, evals: Frame) -> dict[str, pl.DataFrame]:
-    """Every paper table that applies to these results, by name (TABLES' keys, in that order)."""
+    """Every paper table that applies to these results, by name (BUILDERS' keys, in that order)."""
     built = {name: builder(trials, evals) for name, builder in BUILDERS.items()}
     return {name: table for name, table in built.items() if not table.is_empty()}
 
 
 def applicable_tables(trials: Frame, evals: Frame) -> list[str]:
-    """Names (TABLES' keys) of the paper tables the results fill: a table applies when its
+    """Names (BUILDERS' keys) of the paper tables the results fill: a table applies when its
     builder gives at least one row."""
     return list(paper_tables(trials, evals))

@@ -17,6 +17,7 @@ import polars as pl
 from analysis.accuracy import ALL_GROUPS, Frame
 from analysis.forgetting import SETTING, trial_overview
 from analysis.resampling import ItemCells
+from analysis.table_columns import null_column, typed, typed_column
 
 
 # ---------------------------------------------------------------- reading the predictions
@@ -33,20 +34,13 @@ def score_predictions(predictions: Frame, generation_tasks: Sequence[str] = ()) 
         if generation_tasks:
             kept = kept | ((pl.col("mode") == "generate") & pl.col("eval_task").is_in(list(generation_tasks)))
         lazy = lazy.filter(kept)
-    groups = (
-        pl.col("groups").cast(pl.List(pl.String))
-        if "groups" in names
-        else pl.lit([], dtype=pl.List(pl.String))
-    )
+    groups = typed_column("predictions", "groups") if "groups" in names else null_column("predictions", "groups", [])
     return lazy.select(
-        pl.col("trial_id").cast(pl.String),
-        pl.col("stage").cast(pl.Int64),
-        pl.col("eval_task").cast(pl.String),
-        pl.col("example_id").cast(pl.String),
+        *typed("predictions", "trial_id", "stage", "eval_task", "example_id"),
         # Left as written (order, repeats, "all", nulls): _build_units reads membership from it,
         # so cleaning 10^6 lists here would only merge a few cells.
         groups.fill_null([]).alias("groups"),
-        pl.col("correct").cast(pl.Boolean),
+        typed_column("predictions", "correct"),
     )
 
 
@@ -196,7 +190,7 @@ def forgetting_cells(
     # else (a float or text stage, off the contract) is cast first, as score_predictions does.
     stage = pl.col("stage")
     if not lazy.collect_schema()["stage"].is_integer():
-        stage = stage.cast(pl.Int64)
+        stage = typed_column("predictions", "stage")
     wanted = lazy.filter(
         pl.col("eval_task").is_in(keys.get_column("first_task").unique().to_list())
         & stage.is_in([1, *keys.get_column("after_stage").unique().to_list()])

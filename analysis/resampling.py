@@ -21,16 +21,29 @@ Seeds. With S trials, the seed-to-seed part of the variance is estimated by mome
 than by resampling S seeds (which, for S = 3, sees only (S−1)/S of the seed variance and has no
 small-sample correction; in the coverage simulation of tests/test_uncertainty_calibration.py it
 covered 72% at a 95% level when seed effects were large). See `seed_t_interval`.
+
+Settings. Each setting is resampled on its own random stream (`setting_rng`), so its numbers do
+not depend on the other settings or on scheduling, and settings run on threads (`in_threads`).
+analysis.uncertainty (forgetting) and analysis.accuracy_intervals (accuracy) both work this way.
 """
 
 from __future__ import annotations
 
+import os
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 # Upper bound on the elements of one (replicates × cells) block of drawn counts.
 CHUNK_ELEMENTS = 1 << 21
+# The range each kind of number lives in; intervals are clipped to it.
+ACCURACY_RANGE = (0.0, 1.0)
+FORGETTING_RANGE = (-1.0, 1.0)  # a difference of two accuracies
+DIFFERENCE_RANGE = (-2.0, 2.0)  # a difference of two forgettings
 
 
 @dataclass(frozen=True)
@@ -291,3 +304,43 @@ def _summed_per_label_row(shuffled: np.ndarray, starts: np.ndarray, labels: np.n
         for v in range(m):
             sums[:, t, :, v] = np.add.reduceat(seen * values[shuffled, t, v], starts, axis=1) @ labels
     return counts, sums
+
+
+# ---------------------------------------------------------------- per setting: streams, threads, rows
+
+
+def setting_rng(seed: int, key: Sequence[object], stream: int = 0) -> np.random.Generator:
+    """A generator that depends only on `seed` and the unit's key (not on other settings)."""
+    digest = zlib.crc32("\x1f".join("" if part is None else str(part) for part in key).encode())
+    return np.random.default_rng(np.random.SeedSequence([int(seed), digest, stream]))
+
+
+def in_threads(function, items: list) -> list:
+    """[function(item) for item in items], on up to one thread per core. The bootstrap's work is
+    numpy draws and matrix products, which release the GIL; each setting has its own random
+    stream, so the results do not depend on the scheduling.
+
+    BLAS runs single-threaded meanwhile: the matrices are small (replicates × cells), and
+    OpenBLAS's own threads on top of these oversubscribe the cores (measured 40x slower on a
+    busy 2-core machine)."""
+    workers = min(len(items), os.cpu_count() or 1, 8)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers <= 1:
+            return [function(item) for item in items]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(function, items))
+
+
+def check_arguments(n_boot: int, level: float) -> None:
+    """ValueError unless n_boot ≥ 1 and 0 < level < 1."""
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+
+def none_if_nan(value: float | None, *, allow_inf: bool = False) -> float | None:
+    """A number for a result row: None where it is undefined (NaN; ±inf unless allowed)."""
+    if value is None or np.isnan(value) or (not allow_inf and not np.isfinite(value)):
+        return None
+    return float(value)

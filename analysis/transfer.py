@@ -17,14 +17,14 @@ import polars as pl
 
 from analysis.accuracy import ALL_GROUPS, Frame, stage_accuracy
 from analysis.forgetting import SETTING
+from analysis.table_columns import setting_grid_point, typed_column
 
 
 def _trial_matrix(trials: Frame, evals: Frame, *, metric: str) -> pl.DataFrame:
     """Per trial: trained_stage j, task T_j, after_stage i ≥ j (or 0), R[i][j]."""
     stages = trials.lazy().select(
-        pl.col("trial_id").cast(pl.String), "chain",
-        pl.col("grid_point").cast(pl.String).fill_null("{}").replace("", "{}"), "seed",
-        pl.col("stage").cast(pl.Int64).alias("trained_stage"), pl.col("task").alias("trained_task"),
+        typed_column("trials", "trial_id"), "chain", setting_grid_point(), "seed",
+        typed_column("trials", "stage").alias("trained_stage"), pl.col("task").alias("trained_task"),
     ).collect()
     overall = stage_accuracy(evals, metric=metric).filter(pl.col("group") == ALL_GROUPS)
     return (

@@ -1,6 +1,14 @@
-"""95% confidence intervals for accuracy, forgetting and group forgetting, a test of whether a
-group forgets more (or less) than the task as a whole, and a test of whether *any* group does
-(the maximum BiasedForgetting) — from `predictions`.
+"""95% confidence intervals for forgetting and group forgetting (and the first task's accuracies
+they are differences of), a test of whether a group forgets more (or less) than the task as a
+whole, and a test of whether *any* group does (the maximum BiasedForgetting) — from
+`predictions`. The same method gives every accuracy's interval in analysis.accuracy_intervals;
+the resampling engine is analysis.resampling.
+
+The intervals and the tests are one module because they are one computation: each setting's
+items are resampled and permuted once (`_forgetting_settings`), every interval is computed once
+from those replicates, and both tables (`forgetting_intervals`, `group_forgetting_tests`; the
+report takes both from `forgetting_uncertainty`) read the same numbers, the group tests using
+the intervals' standard errors. The docstring below is the method, read top to bottom.
 
 The point estimates are exactly those of `analysis.forgetting` (paper §2.4), recomputed from the
 per-example records: per trial and group, accuracy = correct / n; per setting (chain,
@@ -95,40 +103,39 @@ Only numpy, scipy and polars are used here (no torch, transformers or ray).
 
 from __future__ import annotations
 
-import os
-import zlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from threadpoolctl import threadpool_limits
 
-from analysis.accuracy import ALL_GROUPS, Frame
-from analysis.forgetting import SETTING, trial_overview
-from analysis.prediction_cells import (
-    TrialIndex,
-    collect_refusing_duplicates,
-    forgetting_cells,
-    item_cells,
-    items_lazy,
-    score_predictions,
-)
+from analysis.accuracy import Frame
+from analysis.forgetting import SETTING
 from analysis.grid import expand_grid_point
+from analysis.prediction_cells import forgetting_cells, item_cells
 from analysis.resampling import (
+    ACCURACY_RANGE,
+    DIFFERENCE_RANGE,
+    FORGETTING_RANGE,
     Interval,
     ItemCells,
     bootstrap_means,
+    check_arguments,
     group_means,
+    in_threads,
+    none_if_nan,
     observed_means,
     permuted_group_sums,
     seed_mean,
     seed_t_interval,
+    setting_rng,
     t_test_p,
 )
+from analysis.table_columns import declared
 
-FORGETTING_METRICS = (
+# The metric rows of forgetting_intervals (not contract.schema.FORGETTING_METRICS, the metrics
+# a trial reports to Tune).
+INTERVAL_METRICS = (
     "acc_first_task_after_first_stage",
     "acc_first_task_after_final",
     "forgetting",
@@ -137,28 +144,8 @@ FORGETTING_METRICS = (
 )
 # Maxima over groups: no interval (see the module docstring).
 _MAXIMA = ("wg_forgetting", "max_biased_forgetting")
-# The range each kind of number lives in; intervals are clipped to it.
-_ACCURACY_RANGE = (0.0, 1.0)
-_FORGETTING_RANGE = (-1.0, 1.0)
-_DIFFERENCE_RANGE = (-2.0, 2.0)
 # Slack when comparing permuted statistics with the observed one (exact ties are common).
 _EPS = 1e-12
-
-
-def _in_threads(function, items: list) -> list:
-    """[function(item) for item in items], on up to one thread per core. The bootstrap's work is
-    numpy draws and matrix products, which release the GIL; each setting has its own random
-    stream, so the results do not depend on the scheduling.
-
-    BLAS runs single-threaded meanwhile: the matrices are small (replicates × cells), and
-    OpenBLAS's own threads on top of these oversubscribe the cores (measured 40x slower on a
-    busy 2-core machine)."""
-    workers = min(len(items), os.cpu_count() or 1, 8)
-    with threadpool_limits(limits=1, user_api="blas"):
-        if workers <= 1:
-            return [function(item) for item in items]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(function, items))
 
 
 def _n_seeds(cells: ItemCells) -> int:
@@ -198,14 +185,14 @@ def _forgetting_settings(trials, predictions, *, after_stage, n_boot, seed, gene
         setting_cells = item_cells(part, index.trial_ids(key), index.seeds, 2)
         null = None
         if permutation and setting_cells.groups:
-            null = _permuted_differences(setting_cells, int(n_boot), _rng(seed, ["permutation", *key.values()]))
+            null = _permuted_differences(setting_cells, int(n_boot), setting_rng(seed, ["permutation", *key.values()]))
         return _SettingForgetting(
             key=key, cells=setting_cells, observed=observed_means(setting_cells),
-            boot=bootstrap_means(setting_cells, int(n_boot), _rng(seed, ["forgetting", *key.values()])),
+            boot=bootstrap_means(setting_cells, int(n_boot), setting_rng(seed, ["forgetting", *key.values()])),
             null_difference=null,
         )
 
-    return _in_threads(setting, cells.partition_by(keys, maintain_order=True))
+    return in_threads(setting, cells.partition_by(keys, maintain_order=True))
 
 
 def _per_trial_forgetting(means: np.ndarray) -> dict[str, np.ndarray]:
@@ -239,8 +226,8 @@ def _point_statistics(observed: np.ndarray) -> dict[str, np.ndarray]:
 
 
 _RANGES = {
-    "acc_first_task_after_first_stage": _ACCURACY_RANGE, "acc_first_task_after_final": _ACCURACY_RANGE,
-    "forgetting": _FORGETTING_RANGE, "group_forgetting": _FORGETTING_RANGE, "difference": _DIFFERENCE_RANGE,
+    "acc_first_task_after_first_stage": ACCURACY_RANGE, "acc_first_task_after_final": ACCURACY_RANGE,
+    "forgetting": FORGETTING_RANGE, "group_forgetting": FORGETTING_RANGE, "difference": DIFFERENCE_RANGE,
 }
 
 
@@ -293,6 +280,14 @@ def _worst_group(groups: list[str], group_forgetting: np.ndarray) -> str | None:
     return groups[int(np.nanargmax(group_forgetting))]
 
 
+_Estimated = tuple[_SettingForgetting, dict[str, np.ndarray], dict[str, Interval]]
+
+
+def _estimated(settings: list[_SettingForgetting], level: float) -> list[_Estimated]:
+    """(setting, point estimates, intervals) per setting: computed once, read by both tables."""
+    return [(setting, *_intervals(setting, level)) for setting in settings]
+
+
 def forgetting_intervals(
     trials: Frame,
     predictions: Frame,
@@ -302,7 +297,6 @@ def forgetting_intervals(
     level: float = 0.95,
     after_stage: int | None = None,
     generation_tasks: Sequence[str] = (),
-    _settings: list | None = None,
 ) -> pl.DataFrame:
     """Per (setting, metric): point estimate, interval, and for max biased forgetting the test
     of "no group forgets more than average".
@@ -323,19 +317,75 @@ def forgetting_intervals(
     compared stages (accuracy_from_predictions; for a task in `generation_tasks` the
     engine's safe rows, with forgetting_summary(metric="primary")). See the module docstring.
     """
-    _check(n_boot, level)
+    check_arguments(n_boot, level)
+    settings = _forgetting_settings(trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
+                                    generation_tasks=generation_tasks)
+    return _interval_table(_estimated(settings, level), level)
+
+
+def group_forgetting_tests(
+    trials: Frame,
+    predictions: Frame,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    after_stage: int | None = None,
+    generation_tasks: Sequence[str] = (),
+    permutation: bool = True,
+) -> pl.DataFrame:
+    """Per (setting, group of the first task): is the group's forgetting different from the task's?
+
+    Columns: chain, grid_point (+ grid keys), first_task, after_stage, group, n_seeds (seeds
+    whose trials evaluated the group), n_examples (the group's examples per seed, max over
+    seeds), group_forgetting (+ _low,
+    _high), average_forgetting (Forgetting_A), difference = group − average forgetting
+    (= BiasedForgetting_{A,g}, + _low, _high: eval-item bootstrap + seed-variance t interval),
+    p_bootstrap (two-sided t-test p of difference = 0 from the same SE), p_permutation
+    (permutation of the items' group labels, n_boot permutations; null when permutation=False),
+    their Holm adjustments across the groups of the setting (p_*_holm), is_worst_group, level,
+    n_boot, p_max_biased_forgetting (the setting's test of "no group forgets more than
+    average", the same on every row of the setting; null when permutation=False). See the
+    module docstring for what each test assumes.
+    """
+    check_arguments(n_boot, level)
+    settings = _forgetting_settings(trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
+                                    generation_tasks=generation_tasks, permutation=permutation)
+    return _test_table(_estimated([s for s in settings if s.groups], level), level, permutation)
+
+
+def forgetting_uncertainty(
+    trials: Frame,
+    predictions: Frame,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    after_stage: int | None = None,
+    generation_tasks: Sequence[str] = (),
+    permutation: bool = True,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(forgetting_intervals, group_forgetting_tests) from one pass over the predictions, one
+    set of bootstrap replicates and permutations, and one interval per setting and metric: what
+    the report uses (the two functions alone each read the predictions and draw the same
+    replicates again)."""
+    check_arguments(n_boot, level)
+    settings = _forgetting_settings(trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
+                                    generation_tasks=generation_tasks, permutation=permutation)
+    estimated = _estimated(settings, level)
+    return _interval_table(estimated, level), _test_table(estimated, level, permutation)
+
+
+def _interval_table(estimated: list[_Estimated], level: float) -> pl.DataFrame:
+    """forgetting_intervals' rows: one per setting and metric (INTERVAL_METRICS)."""
     rows = []
-    settings = _settings if _settings is not None else _forgetting_settings(
-        trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
-        generation_tasks=generation_tasks)
-    for setting in settings:
-        point, intervals = _intervals(setting, level)
+    for setting, point, intervals in estimated:
         worst = _worst_group(setting.groups, point["group_forgetting"])
         sizes = setting.n_examples()
         worst_n = int(sizes[1 + setting.groups.index(worst)]) if worst else None
         n_perm = None if setting.null_difference is None else setting.null_difference.shape[0]
-        for metric in FORGETTING_METRICS:
-            row = {**setting.key, "metric": metric, "estimate": _none_if_nan(float(np.ravel(point[metric])[0])),
+        for metric in INTERVAL_METRICS:
+            row = {**setting.key, "metric": metric, "estimate": none_if_nan(float(np.ravel(point[metric])[0])),
                    "level": level, "n_seeds": setting.n_seeds}
             if metric in _MAXIMA:  # no interval; the maximum carries its permutation test
                 if not setting.groups:
@@ -345,31 +395,12 @@ def forgetting_intervals(
                         "se": None, "df": None, "p_value": p_value}
             else:
                 interval = intervals[metric]
-                row |= {"group": None, "low": _none_if_nan(interval.low[0]), "high": _none_if_nan(interval.high[0]),
+                row |= {"group": None, "low": none_if_nan(interval.low[0]), "high": none_if_nan(interval.high[0]),
                         "n_examples": int(sizes[0]), "n_boot": int(interval.usable[0]),
-                        "se": _none_if_nan(interval.se[0]), "df": _none_if_nan(interval.df[0], allow_inf=True),
+                        "se": none_if_nan(interval.se[0]), "df": none_if_nan(interval.df[0], allow_inf=True),
                         "p_value": None}
             rows.append(row)
     return expand_grid_point(pl.DataFrame(rows, schema=_FORGETTING_SCHEMA))
-
-
-_KEY_SCHEMA = {
-    "chain": pl.String, "grid_point": pl.String, "first_task": pl.String, "after_stage": pl.Int64,
-}
-_FORGETTING_SCHEMA = {
-    **_KEY_SCHEMA, "metric": pl.String, "group": pl.String, "estimate": pl.Float64,
-    "low": pl.Float64, "high": pl.Float64, "level": pl.Float64, "n_seeds": pl.Int64,
-    "n_examples": pl.Int64, "n_boot": pl.Int64, "se": pl.Float64, "df": pl.Float64, "p_value": pl.Float64,
-}
-_TEST_SCHEMA = {
-    **_KEY_SCHEMA, "group": pl.String, "n_seeds": pl.Int64, "n_examples": pl.Int64,
-    "group_forgetting": pl.Float64, "group_forgetting_low": pl.Float64,
-    "group_forgetting_high": pl.Float64, "average_forgetting": pl.Float64,
-    "difference": pl.Float64, "difference_low": pl.Float64, "difference_high": pl.Float64,
-    "p_bootstrap": pl.Float64, "p_bootstrap_holm": pl.Float64, "p_permutation": pl.Float64,
-    "p_permutation_holm": pl.Float64, "is_worst_group": pl.Boolean, "level": pl.Float64,
-    "n_boot": pl.Int64, "p_max_biased_forgetting": pl.Float64,
-}
 
 
 # ---------------------------------------------------------------- group tests
@@ -387,42 +418,12 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return adjusted
 
 
-
-def group_forgetting_tests(
-    trials: Frame,
-    predictions: Frame,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    after_stage: int | None = None,
-    generation_tasks: Sequence[str] = (),
-    permutation: bool = True,
-    _settings: list | None = None,
-) -> pl.DataFrame:
-    """Per (setting, group of the first task): is the group's forgetting different from the task's?
-
-    Columns: chain, grid_point (+ grid keys), first_task, after_stage, group, n_seeds (seeds
-    whose trials evaluated the group), n_examples (the group's examples per seed, max over
-    seeds), group_forgetting (+ _low,
-    _high), average_forgetting (Forgetting_A), difference = group − average forgetting
-    (= BiasedForgetting_{A,g}, + _low, _high: eval-item bootstrap + seed-variance t interval),
-    p_bootstrap (two-sided t-test p of difference = 0 from the same SE), p_permutation
-    (permutation of the items' group labels, n_boot permutations; null when permutation=False),
-    their Holm adjustments across the groups of the setting (p_*_holm), is_worst_group, level,
-    n_boot, p_max_biased_forgetting (the setting's test of "no group forgets more than
-    average", the same on every row of the setting; null when permutation=False). See the
-    module docstring for what each test assumes.
-    """
-    _check(n_boot, level)
+def _test_table(estimated: list[_Estimated], level: float, permutation: bool) -> pl.DataFrame:
+    """group_forgetting_tests' rows: one per setting and group of its first task."""
     rows = []
-    settings = _settings if _settings is not None else _forgetting_settings(
-        trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
-        generation_tasks=generation_tasks, permutation=permutation)
-    for setting in settings:
+    for setting, point, intervals in estimated:
         if not setting.groups:
             continue
-        point, intervals = _intervals(setting, level)
         worst = _worst_group(setting.groups, point["group_forgetting"])
         group_ci, diff_ci = intervals["group_forgetting"], intervals["difference"]
         p_bootstrap = t_test_p(point["difference"], diff_ci)
@@ -438,14 +439,14 @@ def group_forgetting_tests(
                 "group": group,
                 "n_seeds": int(seeds[1 + index]),
                 "n_examples": int(sizes[1 + index]),
-                "group_forgetting": _none_if_nan(point["group_forgetting"][index]),
-                "group_forgetting_low": _none_if_nan(group_ci.low[index]),
-                "group_forgetting_high": _none_if_nan(group_ci.high[index]),
-                "average_forgetting": _none_if_nan(point["forgetting"][0]),
-                "difference": _none_if_nan(point["difference"][index]),
-                "difference_low": _none_if_nan(diff_ci.low[index]),
-                "difference_high": _none_if_nan(diff_ci.high[index]),
-                "p_bootstrap": _none_if_nan(p_bootstrap[index]),
+                "group_forgetting": none_if_nan(point["group_forgetting"][index]),
+                "group_forgetting_low": none_if_nan(group_ci.low[index]),
+                "group_forgetting_high": none_if_nan(group_ci.high[index]),
+                "average_forgetting": none_if_nan(point["forgetting"][0]),
+                "difference": none_if_nan(point["difference"][index]),
+                "difference_low": none_if_nan(diff_ci.low[index]),
+                "difference_high": none_if_nan(diff_ci.high[index]),
+                "p_bootstrap": none_if_nan(p_bootstrap[index]),
                 "p_permutation": p_permutation[index],
                 "is_worst_group": group == worst,
                 "level": level,
@@ -459,108 +460,23 @@ def group_forgetting_tests(
     return expand_grid_point(pl.DataFrame(rows, schema=_TEST_SCHEMA))
 
 
-def forgetting_uncertainty(
-    trials: Frame,
-    predictions: Frame,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    after_stage: int | None = None,
-    generation_tasks: Sequence[str] = (),
-    permutation: bool = True,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(forgetting_intervals, group_forgetting_tests) from one pass over the predictions and one
-    set of bootstrap replicates and permutations: what the report uses (the two functions alone
-    each read the predictions and draw the same replicates again)."""
-    _check(n_boot, level)
-    settings = _forgetting_settings(trials, predictions, after_stage=after_stage, n_boot=n_boot, seed=seed,
-                                    generation_tasks=generation_tasks, permutation=permutation)
-    common = {"n_boot": n_boot, "seed": seed, "level": level, "after_stage": after_stage,
-              "generation_tasks": generation_tasks, "_settings": settings}
-    return (forgetting_intervals(trials, predictions, **common),
-            group_forgetting_tests(trials, predictions, permutation=permutation, **common))
-
-
-# ---------------------------------------------------------------- accuracy
-
-
-_ACCURACY_SCHEMA = {
-    "chain": pl.String, "grid_point": pl.String, "stage": pl.Int64, "eval_task": pl.String,
-    "group": pl.String, "n_seeds": pl.Int64, "n": pl.Int64, "estimate": pl.Float64,
-    "low": pl.Float64, "high": pl.Float64, "level": pl.Float64, "n_boot": pl.Int64,
-    "se": pl.Float64, "df": pl.Float64,
+_KEY_SCHEMA = {
+    **declared("trials", "chain", "grid_point"), "first_task": pl.String, "after_stage": pl.Int64,
 }
-
-
-def accuracy_intervals(
-    trials: Frame,
-    predictions: Frame,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    stages: Sequence[int] | None = None,
-    eval_tasks: Sequence[str] | None = None,
-    generation_tasks: Sequence[str] = (),
-) -> pl.DataFrame:
-    """Per (setting, stage, eval_task, group): seed-mean accuracy with its interval.
-
-    Same method as forgetting_intervals (eval items resampled once for all trials, seed variance
-    by moments, t interval); the estimate equals mean_stage_accuracy's accuracy on evals
-    computed from the same predictions. `stages` / `eval_tasks` restrict the work.
-    `generation_tasks` (analysis.generation_tasks of the evals) are measured on their
-    generate-mode records, i.e. on the safe metric. Columns: chain, grid_point (+ grid keys),
-    stage, eval_task, group ("all" or a group), n_seeds (seeds whose trials evaluated the
-    group), n (the group's examples per seed, max over seeds), estimate, low, high, level, n_boot (usable replicates), se, df.
-    """
-    _check(n_boot, level)
-    overview = trial_overview(trials).select("trial_id", *SETTING, "seed")
-    lazy = score_predictions(predictions, generation_tasks).join(overview.lazy(), on="trial_id", how="inner")
-    if stages is not None:
-        lazy = lazy.filter(pl.col("stage").is_in([int(s) for s in stages]))
-    if eval_tasks is not None:
-        lazy = lazy.filter(pl.col("eval_task").is_in(list(eval_tasks)))
-    keys = [*SETTING, "stage", "eval_task"]
-    index = TrialIndex.of(overview, 1)
-    cells = collect_refusing_duplicates(items_lazy(lazy, keys, ["correct"], index), lazy)
-
-    def setting_rows(part: pl.DataFrame) -> list[dict]:
-        key = {name: part.get_column(name)[0] for name in keys}
-        setting_cells = item_cells(part, index.trial_ids(key), index.seeds, 1)
-        rng = _rng(seed, ["accuracy", *key.values()])
-        observed = observed_means(setting_cells)[..., 0]  # (T, G1)
-        boot = bootstrap_means(setting_cells, int(n_boot), rng)[..., 0]  # (B, T, G1)
-        point = seed_mean(observed, axis=0)
-        interval = seed_t_interval(observed, boot, point, level, _ACCURACY_RANGE)
-        sizes = setting_cells.group_sizes()
-        seeds = setting_cells.group_seeds()
-        return [{
-            **key,
-            "group": group,
-            "n_seeds": int(seeds[index]),
-            "n": int(sizes[index]),
-            "estimate": _none_if_nan(point[index]),
-            "low": _none_if_nan(interval.low[index]),
-            "high": _none_if_nan(interval.high[index]),
-            "level": level,
-            "n_boot": int(interval.usable[index]),
-            "se": _none_if_nan(interval.se[index]),
-            "df": _none_if_nan(interval.df[index], allow_inf=True),
-        } for index, group in enumerate([ALL_GROUPS, *setting_cells.groups])]
-
-    rows = [row for part in _in_threads(setting_rows, cells.partition_by(keys, maintain_order=True)) for row in part]
-    result = pl.DataFrame(rows, schema=_ACCURACY_SCHEMA).sort(*keys, "group")
-    return expand_grid_point(result)
-
-
-# ---------------------------------------------------------------- small helpers
-
-
-def _rng(seed: int, key: Sequence[object], stream: int = 0) -> np.random.Generator:
-    """A generator that depends only on `seed` and the unit's key (not on other settings)."""
-    digest = zlib.crc32("\x1f".join("" if part is None else str(part) for part in key).encode())
-    return np.random.default_rng(np.random.SeedSequence([int(seed), digest, stream]))
+_FORGETTING_SCHEMA = {
+    **_KEY_SCHEMA, "metric": pl.String, "group": pl.String, "estimate": pl.Float64,
+    "low": pl.Float64, "high": pl.Float64, "level": pl.Float64, "n_seeds": pl.Int64,
+    "n_examples": pl.Int64, "n_boot": pl.Int64, "se": pl.Float64, "df": pl.Float64, "p_value": pl.Float64,
+}
+_TEST_SCHEMA = {
+    **_KEY_SCHEMA, "group": pl.String, "n_seeds": pl.Int64, "n_examples": pl.Int64,
+    "group_forgetting": pl.Float64, "group_forgetting_low": pl.Float64,
+    "group_forgetting_high": pl.Float64, "average_forgetting": pl.Float64,
+    "difference": pl.Float64, "difference_low": pl.Float64, "difference_high": pl.Float64,
+    "p_bootstrap": pl.Float64, "p_bootstrap_holm": pl.Float64, "p_permutation": pl.Float64,
+    "p_permutation_holm": pl.Float64, "is_worst_group": pl.Boolean, "level": pl.Float64,
+    "n_boot": pl.Int64, "p_max_biased_forgetting": pl.Float64,
+}
 
 
 # No warnings.catch_warnings here: it swaps a process-wide filter list, which is not safe on the
@@ -571,16 +487,3 @@ def _nanmax(values: np.ndarray, axis: int) -> np.ndarray:
     """np.nanmax that gives NaN for an all-NaN slice without warning."""
     empty = np.isnan(values).all(axis=axis)
     return np.where(empty, np.nan, np.max(np.where(np.isnan(values), -np.inf, values), axis=axis))
-
-
-def _check(n_boot: int, level: float) -> None:
-    if int(n_boot) < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-
-
-def _none_if_nan(value: float | None, *, allow_inf: bool = False) -> float | None:
-    if value is None or np.isnan(value) or (not allow_inf and not np.isfinite(value)):
-        return None
-    return float(value)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import polars as pl
 
 from analysis.accuracy import Frame
+from analysis.table_columns import null_column
 
 DISTANCES = ("from_previous", "from_base")
 # Column prefix -> what it holds; the raw sum is the stored column.
@@ -40,7 +41,7 @@ def with_weight_norms(weights: Frame) -> pl.LazyFrame:
     """The weights table with mean_sq_<d> and rms_<d> beside each stored l2_sq_<d> (module docstring)."""
     lazy = weights.lazy()
     if "n_params" not in lazy.collect_schema().names():
-        lazy = lazy.with_columns(n_params=pl.lit(None, dtype=pl.Int64))
+        lazy = lazy.with_columns(null_column("weights", "n_params"))
     count = pl.col("n_params")
     return lazy.with_columns(
         **{f"mean_sq_{d}": mean_sq(pl.col(f"l2_sq_{d}"), count) for d in DISTANCES},

@@ -26,7 +26,8 @@ from analysis import (
     write_report,
 )
 from analysis.curvature import HUTCHINSON_HAS_NO_EIGENVALUE, REGRESSIONS
-from analysis.report import CURVATURE_FIGURE_FILES, CURVATURE_HEADING, CURVATURE_TABLES
+from analysis.report import CURVATURE_FIGURE_FILES, CURVATURE_TABLES
+from analysis.report_sections import CURVATURE_HEADING
 from tests.test_analysis_forgetting import GRID_HIGH_LR, GRID_LOW_LR, trial_rows, write_table
 from tests.test_analysis_report import FIGURES, PNG_SIGNATURE, write_study
 

@@ -485,9 +485,11 @@ def test_forgetting_of_a_generation_task_is_the_drop_in_safe_share():
 
 
 def test_a_report_is_built_without_torch_ray_transformers_or_trl(tmp_path: Path):
-    """analysis/ reads only Parquet: in a process where torch, ray, transformers, trl,
-    datasets and accelerate cannot be imported at all, every analysis module imports and a
-    report (tables, figures, intervals from predictions) is written."""
+    """analysis/ reads only Parquet and stands on the ground floor (contract) alone: in a
+    process where torch, ray, transformers, trl, datasets and accelerate, and the project's
+    study, tasks and trainables packages, cannot be imported at all, every analysis module
+    imports and a report (tables, figures, intervals from predictions) is written. An analysis
+    module importing any of them fails this test."""
     import subprocess
     import sys
 
@@ -503,7 +505,8 @@ def test_a_report_is_built_without_torch_ray_transformers_or_trl(tmp_path: Path)
         # Any import of a blocked package fails. (Libraries that only probe whether it exists,
         # as polars does with find_spec, still get an answer: its import is what is refused.)
         "import importlib.abc, importlib.machinery, sys\n"
-        "BLOCKED = {'torch', 'ray', 'transformers', 'trl', 'datasets', 'accelerate'}\n"
+        "BLOCKED = {'torch', 'ray', 'transformers', 'trl', 'datasets', 'accelerate',\n"
+        "           'study', 'tasks', 'trainables'}\n"
         "class Refuse(importlib.abc.Loader):\n"
         "    def create_module(self, spec):\n"
         "        raise ModuleNotFoundError(f'{spec.name} is blocked in this test', name=spec.name)\n"
@@ -519,7 +522,8 @@ def test_a_report_is_built_without_torch_ray_transformers_or_trl(tmp_path: Path)
         "    importlib.import_module(f'analysis.{module.name}')\n"
         "from analysis.report import write_report\n"
         f"print(write_report({str(tmp_path)!r}).stat().st_size)\n"
-        "print(sorted(n for n in ('torch', 'ray', 'transformers', 'trl') if sys.modules.get(n) is not None))\n"
+        "print(sorted(n for n in ('torch', 'ray', 'transformers', 'trl', 'study', 'tasks', 'trainables')\n"
+        "             if sys.modules.get(n) is not None))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1])
@@ -528,3 +532,32 @@ def test_a_report_is_built_without_torch_ray_transformers_or_trl(tmp_path: Path)
     assert int(size) > 1000 and loaded == "[]"
     assert (tmp_path / "report" / "report.html").is_file()
     assert (tmp_path / "report" / "tables" / "group_forgetting_tests.parquet").is_file()
+
+
+# The ground floor and the libraries analysis/ may import (besides the standard library).
+ANALYSIS_MAY_IMPORT = {"analysis", "contract", "polars", "numpy", "scipy", "statsmodels", "matplotlib",
+                       "threadpoolctl"}
+
+
+def test_analysis_imports_only_the_ground_floor_and_its_libraries():
+    """Every import statement of analysis/, at module level or inside a function (imports on
+    first use are never run by the report test above unless their branch is), names the
+    standard library, contract, analysis itself or one of its data libraries: never study,
+    tasks, trainables or an ML framework."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "analysis"
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in ANALYSIS_MAY_IMPORT and top not in sys.stdlib_module_names:
+                    found.setdefault(f"{path.relative_to(root.parent)}", []).append(name)
+    assert found == {}, found

@@ -10,19 +10,16 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from analysis.labels import hyperparameter_label, model_label, order_label, task_label
 from analysis.paper_tables import (
     applicable_tables,
     benchmark_table,
     first_stage_method_table,
-    hyperparameter_label,
     hyperparameter_table,
-    model_label,
-    order_label,
     ordering_table,
     paper_tables,
     reward_model_label,
     reward_models,
-    task_label,
     varying_axes,
 )
 

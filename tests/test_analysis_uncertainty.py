@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 
 from analysis import accuracy_from_predictions, forgetting_summary, group_forgetting, mean_stage_accuracy
+from analysis.accuracy_intervals import accuracy_intervals
 from analysis.uncertainty import (
-    accuracy_intervals,
     forgetting_intervals,
     group_forgetting_tests,
     holm,

@@ -16,7 +16,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from analysis.uncertainty import accuracy_intervals, forgetting_intervals, forgetting_uncertainty
+from analysis.accuracy_intervals import accuracy_intervals
+from analysis.uncertainty import forgetting_intervals, forgetting_uncertainty
 from tests.simulated_studies import simulate
 
 MC_SE_400 = float(np.sqrt(0.05 * 0.95 / 400))
