@@ -42,8 +42,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
-            "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 32}
+from contract.plan import TrainingPlan  # noqa: E402
+from tests.plans import model_plan, stage_plan  # noqa: E402
+
+TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                                    "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 32})
 REL_ERR = 1e-3
 LANCZOS_NCV = (2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24, 30, 40)
 
@@ -177,8 +180,9 @@ def main() -> None:
     start = time.perf_counter()
     model.train()
     with tempfile.TemporaryDirectory() as work:
-        outcome = get_runner("sft")(model=model, tokenizer=tokenizer, stage=stage, examples=train,
-                                    training=TRAINING, max_length=512, work_dir=work, model_dtype="float32")
+        outcome = get_runner("sft")(model=model, tokenizer=tokenizer, stage=stage_plan(stage), examples=train,
+                                    training=TRAINING, model_plan=model_plan(path, max_length=512, dtype="float32"),
+                                    work_dir=work)
     rows = outcome.log_rows
     print(f"\n== after SFT on ToxiGenQA ({args.train_steps} steps, lr 3e-3, batch 16, 400 examples; loss "
           f"{rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}, {time.perf_counter() - start:.1f} s): the paper's setting")

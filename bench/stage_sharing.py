@@ -43,6 +43,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from study.orchestrate import chat_format  # noqa: E402
 from study.plan import base_identity, build_plans  # noqa: E402
 from study.spec import StudySpec  # noqa: E402
 from study.spec_loading import spec_from_dict  # noqa: E402
@@ -97,13 +98,19 @@ def count_stage_trainings(plans: Iterable[Mapping[str, Any]]) -> SharingCount:
 
 
 def plans_of(spec: StudySpec) -> list[dict[str, Any]]:
-    """The spec's trial plans as `study run` would build them (base_model_path None: a Hub id or
-    'tiny' enters the identity by name; nothing is downloaded or built)."""
+    """The spec's trial plans as `study run` would build them, in their plans.json form
+    (base_model_path None: a Hub id or 'tiny' enters the identity by name; nothing is built)."""
     from tasks import resolve_data_dir
 
     data_dir = resolve_data_dir(spec.data_dir)
-    return build_plans(spec, study_dir=Path(spec.storage) / spec.name, data_dir=str(data_dir) if data_dir else None,
-                       base_model_path=None)
+    plans = build_plans(spec, study_dir=Path(spec.storage) / spec.name, data_dir=str(data_dir) if data_dir else None,
+                        base_model_path=None, chat=chat_format(spec, None))
+    return [plan.to_dict() for plan in plans]
+
+
+def identity(spec: StudySpec, data_dir: str | None) -> dict[str, Any]:
+    """The spec's base identity as `plans_of` plans it (base_model_path None)."""
+    return base_identity(spec, data_dir, None, chat_format(spec, None))
 
 
 def stage_keys(plans: Iterable[Mapping[str, Any]]) -> set[str]:
@@ -202,7 +209,7 @@ def union_spec(experiments: Sequence[Experiment], *, name: str = "paper-union", 
     (a study's grid applies to all of its chains, so the tables' grids cannot be combined as grids).
     Chain names do not enter stage keys, so equal settings in two tables get equal keys.
     `pin_first_stage_seed` sets every chain's first stage `seed` (seeds then vary later stages only)."""
-    from study.plan import grid_points, resolve_stages
+    from study.points import grid_points, resolve_stages
 
     first = experiments[0].spec
     chains: dict[str, list[dict[str, Any]]] = {}
@@ -212,7 +219,7 @@ def union_spec(experiments: Sequence[Experiment], *, name: str = "paper-union", 
         if spec.seeds != first.seeds:
             raise ValueError(f"{spec.name}: seeds {spec.seeds} differ from {first.seeds}; one study has one seed list")
         # One study has one base identity and one set of task sizes: a table with others cannot join.
-        if base_identity(spec, spec.data_dir) != base_identity(first, first.data_dir) or spec.tasks != first.tasks:
+        if identity(spec, spec.data_dir) != identity(first, first.data_dir) or spec.tasks != first.tasks:
             raise ValueError(f"{spec.name}: base settings (model, accelerator, data, training, task sizes) differ "
                              f"from {first.name}'s; its stage keys could never match theirs")
         if spec.curvature.enabled:
@@ -246,7 +253,7 @@ def paper_grid(model: str = PAPER_MODEL, seeds: Sequence[int] = PAPER_SEEDS) -> 
     """Counts per table and for the union study; checks the keys are comparable across tables."""
     experiments, notes = paper_experiments(model, seeds)
     plans = [plans_of(e.spec) for e in experiments]
-    identities = {json.dumps(base_identity(e.spec, p[0]["data_dir"]), sort_keys=True) for e, p in zip(experiments, plans)}
+    identities = {json.dumps(identity(e.spec, p[0]["data_dir"]), sort_keys=True) for e, p in zip(experiments, plans)}
     if len(identities) != 1:
         raise AssertionError("the tables' base identities differ: their stage keys could never match")
     union = union_spec(experiments)

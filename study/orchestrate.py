@@ -19,6 +19,7 @@ trained again (once per run: trials of this run still share stages).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
@@ -28,6 +29,7 @@ from typing import Any
 
 from contract.atomic import write_text_atomic
 from contract.layout import StudyLayout
+from contract.plan import RunInfo, TrialPlan
 from contract.problems import TokenizationError
 from study.plan import SampledPlans, build_plans, collect_plans
 from study.spec import StudySpec
@@ -50,44 +52,57 @@ class RunOutcome:
 
 
 class RunPlans:
-    """`config -> plan` for the trials of one `study run`: the plan, stamped with the run's id
-    and whether stages stored by earlier runs may be reused. Grid trials get their point as
+    """`config -> plan` for the trials of one `study run`: the plan, stamped with the run (its
+    id, and whether stages stored by earlier runs may be reused). Grid trials get their point as
     `config["point"]` (a dict of chain, seed and grid values)."""
 
-    def __init__(self, lookup, run: dict):
+    def __init__(self, lookup, run: RunInfo):
         self.lookup = lookup
         self.run = run
 
-    def __call__(self, config: dict[str, Any]) -> dict:
-        return {**self.lookup(config.get("point", config)), "run": self.run}
+    def __call__(self, config: dict[str, Any]) -> TrialPlan:
+        return dataclasses.replace(self.lookup(config.get("point", config)), run=self.run)
 
 
-def plan_point(plan: dict) -> dict[str, Any]:
-    return {"chain": plan["chain"], "seed": plan["seed"], **plan["grid_point"]}
+def chat_format(spec: StudySpec, base_model_path: str | None) -> bool:
+    """Whether the study's model is prompted through its chat template (`model.chat_template`
+    resolved; the tokenizer is loaded only when the answer depends on it). The planner takes
+    the answer (study.plan never imports trainables)."""
+    from trainables.models import load_tokenizer
+    from trainables.tokenization import resolve_chat_template
+
+    def load():
+        return load_tokenizer(str(base_model_path or spec.model.name), trust_remote_code=spec.model.trust_remote_code)
+
+    return resolve_chat_template(spec.model.chat_template, spec.model.name, load=load)
 
 
-def finished_trials(study_dir: Path, plans: list[dict]) -> set[str]:
+def plan_point(plan: TrialPlan) -> dict[str, Any]:
+    return {"chain": plan.chain, "seed": plan.seed, **plan.grid_point}
+
+
+def finished_trials(study_dir: Path, plans: list[TrialPlan]) -> set[str]:
     """Trials an earlier run finished (or saw fail deterministically, e.g. diverge) with the
     same measurement settings: their rows are complete and need no new run."""
     from trainables.chain import measure_keys
 
-    return {plan["trial_id"] for plan in plans
-            if (record := _marker(study_dir, plan["trial_id"])) is not None
+    return {plan.trial_id for plan in plans
+            if (record := _marker(study_dir, plan.trial_id)) is not None
             and all(record.get(k) == v for k, v in measure_keys(plan).items())}
 
 
-def run_counts(study_dir: Path, plans: list[dict], run_id: str, skipped: int) -> dict[str, int]:
+def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: int) -> dict[str, int]:
     """Stage trainings this run executed against the naive count (every trial training every
     stage of its chain), and stages it reused from earlier runs."""
     from trainables.stage_store import run_records
 
-    keys = {s["stage_key"] for p in plans for s in p["stages"]}
+    keys = {s.stage_key for p in plans for s in p.stages}
     records = {r["stage_key"]: r for r in run_records(study_dir) if r["stage_key"] in keys}
     executed = sum(1 for r in records.values() if r["run_id"] == run_id)
     return {
         "trials": len(plans),
         "trials_skipped": skipped,
-        "stage_trainings_naive": sum(len(p["stages"]) for p in plans),
+        "stage_trainings_naive": sum(len(p.stages) for p in plans),
         "distinct_stages": len(keys),
         "stage_trainings_executed": executed,
         "stages_reused_from_earlier_runs": sum(1 for r in records.values() if r["run_id"] != run_id),
@@ -136,13 +151,14 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
     log(f"[study] base model: {base_model}")
     check_tokenization(spec, base_model, data_dir, log)
     write_text_atomic(StudyLayout(study_dir).study_file, yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    run = {"id": uuid.uuid4().hex[:12], "reuse": bool(resume)}
+    chat = chat_format(spec, base_model)
+    run = RunInfo(run_id=uuid.uuid4().hex[:12], reuse_earlier_runs=bool(resume))
     started = time.time()
     if spec.search is None:
-        plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model)
-        write_text_atomic(StudyLayout(study_dir).plans, json.dumps(plans, indent=1))
+        plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model, chat=chat)
+        write_plans(study_dir, plans)
         done = finished_trials(study_dir, plans) if resume else set()
-        pending = [p for p in plans if p["trial_id"] not in done]
+        pending = [p for p in plans if p.trial_id not in done]
         if done:
             log(f"[study] resume: {len(done)} of {len(plans)} trials already finished; running {len(pending)}")
         failed = _run_trials(spec, plans, pending, run, log) if pending else []
@@ -151,16 +167,16 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
         # lists the trials that ran. With --resume, stages stored by earlier runs are reused
         # (the seeded sampler proposes the same first points again, with the same stage keys).
         done = set()
-        lookup = SampledPlans(spec, study_dir, data_dir, base_model)
+        lookup = SampledPlans(spec, study_dir, data_dir, base_model, chat=chat)
         plans, failed = _run_search(spec, lookup, run, log)
-        write_text_atomic(StudyLayout(study_dir).plans, json.dumps(plans, indent=1))
+        write_plans(study_dir, plans)
         pending = plans
     # Failed (diverged) trials: those of this run, and those a resume skipped (still failed).
-    failed += [f"{p['trial_id']}: {m['failure']}" for p in plans
-               if (m := _marker(study_dir, p["trial_id"])) and m["status"] != "finished"]
-    counts = run_counts(study_dir, plans, run["id"], skipped=len(done))
-    write_text_atomic(StudyLayout(study_dir).run(run["id"]), json.dumps(
-        {"run_id": run["id"], "resume": bool(resume), "started": started, "finished": time.time(),
+    failed += [f"{p.trial_id}: {m['failure']}" for p in plans
+               if (m := _marker(study_dir, p.trial_id)) and m["status"] != "finished"]
+    counts = run_counts(study_dir, plans, run.run_id, skipped=len(done))
+    write_text_atomic(StudyLayout(study_dir).run(run.run_id), json.dumps(
+        {"run_id": run.run_id, "resume": bool(resume), "started": started, "finished": time.time(),
          **counts, "failed": failed}, indent=1))
     log(f"[study] stage trainings: {counts['stage_trainings_executed']} executed, "
         f"{counts['stages_reused_from_earlier_runs']} reused from earlier runs, "
@@ -174,6 +190,11 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
         except FileNotFoundError as exc:  # e.g. every trial failed before its first evaluation
             log(f"[study] no report written: {exc}")
     return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path, counts=counts)
+
+
+def write_plans(study_dir: Path, plans: list[TrialPlan]) -> None:
+    """plans.json: the trials of the latest run, in their dict form (contract.plan)."""
+    write_text_atomic(StudyLayout(study_dir).plans, json.dumps([p.to_dict() for p in plans], indent=1))
 
 
 def check_example_counts(spec: StudySpec) -> None:
@@ -218,7 +239,7 @@ def tokenization_preview(spec: StudySpec) -> tuple[str, str | None]:
     return report.render(show_tokens=True, errors=False), report.error_message() if report.errors else None
 
 
-def _run_trials(spec: StudySpec, plans: list[dict], pending: list[dict], run: dict, log) -> list[str]:
+def _run_trials(spec: StudySpec, plans: list[TrialPlan], pending: list[TrialPlan], run: RunInfo, log) -> list[str]:
     """Run the pending trials of a grid on Ray Tune; the errors of trials that failed (Tune level)."""
     from ray import tune
 
@@ -227,12 +248,12 @@ def _run_trials(spec: StudySpec, plans: list[dict], pending: list[dict], run: di
     # Only the points still to run (Tune's grid cannot express "the product minus what is
     # done"); each point carries its chain, seed and grid values for Tune's tables.
     space = {"point": tune.grid_search([plan_point(p) for p in pending])}
-    results = _tune(spec, PlanLookup(plans), space, {}, run, log, len(pending), Path(plans[0]["study_dir"]))
+    results = _tune(spec, PlanLookup(plans), space, {}, run, log, len(pending), Path(plans[0].study_dir))
     plan_for = RunPlans(PlanLookup(plans), run)
-    return [plan_for(r.config)["trial_id"] + f": {r.error}" for r in results if r.error]
+    return [plan_for(r.config).trial_id + f": {r.error}" for r in results if r.error]
 
 
-def _run_search(spec: StudySpec, lookup: SampledPlans, run: dict, log) -> tuple[list[dict], list[str]]:
+def _run_search(spec: StudySpec, lookup: SampledPlans, run: RunInfo, log) -> tuple[list[TrialPlan], list[str]]:
     """Run an Optuna search on Ray Tune: the plans of the trials that ran, and Tune-level errors."""
     from study.search import search_setup
 
@@ -243,10 +264,10 @@ def _run_search(spec: StudySpec, lookup: SampledPlans, run: dict, log) -> tuple[
         for config, values in setup.search_alg.best(chain):
             log(f"[study] best of {chain}: {config} -> {dict(zip([m for m, _ in setup.objectives], values))}")
     plans = collect_plans([r.config for r in results], lookup)
-    return plans, [lookup(r.config)["trial_id"] + f": {r.error}" for r in results if r.error]
+    return plans, [lookup(r.config).trial_id + f": {r.error}" for r in results if r.error]
 
 
-def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: dict, log, trials: int,
+def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: RunInfo, log, trials: int,
           study_dir: Path) -> list:
     """One Tuner over `param_space` (+ search_alg/num_samples/metric/mode); its results."""
     from study.cluster import cluster_cpus, cluster_gpus, connect
@@ -283,7 +304,7 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
     )
 
     def trial_name(trial) -> str:
-        return plan_for(trial.config)["trial_id"]
+        return plan_for(trial.config).trial_id
 
     tuner = tune.Tuner(
         trainable,

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from ray.tune.search import Searcher
 
-from study.plan import sampled_value
+from study.points import sampled_value
 from study.spec import StudySpec
 
 

@@ -17,48 +17,46 @@ store's locks, so each is trained once).
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+import dataclasses
 
 from contract.content_hash import content_hash
-from study.plan import resolve_stages
+from contract.plan import TOKENIZATION_VERSION, StartFromPlan, TrialPlan
+from study.points import resolve_stages
 from study.spec import StudySpec
 from tasks.definition import SELECTION_SPLIT
 
 
-def apply_start_points(spec: StudySpec, plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def apply_start_points(spec: StudySpec, plans: list[TrialPlan]) -> list[TrialPlan]:
     """Plans with `best_seed` stages resolved: candidates attached, keys and trial ids updated."""
-    original = copy.deepcopy(plans)
     out = []
-    from trainables.tokenization import TOKENIZATION_VERSION  # pure Python: no torch imported
-
-    for plan, before in zip(plans, original):
-        stages = resolve_stages(spec, plan["chain"], plan["grid_point"])
+    for plan in plans:
+        stages = resolve_stages(spec, plan.chain, plan.grid_point)
         starts = [i for i, s in enumerate(stages) if s.start_from == "best_seed"]
         if not starts:
             out.append(plan)
             continue
         index = starts[0]  # the spec allows one per chain
-        siblings = sorted((p for p in original if p["chain"] == plan["chain"] and p["grid_point"] == plan["grid_point"]),
-                          key=lambda p: p["seed"])
+        siblings = sorted((p for p in plans if p.chain == plan.chain and p.grid_point == plan.grid_point),
+                          key=lambda p: p.seed)
         candidates, seen = [], set()
         for sibling in siblings:
-            prefix = sibling["stages"][:index]
-            if prefix[-1]["stage_key"] not in seen:  # a prefix with fixed stage seeds is one candidate
-                seen.add(prefix[-1]["stage_key"])
+            prefix = sibling.stages[:index]
+            if prefix[-1].stage_key not in seen:  # a prefix with fixed stage seeds is one candidate
+                seen.add(prefix[-1].stage_key)
                 candidates.append(prefix)
         selection_size = int(stages[index].selection_size)
-        new_stages = copy.deepcopy(before["stages"])
+        new_stages = list(plan.stages)
         # How validation scores the candidates picks the start: a new scoring rule is a new stage.
-        parent = content_hash({"best_of": [c[-1]["stage_key"] for c in candidates], "selection_size": selection_size,
-                          "split": SELECTION_SPLIT, "rule": "max validation accuracy, lowest seed on ties",
-                          "scoring": TOKENIZATION_VERSION})
+        parent = content_hash({"best_of": [c[-1].stage_key for c in candidates], "selection_size": selection_size,
+                               "split": SELECTION_SPLIT, "rule": "max validation accuracy, lowest seed on ties",
+                               "scoring": TOKENIZATION_VERSION})
         for j in range(index, len(new_stages)):
-            body = {k: v for k, v in new_stages[j].items() if k not in ("stage_key", "start_from")}
-            new_stages[j]["stage_key"] = parent = content_hash({"parent": parent, **body})
-        new_stages[index]["start_from"] = {"mode": "best_seed", "validation_size": selection_size,
-                                           "validation_split": SELECTION_SPLIT,
-                                           "candidates": candidates}
-        keys = [s["stage_key"] for s in new_stages]
-        out.append({**plan, "stages": new_stages, "trial_id": f"{plan['chain']}-{plan['seed']}-{content_hash(keys, 8)}"})
+            new_stages[j] = new_stages[j].keyed(parent)
+            parent = new_stages[j].stage_key
+        new_stages[index] = dataclasses.replace(new_stages[index], start_from=StartFromPlan(
+            mode="best_seed", validation_size=selection_size, validation_split=SELECTION_SPLIT,
+            candidates=tuple(candidates)))
+        keys = [s.stage_key for s in new_stages]
+        out.append(dataclasses.replace(plan, stages=tuple(new_stages),
+                                       trial_id=f"{plan.chain}-{plan.seed}-{content_hash(keys, 8)}"))
     return out

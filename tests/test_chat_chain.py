@@ -3,9 +3,13 @@ through TRL's conversational data (SFT) and the seam's rows (DPO), and evaluated
 
 from __future__ import annotations
 
+import dataclasses
+
 import polars as pl
 import pytest
 
+from contract.plan import RunInfo
+from study.orchestrate import chat_format
 from study.plan import build_plans
 from study.spec_loading import spec_from_dict
 from trainables.chain import run_chain
@@ -25,9 +29,11 @@ def test_a_chat_model_chain_trains_and_scores_through_its_template(family_model_
         "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy", "method": "dpo"}]}, "data_dir": str(data_dir),
     })
     study = tmp_path / "chat"
-    [plan] = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(path))
+    [typed] = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(path),
+                          chat=chat_format(spec, str(path)))
+    plan = typed.to_dict()
     assert plan["model"]["chat"] is True
-    metrics = run_chain({**plan, "run": {"id": "r1", "reuse": False}})
+    metrics = run_chain(dataclasses.replace(typed, run=RunInfo("r1", reuse_earlier_runs=False)))
     assert metrics["status"] == "finished"
     trials = pl.read_parquet(study / "trials" / "*.parquet").sort("stage")
     assert trials["status"].to_list() == ["finished", "finished"]

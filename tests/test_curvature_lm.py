@@ -8,10 +8,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("hessian_eigenthings")
 pytest.importorskip("scipy")
 
+from contract.plan import TrainingPlan  # noqa: E402
 from tasks import load_examples  # noqa: E402
+from tests.plans import stage_plan  # noqa: E402
 
-TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
-            "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}
+TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                                    "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8})
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,8 @@ def _trl_batch(model, tokenizer, examples, tmp_path):
     from trainables.stages.sft import build_sft_trainer
 
     stage = {"method": "sft", "learning_rate": 1e-3, "batch_size": len(examples), "steps": 1, "seed": 0}
-    trainer = build_sft_trainer(model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=TRAINING,
-                                max_length=512, work_dir=str(tmp_path / "work"))
+    trainer = build_sft_trainer(model=model, tokenizer=tokenizer, stage=stage_plan(stage), examples=examples,
+                                training=TRAINING, max_length=512, model_dtype="auto", work_dir=str(tmp_path / "work"))
     return next(iter(trainer.get_train_dataloader()))
 
 

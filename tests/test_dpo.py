@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from contract.plan import TrainingPlan
+from tests.plans import model_plan, stage_plan
 from trainables.stages import get_runner
 from trainables.stages.dpo import build_dpo_trainer, fitting_pairs, preference_pairs, preference_tokens
 from tasks import load_examples
 
-TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
-            "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}
+TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                                    "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8})
 
 
 def _stage(**overrides) -> dict:
@@ -80,8 +82,9 @@ def test_trainer_completions_are_exactly_the_answers(tiny_model_path, data_dir, 
     examples = load_examples(task, "train", size=8, data_dir=data_dir)
     pairs = preference_pairs(examples, seed=0)
     rows = preference_tokens(tokenizer, examples, seed=0)
-    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=_stage(steps=1, batch_size=8), pairs=rows,
-                                training=TRAINING, max_length=512, work_dir=str(tmp_path / "work"))
+    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage_plan(_stage(steps=1, batch_size=8)),
+                                pairs=rows, training=TRAINING, max_length=512, model_dtype="auto",
+                                work_dir=str(tmp_path / "work"))
     assert len(trainer.train_dataset) == len(pairs)
     for pair, row in zip(pairs, trainer.train_dataset):
         assert tokenizer.decode(row["prompt_ids"], skip_special_tokens=True) == pair["prompt"]
@@ -135,8 +138,9 @@ def test_dpo_stage_updates_every_parameter_and_raises_the_held_out_reward_margin
     ref_diffs = _completion_logps(reference, tokenizer, held_pairs)
     margin_before = float((_completion_logps(model, tokenizer, held_pairs) - ref_diffs).mean())
 
-    outcome = get_runner("dpo")(model=model, tokenizer=tokenizer, stage=stage, examples=train, training=TRAINING,
-                                max_length=256, work_dir=str(tmp_path / "work"))
+    outcome = get_runner("dpo")(model=model, tokenizer=tokenizer, stage=stage_plan(stage), examples=train,
+                                training=TRAINING, model_plan=model_plan(tiny_model_path, max_length=256),
+                                work_dir=str(tmp_path / "work"))
 
     assert outcome.n_examples == len(train)
     rows = outcome.log_rows
@@ -171,8 +175,9 @@ def test_stage_start_reference_is_a_frozen_copy_of_the_model_as_the_stage_starts
     _perturbed(model)  # in memory only: TRL's own default would re-read the checkpoint from disk
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     pairs = preference_tokens(tokenizer, load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
-    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=_stage(steps=2, batch_size=4), pairs=pairs,
-                                training=TRAINING, max_length=256, work_dir=str(tmp_path / "work"))
+    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage_plan(_stage(steps=2, batch_size=4)),
+                                pairs=pairs, training=TRAINING, max_length=256, model_dtype="auto",
+                                work_dir=str(tmp_path / "work"))
     ref = trainer.ref_model
     assert ref is not model and not any(p.requires_grad for p in ref.parameters())
     trainer.train()
@@ -189,9 +194,10 @@ def test_base_reference_loads_the_base_model_not_the_stage_start(tiny_model_path
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
     _perturbed(model)
     pairs = preference_tokens(tokenizer, load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
-    stage = _stage(steps=1, batch_size=4, dpo={"beta": 0.1, "reference": "base", "base_model_path": str(tiny_model_path)})
-    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage, pairs=pairs, training=TRAINING,
-                                max_length=256, work_dir=str(tmp_path / "work"))
+    stage = _stage(steps=1, batch_size=4, dpo={"beta": 0.1, "reference": "base"})
+    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage_plan(stage), pairs=pairs,
+                                training=TRAINING, max_length=256, model_dtype="auto", base_model_path=str(tiny_model_path),
+                                work_dir=str(tmp_path / "work"))
     base = load_file(str(tiny_model_path / "model.safetensors"))
     ref_params = dict(trainer.ref_model.named_parameters())
     assert set(base) <= set(ref_params)
@@ -209,8 +215,9 @@ def test_base_reference_without_a_path_falls_back_to_the_stage_start(tiny_model_
     pairs = preference_tokens(tokenizer, load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
     with pytest.warns(RuntimeWarning, match="base_model_path"):
         trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, pairs=pairs, training=TRAINING, max_length=256,
-                                    stage=_stage(steps=1, batch_size=4, dpo={"beta": 0.1, "reference": "base"}),
-                                    work_dir=str(tmp_path / "work"))
+                                    stage=stage_plan(_stage(steps=1, batch_size=4,
+                                                            dpo={"beta": 0.1, "reference": "base"})),
+                                    model_dtype="auto", work_dir=str(tmp_path / "work"))
     policy = dict(model.named_parameters())
     for name, p in trainer.ref_model.named_parameters():
         assert torch.equal(p.detach(), policy[name].detach()), name

@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
-            "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}
+from contract.plan import TrainingPlan
+from tests.plans import model_plan, stage_plan
+
+TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                                    "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8})
 # 64 examples, global batch 16, 8 steps: two epochs, so the reshuffle at the epoch boundary is
 # covered too. lr 3e-3 moves the tiny model's weights by ~1e-2 (see the assertions).
 STAGE = {"method": "sft", "learning_rate": 3e-3, "batch_size": 16, "steps": 8, "seed": 0}
@@ -82,7 +85,8 @@ def test_global_batch_is_split_over_workers():
 def test_one_worker_training_arguments_are_unchanged(single_process, tmp_path):
     from trainables.stages.training_args import common_training_kwargs
 
-    kwargs = common_training_kwargs(stage=STAGE, training=TRAINING, work_dir=str(tmp_path), model_dtype="float32")
+    kwargs = common_training_kwargs(schedule=stage_plan(STAGE), seed=STAGE["seed"], training=TRAINING,
+                                    work_dir=str(tmp_path), model_dtype="float32")
     assert kwargs["per_device_train_batch_size"] == 16
     assert not any(k.startswith(("ddp_", "fsdp")) for k in kwargs)
 
@@ -93,7 +97,8 @@ def test_two_worker_training_arguments(single_process, monkeypatch, tmp_path):
     from trainables.stages.training_args import common_training_kwargs
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    kwargs = common_training_kwargs(stage=STAGE, training=TRAINING, work_dir=str(tmp_path), model_dtype="float32")
+    kwargs = common_training_kwargs(schedule=stage_plan(STAGE), seed=STAGE["seed"], training=TRAINING,
+                                    work_dir=str(tmp_path), model_dtype="float32")
     assert kwargs["per_device_train_batch_size"] == 8
     assert kwargs["ddp_backend"] == "gloo" and kwargs["ddp_find_unused_parameters"] is False
     assert "fsdp" not in kwargs
@@ -101,8 +106,8 @@ def test_two_worker_training_arguments(single_process, monkeypatch, tmp_path):
     fields = set(TrainingArguments.__dataclass_fields__)
     assert set(kwargs) <= fields
     with pytest.raises(ValueError, match="divisible"):
-        common_training_kwargs(stage={**STAGE, "batch_size": 15}, training=TRAINING, work_dir=str(tmp_path),
-                               model_dtype="float32")
+        common_training_kwargs(schedule=stage_plan({**STAGE, "batch_size": 15}), seed=STAGE["seed"], training=TRAINING,
+                               work_dir=str(tmp_path), model_dtype="float32")
 
 
 def test_fsdp_kwargs_only_for_gpu_workers(single_process, monkeypatch):
@@ -178,8 +183,9 @@ def run_sft_stage(model_path: str, data_dir: str, out_dir: Path, *, threads: int
     examples = load_examples("toxigen_qa", "train", size=n_examples, data_dir=data_dir)
     batches, handle = _record_batches(model)
     start = time.perf_counter()
-    outcome = get_runner("sft")(model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=TRAINING,
-                                max_length=MAX_LENGTH, work_dir=str(out_dir / "work"))
+    outcome = get_runner("sft")(model=model, tokenizer=tokenizer, stage=stage_plan(stage), examples=examples,
+                                training=TRAINING, model_plan=model_plan(model_path, max_length=MAX_LENGTH),
+                                work_dir=str(out_dir / "work"))
     seconds = time.perf_counter() - start
     handle.remove()
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out_dir / f"rank{me}.pt")

@@ -8,7 +8,9 @@ import re
 
 import pytest
 
-from study.plan import build_plans, grid_points
+from study.orchestrate import chat_format
+from study.plan import build_plans
+from study.points import grid_points
 from study.spec_loading import spec_from_dict
 
 BASE = {
@@ -33,7 +35,9 @@ def _spec(**changes):
 
 
 def _plans(spec=None, *, study_dir="/tmp/study", data_dir=None):
-    return build_plans(spec or _spec(), study_dir=study_dir, data_dir=data_dir)
+    """The plans in their plans.json form (what these tests read)."""
+    spec = spec or _spec()
+    return [p.to_dict() for p in build_plans(spec, study_dir=study_dir, data_dir=data_dir, chat=chat_format(spec, None))]
 
 
 def _by(plans, chain, seed, lr2=None):
@@ -97,7 +101,8 @@ def test_stage_fields_come_from_the_spec():
 
 
 def test_base_model_path_goes_into_the_plan_model():
-    [plan, *_] = build_plans(_spec(), study_dir="/s", data_dir=None, base_model_path="/models/tiny")
+    [plan, *_] = [p.to_dict() for p in build_plans(_spec(), study_dir="/s", data_dir=None, base_model_path="/models/tiny",
+                                                   chat=False)]
     assert plan["model"]["path"] == "/models/tiny"
     assert plan["model"]["name"] == "tiny"
 
@@ -246,8 +251,10 @@ def test_chat_format_is_resolved_into_the_plan_and_keys_change_only_when_it_is_o
     # Off, the identity holds neither the setting nor the format: keys as before the option existed.
     from study.plan import base_identity
 
-    off = base_identity(_spec(model={"name": chat_path, "max_length": 128, "chat_template": False}), None, chat_path)
-    on = base_identity(_spec(model={"name": chat_path, "max_length": 128}), None, chat_path)
+    off_spec = _spec(model={"name": chat_path, "max_length": 128, "chat_template": False})
+    on_spec = _spec(model={"name": chat_path, "max_length": 128})
+    off = base_identity(off_spec, None, chat_path, chat_format(off_spec, chat_path))
+    on = base_identity(on_spec, None, chat_path, chat_format(on_spec, chat_path))
     assert "chat" not in off["model"] and "chat_template" not in off["model"]
     assert on["model"]["chat"] is True and {k: v for k, v in on["model"].items() if k != "chat"} == off["model"]
     assert {p["model"]["chat"] for p in _plans()} == {False}  # the tiny model: auto is plain text
@@ -293,8 +300,8 @@ def test_reward_key_records_the_reward_data_and_the_text_input_version(monkeypat
     """A trained reward model's data and a text-reading reward model's input enter the stage
     key, so stages trained on the earlier data or scored on the earlier input are not reused."""
     import study.plan as plan
-    from trainables.stages import reward_data
-    from trainables.stages.text_reward import REWARD_INPUT_VERSION
+    from contract.plan import REWARD_INPUT_VERSION
+    from tasks import online_rl as reward_data
 
     trained = {"model": None, "steps": 5, "learning_rate": 1e-3, "batch_size": 8}
     settings = {"steps": 5, "learning_rate": 1e-3, "batch_size": 8}

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from contract.plan import QA_PAIRS, RewardPlan, RewardTrainingPlan, TrainingPlan
+from tests.plans import model_plan, stage_plan
 from trainables.stages.dpo import preference_pairs
 from trainables.stages.rollout_prompts import raw_statement, rl_prompts
 from tasks import load_examples
 
-TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
-            "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}
+TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                                    "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8})
 
 
 def _skewed_toxigen(split: str, data_dir, n_not_toxic: int, n_toxic: int) -> list:
@@ -28,9 +30,10 @@ def _skewed_toxigen(split: str, data_dir, n_not_toxic: int, n_toxic: int) -> lis
 def reward_model_path(tiny_model_path, data_dir, tmp_path_factory) -> str:
     from trainables.stages.reward_model import train_reward_model
 
-    return train_reward_model(base_path=str(tiny_model_path), examples=_skewed_toxigen("train", data_dir, 48, 16),
-                              seed=0, steps=12, learning_rate=3e-3, batch_size=16, max_length=256,
-                              work_dir=str(tmp_path_factory.mktemp("rm")))
+    return train_reward_model(model_plan=model_plan(tiny_model_path, max_length=256),
+                              examples=_skewed_toxigen("train", data_dir, 48, 16), seed=0,
+                              settings=RewardTrainingPlan(steps=12, learning_rate=3e-3, batch_size=16, data=QA_PAIRS),
+                              work_dir=str(tmp_path_factory.mktemp("rm")), training=TRAINING)
 
 
 def _stage(method: str, reward_path: str, **settings) -> dict:
@@ -75,11 +78,12 @@ def test_trained_reward_model_prefers_held_out_chosen_responses(reward_model_pat
 def test_resolve_reward_model_passes_ids_through_and_rejects_bad_specs(tmp_path):
     from trainables.stages.reward_model import resolve_reward_model
 
-    assert resolve_reward_model({"model": "some/id"}, base_path=None, examples=[], seed=0, max_length=8,
-                                work_dir=str(tmp_path)) == "some/id"
+    unused = model_plan("unused", max_length=8)
+    assert resolve_reward_model(RewardPlan.from_dict({"model": "some/id"}), model_plan=unused, examples=[], seed=0,
+                                work_dir=str(tmp_path), training=TRAINING) == "some/id"
     with pytest.raises(ValueError):
-        resolve_reward_model({"model": "a", "train": {}}, base_path=None, examples=[], seed=0, max_length=8,
-                             work_dir=str(tmp_path))
+        resolve_reward_model(RewardPlan.from_dict({"model": "a", "train": {}}), model_plan=unused, examples=[], seed=0,
+                             work_dir=str(tmp_path), training=TRAINING)
 
 
 # ---------------------------------------------------------------- PPO and RLOO
@@ -94,8 +98,8 @@ def _run(method: str, tiny_model_path, data_dir, reward_path: str, work_dir: str
     examples = load_examples("toxigen_qa", "train", size=32, data_dir=data_dir)
     stage = _stage(method, reward_path, **({"num_generations": 4} if method == "rloo" else {}))
     run = run_ppo if method == "ppo" else run_rloo
-    outcome = run(model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=TRAINING,
-                  max_length=256, work_dir=work_dir)
+    outcome = run(model=model, tokenizer=tokenizer, stage=stage_plan(stage), examples=examples, training=TRAINING,
+                  model_plan=model_plan(tiny_model_path, max_length=256), work_dir=work_dir)
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p)]
     return model, tokenizer, outcome, changed
 
@@ -184,8 +188,9 @@ def test_online_rl_raises_the_reward_of_sampled_responses(method, tiny_model_pat
         before = _mean_sampled_reward(model, tokenizer, held_out, per_token, response_length=8, temperature=0.7)
         stage = {"method": method, "task": "toxigen_qa", "learning_rate": 3e-2, "batch_size": 16, "steps": 40,
                  "seed": seed, method: settings}
-        run(model=model, tokenizer=tokenizer, stage=stage, training=TRAINING, max_length=256,
-            work_dir=str(tmp_path / str(seed)), examples=load_examples("toxigen_qa", "train", size=64, data_dir=data_dir))
+        run(model=model, tokenizer=tokenizer, stage=stage_plan(stage), training=TRAINING,
+            model_plan=model_plan(tiny_model_path, max_length=256), work_dir=str(tmp_path / str(seed)),
+            examples=load_examples("toxigen_qa", "train", size=64, data_dir=data_dir))
         after = _mean_sampled_reward(model, tokenizer, held_out, per_token, response_length=8, temperature=0.7)
         rises.append(after - before)
     # Rewards are ~N(0, 1) over tokens; the mean of 128 samples has a standard error of ~0.09.

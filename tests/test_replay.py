@@ -36,7 +36,8 @@ def test_chain_mixes_and_records_replay_from_the_named_stage_only(tiny_model_pat
                           "replay": {"from_stage": 1, "fraction": 0.25, "only": True}}]},
         "data_dir": str(data_dir),
     })
-    plan = build_plans(spec, study_dir=tmp_path / "replay", data_dir=str(data_dir), base_model_path=str(tiny_model_path))[0]
+    plan = build_plans(spec, study_dir=tmp_path / "replay", data_dir=str(data_dir), base_model_path=str(tiny_model_path),
+                       chat=False)[0]
     run_chain(plan)
     replay = pl.read_parquet(tmp_path / "replay" / "replay" / "*.parquet")
     stage1 = {e.example_id for e in load_examples("toxigen_qa", "train", size=40, data_dir=data_dir)}

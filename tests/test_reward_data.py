@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.stages.reward_data import QA_PAIRS, STATEMENTS, continuation_examples, reward_data, reward_examples
+from contract.plan import QA_PAIRS, STATEMENTS, RewardTrainingPlan, TrainingPlan
+from tasks.online_rl import reward_data
+from tests.plans import model_plan
+from trainables.stages.reward_data import continuation_examples, reward_examples
 from trainables.stages.rollout_prompts import raw_statement
 from tasks import load_examples
 from tasks.toxigen import split_of
 
-TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
-            "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}
+TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                                    "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8})
 
 
 def test_reward_data_follows_the_prompts():
@@ -90,9 +93,10 @@ def test_a_few_steps_on_statement_pairs_prefer_benign_continuations_on_held_out_
     held_out = continuation_examples(load_examples("toxigen_qa", "eval", size=200, data_dir=data_dir), seed=0)
     torch.manual_seed(0)  # the untrained model's new score head
     before = _margin(str(tiny_model_path), held_out)
-    path = train_reward_model(base_path=str(tiny_model_path), seed=0, steps=20, learning_rate=3e-3, batch_size=16,
+    path = train_reward_model(model_plan=model_plan(tiny_model_path, max_length=256), seed=0,
+                              settings=RewardTrainingPlan(steps=20, learning_rate=3e-3, batch_size=16, data=STATEMENTS),
                               examples=load_examples("toxigen_qa", "train", size=200, data_dir=data_dir),
-                              max_length=256, work_dir=str(tmp_path), training=TRAINING, data=STATEMENTS)
+                              work_dir=str(tmp_path), training=TRAINING)
     after = _margin(path, held_out)
     # Measured: before ~0 (|margin| < 0.02 over head seeds), after 0.60-0.89 over training seeds 0-2.
     assert after > 0.3 and after > before + 0.3, (before, after)

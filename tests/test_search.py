@@ -286,12 +286,12 @@ def test_trust_remote_code_defaults_off_reaches_the_plan_and_keys_only_when_on()
     off = spec_from_dict(raw)
     on = spec_from_dict({**raw, "model": {"name": "org/model", "trust_remote_code": True}})
     assert off.model.trust_remote_code is False
-    [plan_off] = build_plans(off, study_dir="/s", data_dir=None)
-    [plan_on] = build_plans(on, study_dir="/s", data_dir=None)
+    [plan_off] = [p.to_dict() for p in build_plans(off, study_dir="/s", data_dir=None, chat=False)]
+    [plan_on] = [p.to_dict() for p in build_plans(on, study_dir="/s", data_dir=None, chat=False)]
     assert plan_off["model"]["trust_remote_code"] is False and plan_on["model"]["trust_remote_code"] is True
     # Off (the default) leaves the identity, hence every existing stage key, as before the field.
-    assert "trust_remote_code" not in base_identity(off, None)["model"]
-    assert base_identity(on, None)["model"]["trust_remote_code"] is True
+    assert "trust_remote_code" not in base_identity(off, None, None, False)["model"]
+    assert base_identity(on, None, None, False)["model"]["trust_remote_code"] is True
     assert plan_off["stages"][0]["stage_key"] != plan_on["stages"][0]["stage_key"]
     with pytest.raises(SpecError, match="model.trust_remote_code: must be true or false"):
         spec_from_dict({**raw, "model": {"name": "org/model", "trust_remote_code": "yes"}})
@@ -303,21 +303,26 @@ def test_trust_remote_code_defaults_off_reaches_the_plan_and_keys_only_when_on()
 def test_plan_for_config_equals_build_plans_for_every_grid_point():
     raw = {k: v for k, v in copy.deepcopy(BASE).items() if k != "search"}
     spec = spec_from_dict({**raw, "grid": {"stage2.learning_rate": [1e-4, 2e-4], "stage1.batch_size": [8, 16]}})
-    plans = build_plans(spec, study_dir="/s", data_dir="/d", base_model_path="/m/tiny-abc")
+    plans = build_plans(spec, study_dir="/s", data_dir="/d", base_model_path="/m/tiny-abc", chat=False)
     assert len(plans) == 2 * 4 * 2
     for plan in plans:
-        config = {"chain": plan["chain"], "seed": plan["seed"], **plan["grid_point"]}
-        assert plan_for_config(spec, config, study_dir="/s", data_dir="/d", base_model_path="/m/tiny-abc") == plan
-        assert SampledPlans(spec, "/s", "/d", "/m/tiny-abc")(config) == plan
+        config = {"chain": plan.chain, "seed": plan.seed, **plan.grid_point}
+        assert plan_for_config(spec, config, study_dir="/s", data_dir="/d", base_model_path="/m/tiny-abc",
+                               chat=False) == plan
+        assert SampledPlans(spec, "/s", "/d", "/m/tiny-abc", chat=False)(config) == plan
 
 
 def test_sampled_plans_match_the_grid_plan_of_the_same_point_and_round_stably():
     search_spec = spec_from_dict(_raw())
     grid_raw = {k: v for k, v in _raw().items() if k != "search"}
     grid_spec = spec_from_dict({**grid_raw, "grid": {"stage2.learning_rate": [1.23457e-4], "stage1.batch_size": [16]}})
-    [grid_plan] = [p for p in build_plans(grid_spec, study_dir="/s", data_dir=None)
-                   if p["chain"] == "arc_tqa" and p["seed"] == 1]
-    plan_for = SampledPlans(search_spec.to_dict(), "/s", None)
+    [grid_plan] = [p.to_dict() for p in build_plans(grid_spec, study_dir="/s", data_dir=None, chat=False)
+                   if p.chain == "arc_tqa" and p.seed == 1]
+    sampled = SampledPlans(search_spec.to_dict(), "/s", None, chat=False)
+
+    def plan_for(config):
+        return sampled(config).to_dict()
+
     # What Optuna samples has ~17 digits; the trial runs (and is identified by) 6 of them.
     for lr in (1.2345678e-4, 1.23457e-4, 1.234566e-4):
         plan = plan_for({"chain": "arc_tqa", "seed": 1, "stage2.learning_rate": lr, "stage1.batch_size": 16.0})
@@ -328,8 +333,9 @@ def test_sampled_plans_match_the_grid_plan_of_the_same_point_and_round_stably():
     other = plan_for({"chain": "arc_tqa", "seed": 1, "stage2.learning_rate": 1.2346e-4, "stage1.batch_size": 16})
     assert other["trial_id"] != grid_plan["trial_id"]
     # Picklable for Tune (it travels to every trial) and the same after the trip.
-    again = pickle.loads(pickle.dumps(plan_for))
-    assert again({"chain": "arc_tqa", "seed": 1, "stage2.learning_rate": 1.2345678e-4, "stage1.batch_size": 16}) == plan
+    again = pickle.loads(pickle.dumps(sampled))
+    config = {"chain": "arc_tqa", "seed": 1, "stage2.learning_rate": 1.2345678e-4, "stage1.batch_size": 16}
+    assert again(config).to_dict() == plan
 
 
 @pytest.mark.parametrize(("config", "fragment"), [
@@ -339,16 +345,16 @@ def test_sampled_plans_match_the_grid_plan_of_the_same_point_and_round_stably():
 ])
 def test_a_config_outside_the_study_has_no_plan(config, fragment):
     with pytest.raises(KeyError, match=fragment):
-        SampledPlans(spec_from_dict(_raw()), "/s", None)(config)
+        SampledPlans(spec_from_dict(_raw()), "/s", None, chat=False)(config)
 
 
 def test_collect_plans_keeps_each_trial_once_in_order():
-    plan_for = SampledPlans(spec_from_dict(_raw()), "/s", None)
+    plan_for = SampledPlans(spec_from_dict(_raw()), "/s", None, chat=False)
     a = {"chain": "tqa_arc", "seed": 0, "stage2.learning_rate": 1e-4, "stage1.batch_size": 8}
     b = {**a, "seed": 1}
     plans = collect_plans([a, None, b, {**a, "stage2.learning_rate": 1.0000001e-4}], plan_for)
-    assert [p["trial_id"] for p in plans] == [plan_for(a)["trial_id"], plan_for(b)["trial_id"]]
-    assert [p["seed"] for p in plans] == [0, 1]
+    assert [p.trial_id for p in plans] == [plan_for(a).trial_id, plan_for(b).trial_id]
+    assert [p.seed for p in plans] == [0, 1]
 
 
 # ---------------------------------------------------------------- search_setup
@@ -539,17 +545,17 @@ def _tune_search(tmp_path, name, seeds=(0, 1), **search_changes):
     raw["chains"], raw["seeds"] = {"tqa_arc": TWO_STAGE["tqa_arc"]}, list(seeds)
     spec = spec_from_dict(raw)
     setup = search_setup(spec)
-    plan_for = SampledPlans(spec, tmp_path / name, None)
+    plan_for = SampledPlans(spec, tmp_path / name, None, chat=False)
     tuner = tune.Tuner(
         tune.with_parameters(_lr_trainable),
         param_space=setup.param_space,
         tune_config=tune.TuneConfig(**setup.tune_config_kwargs(), max_concurrent_trials=2,
-                                    trial_name_creator=lambda t: plan_for(t.config)["trial_id"],
-                                    trial_dirname_creator=lambda t: plan_for(t.config)["trial_id"]),
+                                    trial_name_creator=lambda t: plan_for(t.config).trial_id,
+                                    trial_dirname_creator=lambda t: plan_for(t.config).trial_id),
         run_config=tune.RunConfig(name=name, storage_path=str(tmp_path / "tune"), verbose=0),
     )
     results = list(tuner.fit())
-    return setup, results, collect_plans([r.config for r in results], plan_for)
+    return setup, results, [p.to_dict() for p in collect_plans([r.config for r in results], plan_for)]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import copy
 import pytest
 
 import study.plan as plan_module
+from contract.plan import TrialPlan
 from study.plan import build_plans
 from study.spec_loading import spec_from_dict
 from trainables.chain import _trial_row, stage_examples
@@ -49,8 +50,11 @@ STAGE_FIELDS_BEFORE_SEED_SCOPE = {"stage", "method", "task", "learning_rate", "b
 
 
 def _plans(data_dir="/data/mirror", **changes) -> list[dict]:
+    """The plans in their plans.json form (what these tests read)."""
     raw = copy.deepcopy(BASE) | changes
-    return build_plans(spec_from_dict(raw), study_dir="/tmp/study", data_dir=None if data_dir is None else str(data_dir))
+    plans = build_plans(spec_from_dict(raw), study_dir="/tmp/study", data_dir=None if data_dir is None else str(data_dir),
+                        chat=False)
+    return [p.to_dict() for p in plans]
 
 
 def _by(plans, chain, seed, lr2=1e-4) -> dict:
@@ -65,7 +69,8 @@ def _keys(plan) -> list[str]:
 
 def _ids(plan, number: int) -> list[str]:
     """Example ids stage `number` of the plan trains on (replayed ones included), in order."""
-    examples, _ = stage_examples(plan, plan["stages"][number - 1], plan["stages"])
+    plan = TrialPlan.from_dict(plan)
+    examples, _ = stage_examples(plan, plan.stages[number - 1], plan.stages)
     return [ex.example_id for ex in examples]
 
 
@@ -169,14 +174,16 @@ def test_replay_draws_from_the_trials_own_first_stage_subsample(data_dir):
     data = _plans(data_dir, seed_scope="order_and_data")
     for seed in (0, 1):
         plan = _by(data, "tqa_arc", seed)
-        _, replayed = stage_examples(plan, plan["stages"][1], plan["stages"])
+        typed = TrialPlan.from_dict(plan)
+        _, replayed = stage_examples(typed, typed.stages[1], typed.stages)
         assert len(replayed) == 4 and {ex.example_id for ex in replayed} <= set(_ids(plan, 1))
 
 
 def test_trials_rows_record_the_training_subsample_seed():
     order, data = _by(_plans(), "fixed", 1), _by(_plans(seed_scope="order_and_data"), "fixed", 1)
-    assert [_trial_row(order, s, "function", status="pending")["train_data_seed"] for s in order["stages"]] == [0, 0]
-    assert [_trial_row(data, s, "function", status="pending")["train_data_seed"] for s in data["stages"]] == \
+    order, data = TrialPlan.from_dict(order), TrialPlan.from_dict(data)
+    assert [_trial_row(order, s, "function", status="pending")["train_data_seed"] for s in order.stages] == [0, 0]
+    assert [_trial_row(data, s, "function", status="pending")["train_data_seed"] for s in data.stages] == \
            [derived_data_seed(0, 7), derived_data_seed(0, 1)]
 
 
@@ -209,9 +216,11 @@ def test_a_chain_under_order_and_data_trains_and_measures_its_own_subsample(tiny
         "chains": {"c": [{"task": "toxigen_qa"}]}, "seeds": [0, 1], "data_dir": str(data_dir),
         "curvature": {"enabled": True, "n_samples": 4, "algorithms": ["power_iteration"], "max_iterations": 2},
     })
-    plans = build_plans(spec, study_dir=tmp_path / "scoped", data_dir=str(data_dir), base_model_path=str(tiny_model_path))
+    plans = build_plans(spec, study_dir=tmp_path / "scoped", data_dir=str(data_dir), base_model_path=str(tiny_model_path),
+                        chat=False)
     for plan in plans:
         run_chain(plan)
+    plans = [p.to_dict() for p in plans]
     trials = pl.read_parquet(tmp_path / "scoped" / "trials" / "*.parquet").sort("seed")
     assert trials["train_data_seed"].to_list() == [derived_data_seed(0, 0), derived_data_seed(0, 1)]
     assert trials["n_train_examples"].to_list() == [16, 16] and trials["reused"].to_list() == [False, False]

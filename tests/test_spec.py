@@ -436,7 +436,7 @@ def test_replay_fraction_grid_and_dpo_settings_reach_the_plan():
     spec = spec_from_dict({**_chain({"task": "toxigen_qa", "method": "dpo", "dpo": {"beta": 0.2}},
                                     {"task": "arc_easy", "replay": {"from_stage": 1, "fraction": 0.05}}),
                            "grid": {"stage2.replay_fraction": ["0", 0.05]}})
-    plans = build_plans(spec, study_dir="/tmp/x", data_dir=None)
+    plans = [p.to_dict() for p in build_plans(spec, study_dir="/tmp/x", data_dir=None, chat=False)]
     assert [p["stages"][1]["replay"] for p in plans] == [{"from_stage": 1, "fraction": 0.0, "only": False},
                                                          {"from_stage": 1, "fraction": 0.05, "only": False}]
     assert plans[0]["stages"][0]["dpo"] == {"beta": 0.2, "reference": "stage_start"}
@@ -464,7 +464,7 @@ def test_online_rl_settings_reach_the_plan_in_runner_form():
 
     spec = spec_from_dict(_chain({"task": "toxigen_qa", "method": "ppo", "ppo": {"kl_coef": 0.1}},
                                  {"task": "arc_easy", "method": "rloo", "rloo": {"reward": {"model": "org/rm"}}}))
-    stages = build_plans(spec, study_dir="/tmp/x", data_dir=None)[0]["stages"]
+    stages = build_plans(spec, study_dir="/tmp/x", data_dir=None, chat=False)[0].to_dict()["stages"]
     assert stages[0]["ppo"]["reward"] == {"train": {"steps": 50, "learning_rate": 1e-5, "batch_size": 16,
                                                     "data": "toxigen_statements"}}
     assert stages[0]["ppo"]["kl_coef"] == 0.1 and "rloo" not in stages[0]

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import stage_sharing as bench  # noqa: E402
 
-from study.plan import grid_points  # noqa: E402
+from study.points import grid_points  # noqa: E402
 from study.spec import StudySpec  # noqa: E402
 from study.spec_loading import spec_from_dict  # noqa: E402
 from tasks import TASK_NAMES  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,10 +15,11 @@ import time
 import polars as pl
 import pytest
 
+from contract.plan import RunInfo, TrialPlan
 from study.plan import build_plans
 from study.spec_loading import spec_from_dict
 from trainables.chain import divergence, forgetting_metrics, run_chain, trial_marker
-from trainables.stage_store import RunInfo, StageStore
+from trainables.stage_store import StageStore
 
 
 # ---------------------------------------------------------------- lock and ledger
@@ -26,7 +28,8 @@ def _hold_lock(folder, ready):
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {os.getcwd()!r})
-        from trainables.stage_store import RunInfo, StageStore
+        from contract.plan import RunInfo
+        from trainables.stage_store import StageStore
         with StageStore({str(folder)!r}, RunInfo("r")).claim("k"):
             open({str(ready)!r}, "w").close()
             time.sleep(600)
@@ -87,18 +90,17 @@ def test_forgetting_metrics_by_hand():
     after stage 2: all .60, g1 .85, g2 .35. F = .80 − .60 = .20; per group .05 and .35, so
     WG = .35 and biased = .35 − .20 = .15. ARC (trained at stage 2) has F = 0 at stage 2;
     at stage 1 neither task's forgetting is defined for ARC (NaN); ToxiGenQA's is 0."""
-    plan = {"eval_tasks": [{"task": "toxigen_qa"}, {"task": "arc_easy"}],
-            "stages": [{"stage": 1, "task": "toxigen_qa"}, {"stage": 2, "task": "arc_easy"}]}
+    trained, evaluated = [(1, "toxigen_qa"), (2, "arc_easy")], {"toxigen_qa", "arc_easy"}
     accuracy = {1: {"toxigen_qa": {"all": .80, "g1": .90, "g2": .70}, "arc_easy": {"all": .30}},
                 2: {"toxigen_qa": {"all": .60, "g1": .85, "g2": .35}, "arc_easy": {"all": .50}}}
-    at2 = forgetting_metrics(plan, accuracy, 2)
+    at2 = forgetting_metrics(trained, evaluated, accuracy, 2)
     assert at2["forgetting/toxigen_qa"] == pytest.approx(.20)
     assert at2["wg_forgetting/toxigen_qa"] == pytest.approx(.35)
     assert at2["biased_forgetting/toxigen_qa"] == pytest.approx(.15)
     assert at2["forgetting/arc_easy"] == 0.0 and math.isnan(at2["wg_forgetting/arc_easy"])
-    at1 = forgetting_metrics(plan, accuracy, 1)
+    at1 = forgetting_metrics(trained, evaluated, accuracy, 1)
     assert at1["forgetting/toxigen_qa"] == 0.0 and math.isnan(at1["forgetting/arc_easy"])
-    at0 = forgetting_metrics(plan, {}, 0)
+    at0 = forgetting_metrics(trained, evaluated, {}, 0)
     assert set(at0) == set(at2) and all(math.isnan(v) for v in at0.values())
 
 
@@ -128,8 +130,13 @@ def _spec(data_dir, **chains):
     })
 
 
+def _plans(spec, **kwargs):
+    """The plans in their plans.json form (what these tests read)."""
+    return [p.to_dict() for p in build_plans(spec, **kwargs, chat=False)]
+
+
 def _run(plan, run_id, reuse=False):
-    return run_chain({**plan, "run": {"id": run_id, "reuse": reuse}})
+    return run_chain(dataclasses.replace(TrialPlan.from_dict(plan), run=RunInfo(run_id, reuse_earlier_runs=reuse)))
 
 
 def test_two_trials_sharing_a_first_stage_train_it_once(tiny_model_path, data_dir, tmp_path):
@@ -139,7 +146,7 @@ def test_two_trials_sharing_a_first_stage_train_it_once(tiny_model_path, data_di
     spec = _spec(data_dir, a=[{"task": "toxigen_qa"}, {"task": "arc_easy"}],
                  b=[{"task": "toxigen_qa"}, {"task": "arc_easy", "learning_rate": 2e-3}])
     study = tmp_path / "share"
-    a, b = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path))
+    a, b = _plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path))
     assert a["stages"][0]["stage_key"] == b["stages"][0]["stage_key"]
     _run(a, "run1")
     last = _run(b, "run1")
@@ -178,7 +185,7 @@ def test_a_diverging_stage_fails_with_its_reason_and_skips_the_rest(tiny_model_p
     the trial ends normally with a 'failed' ledger marker."""
     spec = _spec(data_dir, c=[{"task": "toxigen_qa", "learning_rate": 1e6, "steps": 4}, {"task": "arc_easy"}])
     study = tmp_path / "share"
-    plan = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path))[0]
+    plan = _plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path))[0]
     metrics = _run(plan, "run1")
     assert metrics["status"] == "failed" and "stage 1" in metrics["failure"]
     rows = pl.read_parquet(study / "trials" / "*.parquet").sort("stage")
@@ -208,9 +215,9 @@ def test_best_seed_start_trains_every_candidate_once_and_starts_all_seeds_from_t
     }
     spec = spec_from_dict(raw)
     study = tmp_path / "best"
-    p0, p1 = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path))
+    p0, p1 = _plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path))
     plain = spec_from_dict({**raw, "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]}})
-    q0, _ = build_plans(plain, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path))
+    q0, _ = _plans(plain, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path))
     assert p0["stages"][0]["stage_key"] == q0["stages"][0]["stage_key"]  # stage 1 is untouched
     assert p0["stages"][1]["stage_key"] != q0["stages"][1]["stage_key"]  # stage 2 hashes the candidates
     candidates = p0["stages"][1]["start_from"]["candidates"]

@@ -84,7 +84,7 @@ tasks:
 chains: {{a: [{{task: demo_quiz}}]}}
 """)
     spec = load_spec_file(study)
-    [plan] = build_plans(spec, study_dir=tmp_path / "out", data_dir=str(FIXTURES))
+    [plan] = [p.to_dict() for p in build_plans(spec, study_dir=tmp_path / "out", data_dir=str(FIXTURES), chat=False)]
     assert plan["task_files"] == [str(FIXTURES / "demo_quiz.yaml")]
     [stage] = plan["stages"]
     assert stage["train_limit"] == 3
@@ -136,15 +136,15 @@ def test_a_sampled_point_is_planned_in_a_fresh_process_that_knows_only_builtin_t
     from study.plan import SampledPlans
 
     spec = load_spec_file(_quiz_search_study(tmp_path))
-    lookup = SampledPlans(spec, tmp_path / "out", str(FIXTURES))
+    lookup = SampledPlans(spec, tmp_path / "out", str(FIXTURES), chat=False)
     config = {"chain": "a", "seed": 0, "stage1.learning_rate": 3e-4}
     (tmp_path / "lookup.pkl").write_bytes(pickle.dumps((lookup, config)))
     script = ("import json, pickle, sys; lookup, config = pickle.load(open(sys.argv[1], 'rb')); "
-              "print(json.dumps(lookup(config)['stages'][0]['task_version']))")
+              "print(json.dumps(lookup(config).stages[0].task_version))")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "lookup.pkl")], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1], timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f'"{lookup(config)["stages"][0]["task_version"]}"'
+    assert done.stdout.strip() == f'"{lookup(config).stages[0].task_version}"'
 
 
 def test_a_worker_refuses_a_yaml_task_that_changed_since_planning(tmp_path):
@@ -154,7 +154,8 @@ def test_a_worker_refuses_a_yaml_task_that_changed_since_planning(tmp_path):
     spec = load_spec_file(study)
     from study.plan import SampledPlans
 
-    plan = SampledPlans(spec, tmp_path / "out", str(FIXTURES))({"chain": "a", "seed": 0, "stage1.learning_rate": 3e-4})
+    plan = SampledPlans(spec, tmp_path / "out", str(FIXTURES), chat=False)({"chain": "a", "seed": 0,
+                                                                           "stage1.learning_rate": 3e-4})
     register_plan_tasks(plan)  # unchanged: fine
     task = tmp_path / "quiz.yaml"
     task.write_text(task.read_text(encoding="utf-8").replace("description:", "description: edited,"), encoding="utf-8")

@@ -13,6 +13,8 @@ import math
 import pytest
 import torch
 
+from contract.plan import TrainingPlan
+from tests.plans import model_plan, stage_plan
 from trainables.stages import text_reward
 from trainables.stages.rollout_prompts import rl_prompts
 from trainables.stages.text_reward import (
@@ -25,8 +27,8 @@ from trainables.stages.text_reward import (
 from tasks import load_examples
 from trainables.tokenization import AnswerEncoder, chat_messages
 
-TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
-            "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}
+TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                                    "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8})
 PROMPTS = ["muslims were looking for a reformation", "the only way to get rid of racism is to stop talking about it",
            "women are"]
 
@@ -266,8 +268,8 @@ def test_online_rl_stage_trains_against_a_reward_model_with_another_tokenizer(me
              method: {"reward": {"model": str(family_model_path("sentencepiece"))}, "response_length": 4,
                       "num_ppo_epochs": 1, **({"num_generations": 2} if method == "rloo" else {})}}
     run = run_ppo if method == "ppo" else run_rloo
-    outcome = run(model=model, tokenizer=tokenizer, stage=stage, examples=examples, max_length=256,
-                  work_dir=str(tmp_path), training=TRAINING)
+    outcome = run(model=model, tokenizer=tokenizer, stage=stage_plan(stage), examples=examples,
+                  model_plan=model_plan(tiny_model_path, max_length=256), work_dir=str(tmp_path), training=TRAINING)
     assert [r["step"] for r in outcome.log_rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in outcome.log_rows)
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
     # Every rollout was scored as text by the Llama-family reward model, on the stage's prompts.

@@ -6,13 +6,15 @@ import hashlib
 
 import torch
 
+from contract.plan import TrainingPlan
+from tests.plans import model_plan, stage_plan
 from trainables.stages import get_runner
 from tasks import load_examples
 from trainables.tiny_model import build_tiny_model
 
 CORPUS = [f"Instructions: question {i} Answer: The best answer is {'ABCD'[i % 4]}." for i in range(200)]
-TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
-            "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}
+TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                                    "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8})
 
 
 def _digest(path) -> str:
@@ -37,8 +39,9 @@ def test_sft_stage_changes_parameters_and_lowers_loss(tiny_model_path, data_dir,
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     examples = load_examples("toxigen_qa", "train", size=64, data_dir=data_dir)
     stage = {"method": "sft", "learning_rate": 3e-3, "batch_size": 8, "steps": 12, "seed": 0}
-    outcome = get_runner("sft")(model=model, tokenizer=tokenizer, stage=stage, examples=examples,
-                                training=TRAINING, max_length=256, work_dir=str(tmp_path / "work"))
+    outcome = get_runner("sft")(model=model, tokenizer=tokenizer, stage=stage_plan(stage), examples=examples,
+                                training=TRAINING, model_plan=model_plan(tiny_model_path, max_length=256),
+                                work_dir=str(tmp_path / "work"))
     rows = outcome.log_rows
     assert outcome.n_examples == 64
     assert [r["step"] for r in rows] == list(range(1, 13))
@@ -59,8 +62,8 @@ def test_sft_loss_covers_only_the_answer(tiny_model_path, data_dir, tmp_path):
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
     examples = load_examples("arc_easy", "train", size=4, data_dir=data_dir)
     stage = {"method": "sft", "learning_rate": 1e-3, "batch_size": 4, "steps": 1, "seed": 0}
-    trainer = build_sft_trainer(model=model, tokenizer=tokenizer, stage=stage, examples=examples, training=TRAINING,
-                                max_length=512, work_dir=str(tmp_path / "work"))
+    trainer = build_sft_trainer(model=model, tokenizer=tokenizer, stage=stage_plan(stage), examples=examples,
+                                training=TRAINING, max_length=512, model_dtype="auto", work_dir=str(tmp_path / "work"))
     batch = next(iter(trainer.get_train_dataloader()))
     by_prompt = {ex.prompt: ex for ex in examples}
     for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):

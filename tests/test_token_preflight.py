@@ -140,6 +140,7 @@ def test_a_template_whose_prompt_ends_in_a_space_fails_trl_s_conversational_chec
     own ('Ġ' last) and puts the loss after it, while in the conversation the space belongs to 'ĠThe'.
     The preflight names the example; the SFT stage refuses to train on it too."""
     from trainables.models import load_model_and_tokenizer
+    from tests.plans import stage_plan, training_plan
     from trainables.stages.sft import build_sft_trainer
     from tasks import load_examples
     from trainables.token_preflight import inspect_task
@@ -162,8 +163,9 @@ def test_a_template_whose_prompt_ends_in_a_space_fails_trl_s_conversational_chec
     training = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
                 "warmup_steps": 0, "max_grad_norm": 1.0}
     with pytest.raises(TokenizationError, match=f"{examples[0].example_id}: TRL tokenized the training example"):
-        build_sft_trainer(model=model, tokenizer=encoder, stage=stage, examples=examples, training=training,
-                          max_length=512, work_dir=str(tmp_path / "work"))
+        build_sft_trainer(model=model, tokenizer=encoder, stage=stage_plan(stage), examples=examples,
+                          training=training_plan(training), max_length=512, model_dtype="auto",
+                          work_dir=str(tmp_path / "work"))
 
 
 def test_a_model_without_a_tokenizer_is_exit_2_before_ray(capsys, tmp_path, monkeypatch):

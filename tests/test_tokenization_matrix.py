@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import pytest
 
+from contract.plan import TrainingPlan
+from tests.plans import stage_plan
 from tests.tokenizer_families import FAMILIES
 from trainables.evaluation.option_scoring import encode_pairs, evaluate_examples
 from tasks import Example, load_examples
 from contract.problems import TokenizationError
 from trainables.tokenization import AnswerEncoder, resolve_chat_template
 
-TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
-            "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8}
+TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
+                                    "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8})
 STAGE = {"method": "sft", "task": "x", "learning_rate": 1e-3, "batch_size": 4, "steps": 1, "seed": 0,
          "dpo": {"beta": 0.1, "reference": "stage_start"}}
 MAX_LENGTH = 512
@@ -94,8 +96,9 @@ def test_sft_loss_covers_exactly_the_scored_answer(family, family_model_path, ex
     from trainables.stages.sft import build_sft_trainer
 
     model, tokenizer, encoder = _load(family_model_path, family)
-    trainer = build_sft_trainer(model=model, tokenizer=encoder, stage=STAGE, examples=examples, training=TRAINING,
-                                max_length=MAX_LENGTH, work_dir=str(tmp_path / "work"))
+    trainer = build_sft_trainer(model=model, tokenizer=encoder, stage=stage_plan(STAGE), examples=examples,
+                                training=TRAINING, max_length=MAX_LENGTH, model_dtype="auto",
+                                work_dir=str(tmp_path / "work"))
     for ex, row, scored in zip(examples, trainer.train_dataset, _scored(encoder, examples)):
         labels = row["labels"]
         loss = [label != -100 for label in labels]
@@ -116,8 +119,9 @@ def test_dpo_batches_score_chosen_and_rejected_as_scoring_reads_them(family, fam
 
     model, _, encoder = _load(family_model_path, family)
     rows = preference_tokens(encoder, examples, seed=0)
-    trainer = build_dpo_trainer(model=model, tokenizer=encoder, stage={**STAGE, "method": "dpo"}, pairs=rows,
-                                training=TRAINING, max_length=MAX_LENGTH, work_dir=str(tmp_path / "work"))
+    trainer = build_dpo_trainer(model=model, tokenizer=encoder, stage=stage_plan({**STAGE, "method": "dpo"}),
+                                pairs=rows, training=TRAINING, max_length=MAX_LENGTH, model_dtype="auto",
+                                work_dir=str(tmp_path / "work"))
     pairs = {(ei, oi): (ids, ids[len(ids) - n:]) for ei, oi, ids, n in encode_pairs(encoder, examples, MAX_LENGTH)}
     for ei, (ex, row) in enumerate(zip(examples, trainer.train_dataset)):
         batch = trainer.data_collator([row])  # what the DPO loss sees: [chosen, rejected]

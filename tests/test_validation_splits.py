@@ -165,17 +165,20 @@ def test_a_hub_study_is_checked_before_it_runs(monkeypatch, tmp_path):
 
 @needs_mirror
 def test_best_seed_scores_a_stratified_sample_of_the_validation_split_filtered_like_training():
+    from types import SimpleNamespace
+
+    from tests.plans import stage_plan
     from trainables.chain import validation_examples
 
-    plan = {"data_dir": str(MIRROR), "data_seed": 0}
+    plan = SimpleNamespace(data_dir=str(MIRROR), data_seed=0)  # the parts of a TrialPlan it reads
     stage = {"task": "arc_easy", "train_size": 2241}
-    picked = validation_examples(plan, stage, 200)
+    picked = validation_examples(plan, stage_plan(stage), 200)
     validation = {e.example_id for e in load_examples("arc_easy", "validation", data_dir=MIRROR)}
     assert len(picked) == 200 and {e.example_id for e in picked} <= validation
     assert {len(e.options) for e in picked} == {4}
-    every = validation_examples(plan, {**stage, "option_counts": [3, 4, 5]}, 570)
+    every = validation_examples(plan, stage_plan({**stage, "option_counts": (3, 4, 5)}), 570)
     assert {len(e.options) for e in every} == {3, 4, 5}
     with pytest.raises(ValueError, match="task 'arc_easy' has 567 validation examples, fewer than selection_size 568"):
-        validation_examples(plan, stage, 568)
+        validation_examples(plan, stage_plan(stage), 568)
     with pytest.raises(ValueError, match="has 50 validation examples"):
-        validation_examples(plan, {**stage, "train_limit": 50}, 200)
+        validation_examples(plan, stage_plan({**stage, "train_limit": 50}), 200)

@@ -12,21 +12,24 @@ Reads top to bottom like the data flow in DESIGN.md:
 A stage whose loss or weights become non-finite is recorded as diverged (trials.status
 "failed" with the reason in trials.failure); the trial stops there and ends normally, so the
 rest of the study goes on. The same function runs inside a Ray Train worker (TorchTrainer) or
-directly inside a Tune trial; `report` is whatever sends metrics to Ray there. Plans are plain
-dicts built by `study.plan`, so this module never imports `study`.
+directly inside a Tune trial; `report` is whatever sends metrics to Ray there. Plans are
+`contract.plan.TrialPlan`s built by `study.plan`, every setting filled, so this module never
+imports `study` and restates no default.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Sequence
 
 from contract.atomic import write_json_atomic
 from contract.content_hash import content_hash
 from contract.layout import StudyLayout
+from contract.plan import TOKENIZATION_VERSION, StagePlan, TrialPlan
 from contract.schema import FORGETTING_METRICS, STAGE_TABLES
 from trainables import distributed
 from trainables.evaluation.option_scoring import evaluate_examples
@@ -34,31 +37,31 @@ from trainables.models import load_model_and_tokenizer, save_checkpoint
 from trainables.replay import replay_rows, replay_sample
 from trainables.results_writer import SCHEMAS, write_part
 from trainables.stage_measurements import curvature_rows, weight_row
-from trainables.stage_store import MEASURE_KEY_DIGITS, RunInfo, StageEntry, StageStore, base_stage_key
+from trainables.stage_store import MEASURE_KEY_DIGITS, StageEntry, StageStore, base_stage_key
 from trainables.stages import get_runner
 from trainables.evaluation.dispatch import evaluate_rows, primary_metric
 from tasks import load_examples
 from tasks.definition import SELECTION_SPLIT
-from trainables.tokenization import TOKENIZATION_VERSION, encoder_for
+from trainables.tokenization import encoder_for
 
 Reporter = Callable[[dict[str, Any]], None]
 
 
+def stage_part(plan: TrialPlan, stage: int) -> str:
+    return f"{plan.trial_id}.stage{stage}"
 
-def stage_part(plan: dict, stage: int) -> str:
-    return f"{plan['trial_id']}.stage{stage}"
 
-
-def measure_keys(plan: dict) -> dict[str, str]:
-    """What a stage's stored measurements depend on besides its weights."""
-    parts = [plan["eval_tasks"], plan["data_seed"], plan["data_dir"] is None,
-             plan["model"]["max_length"], plan["training"]["eval_batch_size"]]
-    if plan.get("generation") is not None:  # only when some evaluation generates text
-        parts.append(plan["generation"])
+def measure_keys(plan: TrialPlan) -> dict[str, str]:
+    """What a stage's stored measurements depend on besides its weights (over the plan's dict
+    forms, so the keys of stored measurements stay as they were)."""
+    parts = [[e.to_dict() for e in plan.eval_tasks], plan.data_seed, plan.data_dir is None,
+             plan.model.max_length, plan.training.eval_batch_size]
+    if plan.generation is not None:  # only when some evaluation generates text
+        parts.append(plan.generation.to_dict())
     # How answers are tokenized (trainables.tokenization): a new rule re-measures stored stages.
-    tokens = {"tokenization": TOKENIZATION_VERSION, "chat": bool(plan["model"].get("chat", False))}
+    tokens = {"tokenization": TOKENIZATION_VERSION, "chat": plan.model.chat}
     evals = content_hash(parts + [tokens], MEASURE_KEY_DIGITS)
-    curvature = content_hash([plan.get("curvature"), plan["model"]["max_length"], tokens], MEASURE_KEY_DIGITS)
+    curvature = content_hash([plan.curvature.to_dict(), plan.model.max_length, tokens], MEASURE_KEY_DIGITS)
     return {"evals": evals, "curvature": curvature}
 
 
@@ -66,18 +69,18 @@ def trial_marker(study_dir: str | Path, trial_id: str) -> Path:
     return StudyLayout(Path(study_dir)).trial_marker(trial_id)
 
 
-def register_plan_tasks(plan: dict) -> None:
+def register_plan_tasks(plan: TrialPlan) -> None:
     """Register the study's YAML tasks: a worker process starts knowing only the built-in ones.
     The files must be what the plan was built from (same path on every node, unchanged since
     planning): their hash is part of the task versions in the plan."""
-    if not plan.get("task_files"):
+    if not plan.task_files:
         return
     from tasks import get_task, register_task_file
 
-    for path in plan["task_files"]:
+    for path in plan.task_files:
         register_task_file(path)
-    planned = {s["task"]: s["task_version"] for s in plan["stages"]}
-    planned |= {e["task"]: e["version"] for e in plan["eval_tasks"] if "version" in e}
+    planned = {s.task: s.task_version for s in plan.stages}
+    planned |= {e.task: e.version for e in plan.eval_tasks}
     for task, version in planned.items():
         now = get_task(task).keyed_version()
         if now != version:
@@ -85,7 +88,7 @@ def register_plan_tasks(plan: dict) -> None:
                              f"(version {version} then, {now} now); run the study again to re-plan it")
 
 
-def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "function") -> dict[str, Any]:
+def run_chain(plan: TrialPlan, *, report: Reporter | None = None, executor: str = "function") -> dict[str, Any]:
     """Run every stage of `plan` (reusing stored stages); write its parts; return the last metrics."""
     report = report or (lambda metrics: None)
     _quiet_libraries()
@@ -99,7 +102,7 @@ def run_chain(plan: dict, *, report: Reporter | None = None, executor: str = "fu
     metrics = chain.base_stage()
     chain.resolve_start_points()
     report(metrics)
-    for index in range(len(chain.plan["stages"])):
+    for index in range(len(chain.plan.stages)):
         metrics = chain.stage(index)
         report(metrics)
         if metrics["status"] != "finished":
@@ -115,14 +118,12 @@ class _ChainRun:
     """One trial's pass over its chain: each stage is reused from the store or trained under
     its lock, then the trial's own Parquet parts are written from the stage's stored rows."""
 
-    def __init__(self, plan: dict, executor: str):
+    def __init__(self, plan: TrialPlan, executor: str):
         self.plan = plan
         self.executor = executor
-        self.trial_id = plan["trial_id"]
-        self.study_dir = Path(plan["study_dir"])
-        self.model_cfg = plan["model"]
-        self.trust_remote_code = bool(self.model_cfg.get("trust_remote_code", False))
-        self.store = StageStore(self.study_dir, RunInfo.from_plan(plan))
+        self.trial_id = plan.trial_id
+        self.study_dir = Path(plan.study_dir)
+        self.store = StageStore(self.study_dir, plan.run)
         self.keys = measure_keys(plan)
         self._eval_sets: dict[str, list] | None = None
         self._loaded: tuple[str, Any, Any] | None = None  # (stage key, model, tokenizer)
@@ -130,7 +131,7 @@ class _ChainRun:
         # Marker first: a kill between the two must not leave "finished" beside no rows.
         trial_marker(self.study_dir, self.trial_id).unlink(missing_ok=True)
         clear_trial_parts(self.study_dir, self.trial_id)
-        self.trial_rows = [_trial_row(plan, s, executor, status="pending") for s in plan["stages"]]
+        self.trial_rows = [_trial_row(plan, s, executor, status="pending") for s in plan.stages]
         write_part(self.study_dir, "trials", self.trial_id, self.trial_rows)
         self.status, self.failure = "finished", None
         self.selection: dict[int, str] = {}  # stage -> how its start point was chosen (JSON)
@@ -140,29 +141,28 @@ class _ChainRun:
     def eval_sets(self) -> dict[str, list]:
         if self._eval_sets is None:
             self._eval_sets = {
-                e["task"]: load_examples(e["task"], "eval", size=e["size"], data_dir=self.plan["data_dir"],
-                                         data_seed=self.plan["data_seed"], limit=e.get("limit"),
-                                         option_counts=e.get("option_counts"))
-                for e in self.plan["eval_tasks"]
+                e.task: load_examples(e.task, "eval", size=e.size, data_dir=self.plan.data_dir,
+                                      data_seed=self.plan.data_seed, limit=e.limit, option_counts=e.option_counts)
+                for e in self.plan.eval_tasks
             }
         return self._eval_sets
 
     def model_at(self, key: str, path: str | Path) -> tuple[Any, Any]:
         if self._loaded is None or self._loaded[0] != key:
             self._loaded = None  # free the old model first
-            model, tokenizer = load_model_and_tokenizer(str(path), dtype=self.model_cfg["dtype"],
-                                                        trust_remote_code=self.trust_remote_code)
+            model, tokenizer = load_model_and_tokenizer(str(path), dtype=self.plan.model.dtype,
+                                                        trust_remote_code=self.plan.model.trust_remote_code)
             self._loaded = (key, model, tokenizer)
         return self._loaded[1], self._loaded[2]
 
     # -- stages ---------------------------------------------------------------------------------
 
     def base_stage(self) -> dict[str, Any]:
-        key = base_stage_key(self.model_cfg)
+        key = base_stage_key(self.plan.model)
         with self.store.claim(key) as entry:
             if entry.usable_record() is None:
                 entry.reset()
-            self._ensure_evals(entry, key, self.model_cfg["path"])
+            self._ensure_evals(entry, key, self.plan.model.path)
             if entry.record() is None:
                 entry.finish(trial_id=self.trial_id, status="finished")
         return self._publish_evals(entry, 0)
@@ -172,38 +172,38 @@ class _ChainRun:
         "we pick the best model for the first task"), make every candidate prefix exist, score
         each on a sample of its last task's validation split, and make the best the trial's own prefix,
         so its rows and forgetting are measured against the model the next stage started from."""
-        stages = self.plan["stages"]
+        stages = self.plan.stages
         for index, stage in enumerate(stages):
-            start = stage.get("start_from")
-            if not start:
+            start = stage.start_from
+            if start is None:
                 continue
             # This trial's own candidate first: the seeds' trials then train their candidates
             # in parallel instead of queueing on the same lock.
-            own = [c for c in start["candidates"] if c[-1]["seed"] == stages[index - 1]["seed"]]
-            for candidate in own + [c for c in start["candidates"] if c not in own]:
+            own = [c for c in start.candidates if c[-1].seed == stages[index - 1].seed]
+            for candidate in own + [c for c in start.candidates if c not in own]:
                 for i in range(len(candidate)):
                     if self._ensure_stage(candidate, i)[1]["status"] != "finished":
                         break  # diverged: its later stages have no checkpoint to start from
             scores, n_validation = [], None
-            for candidate in start["candidates"]:  # in seed order
-                measured = self._validation_accuracy(candidate[-1], start["validation_size"])
+            for candidate in start.candidates:  # in seed order
+                measured = self._validation_accuracy(candidate[-1], start.validation_size)
                 if measured is not None:  # None: the candidate diverged
                     score, n_validation = measured
                     scores.append((score, candidate))
             # Highest validation accuracy; max() keeps the first of equals, i.e. the lowest seed.
             # With no usable candidate the trial keeps its own prefix (and fails where it failed).
             best_score, best = max(scores, key=lambda sc: sc[0]) if scores else (None, stages[:index])
-            self.selection[stage["stage"]] = json.dumps({
-                "mode": start["mode"], "chosen_seed": best[-1]["seed"], "validation_accuracy": best_score,
-                "validation_split": start.get("validation_split", SELECTION_SPLIT), "n_validation": n_validation,
-                "candidates": {str(c[-1]["seed"]): score for score, c in scores}}, sort_keys=True)
-            stages = list(best) + list(stages[index:])
-        self.plan = {**self.plan, "stages": stages}
+            self.selection[stage.stage] = json.dumps({
+                "mode": start.mode, "chosen_seed": best[-1].seed, "validation_accuracy": best_score,
+                "validation_split": start.validation_split, "n_validation": n_validation,
+                "candidates": {str(c[-1].seed): score for score, c in scores}}, sort_keys=True)
+            stages = tuple(best) + tuple(stages[index:])
+        self.plan = dataclasses.replace(self.plan, stages=stages)
 
-    def _validation_accuracy(self, stage: dict, size: int) -> tuple[float | None, int] | None:
+    def _validation_accuracy(self, stage: StagePlan, size: int) -> tuple[float | None, int] | None:
         """(accuracy, examples scored) of a stage's model on a stratified sample of `size`
         examples of its task's validation split, stored with the stage; None if it diverged."""
-        entry = self.store.entry(stage["stage_key"])
+        entry = self.store.entry(stage.stage_key)
         key = content_hash([SELECTION_SPLIT, size, self.keys["evals"]], MEASURE_KEY_DIGITS)
         path = entry.paths.measure("validation", key, ".json")
         if path.is_file():
@@ -213,32 +213,31 @@ class _ChainRun:
         if record is None or record["status"] != "finished":
             return None
         examples = validation_examples(self.plan, stage, size)
-        model, tokenizer = self.model_at(stage["stage_key"], entry.checkpoint)
-        scored = evaluate_examples(model, encoder_for(self.model_cfg, tokenizer), examples,
-                                   batch_size=int(self.plan["training"]["eval_batch_size"]),
-                                   max_length=int(self.model_cfg["max_length"]))
+        model, tokenizer = self.model_at(stage.stage_key, entry.checkpoint)
+        scored = evaluate_examples(model, encoder_for(self.plan.model, tokenizer), examples,
+                                   batch_size=self.plan.training.eval_batch_size, max_length=self.plan.model.max_length)
         accuracy = sum(s.correct for s in scored) / len(scored) if scored else None
         write_json_atomic(path, {"accuracy": accuracy, "n": len(scored), "split": SELECTION_SPLIT})
         return accuracy, len(scored)
 
-    def _ensure_stage(self, stages: list[dict], index: int) -> tuple[StageEntry, dict]:
+    def _ensure_stage(self, stages: tuple[StagePlan, ...], index: int) -> tuple[StageEntry, dict]:
         """Stage `index` of `stages`, stored: reused, or trained here under its lock."""
         stage = stages[index]
-        previous_path = self.store.entry(stages[index - 1]["stage_key"]).checkpoint if index else self.model_cfg["path"]
-        with self.store.claim(stage["stage_key"]) as entry:
+        previous_path = self.store.entry(stages[index - 1].stage_key).checkpoint if index else self.plan.model.path
+        with self.store.claim(stage.stage_key) as entry:
             record = entry.usable_record()
             if record is None:
                 entry.reset()
                 record = self._train(entry, stage, previous_path, stages)
             if record["status"] == "finished":
-                self._ensure_evals(entry, stage["stage_key"], entry.checkpoint)
+                self._ensure_evals(entry, stage.stage_key, entry.checkpoint)
                 self._ensure_curvature(entry, stage)
         return entry, record
 
     def stage(self, index: int) -> dict[str, Any]:
-        stage = self.plan["stages"][index]
-        number = stage["stage"]
-        entry, record = self._ensure_stage(self.plan["stages"], index)
+        stage = self.plan.stages[index]
+        number = stage.stage
+        entry, record = self._ensure_stage(self.plan.stages, index)
         reused = not (record["trained_by"] == self.trial_id and record["run_id"] == self.store.run.run_id)
         for table in STAGE_TABLES:
             rows = entry.rows(table, self.trial_id)
@@ -261,7 +260,7 @@ class _ChainRun:
         log_rows = entry.rows("train_log", self.trial_id)
         metrics.update({"train_seconds": record.get("train_seconds"),
                         "train_loss": log_rows[-1]["loss"] if log_rows else float("nan")})
-        if self._curvature_enabled(stage):
+        if self.plan.curvature.measures(number):
             rows = entry.measure("curvature", self.keys["curvature"], self.trial_id)
             write_part(self.study_dir, "curvature", stage_part(self.plan, number), rows)
             top = next((r for r in rows if r["group"] == "all" and r["eigenvalue"] is not None), None)
@@ -269,16 +268,17 @@ class _ChainRun:
                 metrics["spectral_radius"] = abs(top["eigenvalue"])
         return metrics
 
-    def _train(self, entry: StageEntry, stage: dict, previous_path: Path | str, stages: list[dict]) -> dict:
+    def _train(self, entry: StageEntry, stage: StagePlan, previous_path: Path | str,
+               stages: tuple[StagePlan, ...]) -> dict:
         """Train one stage from the previous stage's checkpoint; store checkpoint, rows, record."""
-        number = stage["stage"]
+        number = stage.stage
         # Always from the stored checkpoint (not a model still in memory): a trial that trained
         # the previous stage and one that reused it must start from bit-identical states.
         self._loaded = None
         distributed.lead("train", stage, str(previous_path), stages)  # the other ranks train it with us
-        model, tokenizer, examples, stage, replayed = stage_inputs(self.plan, stage, previous_path, stages)
-        if stage.get("replay"):
-            entry.write_rows("replay", replay_rows(self.trial_id, number, stage["replay"]["from_stage"], replayed))
+        model, tokenizer, examples, replayed = stage_inputs(self.plan, stage, previous_path, stages)
+        if stage.replay is not None:
+            entry.write_rows("replay", replay_rows(self.trial_id, number, stage.replay.from_stage, replayed))
         work_dir = stage_work_dir(self.plan, number)
         start = time.perf_counter()
         outcome = train_stage(self.plan, stage, model, tokenizer, examples, work_dir)
@@ -292,8 +292,7 @@ class _ChainRun:
             return entry.finish(trial_id=self.trial_id, status="diverged", reason=reason, **facts)
         staging = entry.checkpoint_staging()
         save_checkpoint(model, tokenizer, staging)
-        base = self.model_cfg["path"]
-        entry.write_rows("weights", [weight_row(self.trial_id, number, staging, previous_path, base)])
+        entry.write_rows("weights", [weight_row(self.trial_id, number, staging, previous_path, self.plan.model.path)])
         entry.publish_checkpoint(staging)
         self._loaded = (entry.key, model, tokenizer)
         return entry.finish(trial_id=self.trial_id, status="finished", **facts)
@@ -308,12 +307,8 @@ class _ChainRun:
         entry.write_measure("predictions", self.keys["evals"], prediction_rows)
         entry.write_measure("evals", self.keys["evals"], eval_rows)
 
-    def _curvature_enabled(self, stage: dict) -> bool:
-        curvature = self.plan.get("curvature") or {}
-        return bool(curvature.get("enabled")) and stage["stage"] in curvature["stages"]
-
-    def _ensure_curvature(self, entry: StageEntry, stage: dict) -> None:
-        if not self._curvature_enabled(stage) or entry.has_measure("curvature", self.keys["curvature"]):
+    def _ensure_curvature(self, entry: StageEntry, stage: StagePlan) -> None:
+        if not self.plan.curvature.measures(stage.stage) or entry.has_measure("curvature", self.keys["curvature"]):
             return
         rows = curvature_rows(self.plan, stage, entry.checkpoint, _train_examples(self.plan, stage))
         entry.write_measure("curvature", self.keys["curvature"], rows)
@@ -335,66 +330,65 @@ class _ChainRun:
     def _metrics(self, number: int) -> dict[str, Any]:
         metrics: dict[str, Any] = {"stage": number, "trial_id": self.trial_id, "status": "finished"}
         latest = self.accuracy.get(number, {})
-        for e in self.plan["eval_tasks"]:
-            metrics[f"{e['task']}/{primary_metric(e['task'])}"] = latest.get(e["task"], {}).get("all", float("nan"))
+        for e in self.plan.eval_tasks:
+            metrics[f"{e.task}/{primary_metric(e.task)}"] = latest.get(e.task, {}).get("all", float("nan"))
         # Every report has the same keys (Tune's progress.csv takes its columns from the first).
         metrics.update({"train_seconds": float("nan"), "train_loss": float("nan")})
-        if (self.plan.get("curvature") or {}).get("enabled"):
+        if self.plan.curvature.enabled:
             metrics["spectral_radius"] = float("nan")
-        metrics.update(forgetting_metrics(self.plan, self.accuracy, number))
+        trained = [(s.stage, s.task) for s in self.plan.stages]
+        evaluated = {e.task for e in self.plan.eval_tasks}
+        metrics.update(forgetting_metrics(trained, evaluated, self.accuracy, number))
         return metrics
 
     def finish(self) -> None:
         write_json_atomic(trial_marker(self.study_dir, self.trial_id), {
             "trial_id": self.trial_id, "run_id": self.store.run.run_id, "status": self.status,
-            "failure": self.failure, "stage_keys": [s["stage_key"] for s in self.plan["stages"]], **self.keys,
+            "failure": self.failure, "stage_keys": [s.stage_key for s in self.plan.stages], **self.keys,
         })
         shutil.rmtree(self.study_dir / "_work" / self.trial_id, ignore_errors=True)
 
 
-def stage_inputs(plan: dict, stage: dict, previous_path: Path | str, stages: list[dict]) -> tuple:
+def stage_inputs(plan: TrialPlan, stage: StagePlan, previous_path: Path | str,
+                 stages: tuple[StagePlan, ...]) -> tuple:
     """What every rank trains a stage on: (model at previous_path, tokenizer, examples with the
-    replayed ones, the stage with its method's paths, the replayed examples)."""
-    trust = bool(plan["model"].get("trust_remote_code", False))
-    model, tokenizer = load_model_and_tokenizer(str(previous_path), dtype=plan["model"]["dtype"], trust_remote_code=trust)
+    replayed ones, the replayed examples)."""
+    model, tokenizer = load_model_and_tokenizer(str(previous_path), dtype=plan.model.dtype,
+                                                trust_remote_code=plan.model.trust_remote_code)
     examples, replayed = stage_examples(plan, stage, stages)
-    for method in ("dpo", "ppo", "rloo"):  # a "base" reference / a trained reward start from the base model
-        if method in stage:
-            stage = {**stage, method: {**stage[method], "base_model_path": plan["model"]["path"],
-                                       "trust_remote_code": trust}}
-    return model, tokenizer, examples, stage, replayed
+    return model, tokenizer, examples, replayed
 
 
-def stage_examples(plan: dict, stage: dict, stages: list[dict]) -> tuple[list, list]:
+def stage_examples(plan: TrialPlan, stage: StagePlan, stages: tuple[StagePlan, ...]) -> tuple[list, list]:
     """(what the stage trains on, the replayed part of it): its training subsample plus, with
     replay, a sample of the named earlier stage's own subsample drawn by the stage's seed."""
     examples = _train_examples(plan, stage)
     replayed: list = []
-    if stage.get("replay"):
-        source = stages[stage["replay"]["from_stage"] - 1]
-        replayed = replay_sample(_train_examples(plan, source), stage["replay"]["fraction"], stage["seed"])
-        examples = replayed if stage["replay"].get("only") else list(examples) + replayed
+    if stage.replay is not None:
+        source = stages[stage.replay.from_stage - 1]
+        replayed = replay_sample(_train_examples(plan, source), stage.replay.fraction, stage.seed)
+        examples = replayed if stage.replay.only else list(examples) + replayed
     return examples, replayed
 
 
-def stage_work_dir(plan: dict, number: int) -> Path:
+def stage_work_dir(plan: TrialPlan, number: int) -> Path:
     """The trainer's scratch folder, one per rank (the ranks of a trial may share a node)."""
     suffix = f"-rank{distributed.rank()}" if distributed.rank() else ""
-    return Path(plan["study_dir"]) / "_work" / plan["trial_id"] / f"stage{number}{suffix}"
+    return Path(plan.study_dir) / "_work" / plan.trial_id / f"stage{number}{suffix}"
 
 
-def train_stage(plan: dict, stage: dict, model: Any, tokenizer: Any, examples: list, work_dir: Path):
-    return get_runner(stage["method"])(
-        model=model, tokenizer=encoder_for(plan["model"], tokenizer), stage=stage, examples=examples,
-        training=plan["training"], max_length=int(plan["model"]["max_length"]), work_dir=str(work_dir), model_dtype=plan["model"]["dtype"],
+def train_stage(plan: TrialPlan, stage: StagePlan, model: Any, tokenizer: Any, examples: list, work_dir: Path):
+    return get_runner(stage.method)(
+        model=model, tokenizer=encoder_for(plan.model, tokenizer), stage=stage, examples=examples,
+        training=plan.training, model_plan=plan.model, work_dir=str(work_dir),
     )
 
 
-def follow_training(plan: dict, stage: dict, previous_path: str, stages: list[dict]) -> None:
+def follow_training(plan: TrialPlan, stage: StagePlan, previous_path: str, stages: tuple[StagePlan, ...]) -> None:
     """A follower's part of a stage rank 0 trains: same inputs, same trainer (DDP/FSDP over the
     ranks), no writes."""
-    model, tokenizer, examples, stage, _ = stage_inputs(plan, stage, previous_path, stages)
-    work_dir = stage_work_dir(plan, stage["stage"])
+    model, tokenizer, examples, _ = stage_inputs(plan, stage, previous_path, stages)
+    work_dir = stage_work_dir(plan, stage.stage)
     try:
         train_stage(plan, stage, model, tokenizer, examples, work_dir)
         distributed.consolidate(model)  # FSDP: take part in gathering the weights; nothing otherwise
@@ -402,45 +396,39 @@ def follow_training(plan: dict, stage: dict, previous_path: str, stages: list[di
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def train_data_seed(plan: dict, stage: dict) -> int:
-    """The seed that draws a stage's training subsample: the stage's own under seed_scope
-    'order_and_data' (study.plan puts it there), else the study's data_seed."""
-    return int(stage.get("data_seed", plan["data_seed"]))
-
-
-def _train_examples(plan: dict, stage: dict) -> list:
+def _train_examples(plan: TrialPlan, stage: StagePlan) -> list:
     """The stage's training subsample: what it trains on (every method, PPO/RLOO prompts and the
     reward model included), what replay from it draws from, and the pool of its curvature sample."""
-    return load_examples(stage["task"], "train", size=stage["train_size"], data_dir=plan["data_dir"],
-                         data_seed=train_data_seed(plan, stage), limit=stage.get("train_limit"),
-                         option_counts=stage.get("option_counts"))
+    return load_examples(stage.task, "train", size=stage.train_size, data_dir=plan.data_dir,
+                         data_seed=plan.train_data_seed(stage), limit=stage.train_limit,
+                         option_counts=stage.option_counts)
 
 
-def validation_examples(plan: dict, stage: dict, size: int) -> list:
+def validation_examples(plan: TrialPlan, stage: StagePlan, size: int) -> list:
     """What best_seed scores a stage's model on: a stratified sample of `size` examples of its
     task's validation split, filtered as its training data is (option counts, limit). Never
     fewer than asked: study validation refuses such a selection_size, and so does this."""
-    examples = load_examples(stage["task"], SELECTION_SPLIT, size=size, data_dir=plan["data_dir"],
-                             data_seed=plan["data_seed"], limit=stage.get("train_limit"),
-                             option_counts=stage.get("option_counts"))
+    examples = load_examples(stage.task, SELECTION_SPLIT, size=size, data_dir=plan.data_dir,
+                             data_seed=plan.data_seed, limit=stage.train_limit, option_counts=stage.option_counts)
     if len(examples) < size:
-        raise ValueError(f"start_from best_seed: task {stage['task']!r} has {len(examples)} validation examples, "
+        raise ValueError(f"start_from best_seed: task {stage.task!r} has {len(examples)} validation examples, "
                          f"fewer than selection_size {size}; lower selection_size")
     return examples
 
 
-def forgetting_metrics(plan: dict, accuracy: dict[int, dict[str, dict[str, float]]], number: int) -> dict[str, float]:
+def forgetting_metrics(trained: Sequence[tuple[int, str]], evaluated: Collection[str],
+                       accuracy: dict[int, dict[str, dict[str, float]]], number: int) -> dict[str, float]:
     """Forgetting of every evaluated task a stage trains, at stage `number` (paper §2.4):
     F = Acc(θ after the stage that last trained the task) − Acc(θ now); WG = max over groups
     of the per-group F; biased = WG − F (the maximum BiasedForgetting). NaN before the
-    task's stage or when an accuracy is missing."""
+    task's stage or when an accuracy is missing. `trained`: (stage number, task) of every
+    stage of the chain, in order; `evaluated`: the tasks evaluated after each stage."""
     nan = float("nan")
-    evaluated = {e["task"] for e in plan["eval_tasks"]}
     out: dict[str, float] = {}
-    for task in dict.fromkeys(s["task"] for s in plan["stages"]):
+    for task in dict.fromkeys(task for _, task in trained):
         if task not in evaluated:
             continue
-        trained_at = [s["stage"] for s in plan["stages"] if s["task"] == task and s["stage"] <= number]
+        trained_at = [stage for stage, t in trained if t == task and stage <= number]
         values = {name: nan for name in FORGETTING_METRICS}
         if trained_at and trained_at[-1] in accuracy and number in accuracy:
             then, now = accuracy[trained_at[-1]].get(task, {}), accuracy[number].get(task, {})
@@ -492,27 +480,21 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def _method_settings(stage: dict) -> str:
-    """The method's own settings as JSON (e.g. DPO beta, PPO kl_coef), without machine paths."""
-    settings = {k: v for k, v in (stage.get(stage["method"]) or {}).items()
-                if k not in ("base_model_path", "trust_remote_code")}
-    return json.dumps(settings, sort_keys=True)
-
-
-def _trial_row(plan: dict, stage: dict, executor: str, *, status: str, seconds: float | None = None,
+def _trial_row(plan: TrialPlan, stage: StagePlan, executor: str, *, status: str, seconds: float | None = None,
                n_train: int | None = None, trained_by: str | None = None, reused: bool | None = None,
                failure: str | None = None, start_from: str | None = None) -> dict[str, Any]:
     return {
-        "trial_id": plan["trial_id"], "chain": plan["chain"], "seed": plan["seed"], "stage": stage["stage"],
-        "method": stage["method"], "method_settings": _method_settings(stage),
-        "task": stage["task"], "learning_rate": stage["learning_rate"],
-        "batch_size": stage["batch_size"], "steps": stage["steps"], "stage_seed": stage["seed"],
-        "train_size": stage["train_size"], "n_train_examples": n_train, "data_seed": plan["data_seed"],
-        "train_data_seed": train_data_seed(plan, stage),
-        "replay_from_stage": (stage.get("replay") or {}).get("from_stage"),
-        "replay_fraction": (stage.get("replay") or {}).get("fraction"),
-        "stage_key": stage["stage_key"], "model": plan["model"]["name"],
-        "grid_point": json.dumps(plan["grid_point"], sort_keys=True), "executor": executor,
+        "trial_id": plan.trial_id, "chain": plan.chain, "seed": plan.seed, "stage": stage.stage,
+        # The method's own settings (e.g. DPO beta, PPO kl_coef), as JSON.
+        "method": stage.method, "method_settings": json.dumps(stage.method_settings(), sort_keys=True),
+        "task": stage.task, "learning_rate": stage.learning_rate,
+        "batch_size": stage.batch_size, "steps": stage.steps, "stage_seed": stage.seed,
+        "train_size": stage.train_size, "n_train_examples": n_train, "data_seed": plan.data_seed,
+        "train_data_seed": plan.train_data_seed(stage),
+        "replay_from_stage": stage.replay.from_stage if stage.replay is not None else None,
+        "replay_fraction": stage.replay.fraction if stage.replay is not None else None,
+        "stage_key": stage.stage_key, "model": plan.model.name,
+        "grid_point": json.dumps(plan.grid_point, sort_keys=True), "executor": executor,
         "train_seconds": seconds, "status": status,
         "trained_by": trained_by, "reused": reused, "failure": failure, "start_from": start_from,
     }

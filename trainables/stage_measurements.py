@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from contract.plan import StagePlan, TrialPlan
 from tasks.sampling import seeded_subset
 from trainables.weight_change import squared_distance
 
@@ -28,40 +29,39 @@ def curvature_sample(examples: Sequence[Any], n: int, seed: int) -> list[Any]:
     return seeded_subset(examples, n, seed)
 
 
-def curvature_rows(plan: dict, stage: dict, checkpoint: Path, train_examples: Sequence[Any]) -> list[dict[str, Any]]:
+def curvature_rows(plan: TrialPlan, stage: StagePlan, checkpoint: Path, train_examples: Sequence[Any]) -> list[dict[str, Any]]:
     from trainables.curvature import load_model_for_curvature, measure_curvature
     from trainables.tokenization import encoder_for
 
-    cfg = plan["curvature"]
-    model, tokenizer = load_model_for_curvature(
-        str(checkpoint), trust_remote_code=bool(plan["model"].get("trust_remote_code", False)))
-    encoder = encoder_for(plan["model"], tokenizer)  # the loss SFT trains: the same seam
-    samples = {"all": curvature_sample(train_examples, cfg["n_samples"], cfg["sample_seed"])}
-    if cfg["per_group"]:
+    cfg = plan.curvature
+    model, tokenizer = load_model_for_curvature(str(checkpoint), trust_remote_code=plan.model.trust_remote_code)
+    encoder = encoder_for(plan.model, tokenizer)  # the loss SFT trains: the same seam
+    samples = {"all": curvature_sample(train_examples, cfg.n_samples, cfg.sample_seed)}
+    if cfg.per_group:
         for group in sorted({g for ex in train_examples for g in ex.groups}):
             members = [ex for ex in train_examples if group in ex.groups]
-            samples[group] = curvature_sample(members, cfg["n_samples"], cfg["sample_seed"])
+            samples[group] = curvature_sample(members, cfg.n_samples, cfg.sample_seed)
     rows = []
     for group, sample in samples.items():
         # Per-group: the top eigenvalue only (the question is which groups sit in sharper minima).
-        algorithms = tuple(cfg["algorithms"]) if group == "all" else tuple(cfg["algorithms"][:1])
+        algorithms = cfg.algorithms if group == "all" else cfg.algorithms[:1]
         results = measure_curvature(
             model, encoder, sample,
             algorithms=algorithms,
-            top_k=cfg["top_k"] if group == "all" else 1,
-            max_iterations=cfg["max_iterations"],
-            tol=cfg["tol"],
-            trace_samples=cfg["trace_samples"] if group == "all" else 0,
-            max_length=int(plan["model"]["max_length"]),
-            batch_size=cfg["batch_size"],
-            param_regex=cfg["parameters"],
-            seed=cfg["sample_seed"],
+            top_k=cfg.top_k if group == "all" else 1,
+            max_iterations=cfg.max_iterations,
+            tol=cfg.tol,
+            trace_samples=cfg.trace_samples if group == "all" else 0,
+            max_length=plan.model.max_length,
+            batch_size=cfg.batch_size,
+            param_regex=cfg.parameters,
+            seed=cfg.sample_seed,
         )
         for result in results:
             rows.append({
-                "trial_id": plan["trial_id"], "stage": stage["stage"], "task": stage["task"], "group": group,
-                "algorithm": result.algorithm, "n_samples": len(sample), "sample_seed": cfg["sample_seed"],
-                "param_subset": cfg["parameters"] or "all", "eigenvalues": list(result.eigenvalues),
+                "trial_id": plan.trial_id, "stage": stage.stage, "task": stage.task, "group": group,
+                "algorithm": result.algorithm, "n_samples": len(sample), "sample_seed": cfg.sample_seed,
+                "param_subset": cfg.parameters or "all", "eigenvalues": list(result.eigenvalues),
                 "eigenvalue": result.eigenvalues[0] if result.eigenvalues else None, "trace": result.trace,
                 "iterations": result.iterations, "hvp_count": result.hvp_count, "residual": result.residual,
                 "converged": result.converged, "tol": result.tol, "seconds": result.seconds,

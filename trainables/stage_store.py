@@ -40,7 +40,6 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -49,28 +48,17 @@ import pyarrow.parquet as pq
 from contract.atomic import write_json_atomic
 from contract.content_hash import content_hash
 from contract.layout import StageLayout, StudyLayout
+from contract.plan import ModelPlan, RunInfo
 from trainables.results_writer import write_rows as write_parquet_rows
 
 MEASURE_KEY_DIGITS = 12  # hex digits of measurement and base-stage keys (stage keys have 16)
 BASE_KEY_PREFIX = "base-"  # stage 0's keys: its entry holds measurements only, never a checkpoint
 
 
-def base_stage_key(model: dict) -> str:
+def base_stage_key(model: ModelPlan) -> str:
     """Key of stage 0: the base model as loaded (path and dtype)."""
-    return BASE_KEY_PREFIX + content_hash({k: model.get(k) for k in ("name", "path", "dtype", "max_length")}, MEASURE_KEY_DIGITS)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """The `study run` invocation a trial belongs to."""
-
-    run_id: str
-    reuse_earlier_runs: bool = False
-
-    @classmethod
-    def from_plan(cls, plan: dict) -> "RunInfo":
-        run = plan.get("run") or {}
-        return cls(run_id=str(run.get("id", "adhoc")), reuse_earlier_runs=bool(run.get("reuse", False)))
+    identity = {"name": model.name, "path": model.path, "dtype": model.dtype, "max_length": model.max_length}
+    return BASE_KEY_PREFIX + content_hash(identity, MEASURE_KEY_DIGITS)
 
 
 def read_rows(path: Path, trial_id: str) -> list[dict[str, Any]]:

@@ -39,6 +39,9 @@ when it is a prefix of the joint encoding, else their longest common prefix). Bo
 whenever the tokenizer does not merge across the boundary (tested on every tokenizer family);
 where it does, both put the token that straddles it in the later part. Nothing is
 re-tokenized or guessed.
+
+A change of this rule bumps contract.plan.TOKENIZATION_VERSION (it enters the measurement keys,
+so stored evaluations are measured again instead of reused).
 """
 
 from __future__ import annotations
@@ -47,12 +50,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from contract.plan import ModelPlan
 from contract.problems import TokenizationError
 
-TOKENIZATION_VERSION = 2
-"""Bump when the tokens an option is scored or trained on change for some tokenizer: it enters
-the measurement keys, so stored evaluations and curvature are measured again, not reused.
-(1: options encoded alone and appended to the context; 2: the joint encoding described above.)"""
 IGNORE_INDEX = -100
 """Label of a token that carries no training loss (transformers' and TRL's convention)."""
 CHAT_TEMPLATE_SETTINGS = ("auto", True, False)
@@ -358,6 +358,6 @@ def as_encoder(tokenizer: Any) -> AnswerEncoder:
     return tokenizer if isinstance(tokenizer, AnswerEncoder) else AnswerEncoder(tokenizer)
 
 
-def encoder_for(model_cfg: dict, tokenizer: Any) -> AnswerEncoder:
-    """The encoder of a plan's model (`plan["model"]`, whose `chat` the planner resolved)."""
-    return AnswerEncoder(tokenizer, chat=bool(model_cfg.get("chat", False)))
+def encoder_for(model: ModelPlan, tokenizer: Any) -> AnswerEncoder:
+    """The encoder of a plan's model (whose `chat` the planner's caller resolved)."""
+    return AnswerEncoder(tokenizer, chat=model.chat)

@@ -19,12 +19,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from contract.plan import TrialPlan
 
-def find_plan(plans: list[dict], config: dict[str, Any]) -> dict:
+
+def find_plan(plans: list[TrialPlan], config: dict[str, Any]) -> TrialPlan:
     """The plan whose chain, seed and grid point equal this Tune config."""
     point = {k: v for k, v in config.items() if k not in ("chain", "seed")}
     for plan in plans:
-        if plan["chain"] == config["chain"] and plan["seed"] == config["seed"] and plan["grid_point"] == point:
+        if plan.chain == config["chain"] and plan.seed == config["seed"] and plan.grid_point == point:
             return plan
     raise KeyError(f"no trial plan for Tune config {config}")
 
@@ -33,10 +35,10 @@ class PlanLookup:
     """`config -> plan` over precomputed plans (grid studies). A search algorithm that samples
     points (Optuna) passes its own callable that builds the plan from the sampled config."""
 
-    def __init__(self, plans: list[dict]):
+    def __init__(self, plans: list[TrialPlan]):
         self.plans = plans
 
-    def __call__(self, config: dict[str, Any]) -> dict:
+    def __call__(self, config: dict[str, Any]) -> TrialPlan:
         return find_plan(self.plans, config)
 
 
@@ -46,7 +48,7 @@ def choose_executor(executor: str, *, workers: int, gpus: float) -> str:
     return "function" if workers == 1 and gpus == 0 else "train"
 
 
-def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], dict], executor: str, cpus_per_worker: float,
+def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], TrialPlan], executor: str, cpus_per_worker: float,
                 gpus_per_worker: float, max_failures: int, workers: int = 1, fsdp: bool = False) -> None:
     """Tune function trainable. `config` = {chain, seed, <grid axes>...}.
 
@@ -83,8 +85,8 @@ def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], 
         scaling_config=scaling_config(workers=workers, cpus_per_worker=cpus_per_worker,
                                       gpus_per_worker=gpus_per_worker),
         run_config=RunConfig(
-            name=plan["trial_id"],
-            storage_path=str(Path(plan["study_dir"]) / "_ray_train"),
+            name=plan.trial_id,
+            storage_path=str(Path(plan.study_dir) / "_ray_train"),
             failure_config=FailureConfig(max_failures=max_failures),
             callbacks=[TuneReportCallback()],
         ),

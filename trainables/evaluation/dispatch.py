@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from contract.plan import GenerationPlan, TrialPlan
 from trainables.evaluation import generated_answers as paper_exact
 from trainables.evaluation.option_scoring import evaluate_examples, grouped_accuracy_rows
 from tasks import get_task
@@ -25,29 +26,30 @@ def primary_metric(task: str) -> str:
     return PRIMARY_METRIC[get_task(task).kind]
 
 
-def evaluate_rows(plan: dict, model: Any, tokenizer: Any, eval_sets: dict[str, list]) -> tuple[list, list]:
+def evaluate_rows(plan: TrialPlan, model: Any, tokenizer: Any, eval_sets: dict[str, list]) -> tuple[list, list]:
     """Rows of the evals and predictions tables for one model (stage column filled in later).
     Every task is tokenized through the plan model's AnswerEncoder (plain text or chat template)."""
-    tokenizer = encoder_for(plan["model"], tokenizer)
+    tokenizer = encoder_for(plan.model, tokenizer)
     eval_rows: list[dict[str, Any]] = []
     prediction_rows: list[dict[str, Any]] = []
-    for entry in plan["eval_tasks"]:
-        name = entry["task"]
+    for entry in plan.eval_tasks:
+        name = entry.task
         items = eval_sets[name]
         if get_task(name).kind == "generation":
             evals, predictions = _generation_rows(plan, model, tokenizer, items)
         else:
-            evals, predictions = _choice_rows(plan, name, entry.get("modes", ["score"]), model, tokenizer, items)
-        head = {"trial_id": plan["trial_id"], "stage": -1, "eval_task": name}
+            evals, predictions = _choice_rows(plan, name, entry.modes, model, tokenizer, items)
+        head = {"trial_id": plan.trial_id, "stage": -1, "eval_task": name}
         eval_rows.extend({**head, **row} for row in evals)
         prediction_rows.extend({**head, **row} for row in predictions)
     return eval_rows, prediction_rows
 
 
-def _choice_rows(plan: dict, name: str, modes: list[str], model: Any, tokenizer: Any, examples: list) -> tuple[list, list]:
+def _choice_rows(plan: TrialPlan, name: str, modes: tuple[str, ...], model: Any, tokenizer: Any,
+                 examples: list) -> tuple[list, list]:
     task = get_task(name)
-    batch_size = int(plan["training"]["eval_batch_size"])
-    max_length = int(plan["model"]["max_length"])
+    batch_size = plan.training.eval_batch_size
+    max_length = plan.model.max_length
     evals: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []
     if "score" in modes:
@@ -63,30 +65,38 @@ def _choice_rows(plan: dict, name: str, modes: list[str], model: Any, tokenizer:
                 "margin": s.margin, "mode": "score", "role": role, "generation": None,
             })
     if "generate" in modes:
-        generation = plan.get("generation") or {}
+        generation = _generation(plan)
         answers = paper_exact.evaluate_generated(
-            model, tokenizer, examples, batch_size=int(generation.get("batch_size", 16)), max_length=max_length,
-            max_new_tokens=int(generation.get("answer_max_new_tokens", 12)),
+            model, tokenizer, examples, batch_size=generation.batch_size, max_length=max_length,
+            max_new_tokens=generation.answer_max_new_tokens,
         )
         evals.extend(paper_exact.eval_rows(answers))
         predictions.extend(paper_exact.prediction_rows(answers))
     return evals, predictions
 
 
-def _generation_rows(plan: dict, model: Any, tokenizer: Any, prompts: list) -> tuple[list, list]:
+def _generation_rows(plan: TrialPlan, model: Any, tokenizer: Any, prompts: list) -> tuple[list, list]:
     from trainables.evaluation.safety import evaluate_generation_safety
 
-    generation = plan.get("generation") or {}
+    generation = _generation(plan)
     # Next to the built-in tiny model: fitted once per machine, not once per study.
     cache_dir = default_cache_dir().parent / "classifiers"
-    classifier = _classifier(str(generation.get("classifier", "local")), plan.get("data_dir"), str(cache_dir))
+    classifier = _classifier(generation.classifier, plan.data_dir, str(cache_dir))
     return evaluate_generation_safety(
         model, tokenizer, prompts, classifier,
-        max_new_tokens=int(generation.get("max_new_tokens", 32)),
-        batch_size=int(generation.get("batch_size", 16)),
-        max_length=int(plan["model"]["max_length"]),
-        threshold=float(generation.get("threshold", 0.5)),
+        max_new_tokens=generation.max_new_tokens,
+        batch_size=generation.batch_size,
+        max_length=plan.model.max_length,
+        threshold=generation.threshold,
     )
+
+
+def _generation(plan: TrialPlan) -> GenerationPlan:
+    """The plan's generation settings (the planner gives them to every plan that generates)."""
+    if plan.generation is None:
+        raise ValueError(f"trial {plan.trial_id}: an evaluation generates text, "
+                         "but the plan has no generation settings")
+    return plan.generation
 
 
 @functools.lru_cache(maxsize=4)

@@ -2,13 +2,17 @@
 
 A registry instead of a class hierarchy: adding a method is one module and one
 line here. Every runner trains `model` in place for `stage.steps` optimizer steps and returns
-a StageOutcome (its training log and the number of examples it used).
+a StageOutcome (its training log and the number of examples it used). A runner reads its
+settings from the typed plan (`stage`: the stage's method settings among them; `training`;
+`model_plan`: max_length, dtype, the base model's path) and restates no default: the planner
+filled every one (study.plan).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
+from contract.plan import ModelPlan, StagePlan, TrainingPlan
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.dpo import run_dpo
 from trainables.stages.ppo import run_ppo
@@ -17,14 +21,14 @@ from trainables.stages.sft import run_sft
 
 
 class StageRunner(Protocol):
-    def __call__(self, *, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict,
-                 max_length: int, work_dir: str, model_dtype: str) -> StageOutcome: ...
+    def __call__(self, *, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[Any],
+                 training: TrainingPlan, model_plan: ModelPlan, work_dir: str) -> StageOutcome: ...
 
 
-STAGE_RUNNERS: dict[str, Callable[..., StageOutcome]] = {"sft": run_sft, "dpo": run_dpo, "ppo": run_ppo, "rloo": run_rloo}
+STAGE_RUNNERS: dict[str, StageRunner] = {"sft": run_sft, "dpo": run_dpo, "ppo": run_ppo, "rloo": run_rloo}
 
 
-def get_runner(method: str) -> Callable[..., StageOutcome]:
+def get_runner(method: str) -> StageRunner:
     try:
         return STAGE_RUNNERS[method]
     except KeyError:

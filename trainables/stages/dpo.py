@@ -17,23 +17,23 @@ both sequences share (up to where the loss starts). TRL 1.12's DPOTrainer would 
 the prompt alone and splice it before the tail of prompt + response; it is given the seam's
 rows as they are.
 
-Reference policy (`stage["dpo"]["reference"]`):
+Reference policy (`stage.dpo.reference`):
   - "stage_start": a frozen copy of the model as the stage starts (standard DPO). We pass the
     copy explicitly: with ref_model=None, TRL 1.12 re-reads `model.config._name_or_path` from
     disk in float32, which is the stage-start weights only if the in-memory model was never
     touched since loading and ignores the study's weight dtype.
-  - "base": the chain's base model, read from `stage["dpo"]["base_model_path"]` with the
-    study's dtype; without that path we fall back to the stage-start copy (with a warning).
+  - "base": the chain's base model, read from its path (the plan's model path) with the
+    study's dtype; a direct caller that gives no path gets the stage-start copy (with a warning).
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any, Sequence
 
+from contract.plan import DpoPlan, ModelPlan, StagePlan, TrainingPlan
 from trainables.stages.outcome import StageOutcome
-from trainables.stages.sft import TrainLogRecorder, quiet_trainer
+from trainables.stages.trainer_plumbing import TrainLogRecorder, frozen_copy, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import as_encoder, common_prefix_length
 
@@ -103,49 +103,56 @@ def dpo_dataset(pairs: Sequence[dict[str, str]]):
     return Dataset.from_list(list(pairs))
 
 
-def reference_model(model: Any, stage: dict, model_dtype: str = "auto") -> Any:
+def reference_model(model: Any, settings: DpoPlan, *, model_dtype: str, base_model_path: str | None,
+                    trust_remote_code: bool) -> Any:
     """The frozen reference policy of a DPO stage (see the module docstring)."""
-    settings = stage.get("dpo") or {}
-    reference = settings.get("reference", "stage_start")
-    if reference not in ("stage_start", "base"):
-        raise ValueError(f"unknown DPO reference '{reference}' (expected 'stage_start' or 'base')")
-    if reference == "base" and settings.get("base_model_path"):
-        from trainables.models import load_model_and_tokenizer
+    if settings.reference not in ("stage_start", "base"):
+        raise ValueError(f"unknown DPO reference '{settings.reference}' (expected 'stage_start' or 'base')")
+    if settings.reference == "stage_start":
+        return frozen_copy(model)
+    if base_model_path is None:
+        warnings.warn("DPO reference 'base' without a base_model_path: using the stage-start model as the reference",
+                      RuntimeWarning, stacklevel=2)
+        return frozen_copy(model)
+    from trainables.models import load_model_and_tokenizer
 
-        ref, _ = load_model_and_tokenizer(str(settings["base_model_path"]), dtype=model_dtype,
-                                          trust_remote_code=bool(settings.get("trust_remote_code", False)))
-    else:
-        if reference == "base":
-            warnings.warn("DPO reference 'base' without stage['dpo']['base_model_path']: "
-                          "using the stage-start model as the reference", RuntimeWarning, stacklevel=2)
-        ref = copy.deepcopy(model)
+    ref, _ = load_model_and_tokenizer(base_model_path, dtype=model_dtype, trust_remote_code=trust_remote_code)
     ref.eval()
     ref.requires_grad_(False)
     return ref
 
 
-def run_dpo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
-            work_dir: str, model_dtype: str = "auto") -> StageOutcome:
-    pairs = fitting_pairs(preference_tokens(tokenizer, examples, int(stage["seed"])), max_length)
+def run_dpo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[Any], training: TrainingPlan,
+            model_plan: ModelPlan, work_dir: str) -> StageOutcome:
+    pairs = fitting_pairs(preference_tokens(tokenizer, examples, stage.seed), model_plan.max_length)
     log = TrainLogRecorder()
     trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage, pairs=pairs, training=training,
-                                max_length=max_length, work_dir=work_dir, model_dtype=model_dtype,
+                                max_length=model_plan.max_length, work_dir=work_dir, model_dtype=model_plan.dtype,
+                                base_model_path=model_plan.path, trust_remote_code=model_plan.trust_remote_code,
                                 callbacks=[log.callback()])
     trainer.train()
     return StageOutcome(log_rows=log.rows, n_examples=len(pairs))
 
 
-def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: dict, pairs: Sequence[dict[str, list[int]]], training: dict,
-                      max_length: int, work_dir: str, model_dtype: str = "auto", callbacks: list | None = None,
-                      ref_model: Any = None):
-    """DPOTrainer over already-fitting `pairs` (`preference_tokens` rows); `ref_model` defaults
-    to `reference_model(model, stage)`."""
+def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: StagePlan, pairs: Sequence[dict[str, list[int]]],
+                      training: TrainingPlan, max_length: int, work_dir: str, model_dtype: str,
+                      base_model_path: str | None = None, trust_remote_code: bool = False,
+                      callbacks: list | None = None, ref_model: Any = None):
+    """DPOTrainer over already-fitting `pairs` (`preference_tokens` rows). `ref_model` defaults
+    to `reference_model(...)`, which loads the base model from `base_model_path` (with
+    `trust_remote_code`) for the 'base' reference; a direct caller may leave them out."""
     from trl import DPOConfig
 
-    settings = stage.get("dpo") or {}
+    settings = stage.dpo
+    if settings is None:
+        raise ValueError(f"stage {stage.stage} ({stage.method}) has no DPO settings")
+    if ref_model is None:
+        ref_model = reference_model(model, settings, model_dtype=model_dtype, base_model_path=base_model_path,
+                                    trust_remote_code=trust_remote_code)
     args = DPOConfig(
-        **common_training_kwargs(stage=stage, training=training, work_dir=work_dir, model_dtype=model_dtype),
-        beta=float(settings.get("beta", 0.1)),
+        **common_training_kwargs(schedule=stage, seed=stage.seed, training=training, work_dir=work_dir,
+                                 model_dtype=model_dtype),
+        beta=settings.beta,
         loss_type=["sigmoid"],  # the original DPO objective (Rafailov et al. 2023)
         max_length=max_length,
         truncation_mode="keep_start",  # never reached: fitting_pairs dropped what it would cut
@@ -155,7 +162,7 @@ def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: dict, pairs: Sequenc
     )
     trainer = _seam_dpo_trainer()(
         model=model,
-        ref_model=ref_model if ref_model is not None else reference_model(model, stage, model_dtype),
+        ref_model=ref_model,
         args=args,
         train_dataset=dpo_dataset(pairs),
         processing_class=as_encoder(tokenizer).tokenizer,

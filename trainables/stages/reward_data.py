@@ -1,7 +1,8 @@
 """What a reward model trained in the study learns from: the text that follows the RL prompts.
 
 A reward model scores what the online-RL stage produces, a prompt continued by the policy, so it
-is trained on the same kind of text. Which one depends on the prompts (`reward_data`):
+is trained on the same kind of text. Which one depends on the prompts (`tasks.online_rl.reward_data`,
+recorded in the stage plan's reward):
 
   "toxigen_statements"  prompts that are raw ToxiGen statements (the default `prompts:
                         statements` on ToxiGenQA, as in the paper), which the policy continues
@@ -26,21 +27,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from trainables.stages.rollout_prompts import STATEMENT_TASK, raw_statement
+from contract.plan import QA_PAIRS, STATEMENTS
 from tasks.example import Example
 from tasks.sampling import keyed_index
 from tasks.templates import TOXICITY_OPTION_NAMES
+from trainables.stages.rollout_prompts import raw_statement
 
-STATEMENTS = "toxigen_statements"
-QA_PAIRS = "qa_pairs"
 HATE = TOXICITY_OPTION_NAMES[0]  # the name of ToxiGenQA's "toxic" option: a statement labelled hate
 CONTINUATION_SEPARATOR = " "  # between a prompt and the statement that continues it
-
-
-def reward_data(task: str, prompts: str) -> str:
-    """The data a reward model trained for an online-RL stage on `task` with `prompts` (the
-    stage's prompts mode) learns from (module docstring)."""
-    return STATEMENTS if prompts == "statements" and task == STATEMENT_TASK else QA_PAIRS
 
 
 def continuation_examples(examples: Sequence[Any], seed: int) -> list[Example]:

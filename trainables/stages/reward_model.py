@@ -2,14 +2,14 @@
 
 Paper §2.2/§3.2: RLHF first learns a reward model from a preference dataset
 {x, y_w, y_l}, then optimises the policy against it. Two ways to get one
-(`stage[<method>]["reward"]`):
+(`stage.<method>.reward`, in the form its stage key records):
 
   {"model": "<hub id or local path>"}   an existing sequence-classification reward model, with
                                         its own tokenizer or the policy's (the paper uses
                                         OpenAssistant/reward-model-deberta-v3-large-v2);
   {"train": {"steps": ..., "learning_rate": ..., "batch_size": ...}}
                                         learn one here with TRL's RewardTrainer, on the text that
-                                        follows the stage's prompts (`reward_data`): for the raw
+                                        follows the stage's prompts (its `data`): for the raw
                                         ToxiGen statements the paper's PPO continues, a neutral vs
                                         a hate ToxiGen statement about the prompt's group; for
                                         templated prompts, the task's preference pairs.
@@ -25,15 +25,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from contract.plan import QA_PAIRS, ModelPlan, RewardPlan, RewardTrainingPlan, TrainingPlan
 from trainables.stages.dpo import fitting_pairs, preference_tokens
-from trainables.stages.reward_data import QA_PAIRS, reward_examples
-from trainables.stages.sft import TrainLogRecorder, quiet_trainer
+from trainables.stages.reward_data import reward_examples
+from trainables.stages.trainer_plumbing import TrainLogRecorder, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import AnswerEncoder
-
-# The paper's optimizer settings (§2.2), used when the caller passes no `training` block.
-PAPER_TRAINING = {"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
-                  "warmup_steps": 0, "max_grad_norm": 1.0}
 
 REWARD_MODEL_DIRNAME = "reward_model"
 
@@ -63,7 +60,7 @@ def load_reward_model(path: str, *, model_dtype: str = "auto", trust_remote_code
 
 def reward_rows(encoder: AnswerEncoder, examples: Sequence[Any], *, seed: int, max_length: int,
                 data: str = QA_PAIRS) -> list[dict]:
-    """RewardTrainer rows (chosen_ids, rejected_ids) of `data` (`reward_data`) built from the
+    """RewardTrainer rows (chosen_ids, rejected_ids) of `data` (STATEMENTS or QA_PAIRS) built from the
     stage's examples: each side is its option's whole training sequence from the tokenization
     seam (prompt + continuation + EOS, or the chat template's conversation), pairs that do not
     fit in max_length dropped."""
@@ -77,27 +74,25 @@ def reward_rows(encoder: AnswerEncoder, examples: Sequence[Any], *, seed: int, m
             for r in rows]
 
 
-def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, steps: int, learning_rate: float,
-                       batch_size: int, max_length: int, work_dir: str, training: dict | None = None,
-                       model_dtype: str = "auto", trust_remote_code: bool = False, chat: bool = False,
-                       data: str = QA_PAIRS) -> str:
-    """Train a reward model on the pairs of `data` (`reward_rows`); return the folder it is saved
-    in (safetensors). RewardTrainer gets the seam's token ids."""
+def train_reward_model(*, model_plan: ModelPlan, examples: Sequence[Any], seed: int, settings: RewardTrainingPlan,
+                       work_dir: str, training: TrainingPlan) -> str:
+    """Train a reward model from the base model (`model_plan.path`) on the pairs of
+    `settings.data` (`reward_rows`); return the folder it is saved in (safetensors).
+    RewardTrainer gets the seam's token ids."""
     from datasets import Dataset
     from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
-    set_seed(int(seed))  # the new score head is drawn when the model loads, before the trainer seeds
-    model, tokenizer = load_reward_model(base_path, model_dtype=model_dtype, trust_remote_code=trust_remote_code)
-    pairs = reward_rows(AnswerEncoder(tokenizer, chat=chat), examples, seed=int(seed), max_length=max_length,
-                        data=data)
-    stage = {"steps": int(steps), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
-             "seed": int(seed)}
+    set_seed(seed)  # the new score head is drawn when the model loads, before the trainer seeds
+    model, tokenizer = load_reward_model(model_plan.path, model_dtype=model_plan.dtype,
+                                         trust_remote_code=model_plan.trust_remote_code)
+    pairs = reward_rows(AnswerEncoder(tokenizer, chat=model_plan.chat), examples, seed=seed,
+                        max_length=model_plan.max_length, data=settings.data)
     out = Path(work_dir) / REWARD_MODEL_DIRNAME
     args = RewardConfig(
-        **common_training_kwargs(stage=stage, training=training or PAPER_TRAINING, work_dir=str(Path(work_dir) / "rm_trainer"),
-                                 model_dtype=model_dtype),
-        max_length=max_length,
+        **common_training_kwargs(schedule=settings, seed=seed, training=training,
+                                 work_dir=str(Path(work_dir) / "rm_trainer"), model_dtype=model_plan.dtype),
+        max_length=model_plan.max_length,
         disable_dropout=True,
         center_rewards_coefficient=None,
     )
@@ -111,21 +106,11 @@ def train_reward_model(*, base_path: str, examples: Sequence[Any], seed: int, st
     return str(out)
 
 
-def resolve_reward_model(spec: dict, *, base_path: str | None, examples: Sequence[Any], seed: int, max_length: int,
-                         work_dir: str, training: dict | None = None, model_dtype: str = "auto",
-                         trust_remote_code: bool = False, chat: bool = False, data: str = QA_PAIRS) -> str:
-    """Path or Hub id of the reward model a stage's `reward` spec names (training one on `data`
-    if asked)."""
-    if not isinstance(spec, dict) or ("model" in spec) == ("train" in spec):
-        raise ValueError(f"reward spec must be {{'model': <id>}} or {{'train': {{...}}}}, got {spec!r}")
-    if "model" in spec:
-        return str(spec["model"])
-    if not base_path:
-        raise ValueError("training a reward model needs the chain's base model path (stage[...]['base_model_path'])")
-    settings = spec["train"] or {}
-    return train_reward_model(
-        base_path=str(base_path), examples=examples, seed=int(settings.get("seed", seed)),
-        steps=int(settings.get("steps", 50)), learning_rate=float(settings.get("learning_rate", 1e-5)),
-        batch_size=int(settings.get("batch_size", 16)), max_length=max_length, work_dir=work_dir,
-        training=training, model_dtype=model_dtype, trust_remote_code=trust_remote_code, chat=chat, data=data,
-    )
+def resolve_reward_model(reward: RewardPlan, *, model_plan: ModelPlan, examples: Sequence[Any], seed: int,
+                         work_dir: str, training: TrainingPlan) -> str:
+    """Path or Hub id of the reward model a stage's reward names (training one from the base
+    model, with the stage's seed, when asked)."""
+    if reward.model is not None:
+        return reward.model
+    return train_reward_model(model_plan=model_plan, examples=examples, seed=seed, settings=reward.train,
+                              work_dir=work_dir, training=training)

@@ -1,6 +1,6 @@
 """Online RL with REINFORCE Leave-One-Out through TRL's RLOOTrainer.
 
-Same prompts and reward options as the PPO stage (`stage["rloo"]`: reward, kl_coef,
+Same prompts and reward options as the PPO stage (`stage.rloo`: reward, kl_coef,
 response_length, num_generations, num_ppo_epochs, prompts; see `trainables.stages.ppo`).
 RLOOTrainer takes reward functions; ours (`text_reward.reward_function`) gives the reward
 model each (prompt, decoded completion) as text, encoded by its own tokenizer, exactly as PPO
@@ -10,7 +10,7 @@ prompt + completion without the reward tokenizer's special tokens, which a quest
 cross-encoder such as that DeBERTa was not trained on.
 
 Each prompt is sampled `num_generations` times; every sample's baseline is the mean reward of
-the prompt's other samples. One `stage["steps"]` = one optimizer step on `stage["batch_size"]`
+the prompt's other samples. One `stage.steps` = one optimizer step on `stage.batch_size`
 completions (= batch_size / num_generations prompts); `num_ppo_epochs` maps to TRL's
 `num_iterations` (passes over each generated batch, with PPO-style ratio clipping).
 
@@ -24,37 +24,37 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from contract.plan import ModelPlan, StagePlan, TrainingPlan
+from trainables.stages.online_rl import online_rl_inputs
 from trainables.stages.outcome import StageOutcome
-from trainables.stages.ppo import frozen_copy, online_rl_inputs
-from trainables.stages.sft import TrainLogRecorder, quiet_trainer
 from trainables.stages.text_reward import check_reward_model, reward_function
+from trainables.stages.trainer_plumbing import TrainLogRecorder, frozen_copy, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import as_encoder, chat_messages
 
 
-def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
-             work_dir: str, model_dtype: str = "auto") -> StageOutcome:
+def run_rloo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[Any], training: TrainingPlan,
+             model_plan: ModelPlan, work_dir: str) -> StageOutcome:
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
     encoder = as_encoder(tokenizer)
-    settings, response_length, prompts, reward_model, reward_tokenizer, _ = online_rl_inputs(
-        method="rloo", stage=stage, model=model, tokenizer=encoder, examples=examples, training=training,
-        max_length=max_length, work_dir=work_dir, model_dtype=model_dtype)
-    check_reward_model(reward_model, reward_tokenizer)
+    inputs = online_rl_inputs(stage=stage, tokenizer=encoder, examples=examples, training=training,
+                              model_plan=model_plan, work_dir=work_dir)
+    settings, prompts = inputs.settings, inputs.prompts
+    check_reward_model(inputs.reward_model, inputs.reward_tokenizer)
 
-    batch_size = int(stage["batch_size"])
-    num_generations = int(settings.get("num_generations", 4))
-    if num_generations < 2 or batch_size % num_generations:
-        raise ValueError(f"rloo: num_generations={num_generations} must be >= 2 and divide batch_size={batch_size}")
-    kl_coef = float(settings.get("kl_coef", 0.05))
+    if settings.num_generations < 2 or stage.batch_size % settings.num_generations:
+        raise ValueError(f"rloo: num_generations={settings.num_generations} must be >= 2 and divide "
+                         f"batch_size={stage.batch_size}")
     args = RLOOConfig(
-        **common_training_kwargs(stage=stage, training=training, work_dir=work_dir, model_dtype=model_dtype),
-        num_generations=num_generations,
+        **common_training_kwargs(schedule=stage, seed=stage.seed, training=training, work_dir=work_dir,
+                                 model_dtype=model_plan.dtype),
+        num_generations=settings.num_generations,
         steps_per_generation=1,
-        max_completion_length=response_length,
-        temperature=float(settings.get("temperature", 0.7)),
-        num_iterations=int(settings.get("num_ppo_epochs", 1)),
+        max_completion_length=settings.response_length,
+        temperature=settings.temperature,
+        num_iterations=settings.num_ppo_epochs,
         beta=0.0,  # set to kl_coef below, once our reference model is in place
         disable_dropout=True,
         log_completions=False,
@@ -63,17 +63,17 @@ def run_rloo(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any]
     log = TrainLogRecorder()
     trainer = RLOOTrainer(
         model=model,
-        reward_funcs=[reward_function(reward_model, reward_tokenizer, batch_size=batch_size)],
+        reward_funcs=[reward_function(inputs.reward_model, inputs.reward_tokenizer, batch_size=stage.batch_size)],
         args=args,
         # A chat model gets conversational prompts: TRL renders them with the chat template.
         train_dataset=Dataset.from_list([{"prompt": chat_messages(p) if encoder.chat else p} for p in prompts]),
         processing_class=encoder.tokenizer,
         callbacks=[log.callback()],
     )
-    if kl_coef != 0.0:
+    if settings.kl_coef != 0.0:
         trainer.ref_model = trainer.accelerator.prepare_model(frozen_copy(model), evaluation_mode=True)
-        trainer.beta = kl_coef
-        trainer.args.beta = kl_coef
+        trainer.beta = settings.kl_coef
+        trainer.args.beta = settings.kl_coef
     quiet_trainer(trainer)
     trainer.train()
     model.eval()

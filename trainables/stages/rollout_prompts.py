@@ -1,20 +1,20 @@
 """The prompts the online-RL stages (PPO, RLOO) roll out on.
 
-`stage[<method>]["prompts"]`: "statements" (default) gives the policy the original ToxiGen
-statement with no QA template, as the paper does ("we use the original prompts from the
-ToxiGen dataset without recasting them to the QA template", §3.2); tasks that have no raw
-statement (ARC) fall back to the templated prompt. "templated" always uses the template.
+A stage's `prompts` setting (`stage.ppo.prompts`, `stage.rloo.prompts`): "statements" (the
+study's default) gives the policy the original ToxiGen statement with no QA template, as the
+paper does ("we use the original prompts from the ToxiGen dataset without recasting them to
+the QA template", §3.2); tasks that have no raw statement (ARC) fall back to the templated
+prompt. "templated" always uses the template.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+from tasks.online_rl import STATEMENT_TASK
 from tasks.templates import prompt_body
 from trainables.tokenization import as_encoder
 
-STATEMENT_TASK = "toxigen_qa"
-"""The task whose examples carry a raw statement (ToxiGenQA recasts ToxiGen statements)."""
 PROMPT_MODES = ("statements", "templated")
 
 

@@ -17,12 +17,12 @@ reads for the correct answer:
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Any, Sequence
 
+from contract.plan import ModelPlan, StagePlan, TrainingPlan
 from contract.problems import TokenizationError
 from trainables.stages.outcome import StageOutcome
+from trainables.stages.trainer_plumbing import TrainLogRecorder, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import IGNORE_INDEX, AnswerEncoder, Encoded, as_encoder, chat_messages
 
@@ -43,19 +43,19 @@ def sft_dataset(encoder: AnswerEncoder, examples: Sequence[Any], encoded: Sequen
                               for enc in encoded])
 
 
-def run_sft(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict, max_length: int,
-            work_dir: str, model_dtype: str = "auto") -> StageOutcome:
-    kept, encoded = _fitting(as_encoder(tokenizer), examples, max_length)
+def run_sft(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[Any], training: TrainingPlan,
+            model_plan: ModelPlan, work_dir: str) -> StageOutcome:
+    kept, encoded = _fitting(as_encoder(tokenizer), examples, model_plan.max_length)
     log = TrainLogRecorder()
     trainer = build_sft_trainer(model=model, tokenizer=tokenizer, stage=stage, examples=kept, training=training,
-                                max_length=max_length, work_dir=work_dir, model_dtype=model_dtype,
+                                max_length=model_plan.max_length, work_dir=work_dir, model_dtype=model_plan.dtype,
                                 callbacks=[log.callback()], encoded=encoded)
     trainer.train()
     return StageOutcome(log_rows=log.rows, n_examples=len(kept))
 
 
-def build_sft_trainer(*, model: Any, tokenizer: Any, stage: dict, examples: Sequence[Any], training: dict,
-                      max_length: int, work_dir: str, model_dtype: str = "auto", callbacks: list | None = None,
+def build_sft_trainer(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[Any], training: TrainingPlan,
+                      max_length: int, work_dir: str, model_dtype: str, callbacks: list | None = None,
                       encoded: Sequence[Encoded] | None = None):
     """SFTTrainer over `examples`; `tokenizer` is an AnswerEncoder (or a tokenizer: plain text);
     `encoded`: the examples' `encoder.training(examples)` when the caller already has it."""
@@ -64,7 +64,8 @@ def build_sft_trainer(*, model: Any, tokenizer: Any, stage: dict, examples: Sequ
     encoder = as_encoder(tokenizer)
     encoded = encoded if encoded is not None else encoder.training(examples)
     args = SFTConfig(
-        **common_training_kwargs(stage=stage, training=training, work_dir=work_dir, model_dtype=model_dtype),
+        **common_training_kwargs(schedule=stage, seed=stage.seed, training=training, work_dir=work_dir,
+                                 model_dtype=model_dtype),
         max_length=max_length,
         completion_only_loss=True,
         packing=False,
@@ -115,48 +116,3 @@ def _fitting(encoder: AnswerEncoder, examples: Sequence[Any], max_length: int) -
     if not pairs:
         raise ValueError(f"no training example fits in max_length={max_length} tokens; raise model.max_length")
     return [ex for ex, _ in pairs], [enc for _, enc in pairs]
-
-
-def quiet_trainer(trainer: Any) -> None:
-    """Metrics go to Parquet and Ray, not stdout: drop the per-step printer that disable_tqdm adds."""
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-
-
-class TrainLogRecorder:
-    """Collects the trainer's per-step logs as rows of the `train_log` table.
-
-    `loss_key` names the logged value that marks a training step (online-RL trainers log no
-    "loss"); `loss_fn` computes the row's loss from the logs when it is not that value itself.
-    """
-
-    def __init__(self, loss_key: str = "loss", lr_key: str = "learning_rate", loss_fn=None) -> None:
-        self.rows: list[dict] = []
-        self.loss_key = loss_key
-        self.lr_key = lr_key
-        self.loss_fn = loss_fn or (lambda logs: logs[loss_key])
-        self._start = time.perf_counter()
-
-    def callback(self):
-        from transformers import TrainerCallback
-
-        recorder = self
-
-        class _Callback(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs and recorder.loss_key in logs:
-                    loss = float(recorder.loss_fn(logs))
-                    if not math.isfinite(loss):
-                        # Diverged: stop here (chain.divergence records why) instead of
-                        # spending the remaining steps on NaNs.
-                        control.should_training_stop = True
-                    recorder.rows.append({
-                        "step": int(state.global_step),
-                        "loss": loss,
-                        "learning_rate": float(logs.get(recorder.lr_key, float("nan"))),
-                        "grad_norm": float(logs.get("grad_norm", float("nan"))),
-                        "seconds": time.perf_counter() - recorder._start,
-                    })
-
-        return _Callback()

@@ -25,6 +25,9 @@ How the pair becomes the reward model's input (`reward_encoding`):
     Llama-style reward model gets its BOS, as the reward models trained here had in training).
 Inputs longer than the reward model takes are cut from the prompt's start (pairs: the longer
 part first), so the response being judged is kept.
+
+A change of this input bumps contract.plan.REWARD_INPUT_VERSION (it enters the stage keys of
+stages whose reward model reads text, so they are trained again instead of reused).
 """
 
 from __future__ import annotations
@@ -35,10 +38,6 @@ from typing import Any, Sequence
 
 from trainables.tokenization import chat_messages, has_chat_template
 
-REWARD_INPUT_VERSION = 2
-"""Bump when the input a reward model reads for a rollout changes (it enters the stage keys of
-stages that score text; 1: RLOO through TRL, prompt + completion without the reward
-tokenizer's special tokens; 2: `reward_encoding`)."""
 # Above this a tokenizer's model_max_length is transformers' "no limit" placeholder.
 _NO_LIMIT = 1_000_000
 

@@ -5,7 +5,7 @@ number of optimizer steps. TRL 1.x defaults that would silently change the exper
 overridden here: bf16 (≈10x slower on CPU), gradient checkpointing (slower, needless for small
 models), the fused AdamW (not on every device), checkpoint saving (we save once per stage).
 
-`stage["batch_size"]` is the GLOBAL batch: with N data-parallel workers (Ray Train, see
+A schedule's `batch_size` (a stage's, or a trained reward model's) is the GLOBAL batch: with N data-parallel workers (Ray Train, see
 `trainables.distributed`) each takes batch_size / N examples per step, and the DDP settings
 (backend, FSDP on GPUs when asked) come from `trainables.distributed.parallel_training_kwargs`.
 One worker gets exactly the arguments it always had.
@@ -13,10 +13,27 @@ One worker gets exactly the arguments it always had.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
+
+from contract.plan import TrainingPlan
 
 
-def common_training_kwargs(*, stage: dict, training: dict, work_dir: str, model_dtype: str) -> dict[str, Any]:
+class OptimizerSchedule(Protocol):
+    """How long and how fast an optimizer runs: a stage's plan (contract.plan.StagePlan) or a
+    reward model's training settings (contract.plan.RewardTrainingPlan)."""
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def learning_rate(self) -> float: ...
+
+
+def common_training_kwargs(*, schedule: OptimizerSchedule, seed: int, training: TrainingPlan, work_dir: str,
+                           model_dtype: str) -> dict[str, Any]:
     import torch
 
     from contract.workers import per_device_batch_size
@@ -28,19 +45,19 @@ def common_training_kwargs(*, stage: dict, training: dict, work_dir: str, model_
     workers = world_size()
     kwargs = {
         "output_dir": work_dir,
-        "max_steps": int(stage["steps"]),
-        "per_device_train_batch_size": per_device_batch_size(int(stage["batch_size"]), workers),
+        "max_steps": schedule.steps,
+        "per_device_train_batch_size": per_device_batch_size(schedule.batch_size, workers),
         "gradient_accumulation_steps": 1,
-        "learning_rate": float(stage["learning_rate"]),
-        "adam_beta1": float(training["adam_beta1"]),
-        "adam_beta2": float(training["adam_beta2"]),
-        "weight_decay": float(training["weight_decay"]),
-        "lr_scheduler_type": training["lr_scheduler"],
-        "warmup_steps": int(training["warmup_steps"]),
-        "max_grad_norm": float(training["max_grad_norm"]),
+        "learning_rate": schedule.learning_rate,
+        "adam_beta1": training.adam_beta1,
+        "adam_beta2": training.adam_beta2,
+        "weight_decay": training.weight_decay,
+        "lr_scheduler_type": training.lr_scheduler,
+        "warmup_steps": training.warmup_steps,
+        "max_grad_norm": training.max_grad_norm,
         "optim": "adamw_torch",
-        "seed": int(stage["seed"]),
-        "data_seed": int(stage["seed"]),
+        "seed": seed,
+        "data_seed": seed,
         "bf16": bf16,
         "fp16": False,
         "use_cpu": not on_gpu,
