@@ -1,0 +1,137 @@
+"""Who may import whom (docs/architecture.md): checked on the source, function-level imports included.
+
+    contract/    the ground floor: imports no package of the engine
+    tasks/       pure data: contract only
+    analysis/    Polars over Parquet: contract only (never torch, ray, transformers)
+    study/       spec, plans, CLI: contract, tasks and analysis (`study report`, `study status`);
+                 trainables only in the orchestration entry point
+    trainables/  everything that touches a model: contract and tasks, never study or analysis
+
+A second check runs the study side for real: a study file is loaded and validated, and its plans
+built, in a process where `trainables` cannot be imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("contract", "tasks", "study", "trainables", "analysis")
+HEAVY = ("torch", "ray", "transformers", "trl", "accelerate", "datasets", "peft")
+
+# package -> the packages of the engine it may import
+ALLOWED = {
+    "contract": set(),
+    "tasks": {"contract"},
+    "analysis": {"contract"},
+    "study": {"contract", "tasks", "analysis"},
+    "trainables": {"contract", "tasks"},
+}
+# The one module of `study` that reaches trainables: it starts the work.
+ENTRY_POINTS = {"study/orchestrate.py": {"trainables"}}
+# Third-party libraries a package must not import even inside a function; tasks/ reads Hub
+# datasets with `datasets` (inside the function that does), nothing heavier.
+NO_HEAVY = {"contract": HEAVY, "tasks": tuple(h for h in HEAVY if h != "datasets"), "analysis": HEAVY}
+
+
+def imported_modules(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import statement in the file, at any depth."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the file's own package
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            out.append((node.lineno, module))
+    return out
+
+
+def layer_violations(root: Path = ROOT) -> list[str]:
+    found = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            relative = path.relative_to(root).as_posix()
+            allowed = ALLOWED[package] | ENTRY_POINTS.get(relative, set()) | {package}
+            for line, module in imported_modules(path, root):
+                top = module.split(".")[0]
+                if top in PACKAGES and top not in allowed:
+                    found.append(f"{relative}:{line} imports {module} ({package}/ may import {sorted(allowed - {package}) or 'no package of the engine'})")
+                if top in NO_HEAVY.get(package, ()):
+                    found.append(f"{relative}:{line} imports {module} ({package}/ never imports {', '.join(NO_HEAVY[package])})")
+    return found
+
+
+def test_every_package_imports_only_the_layers_below_it():
+    assert layer_violations() == []
+
+
+def test_the_layer_check_sees_a_function_level_import(tmp_path):
+    """The check must catch what it is for: a late import of trainables inside a study function,
+    and torch inside analysis."""
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+    (tmp_path / "study" / "spec_checks.py").write_text(
+        "def check():\n    from trainables.distributed import batch_size_problem\n")
+    (tmp_path / "analysis" / "curves.py").write_text("import polars\n\ndef f():\n    import torch\n")
+    (tmp_path / "study" / "orchestrate.py").write_text("from trainables.tune_trial import chain_trial\n")
+    (tmp_path / "contract" / "plan.py").write_text("from .schema import TABLES\n")
+    found = layer_violations(tmp_path)
+    assert len(found) == 2
+    assert found[0].startswith("study/spec_checks.py:2 imports trainables.distributed")
+    assert found[1].startswith("analysis/curves.py:4 imports torch")
+
+
+BLOCKER = """
+import importlib.abc, sys
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"blocked for this test: {{name}}")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+"""
+
+
+def _run_blocked(blocked: set[str], body: str) -> subprocess.CompletedProcess:
+    code = BLOCKER.format(blocked=blocked) + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("preset", ["demo.yaml", "paper-first-stage-method.yaml"])
+def test_a_study_is_validated_and_planned_without_trainables(preset, data_dir):
+    """Loading, every check (mirror files, example counts, TRL's version) and planning run with
+    `trainables` unimportable, and load none of torch, ray, transformers or trl on the way."""
+    done = _run_blocked({"trainables"}, f"""
+        import os, sys
+        from study.spec_loading import load_spec_file
+        from study.plan import build_plans
+
+        spec = load_spec_file("study/presets/{preset}", ["model=tiny"])
+        plans = build_plans(spec, study_dir="/tmp/layers", data_dir=os.environ["STUDY_DATA_DIR"],
+                            base_model_path="/models/tiny-0123456789ab", chat=False)
+        assert plans and all(len(p.stages) == len(spec.chains[p.chain]) for p in plans)
+        heavy = sorted(m for m in ("torch", "ray", "transformers", "trl") if m in sys.modules)
+        assert not heavy, heavy
+        print(len(plans), "plans")
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "plans" in done.stdout
+
+
+def test_the_blocker_blocks():
+    done = _run_blocked({"trainables"}, "import trainables.chain\n")
+    assert done.returncode != 0 and "blocked for this test: trainables" in done.stderr
