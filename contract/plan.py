@@ -45,12 +45,13 @@ DEFAULT_EVAL_MODES = ("score",)
 """The eval modes an eval task's dict leaves out (generation tasks always have these)."""
 
 
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively: the dict form is JSON's (plans.json round-trips equal)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+def plain_data(value: Any) -> Any:
+    """Mappings as dicts and tuples as lists, recursively: the JSON/YAML form of a plan or a
+    spec (plans.json and study.yaml round-trip equal)."""
+    if isinstance(value, Mapping):
+        return {k: plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value
 
 
@@ -151,7 +152,7 @@ class CurvaturePlan:
         return self.enabled and stage in self.stages
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return plain_data(asdict(self))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CurvaturePlan":

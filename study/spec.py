@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from contract.layout import study_folder
+from contract.plan import plain_data
 
 # Fields of a stage that a grid axis may sweep (issue #2: learning rate and batch size; steps
 # is cheap to allow and useful for quick scans).
@@ -353,7 +354,7 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (YAML/JSON-able) that loads back to an equal spec."""
-        return _plain(dataclasses.asdict(self))
+        return plain_data(dataclasses.asdict(self))
 
 
 def stage_seed(stage: StageSpec, trial_seed: int) -> int:
@@ -371,10 +372,3 @@ def study_dir(spec: StudySpec) -> Path:
     not lie inside storage, so no study file can make a run write outside its results root."""
     return study_folder(spec.storage, spec.name)
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -120,8 +120,8 @@ def test_a_study_is_validated_and_planned_without_trainables(preset, data_dir):
         from study.spec_loading import load_spec_file
         from study.plan import build_plans
 
-        spec = load_spec_file("study/presets/{preset}", ["model=tiny"])
-        plans = build_plans(spec, study_dir="/tmp/layers", data_dir=os.environ["STUDY_DATA_DIR"],
+        spec = load_spec_file("study/presets/{preset}", ["model=tiny", "data_dir={data_dir}"])
+        plans = build_plans(spec, study_dir="/tmp/layers", data_dir="{data_dir}",
                             base_model_path="/models/tiny-0123456789ab", chat=False)
         assert plans and all(len(p.stages) == len(spec.chains[p.chain]) for p in plans)
         heavy = sorted(m for m in ("torch", "ray", "transformers", "trl") if m in sys.modules)
@@ -135,3 +135,22 @@ def test_a_study_is_validated_and_planned_without_trainables(preset, data_dir):
 def test_the_blocker_blocks():
     done = _run_blocked({"trainables"}, "import trainables.chain\n")
     assert done.returncode != 0 and "blocked for this test: trainables" in done.stderr
+
+
+def architecture_map(text: str) -> set[str]:
+    """The module paths listed in docs/architecture.md's map (its last code block)."""
+    block = text.rsplit("```", 2)[-2]
+    return {line.split()[0] for line in block.splitlines() if line.strip()}
+
+
+def _defines_something(path: Path) -> bool:
+    """A package's __init__.py that holds code of its own (a registry, an entry function), not
+    one that only hands names on."""
+    return any(isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in ast.parse(path.read_text()).body)
+
+
+def test_the_architecture_map_lists_every_module_and_no_other():
+    listed = architecture_map((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))
+    modules = {p.relative_to(ROOT).as_posix() for package in PACKAGES for p in (ROOT / package).rglob("*.py")
+               if p.name not in ("__init__.py", "__main__.py") or _defines_something(p)}
+    assert sorted(modules - listed) == [] and sorted(listed - modules) == []
