@@ -13,7 +13,7 @@ that a shared stage gives the same results as one trained on its own.
        naive  = stage trainings without sharing = sum over trials of their number of stages
        shared = stage trainings with a stage store = number of distinct stage_keys
 
-   stage_key (study/plan.py) hashes the base identity (model settings, CPU/GPU, data source and
+   stage_key (study/planner.py) hashes the base identity (model settings, CPU/GPU, data source and
    seed, shared training settings) and every stage up to this one, so keys can only match
    between trials of specs with the same base identity: every table here is built from the
    same base settings, and the script checks that their base identities are equal and that the
@@ -44,7 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from study.orchestrate import chat_format  # noqa: E402
-from study.plan import base_identity, build_plans  # noqa: E402
+from study.planner import base_identity, build_plans  # noqa: E402
 from study.spec import StudySpec  # noqa: E402
 from study.spec_loading import spec_from_dict  # noqa: E402
 
@@ -79,7 +79,7 @@ class SharingCount:
 
 
 def count_stage_trainings(plans: Iterable[Mapping[str, Any]]) -> SharingCount:
-    """Naive and shared stage trainings of a set of trial plans (from `study.plan.build_plans`)."""
+    """Naive and shared stage trainings of a set of trial plans (from `study.planner.build_plans`)."""
     plans = list(plans)
     keys_by_stage: dict[int, list[str]] = {}
     chains: set[tuple[str, ...]] = set()

@@ -1,6 +1,6 @@
 """The typed plan of a trial: what `study` builds and `trainables` runs, every field filled.
 
-`study.plan` expands a study into trial plans and fills every setting there, once (the study
+`study.planner` expands a study into trial plans and fills every setting there, once (the study
 file's defaults included); workers read attributes and never restate a default. A plan travels
 as these frozen dataclasses through Ray Tune (they pickle) and is written to plans.json as
 `TrialPlan.to_dict()`, read back with `TrialPlan.from_dict()`.
@@ -227,7 +227,7 @@ class DpoPlan:
 @dataclass(frozen=True)
 class RewardTrainingPlan:
     """A reward model trained in the stage: its own optimizer steps, and what it learns from
-    (STATEMENTS or QA_PAIRS, see tasks.online_rl). Its seed is the stage's."""
+    (STATEMENTS or QA_PAIRS, see tasks.reward_sources). Its seed is the stage's."""
 
     steps: int
     learning_rate: float

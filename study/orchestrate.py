@@ -31,7 +31,7 @@ from contract.atomic import write_text_atomic
 from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
 from contract.problems import TokenizationError
-from study.plan import SampledPlans, build_plans, collect_plans
+from study.planner import SampledPlans, build_plans, collect_plans
 from study.spec import StudySpec
 from study.spec import study_dir as resolve_study_dir
 
@@ -67,7 +67,7 @@ class RunPlans:
 def chat_format(spec: StudySpec, base_model_path: str | None) -> bool:
     """Whether the study's model is prompted through its chat template (`model.chat_template`
     resolved; the tokenizer is loaded only when the answer depends on it). The planner takes
-    the answer (study.plan never imports trainables)."""
+    the answer (study.planner never imports trainables)."""
     from trainables.models import load_tokenizer
     from trainables.tokenization import resolve_chat_template
 

@@ -1,7 +1,7 @@
 """A study's points: the grid's points, a Tune config's point, and the stages a point resolves to.
 
 A point is a dict `{"stage<k>.<field>": value}` over the study's axes (its grid, or its
-`search.space`); with a chain and a seed it names one trial. study.plan builds a trial's plan
+`search.space`); with a chain and a seed it names one trial. study.planner builds a trial's plan
 from its point, and study.start_points finds the seeds' trials of a point from it.
 """
 

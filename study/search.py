@@ -13,8 +13,8 @@ every chain gets its own Optuna study, and seeds are replicates of a sampled poi
 paper's seed means. Samplers of all chains share `search.seed`, so their first (random, TPE
 startup) points are the same across chains: paired comparisons of chain orders.
 
-A search study's plans are built per sampled config by `study.plan.SampledPlans`; after
-`tuner.fit()` the driver collects the plans that ran with `study.plan.collect_plans`.
+A search study's plans are built per sampled config by `study.planner.SampledPlans`; after
+`tuner.fit()` the driver collects the plans that ran with `study.planner.collect_plans`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The generation tasks of Table 6 ("Safe %"): prompts a model continues freely, whose
-continuations a toxicity classifier then judges (trainables/safety/).
+continuations a toxicity classifier then judges (trainables/toxicity/).
 
 toxigen_prompts
     ToxiGen's demonstration prompts (Hartvigsen et al. 2022): each is a few-shot list of

@@ -40,7 +40,7 @@ HUB = HubSource(path="json", data_files=_SOURCE_FILE_URL,
 MIRROR = MirrorSource(files={"train": _MIRROR_FILE, "validation": _MIRROR_FILE, "eval": _MIRROR_FILE})
 ANNOTATED_MIRROR_FILE = "toxigen/annotated_train_v1/toxigen.csv"
 """The original ToxiGen's human-annotated statements in a data mirror: not a task, but what the
-local toxicity classifier trains on (trainables/safety/local_classifier.py), so validating a
+local toxicity classifier trains on (trainables/toxicity/local_classifier.py), so validating a
 study that judges generations with it checks the mirror has this file (study/spec_checks_tasks.py)."""
 
 # Shares of the statements in the training pool and the validation split; the rest is held out

@@ -1,6 +1,6 @@
 """Typed plan parts for tests that call a stage runner or a trainer builder directly.
 
-A study fills every setting of a plan (study.plan); a test names only the ones it is about and
+A study fills every setting of a plan (study.planner); a test names only the ones it is about and
 takes the study file's defaults (study.spec) for the rest, as a planned stage would.
 """
 

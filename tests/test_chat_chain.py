@@ -10,7 +10,7 @@ import pytest
 
 from contract.plan import RunInfo
 from study.orchestrate import chat_format
-from study.plan import build_plans
+from study.planner import build_plans
 from study.spec_loading import spec_from_dict
 from trainables.chain import run_chain
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from trainables.evaluation import generated_answers as paper_exact
+from trainables.evaluation import generated_answers
 from trainables.evaluation.generated_answers import GeneratedAnswer, eval_rows, evaluate_generated, parse_answer, prediction_rows
 from tasks.templates import multiple_choice_example, toxicity_example
 
@@ -179,7 +179,7 @@ def test_evaluate_generated_generates_from_the_prompt_and_parses(monkeypatch):
         calls.update(prompts=list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size, max_length=max_length)
         return list(texts)
 
-    monkeypatch.setattr(paper_exact, "generate_continuations", fake_generate)
+    monkeypatch.setattr(generated_answers, "generate_continuations", fake_generate)
     answers = evaluate_generated(None, None, examples, batch_size=4, max_length=128, max_new_tokens=10)
     assert calls == {"prompts": [ex.prompt for ex in examples], "max_new_tokens": 10, "batch_size": 4, "max_length": 128}
     assert all(p.endswith("\nAnswer:") for p in calls["prompts"])

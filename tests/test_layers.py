@@ -118,7 +118,7 @@ def test_a_study_is_validated_and_planned_without_trainables(preset, data_dir):
     done = _run_blocked({"trainables"}, f"""
         import os, sys
         from study.spec_loading import load_spec_file
-        from study.plan import build_plans
+        from study.planner import build_plans
 
         spec = load_spec_file("study/presets/{preset}", ["model=tiny", "data_dir={data_dir}"])
         plans = build_plans(spec, study_dir="/tmp/layers", data_dir="{data_dir}",

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from study.orchestrate import chat_format
-from study.plan import build_plans
+from study.planner import build_plans
 from study.points import grid_points
 from study.spec_loading import spec_from_dict
 
@@ -249,7 +249,7 @@ def test_chat_format_is_resolved_into_the_plan_and_keys_change_only_when_it_is_o
         keys[label] = [s["stage_key"] for p in plans for s in p["stages"]]
     assert not set(keys["auto-chat"]) & set(keys["off-chat"])  # the prompt format changes what is trained
     # Off, the identity holds neither the setting nor the format: keys as before the option existed.
-    from study.plan import base_identity
+    from study.planner import base_identity
 
     off_spec = _spec(model={"name": chat_path, "max_length": 128, "chat_template": False})
     on_spec = _spec(model={"name": chat_path, "max_length": 128})
@@ -299,9 +299,9 @@ def test_best_seed_stage_names_its_validation_split():
 def test_reward_key_records_the_reward_data_and_the_text_input_version(monkeypatch):
     """A trained reward model's data and a text-reading reward model's input enter the stage
     key, so stages trained on the earlier data or scored on the earlier input are not reused."""
-    import study.plan as plan
+    import study.planner as plan
     from contract.plan import REWARD_INPUT_VERSION
-    from tasks import online_rl as reward_data
+    from tasks import reward_sources as reward_data
 
     trained = {"model": None, "steps": 5, "learning_rate": 1e-3, "batch_size": 8}
     settings = {"steps": 5, "learning_rate": 1e-3, "batch_size": 8}

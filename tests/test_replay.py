@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from study.plan import build_plans
+from study.planner import build_plans
 from study.spec_loading import spec_from_dict
 from trainables.replay import replay_count, replay_sample
 from tasks import load_examples

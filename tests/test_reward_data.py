@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from contract.plan import QA_PAIRS, STATEMENTS, RewardTrainingPlan, TrainingPlan
-from tasks.online_rl import reward_data
+from tasks.reward_sources import reward_data
 from tests.plans import model_plan
 from trainables.stages.reward_data import continuation_examples, reward_examples
 from trainables.stages.rollout_prompts import raw_statement

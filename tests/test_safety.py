@@ -16,16 +16,16 @@ import pytest
 
 from tests.mirror import MIRROR, needs_mirror
 from trainables.evaluation import safety as safety_evaluate
-from trainables.safety import local_classifier
-from trainables.safety.classifier import (
+from trainables.toxicity import local_classifier
+from trainables.toxicity.classifier import (
     HubSequenceClassifier,
     load_classifier,
     parse_classifier_name,
     toxic_label_index,
 )
-from trainables.safety.judge import HeldOutAccuracy, ToxicityClassifier
+from trainables.toxicity.judge import HeldOutAccuracy, ToxicityClassifier
 from trainables.evaluation.safety import evaluate_generation_safety, judged_text, safety_rows
-from trainables.safety.local_classifier import (
+from trainables.toxicity.local_classifier import (
     LocalSettings,
     decode_annotated_text,
     fit_local_classifier,

@@ -14,7 +14,7 @@ import pickle
 import pytest
 import yaml
 
-from study.plan import SampledPlans, build_plans, collect_plans, plan_for_config
+from study.planner import SampledPlans, build_plans, collect_plans, plan_for_config
 from study.spec import study_dir
 from study.spec_loading import SpecError, load_spec_file, spec_from_dict
 
@@ -280,7 +280,7 @@ def test_study_folder_must_resolve_inside_storage(tmp_path):
 
 
 def test_trust_remote_code_defaults_off_reaches_the_plan_and_keys_only_when_on():
-    from study.plan import base_identity
+    from study.planner import base_identity
 
     raw = {"name": "t", "chains": {"a": [{"task": "arc_easy"}]}, "model": {"name": "org/model"}}
     off = spec_from_dict(raw)

@@ -10,9 +10,9 @@ import copy
 
 import pytest
 
-import study.plan as plan_module
+import study.planner as plan_module
 from contract.plan import TrialPlan
-from study.plan import build_plans
+from study.planner import build_plans
 from study.spec_loading import spec_from_dict
 from trainables.chain import _trial_row, stage_examples
 from tasks.sampling import derived_data_seed

@@ -431,7 +431,7 @@ def test_method_and_replay_settings_are_validated(stages, grid, path, fragment):
 
 
 def test_replay_fraction_grid_and_dpo_settings_reach_the_plan():
-    from study.plan import build_plans
+    from study.planner import build_plans
 
     spec = spec_from_dict({**_chain({"task": "toxigen_qa", "method": "dpo", "dpo": {"beta": 0.2}},
                                     {"task": "arc_easy", "replay": {"from_stage": 1, "fraction": 0.05}}),
@@ -460,7 +460,7 @@ def test_online_rl_settings_are_validated(stage, path, fragment):
 
 
 def test_online_rl_settings_reach_the_plan_in_runner_form():
-    from study.plan import build_plans
+    from study.planner import build_plans
 
     spec = spec_from_dict(_chain({"task": "toxigen_qa", "method": "ppo", "ppo": {"kl_coef": 0.1}},
                                  {"task": "arc_easy", "method": "rloo", "rloo": {"reward": {"model": "org/rm"}}}))

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from contract.plan import RunInfo, TrialPlan
-from study.plan import build_plans
+from study.planner import build_plans
 from study.spec_loading import spec_from_dict
 from trainables.chain import divergence, forgetting_metrics, run_chain, trial_marker
 from trainables.stage_store import StageStore

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from study.cli import main
-from study.plan import build_plans
+from study.planner import build_plans
 from study.spec_loading import load_spec_file
 
 FIXTURES = Path(__file__).parent / "tasks"
@@ -133,7 +133,7 @@ def test_a_sampled_point_is_planned_in_a_fresh_process_that_knows_only_builtin_t
     import subprocess
     import sys
 
-    from study.plan import SampledPlans
+    from study.planner import SampledPlans
 
     spec = load_spec_file(_quiz_search_study(tmp_path))
     lookup = SampledPlans(spec, tmp_path / "out", str(FIXTURES), chat=False)
@@ -152,7 +152,7 @@ def test_a_worker_refuses_a_yaml_task_that_changed_since_planning(tmp_path):
 
     study = _quiz_search_study(tmp_path)
     spec = load_spec_file(study)
-    from study.plan import SampledPlans
+    from study.planner import SampledPlans
 
     plan = SampledPlans(spec, tmp_path / "out", str(FIXTURES), chat=False)({"chain": "a", "seed": 0,
                                                                            "stage1.learning_rate": 3e-4})

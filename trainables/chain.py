@@ -13,7 +13,7 @@ A stage whose loss or weights become non-finite is recorded as diverged (trials.
 "failed" with the reason in trials.failure); the trial stops there and ends normally, so the
 rest of the study goes on. The same function runs inside a Ray Train worker (TorchTrainer) or
 directly inside a Tune trial; `report` is whatever sends metrics to Ray there. Plans are
-`contract.plan.TrialPlan`s built by `study.plan`, every setting filled, so this module never
+`contract.plan.TrialPlan`s built by `study.planner`, every setting filled, so this module never
 imports `study` and restates no default.
 """
 

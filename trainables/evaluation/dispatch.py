@@ -15,10 +15,10 @@ import functools
 from typing import Any
 
 from contract.plan import GenerationPlan, TrialPlan
-from trainables.evaluation import generated_answers as paper_exact
-from trainables.evaluation.option_scoring import evaluate_examples, grouped_accuracy_rows
 from tasks import get_task
 from tasks.definition import PRIMARY_METRIC
+from trainables.evaluation import generated_answers
+from trainables.evaluation.option_scoring import evaluate_examples, grouped_accuracy_rows
 from trainables.tiny_model import default_cache_dir
 from trainables.tokenization import encoder_for
 
@@ -66,12 +66,12 @@ def _choice_rows(plan: TrialPlan, name: str, modes: tuple[str, ...], model: Any,
             })
     if "generate" in modes:
         generation = _generation(plan)
-        answers = paper_exact.evaluate_generated(
+        answers = generated_answers.evaluate_generated(
             model, tokenizer, examples, batch_size=generation.batch_size, max_length=max_length,
             max_new_tokens=generation.answer_max_new_tokens,
         )
-        evals.extend(paper_exact.eval_rows(answers))
-        predictions.extend(paper_exact.prediction_rows(answers))
+        evals.extend(generated_answers.eval_rows(answers))
+        predictions.extend(generated_answers.prediction_rows(answers))
     return evals, predictions
 
 
@@ -102,7 +102,7 @@ def _generation(plan: TrialPlan) -> GenerationPlan:
 @functools.lru_cache(maxsize=4)
 def _classifier(name: str, data_dir: str | None, cache_dir: str) -> Any:
     # One classifier per process: a trial evaluates after every stage with the same one.
-    from trainables.safety.classifier import load_classifier
+    from trainables.toxicity.classifier import load_classifier
 
     return load_classifier(name, data_dir=data_dir, cache_dir=cache_dir)
 

@@ -19,7 +19,7 @@ from trainables.evaluation.option_scoring import grouped_rows
 from trainables.evaluation.generation import generate_continuations
 from tasks.definition import SAFE, Metric
 
-from trainables.safety.judge import HeldOutAccuracy, ToxicityClassifier
+from trainables.toxicity.judge import HeldOutAccuracy, ToxicityClassifier
 
 # Reported with every safe % so a study's results say how far its judge agrees with humans;
 # a property of the judge, not of the model, so it never enters forgetting.

@@ -5,7 +5,7 @@ line here. Every runner trains `model` in place for `stage.steps` optimizer step
 a StageOutcome (its training log and the number of examples it used). A runner reads its
 settings from the typed plan (`stage`: the stage's method settings among them; `training`;
 `model_plan`: max_length, dtype, the base model's path) and restates no default: the planner
-filled every one (study.plan).
+filled every one (study.planner).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a reward model trained in the study learns from: the text that follows the RL prompts.
 
 A reward model scores what the online-RL stage produces, a prompt continued by the policy, so it
-is trained on the same kind of text. Which one depends on the prompts (`tasks.online_rl.reward_data`,
+is trained on the same kind of text. Which one depends on the prompts (`tasks.reward_sources.reward_data`,
 recorded in the stage plan's reward):
 
   "toxigen_statements"  prompts that are raw ToxiGen statements (the default `prompts:

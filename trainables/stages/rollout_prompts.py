@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from tasks.online_rl import STATEMENT_TASK
+from tasks.reward_sources import STATEMENT_TASK
 from tasks.templates import prompt_body
 from trainables.tokenization import as_encoder
 

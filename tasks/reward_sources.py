@@ -2,7 +2,7 @@
 
 A reward model trained in a stage scores what the stage produces, a prompt continued by the
 policy, so it is trained on the same kind of text, and which one depends on the task and the
-stage's prompts mode (`reward_data`). The choice enters the stage key (study.plan), which is
+stage's prompts mode (`reward_data`). The choice enters the stage key (study.planner), which is
 why it lives here, beside the tasks, and not with the trainer that builds the pairs
 (trainables.stages.reward_data).
 """

@@ -1,4 +1,4 @@
-"""Safety of generations: toxicity classifiers and the safe % evaluation (Table 6).
+"""Toxicity classifiers: what judges a generation toxic in the safe % evaluation (Table 6).
 
 - judge.py: the ToxicityClassifier protocol (what evaluation needs of a classifier) and
   HeldOutAccuracy (how far a classifier agrees with human labels).

@@ -33,7 +33,7 @@ from study.points import config_point, grid_points, resolve_stages
 from study.spec import StageSpec, StudySpec, stage_seed
 from study.spec_loading import spec_from_dict
 from study.start_points import apply_start_points
-from tasks import online_rl
+from tasks import reward_sources
 
 
 def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | None, chat: bool) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def stage_plan(spec: StudySpec, stage: StageSpec, number: int, trial_seed: int) 
 def reward_key(method: str, reward: dict[str, Any], task: str, prompts: str) -> dict[str, Any]:
     """An online-RL stage's reward as its stage key (and trials.method_settings) records it: the
     named model, or the training settings of one trained in the stage, with what it is trained on
-    when that is not the task's QA pairs (`tasks.online_rl.reward_data`; reward models trained on
+    when that is not the task's QA pairs (`tasks.reward_sources.reward_data`; reward models trained on
     those keep their keys) and the version of the text a reward model reads wherever it may read
     text (RLOO always; PPO when the named model has its own tokenizer; `text_reward`).
     `reward`: the study's reward settings (model, steps, learning_rate, batch_size)."""
@@ -154,7 +154,7 @@ def reward_key(method: str, reward: dict[str, Any], task: str, prompts: str) -> 
         key: dict[str, Any] = {"model": reward["model"]}
     else:
         key = {"train": {k: reward[k] for k in ("steps", "learning_rate", "batch_size")}}
-        data = online_rl.reward_data(task, prompts)
+        data = reward_sources.reward_data(task, prompts)
         if data != QA_PAIRS:
             key["train"]["data"] = data
     if method == "rloo" or reward["model"]:
