@@ -8,7 +8,10 @@
         _ledger/<trial id>.json    written last by a trial: its status (the resume ledger)
         _models/                   the built-in tiny model, built inside the study folder
         _tune/                     Ray Tune's own experiment state (its storage_path)
-        <table>/<part>.parquet     the results tables (contract.schema), one part per trial/stage
+        _ray_train/                Ray Train's state of multi-worker trials (their storage_path)
+        _work/<trial id>/          trainers' scratch folders, removed when the trial ends
+        <table>/<part>.parquet     the results tables (contract.schema): `<trial id>.parquet` in
+                                   trials, `<trial id>.stage<n>.parquet` in the others
         stages/<stage key>/        the stage store (StageLayout)
         report/                    `study report`'s default output folder
 
@@ -28,8 +31,22 @@ RUNS_DIR = "runs"
 LEDGER_DIR = "_ledger"
 MODELS_DIR = "_models"
 TUNE_DIR = "_tune"
+RAY_TRAIN_DIR = "_ray_train"
+WORK_DIR = "_work"
+ENGINE_DIRS = (TUNE_DIR, RAY_TRAIN_DIR, MODELS_DIR, WORK_DIR, LEDGER_DIR)
+"""Folders of the engine's own state inside a study folder: never part of a job's upload."""
 STAGES_DIR = "stages"
 REPORT_DIR = "report"
+
+
+def trial_part(trial_id: str) -> str:
+    """The part name of a trial's rows in the trials table (one part per trial)."""
+    return trial_id
+
+
+def stage_part(trial_id: str, stage: int) -> str:
+    """The part name of a trial's rows of one stage in every other table."""
+    return f"{trial_id}.stage{stage}"
 
 
 def study_folder(storage: str | Path, name: str) -> Path:
@@ -62,7 +79,7 @@ class StageLayout:
 
     @property
     def record(self) -> Path:
-        """Written last: the ledger entry (who trained the stage, in which run, how it ended)."""
+        """Written last: the stage record (who trained the stage, in which run, how it ended)."""
         return self.folder / self.RECORD
 
     @property
@@ -122,7 +139,7 @@ class StudyLayout:
         return self.root / LEDGER_DIR
 
     def trial_marker(self, trial_id: str) -> Path:
-        """A trial's ledger entry, written when it ends (finished or failed)."""
+        """A trial's end marker in the ledger, written when it ends (finished or failed)."""
         return self.ledger / f"{trial_id}.json"
 
     @property
@@ -133,11 +150,28 @@ class StudyLayout:
     def tune(self) -> Path:
         return self.root / TUNE_DIR
 
+    @property
+    def ray_train(self) -> Path:
+        return self.root / RAY_TRAIN_DIR
+
+    def work(self, trial_id: str) -> Path:
+        """A trial's scratch folder (trainer outputs before they become checkpoints)."""
+        return self.root / WORK_DIR / trial_id
+
+    def stage_work(self, trial_id: str, stage: int, rank: int = 0) -> Path:
+        """One rank's trainer scratch for one stage (the ranks of a trial may share a node)."""
+        return self.work(trial_id) / (f"stage{stage}-rank{rank}" if rank else f"stage{stage}")
+
     def table(self, table: str) -> Path:
         return self.root / table
 
     def part(self, table: str, part: str) -> Path:
         return self.table(table) / f"{part}.parquet"
+
+    def trial_parts(self, table: str, trial_id: str) -> list[Path]:
+        """Every part of one trial in a table (its trial part and its stage parts)."""
+        folder = self.table(table)
+        return sorted(folder.glob(f"{trial_id}.*parquet")) if folder.is_dir() else []
 
     @property
     def stages(self) -> Path:

@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 from typing import Any, Mapping
 
-from study.spec import GRID_KEY, StageSpec, StudySpec, round_sample
+from study.spec import FLOAT_AXIS_FIELDS, GRID_KEY, StageSpec, StudySpec, round_sample
 
 
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
@@ -21,14 +21,16 @@ def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def resolve_stages(spec: StudySpec, chain: str, point: Mapping[str, Any]) -> tuple[StageSpec, ...]:
-    """The chain's stages with the point's values in place."""
+    """The chain's stages with the point's values in place, as the field's type (a grid may
+    write a learning rate as `1`: the stage holds 1.0, as if the study file had set it)."""
     stages = list(spec.chains[chain])
     for key, value in point.items():
         match = GRID_KEY.match(key)
         assert match, key  # validated by the spec
         index, fld = int(match.group(1)) - 1, match.group(2)
+        value = float(value) if fld in FLOAT_AXIS_FIELDS else int(value)
         if fld == "replay_fraction":
-            replay = dataclasses.replace(stages[index].replay, fraction=float(value))
+            replay = dataclasses.replace(stages[index].replay, fraction=value)
             stages[index] = dataclasses.replace(stages[index], replay=replay)
         else:
             stages[index] = dataclasses.replace(stages[index], **{fld: value})

@@ -154,3 +154,13 @@ def test_the_architecture_map_lists_every_module_and_no_other():
     modules = {p.relative_to(ROOT).as_posix() for package in PACKAGES for p in (ROOT / package).rglob("*.py")
                if p.name not in ("__init__.py", "__main__.py") or _defines_something(p)}
     assert sorted(modules - listed) == [] and sorted(listed - modules) == []
+
+
+def test_the_engine_folders_of_a_study_are_never_uploaded_with_a_job():
+    """`ray job submit --working-dir .` from a folder holding results must not upload the
+    engine's own state (checkpoint scratch, Ray's folders, built models, the ledger)."""
+    from contract.layout import ENGINE_DIRS
+
+    ignored = {line.strip() for line in (ROOT / ".rayignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert sorted(set(ENGINE_DIRS) - ignored) == []

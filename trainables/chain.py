@@ -1,6 +1,6 @@
 """The per-worker loop: run one chain's stages in order, evaluating after each.
 
-Reads top to bottom like the data flow in DESIGN.md:
+Reads top to bottom like the data flow in docs/architecture.md:
 
     base model ─► evaluate (stage 0)
     for each stage: in the stage store, under the stage's lock:
@@ -28,27 +28,23 @@ from typing import Any, Callable, Collection, Sequence
 
 from contract.atomic import write_json_atomic
 from contract.content_hash import content_hash
-from contract.layout import StudyLayout
+from contract.layout import StudyLayout, stage_part, trial_part
 from contract.plan import TOKENIZATION_VERSION, StagePlan, TrialPlan
-from contract.schema import FORGETTING_METRICS, STAGE_TABLES
+from contract.schema import FORGETTING_METRICS, STAGE_TABLES, TABLE_NAMES
+from tasks import load_examples
+from tasks.definition import SELECTION_SPLIT
 from trainables import distributed
+from trainables.evaluation.dispatch import evaluate_rows, primary_metric
 from trainables.evaluation.option_scoring import evaluate_examples
 from trainables.models import load_model_and_tokenizer, save_checkpoint
 from trainables.replay import replay_rows, replay_sample
-from trainables.results_writer import SCHEMAS, write_part
+from trainables.results_writer import write_part
 from trainables.stage_measurements import curvature_rows, weight_row
 from trainables.stage_store import MEASURE_KEY_DIGITS, StageEntry, StageStore, base_stage_key
 from trainables.stages import get_runner
-from trainables.evaluation.dispatch import evaluate_rows, primary_metric
-from tasks import load_examples
-from tasks.definition import SELECTION_SPLIT
 from trainables.tokenization import encoder_for
 
 Reporter = Callable[[dict[str, Any]], None]
-
-
-def stage_part(plan: TrialPlan, stage: int) -> str:
-    return f"{plan.trial_id}.stage{stage}"
 
 
 def measure_keys(plan: TrialPlan) -> dict[str, str]:
@@ -132,7 +128,7 @@ class _ChainRun:
         trial_marker(self.study_dir, self.trial_id).unlink(missing_ok=True)
         clear_trial_parts(self.study_dir, self.trial_id)
         self.trial_rows = [_trial_row(plan, s, executor, status="pending") for s in plan.stages]
-        write_part(self.study_dir, "trials", self.trial_id, self.trial_rows)
+        write_part(self.study_dir, "trials", trial_part(self.trial_id), self.trial_rows)
         self.status, self.failure = "finished", None
         self.selection: dict[int, str] = {}  # stage -> how its start point was chosen (JSON)
 
@@ -242,7 +238,7 @@ class _ChainRun:
         for table in STAGE_TABLES:
             rows = entry.rows(table, self.trial_id)
             if rows:
-                write_part(self.study_dir, table, stage_part(self.plan, number), rows)
+                write_part(self.study_dir, table, stage_part(self.trial_id, number), rows)
         self.trial_rows[index] = _trial_row(
             self.plan, stage, self.executor, status="finished" if record["status"] == "finished" else "failed",
             seconds=record.get("train_seconds"), n_train=record.get("n_train_examples"),
@@ -253,16 +249,16 @@ class _ChainRun:
             for later in range(index + 1, len(self.trial_rows)):
                 self.trial_rows[later] = {**self.trial_rows[later], "status": "skipped",
                                           "failure": f"stage {number} failed"}
-            write_part(self.study_dir, "trials", self.trial_id, self.trial_rows)
+            write_part(self.study_dir, "trials", trial_part(self.trial_id), self.trial_rows)
             return {**self._metrics(number), "status": "failed", "failure": self.failure}
-        write_part(self.study_dir, "trials", self.trial_id, self.trial_rows)
+        write_part(self.study_dir, "trials", trial_part(self.trial_id), self.trial_rows)
         metrics = self._publish_evals(entry, number)
         log_rows = entry.rows("train_log", self.trial_id)
         metrics.update({"train_seconds": record.get("train_seconds"),
                         "train_loss": log_rows[-1]["loss"] if log_rows else float("nan")})
         if self.plan.curvature.measures(number):
             rows = entry.measure("curvature", self.keys["curvature"], self.trial_id)
-            write_part(self.study_dir, "curvature", stage_part(self.plan, number), rows)
+            write_part(self.study_dir, "curvature", stage_part(self.trial_id, number), rows)
             top = next((r for r in rows if r["group"] == "all" and r["eigenvalue"] is not None), None)
             if top is not None:
                 metrics["spectral_radius"] = abs(top["eigenvalue"])
@@ -318,8 +314,8 @@ class _ChainRun:
         eval_rows = [{**r, "stage": number} for r in entry.measure("evals", self.keys["evals"], self.trial_id)]
         prediction_rows = [{**r, "stage": number}
                            for r in entry.measure("predictions", self.keys["evals"], self.trial_id)]
-        write_part(self.study_dir, "evals", stage_part(self.plan, number), eval_rows)
-        write_part(self.study_dir, "predictions", stage_part(self.plan, number), prediction_rows)
+        write_part(self.study_dir, "evals", stage_part(self.trial_id, number), eval_rows)
+        write_part(self.study_dir, "predictions", stage_part(self.trial_id, number), prediction_rows)
         self.accuracy[number] = {}
         for row in eval_rows:
             # Forgetting is over each task's primary metric and primary groups only.
@@ -346,7 +342,7 @@ class _ChainRun:
             "trial_id": self.trial_id, "run_id": self.store.run.run_id, "status": self.status,
             "failure": self.failure, "stage_keys": [s.stage_key for s in self.plan.stages], **self.keys,
         })
-        shutil.rmtree(self.study_dir / "_work" / self.trial_id, ignore_errors=True)
+        shutil.rmtree(StudyLayout(self.study_dir).work(self.trial_id), ignore_errors=True)
 
 
 def stage_inputs(plan: TrialPlan, stage: StagePlan, previous_path: Path | str,
@@ -373,8 +369,7 @@ def stage_examples(plan: TrialPlan, stage: StagePlan, stages: tuple[StagePlan, .
 
 def stage_work_dir(plan: TrialPlan, number: int) -> Path:
     """The trainer's scratch folder, one per rank (the ranks of a trial may share a node)."""
-    suffix = f"-rank{distributed.rank()}" if distributed.rank() else ""
-    return Path(plan.study_dir) / "_work" / plan.trial_id / f"stage{number}{suffix}"
+    return StudyLayout(Path(plan.study_dir)).stage_work(plan.trial_id, number, distributed.rank())
 
 
 def train_stage(plan: TrialPlan, stage: StagePlan, model: Any, tokenizer: Any, examples: list, work_dir: Path):
@@ -462,8 +457,8 @@ def divergence(log_rows: list[dict], model: Any) -> str | None:
 def clear_trial_parts(study_dir: Path, trial_id: str) -> None:
     """A (re)started trial replaces all of its earlier rows: a rerun with fewer stages or a
     different eval set must not leave stale parts beside the new ones."""
-    for table in SCHEMAS:
-        for part in (study_dir / table).glob(f"{trial_id}.*parquet"):
+    for table in TABLE_NAMES:
+        for part in StudyLayout(study_dir).trial_parts(table, trial_id):
             part.unlink()
 
 

@@ -21,7 +21,7 @@ from contract.layout import StudyLayout
 from contract.schema import TABLE_NAMES, arrow_schema
 
 # The tables' columns and types live in contract.schema (the readers use the same ones).
-SCHEMAS: dict[str, pa.Schema] = {table: arrow_schema(table) for table in TABLE_NAMES}
+_SCHEMAS: dict[str, pa.Schema] = {table: arrow_schema(table) for table in TABLE_NAMES}
 
 
 def write_part(study_dir: str | Path, table: str, part: str, rows: Sequence[dict[str, Any]]) -> Path:
@@ -31,7 +31,7 @@ def write_part(study_dir: str | Path, table: str, part: str, rows: Sequence[dict
 
 def write_rows(path: str | Path, table: str, rows: Sequence[dict[str, Any]]) -> Path:
     """Write `rows` with `table`'s schema to `path`, atomically (also used by the stage store)."""
-    schema = SCHEMAS[table]
+    schema = _SCHEMAS[table]
     missing = [c for c in schema.names if any(c not in r for r in rows)]
     extra = sorted({k for r in rows for k in r} - set(schema.names))
     if missing or extra:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from contract.layout import StudyLayout
 from contract.plan import TrialPlan
 
 
@@ -86,7 +87,7 @@ def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], 
                                       gpus_per_worker=gpus_per_worker),
         run_config=RunConfig(
             name=plan.trial_id,
-            storage_path=str(Path(plan.study_dir) / "_ray_train"),
+            storage_path=str(StudyLayout(Path(plan.study_dir)).ray_train),
             failure_config=FailureConfig(max_failures=max_failures),
             callbacks=[TuneReportCallback()],
         ),
