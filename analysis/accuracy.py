@@ -5,25 +5,17 @@ from __future__ import annotations
 import polars as pl
 
 from analysis.table_columns import null_column, typed, typed_column
+from contract.methods import SCORE_MODE
+from contract.schema import ACCURACY_METRIC, ALL, HEADLINE_METRICS, PRIMARY_GROUPINGS, SAFE_METRIC
 
 Frame = pl.LazyFrame | pl.DataFrame
 
-# The group name the engine uses for a whole eval task (DESIGN.md, "Contracts").
-ALL_GROUPS = "all"
-
 ACCURACY_COLUMNS = ("trial_id", "stage", "eval_task", "metric", "group", "n", "correct", "accuracy")
 
-
-# Groupings of the primary groups (what forgetting and worst-group metrics are over); other
-# groupings (BBQ "condition", MMLU "category", ...) are read with grouping=<name>.
-PRIMARY_GROUPINGS = ("all", "group")
-
-
-# metric="primary": each eval task's headline metric, the first of these it has in `evals`:
-# accuracy for multiple-choice tasks, safe (share of safe continuations) for generation tasks.
-# Both are "higher is better" fractions, so forgetting (stage 1 minus stage s) reads the same.
+# metric="primary": each eval task's headline metric, the first of contract.schema's
+# HEADLINE_METRICS it has in `evals`. Other groupings than the primary ones (BBQ "condition",
+# MMLU "category", ...) are read with grouping=<name>.
 PRIMARY = "primary"
-PRIMARY_METRICS = ("accuracy", "safe")
 
 
 def _with_metric_column(lazy: pl.LazyFrame) -> pl.LazyFrame:
@@ -31,21 +23,21 @@ def _with_metric_column(lazy: pl.LazyFrame) -> pl.LazyFrame:
     # newer ones) is accuracy: the contract names the metric only where a task has several.
     if "metric" not in lazy.collect_schema().names():
         lazy = lazy.with_columns(null_column("evals", "metric"))
-    return lazy.with_columns(pl.col("metric").fill_null("accuracy"))
+    return lazy.with_columns(pl.col("metric").fill_null(ACCURACY_METRIC))
 
 
 def primary_metrics(evals: Frame) -> dict[str, str]:
-    """{eval_task: its headline metric}: the first of PRIMARY_METRICS the task has rows of.
+    """{eval_task: its headline metric}: the first of HEADLINE_METRICS the task has rows of.
     Tasks with none of them (only a judge's metric, say) are left out."""
     present = (
         _with_metric_column(evals.lazy())
-        .filter(pl.col("metric").is_in(PRIMARY_METRICS))
+        .filter(pl.col("metric").is_in(HEADLINE_METRICS))
         .select(typed_column("evals", "eval_task"), "metric")
         .unique()
         .collect()
     )
     chosen: dict[str, str] = {}
-    for task, metric in sorted(present.iter_rows(), key=lambda row: PRIMARY_METRICS.index(row[1])):
+    for task, metric in sorted(present.iter_rows(), key=lambda row: HEADLINE_METRICS.index(row[1])):
         chosen.setdefault(task, metric)
     return chosen
 
@@ -53,10 +45,10 @@ def primary_metrics(evals: Frame) -> dict[str, str]:
 def generation_tasks(evals: Frame) -> list[str]:
     """Eval tasks whose headline metric is safe: their per-example records are the
     generate-mode predictions (correct = the continuation was judged safe)."""
-    return sorted(task for task, metric in primary_metrics(evals).items() if metric == "safe")
+    return sorted(task for task, metric in primary_metrics(evals).items() if metric == SAFE_METRIC)
 
 
-def stage_accuracy(evals: Frame, *, metric: str = "accuracy", grouping: str | None = None) -> pl.DataFrame:
+def stage_accuracy(evals: Frame, *, metric: str = ACCURACY_METRIC, grouping: str | None = None) -> pl.DataFrame:
     """Rows of `evals` for one metric: trial_id, stage, eval_task, metric, group, n, correct, accuracy.
 
     metric="primary" takes each eval task's headline metric (primary_metrics): accuracy, or
@@ -73,7 +65,7 @@ def stage_accuracy(evals: Frame, *, metric: str = "accuracy", grouping: str | No
     lazy = _with_metric_column(evals.lazy())
     if "grouping" not in lazy.collect_schema().names():
         lazy = lazy.with_columns(null_column("evals", "grouping"))
-    wanted = PRIMARY_GROUPINGS if grouping is None else (ALL_GROUPS, grouping)
+    wanted = PRIMARY_GROUPINGS if grouping is None else (ALL, grouping)
     if metric == PRIMARY:
         chosen = primary_metrics(evals)
         is_metric = pl.col("metric") == typed_column("evals", "eval_task").replace_strict(
@@ -99,15 +91,15 @@ def accuracy_from_predictions(predictions: Frame) -> pl.DataFrame:
     """
     lazy = predictions.lazy()
     if "mode" in lazy.collect_schema().names():
-        lazy = lazy.filter(pl.col("mode").is_null() | (pl.col("mode") == "score"))
+        lazy = lazy.filter(pl.col("mode").is_null() | (pl.col("mode") == SCORE_MODE))
     lazy = lazy.select(typed("predictions", "trial_id", "stage", "eval_task", "example_id", "groups", "correct"))
     keys = ["trial_id", "stage", "eval_task"]
-    overall = lazy.with_columns(group=pl.lit(ALL_GROUPS))
+    overall = lazy.with_columns(group=pl.lit(ALL))
     per_group = (
         lazy.with_columns(group=pl.col("groups").list.unique())
         .explode("group")
         # An example with no groups yields a null after explode: it only counts toward "all".
-        .filter(pl.col("group").is_not_null() & (pl.col("group") != ALL_GROUPS))
+        .filter(pl.col("group").is_not_null() & (pl.col("group") != ALL))
     )
     counted = (
         pl.concat([overall.drop("groups"), per_group.drop("groups")], how="vertical")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from analysis.accuracy import ALL_GROUPS, Frame
+from analysis.accuracy import Frame
 from analysis.forgetting import SETTING, trial_overview
 from analysis.grid import expand_grid_point
 from analysis.prediction_cells import (
@@ -36,6 +36,7 @@ from analysis.resampling import (
     setting_rng,
 )
 from analysis.table_columns import declared
+from contract.schema import ALL
 
 
 _ACCURACY_SCHEMA = {
@@ -100,7 +101,7 @@ def accuracy_intervals(
             "n_boot": int(interval.usable[index]),
             "se": none_if_nan(interval.se[index]),
             "df": none_if_nan(interval.df[index], allow_inf=True),
-        } for index, group in enumerate([ALL_GROUPS, *setting_cells.groups])]
+        } for index, group in enumerate([ALL, *setting_cells.groups])]
 
     rows = [row for part in in_threads(setting_rows, cells.partition_by(keys, maintain_order=True)) for row in part]
     result = pl.DataFrame(rows, schema=_ACCURACY_SCHEMA).sort(*keys, "group")

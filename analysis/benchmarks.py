@@ -12,29 +12,29 @@ from __future__ import annotations
 
 import polars as pl
 
-from analysis.accuracy import ALL_GROUPS
 from analysis.forgetting import SETTING, _stage_tasks, trial_overview
 from analysis.table_columns import null_column, typed, typed_column
+from contract.schema import ACCURACY_METRIC, ALL, HEADLINE_METRICS
 
 Frame = pl.LazyFrame | pl.DataFrame
 
 JUDGE_METRIC = "classifier_heldout_accuracy"
 # Column order of the wide table: headline metrics first, then the extras.
-METRIC_ORDER = ("accuracy", "safe", "generated_accuracy", "unparseable", "bias_score_ambig", "bias_score_disambig")
+METRIC_ORDER = (*HEADLINE_METRICS, "generated_accuracy", "unparseable", "bias_score_ambig", "bias_score_disambig")
 
 
 def _overall_rows(evals: Frame) -> pl.LazyFrame:
     lazy = evals.lazy()
     names = lazy.collect_schema().names()
     if "metric" not in names:
-        lazy = lazy.with_columns(metric=pl.lit("accuracy"))
+        lazy = lazy.with_columns(metric=pl.lit(ACCURACY_METRIC))
     # Rows written before the `value` column existed are accuracy rows: their value is the accuracy.
     value = typed_column("evals", "value") if "value" in names else null_column("evals", "value")
     return (
-        lazy.filter(pl.col("group") == ALL_GROUPS)
+        lazy.filter(pl.col("group") == ALL)
         .select(
             *typed("evals", "trial_id", "stage", "eval_task"),
-            typed_column("evals", "metric").fill_null("accuracy"),
+            typed_column("evals", "metric").fill_null(ACCURACY_METRIC),
             typed_column("evals", "n"),
             pl.coalesce(value, typed_column("evals", "accuracy")).alias("value"),
         )
@@ -80,7 +80,7 @@ def benchmark_columns(long: pl.DataFrame) -> list[tuple[str, str]]:
     def rank(pair: tuple[str, str]) -> tuple[int, int, str]:
         task, metric = pair
         order = METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
-        headline = 0 if metric in ("accuracy", "safe") else 1
+        headline = 0 if metric in HEADLINE_METRICS else 1
         return headline, order * 100 + tasks.index(task), metric
 
     return sorted(pairs, key=rank)

@@ -38,12 +38,13 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from analysis.accuracy import ALL_GROUPS, Frame
+from analysis.accuracy import Frame
 from analysis.forgetting import SETTING, trial_forgetting, trial_overview
 from analysis.grid import expand_grid_point
 from analysis.regression import OLS_FIELDS, ols
 from analysis.table_columns import declared, null_column, typed, typed_column
 from analysis.weight_norms import DISTANCES, NORMALISATIONS, with_weight_norms
+from contract.schema import ALL
 
 # Weight change per trial: θ_A from θ_base and the final stage from the one before, each in every
 # normalisation of analysis.weight_norms (raw sum, per-parameter mean, RMS).
@@ -62,7 +63,7 @@ HUTCHINSON_HAS_NO_EIGENVALUE = (
 # Optional curvature columns and what a file without them means.
 _CURVATURE_DEFAULTS: dict[str, object] = {
     "task": None,
-    "group": ALL_GROUPS,
+    "group": ALL,
     "param_subset": "all",
     "n_samples": None,
     "eigenvalue": None,
@@ -130,7 +131,7 @@ def _curvature_rows(curvature: Frame) -> pl.DataFrame:
     )
     return lazy.select(
         *typed("curvature", "trial_id", "stage", "task"),
-        typed_column("curvature", "group").fill_null(ALL_GROUPS),
+        typed_column("curvature", "group").fill_null(ALL),
         typed_column("curvature", "algorithm"),
         typed_column("curvature", "param_subset").fill_null("all"),
         *typed("curvature", "n_samples", "converged"),
@@ -252,7 +253,7 @@ def curvature_by_trial(
         spectral = pl.DataFrame(schema={**declared("trials", "trial_id"), **_EMPTY_TRIAL_COLUMNS})
         trace = pl.DataFrame(schema={**declared("trials", "trial_id"), "hessian_trace": pl.Float64})
     else:
-        rows = _first_task_rows(curvature, overview, stage=stage).filter(pl.col("group") == ALL_GROUPS)
+        rows = _first_task_rows(curvature, overview, stage=stage).filter(pl.col("group") == ALL)
         spectral = _pick(rows, keys, algorithms, "spectral_radius")
         trace = _pick(rows, keys, (TRACE_ALGORITHM,), "trace").select("trial_id", hessian_trace="trace")
     if weights is None:
@@ -261,7 +262,7 @@ def curvature_by_trial(
         change = _weight_change(weights, overview)
     forgetting = (
         trial_forgetting(trials, evals, metric=metric)
-        .filter(pl.col("is_final_stage") & (pl.col("group") == ALL_GROUPS))
+        .filter(pl.col("is_final_stage") & (pl.col("group") == ALL))
         .select("trial_id", "forgetting")
     )
     measured = ["spectral_radius", "hessian_trace", *WEIGHT_CHANGE_COLUMNS]
@@ -312,13 +313,13 @@ def group_curvature_by_trial(
     if curvature is None:
         return pl.DataFrame(schema=_GROUP_PAIR_SCHEMA)
     keys = ["trial_id", "group"]
-    rows = _first_task_rows(curvature, overview, stage=stage).filter(pl.col("group") != ALL_GROUPS)
+    rows = _first_task_rows(curvature, overview, stage=stage).filter(pl.col("group") != ALL)
     spectral = _pick(rows, keys, algorithms, "spectral_radius").rename(
         {"spectral_radius": "group_spectral_radius"}
     )
     forgetting = (
         trial_forgetting(trials, evals, metric=metric)
-        .filter(pl.col("is_final_stage") & (pl.col("group") != ALL_GROUPS))
+        .filter(pl.col("is_final_stage") & (pl.col("group") != ALL))
         .select("trial_id", "group", "biased_forgetting", group_forgetting="forgetting")
     )
     frame = (

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from analysis.labels import setting_label
+from contract.schema import HEADLINE_METRICS
 
 # Beyond this many settings the per-group panel figure becomes unreadable; the report's
 # group table still lists all of them.
@@ -337,7 +338,7 @@ def plot_accuracy_progression(long: pl.DataFrame, path: Path) -> Path:
     stage, stage 0 = the base model; one panel per task, one line per setting (the paper's
     Figure 7). `long` is analysis.benchmarks.stage_benchmarks."""
     title = "Every eval task after every stage"
-    data = long.filter(pl.col("metric").is_in(["accuracy", "safe"]) & pl.col("value").is_not_null())
+    data = long.filter(pl.col("metric").is_in(HEADLINE_METRICS) & pl.col("value").is_not_null())
     if data.is_empty():
         return _no_data(path, title)
     panels = data.select("eval_task", "metric").unique().sort("metric", "eval_task").head(MAX_PROGRESSION_PANELS)

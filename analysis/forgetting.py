@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from analysis.accuracy import ALL_GROUPS, Frame, stage_accuracy
+from analysis.accuracy import Frame, stage_accuracy
 from analysis.grid import expand_grid_point
 from analysis.table_columns import setting_grid_point, typed
+from contract.schema import ALL
 
 # The columns that identify a setting; the seeds of a setting are averaged.
 SETTING = ["chain", "grid_point"]
@@ -89,7 +90,7 @@ def trial_forgetting(trials: Frame, evals: Frame, *, metric: str) -> pl.DataFram
     rows = later.join(reference, on=["trial_id", "group"], how="inner").with_columns(
         forgetting=pl.col("acc_after_first_stage") - pl.col("acc_after_stage")
     )
-    overall = rows.filter(pl.col("group") == ALL_GROUPS).select(
+    overall = rows.filter(pl.col("group") == ALL).select(
         "trial_id", "after_stage", overall_forgetting="forgetting"
     )
     return (
@@ -143,12 +144,12 @@ def _setting_means(trials: Frame, evals: Frame, *, metric: str) -> pl.DataFrame:
 
 def _group_rows(means: pl.DataFrame) -> pl.DataFrame:
     """Per-group rows of `means` with overall forgetting, biased forgetting and the worst-group flag."""
-    overall = means.filter(pl.col("group") == ALL_GROUPS).select(
+    overall = means.filter(pl.col("group") == ALL).select(
         *SETTING, "after_stage", overall_forgetting="forgetting"
     )
     stage_keys = [*SETTING, "after_stage"]
     return (
-        means.filter(pl.col("group") != ALL_GROUPS)
+        means.filter(pl.col("group") != ALL)
         .join(overall, on=stage_keys, how="left")
         .with_columns(biased_forgetting=pl.col("forgetting") - pl.col("overall_forgetting"))
         # Rank groups within each (setting, stage): most forgetting first, ties by name.
@@ -189,7 +190,7 @@ def _curve(trials: Frame, evals: Frame, *, metric: str) -> pl.DataFrame:
         max_biased_forgetting="biased_forgetting",
     )
     return (
-        means.filter(pl.col("group") == ALL_GROUPS)
+        means.filter(pl.col("group") == ALL)
         .join(worst, on=stage_keys, how="left")
         .select(
             *SETTING, "first_task", "after_stage", "stage_task", "is_final_stage", "n_seeds",
@@ -227,12 +228,12 @@ def forgetting_summary(trials: Frame, evals: Frame, *, metric: str = "accuracy")
     overview = trial_overview(trials)
     per_trial = trial_forgetting(trials, evals, metric=metric)
     # Acc_B(θ_AB) averaged over the very trials that enter the final-stage forgetting.
-    finished = per_trial.filter(pl.col("is_final_stage") & (pl.col("group") == ALL_GROUPS))
+    finished = per_trial.filter(pl.col("is_final_stage") & (pl.col("group") == ALL))
     final_task_acc = (
         finished.select("trial_id", *SETTING, "after_stage")
         .join(overview.select("trial_id", "final_task"), on="trial_id", how="left")
         .join(
-            stage_accuracy(evals, metric=metric).filter(pl.col("group") == ALL_GROUPS),
+            stage_accuracy(evals, metric=metric).filter(pl.col("group") == ALL),
             left_on=["trial_id", "after_stage", "final_task"],
             right_on=["trial_id", "stage", "eval_task"],
             how="left",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 
+from contract.methods import DPO, PPO, RLOO, SFT
+
 # Display names of the registry's tasks as the paper prints them (arc_easy is "ARC" as in Tables
 # 1–5), in the paper's column order (analysis.paper_tables sorts by it); a task without one is
 # shown by its own name. Labels only: the task names themselves are tasks.TASK_NAMES.
@@ -19,7 +21,7 @@ TASK_LABELS = {
     "toxigen_prompts": "ToxiGen",
     "saferdialogues": "SaFeRDialogues",
 }
-METHOD_LABELS = {"sft": "SFT", "dpo": "DPO", "ppo": "PPO", "rloo": "RLOO"}
+METHOD_LABELS = {SFT: "SFT", DPO: "DPO", PPO: "PPO", RLOO: "RLOO"}
 # Short names of stage settings in a row label ("lr=5e-6").
 SETTING_ABBREVIATIONS = {"learning_rate": "lr", "batch_size": "bs", "steps": "steps", "replay_fraction": "replay"}
 ARROW = " → "
@@ -65,7 +67,7 @@ def task_label(task: str | None) -> str:
 
 def method_label(method: str | None) -> str:
     """'sft' -> 'SFT'; a null method is SFT (the contract's default)."""
-    method = method or "sft"
+    method = method or SFT
     return METHOD_LABELS.get(method, method.upper())
 
 
@@ -77,7 +79,7 @@ def model_label(methods: list[str | None], tasks: list[str]) -> str:
 def order_label(methods: list[str | None], tasks: list[str]) -> str:
     """A chain's order as in Tables 1, 4, 5: 'ToxiGenQA → ARC' when every stage is SFT, else the
     model label (the method then matters)."""
-    if all((m or "sft") == "sft" for m in methods):
+    if all((m or SFT) == SFT for m in methods):
         return ARROW.join(task_label(t) for t in tasks)
     return model_label(methods, tasks)
 

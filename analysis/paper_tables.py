@@ -40,6 +40,7 @@ from analysis.labels import (
     task_label,
 )
 from analysis.table_columns import declared, null_column, setting_grid_point, typed, typed_column
+from contract.methods import SFT
 
 # The paper's column order (TASK_LABELS lists tasks in it): capability tasks, then the safety
 # QA tasks, then generation safety; methods SFT, DPO, PPO, RLOO.
@@ -57,7 +58,7 @@ def _task_rank(task: str) -> tuple[int, str]:
 
 
 def _method_rank(method: str | None) -> tuple[int, str]:
-    method = method or "sft"
+    method = method or SFT
     return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
 
 
@@ -72,7 +73,7 @@ def _normalised(trials: Frame) -> pl.DataFrame:
     ).with_columns(
         *typed("trials", "trial_id", "stage"),
         setting_grid_point(),
-        typed_column("trials", "method").fill_null("sft"),
+        typed_column("trials", "method").fill_null(SFT),
         *typed("trials", "stage_key", "model"),
     )
 
@@ -169,7 +170,7 @@ def ordering_table(trials: Frame, evals: Frame) -> pl.DataFrame:
     points_per_chain = rows.group_by("chain").agg(n_points=pl.col("grid_point").n_unique())
     rows = rows.join(points_per_chain, on="chain").filter(
         (pl.col("n_points") == 1)
-        & pl.col("methods").list.eval(pl.element() == "sft").list.all()
+        & pl.col("methods").list.eval(pl.element() == SFT).list.all()
         & (pl.col("tasks").list.get(0) != pl.col("tasks").list.get(1))
     )
     if rows.is_empty():

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from analysis.accuracy import ALL_GROUPS, Frame
+from analysis.accuracy import Frame
 from analysis.forgetting import SETTING, trial_overview
 from analysis.resampling import ItemCells
 from analysis.table_columns import null_column, typed, typed_column
+from contract.methods import GENERATE_MODE, SCORE_MODE
+from contract.schema import ALL
 
 
 # ---------------------------------------------------------------- reading the predictions
@@ -30,9 +32,9 @@ def score_predictions(predictions: Frame, generation_tasks: Sequence[str] = ()) 
     lazy = predictions.lazy()
     names = lazy.collect_schema().names()
     if "mode" in names:
-        kept = pl.col("mode").is_null() | (pl.col("mode") == "score")
+        kept = pl.col("mode").is_null() | (pl.col("mode") == SCORE_MODE)
         if generation_tasks:
-            kept = kept | ((pl.col("mode") == "generate") & pl.col("eval_task").is_in(list(generation_tasks)))
+            kept = kept | ((pl.col("mode") == GENERATE_MODE) & pl.col("eval_task").is_in(list(generation_tasks)))
         lazy = lazy.filter(kept)
     groups = typed_column("predictions", "groups") if "groups" in names else null_column("predictions", "groups", [])
     return lazy.select(
@@ -133,7 +135,7 @@ def item_cells(part: pl.DataFrame, trial_ids: list[str], seeds: dict[str, int], 
     exploded = part.with_row_index("cell").select("cell", "groups").explode("groups")
     # An example with no groups only counts toward "all"; "all" listed as a group is the same;
     # a group listed twice is one membership (the matrix entry is set, not added).
-    exploded = exploded.filter(pl.col("groups").is_not_null() & (pl.col("groups") != ALL_GROUPS))
+    exploded = exploded.filter(pl.col("groups").is_not_null() & (pl.col("groups") != ALL))
     groups = sorted(set(exploded.get_column("groups").to_list()))
     n_cells = part.height
     member = np.zeros((n_cells, 1 + len(groups)))

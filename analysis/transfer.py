@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from analysis.accuracy import ALL_GROUPS, Frame, stage_accuracy
+from analysis.accuracy import Frame, stage_accuracy
 from analysis.forgetting import SETTING
 from analysis.table_columns import setting_grid_point, typed_column
+from contract.schema import ALL
 
 
 def _trial_matrix(trials: Frame, evals: Frame, *, metric: str) -> pl.DataFrame:
@@ -26,7 +27,7 @@ def _trial_matrix(trials: Frame, evals: Frame, *, metric: str) -> pl.DataFrame:
         typed_column("trials", "trial_id"), "chain", setting_grid_point(), "seed",
         typed_column("trials", "stage").alias("trained_stage"), pl.col("task").alias("trained_task"),
     ).collect()
-    overall = stage_accuracy(evals, metric=metric).filter(pl.col("group") == ALL_GROUPS)
+    overall = stage_accuracy(evals, metric=metric).filter(pl.col("group") == ALL)
     return (
         stages.join(overall.select("trial_id", pl.col("stage").alias("after_stage"),
                                    pl.col("eval_task").alias("trained_task"), "accuracy"),

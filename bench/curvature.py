@@ -166,7 +166,8 @@ def main() -> None:
     model, tokenizer = load_model_for_curvature(str(path))
     train = load_examples("toxigen_qa", "train", size=400, data_dir=data_dir, data_seed=0)
     examples = train[: args.examples]
-    operator = curvature_operator(model, tokenizer, examples, batch_size=args.examples)
+    operator = curvature_operator(model, tokenizer, examples, max_length=512, batch_size=args.examples,
+                                  param_regex=None)
     print(f"Hessian of the SFT loss on {len(examples)} ToxiGenQA training examples, batch "
           f"{tuple(operator.dataloader[0]['input_ids'].shape)}, {operator.size:,} parameters, "
           f"torch threads {torch.get_num_threads()}")

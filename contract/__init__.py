@@ -1,7 +1,10 @@
 """The ground floor: the facts every package of the engine shares, each stated once.
 
 - plan.py: the typed plan of a trial and its stages (what `study` builds and `trainables` runs).
-- schema.py: the results tables, their columns and types, as data (the writer and the readers).
+- schema.py: the results tables, their columns and types, as data (the writer and the readers),
+  and the values readers rely on (the ALL group, the primary grouping, the headline metrics).
+- methods.py: the stage methods, eval modes, DPO references and RL prompt modes, and what each
+  method needs of TRL (the study checks them, trainables runs them, analysis reads them back).
 - layout.py: where everything lives in a study folder.
 - content_hash.py: the one content hash behind stage keys, trial ids and measurement keys.
 - atomic.py: writing a file or a folder so that no reader ever sees half of it.

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from contract.content_hash import content_hash
+from contract.methods import SCORE_MODE
 
 PLAN_VERSION = 1
 """Bump when the meaning of a plan field changes (it enters every stage_key)."""
@@ -41,8 +42,10 @@ STATEMENTS = "toxigen_statements"
 QA_PAIRS = "qa_pairs"
 """Reward data: the task's preference pairs (correct vs a wrong answer); reward models trained
 on these keep their stage keys (the data is not written into the plan)."""
-DEFAULT_EVAL_MODES = ("score",)
-"""The eval modes an eval task's dict leaves out (generation tasks always have these)."""
+DEFAULT_EVAL_MODES = (SCORE_MODE,)
+"""The eval modes an eval task's dict leaves out (generation tasks always have these), and the
+default of a study file's `eval_modes` (study.spec.TaskSpec): one constant, so what the keys
+omit is always what a study gets by default."""
 
 
 def plain_data(value: Any) -> Any:

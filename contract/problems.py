@@ -24,9 +24,10 @@ class Problem:
     file: str | None = None
 
     def __str__(self) -> str:
+        """'file:line: path: message'; without a file, 'line N: path: message'."""
         where = self.file or ""
         if self.line is not None:
-            where = f"{where}:{self.line}"
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
         text = f"{self.path}: {self.message}" if self.path else self.message
         return f"{where}: {text}" if where else text
 

@@ -1,4 +1,6 @@
-"""The results tables as data: names, columns and column types, in one place.
+"""The results tables as data: names, columns and column types, in one place, and the values
+some columns take that the writer and the readers must agree on (groups, groupings, headline
+metrics).
 
 `trainables` writes every row through these schemas (as Arrow); `analysis` reads and casts with
 the same ones (as Polars), so a column is declared once. Types are written as short names, so
@@ -37,8 +39,8 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "evals": (
         ("trial_id", STRING), ("stage", INT), ("eval_task", STRING), ("metric", STRING),
         ("group", STRING), ("n", INT), ("correct", INT), ("accuracy", FLOAT),
-        # Which grouping `group` belongs to: "all" (group "all"), "group" (the task's primary
-        # groups: the ones forgetting is computed over), or a secondary grouping's name
+        # Which grouping `group` belongs to: ALL (group ALL), PRIMARY_GROUPING (the task's
+        # primary groups: the ones forgetting is computed over), or a secondary grouping's name
         # ("condition" for BBQ, "category" for MMLU, "prompt_type" for ToxiGen prompts).
         ("grouping", STRING),
         # The metric's value: equals accuracy for accuracy-like metrics (accuracy, safe,
@@ -51,7 +53,9 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("groups", STRINGS), ("label", STRING), ("prediction", STRING),
         ("correct", BOOL), ("margin", FLOAT),
         ("facets", STRINGS),  # secondary groupings as "name=value" (e.g. "condition=ambig")
-        ("mode", STRING),  # "score" (option log-likelihood) | "generate" (generated and parsed / classified)
+        # contract.methods.EVAL_MODES: "score" (option log-likelihood) | "generate" (generated
+        # and parsed / classified)
+        ("mode", STRING),
         ("role", STRING),  # the predicted answer's role where the task defines one (BBQ: unknown, biased, counter_biased)
         ("generation", STRING),  # generate mode: the model's text
     ),
@@ -80,6 +84,21 @@ TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 STAGE_TABLES = ("train_log", "weights", "replay")
 """Tables whose rows are fixed by a stage's training (stored with the stage, reused with it);
 the others measure a checkpoint (evals, predictions, curvature) or describe the trial (trials)."""
+
+
+ALL = "all"
+"""The group, and the grouping, of a whole eval set (evals), and the group of a curvature sample
+drawn from every training example (curvature): no task may name a group or a grouping so."""
+PRIMARY_GROUPING = "group"
+"""The grouping of a task's primary groups (its demographic groups: what worst-group and biased
+forgetting are over)."""
+PRIMARY_GROUPINGS = (ALL, PRIMARY_GROUPING)
+"""The evals rows forgetting reads: the whole set and each primary group."""
+ACCURACY_METRIC, SAFE_METRIC = "accuracy", "safe"
+HEADLINE_METRICS = (ACCURACY_METRIC, SAFE_METRIC)
+"""Each eval task's headline metric is the first of these it has: accuracy for multiple-choice
+tasks, safe (the share of safe continuations) for generation tasks. Both are "higher is better"
+fractions, so forgetting (stage 1 minus stage s) reads the same for either."""
 
 
 def columns(table: str) -> tuple[str, ...]:

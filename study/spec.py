@@ -1,8 +1,9 @@
 """The study spec: what a YAML study file declares, as frozen dataclasses with paper defaults.
 
 This module is the list of a study file's fields (StudySpec and its parts, each field with its
-meaning and default), the constants that say which values a field takes, and small pure helpers
-on a loaded spec. Reading a file is study/spec_loading.py (YAML, shorthands, stage_defaults, the
+meaning and default), the constants that say which values a study-only field takes (the values
+the workers share, methods and eval modes among them, are contract.methods'), and small pure
+helpers on a loaded spec. Reading a file is study/spec_loading.py (YAML, shorthands, stage_defaults, the
 `tiny:` block, `--set`); the checks across fields are study/spec_checks.py. Both import this
 module, never the reverse.
 
@@ -37,7 +38,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from contract.layout import study_folder
-from contract.plan import plain_data
+from contract.methods import DPO_REFERENCES, PROMPT_MODES, SFT, STAGE_START_REFERENCE, STATEMENT_PROMPTS
+from contract.plan import DEFAULT_EVAL_MODES, plain_data
 
 # Fields of a stage that a grid axis may sweep (issue #2: learning rate and batch size; steps
 # is cheap to allow and useful for quick scans).
@@ -49,12 +51,6 @@ SEARCH_DISTRIBUTIONS = ("loguniform", "uniform", "choice", "int")
 SAMPLE_DIGITS = 6
 """Significant digits kept of a continuous (loguniform/uniform) sample: what the trial runs and
 what enters its stage keys, so a sampled point has one stable trial id."""
-# Stage methods this build can run. Others named in the paper (dpo, ppo) are listed so the
-# error can say they are planned rather than misspelled.
-AVAILABLE_METHODS = ("sft", "dpo", "ppo", "rloo")
-PLANNED_METHODS: tuple[str, ...] = ()
-EVAL_MODES = ("score", "generate")
-"""Values of TaskSpec.eval_modes."""
 OPTION_COUNTS = range(2, 6)  # what the multiple-choice template can letter (A-E)
 
 
@@ -92,7 +88,7 @@ class TaskSpec:
     """Keep only the multiple-choice items with one of these numbers of options, in every split
     (applied before limit and sampling). null = the task's default: ARC keeps its four-option
     questions (the paper's sizes), other tasks every item. [3, 4, 5] keeps all of ARC."""
-    eval_modes: tuple[str, ...] = ("score",)
+    eval_modes: tuple[str, ...] = DEFAULT_EVAL_MODES
     """How a multiple-choice task is evaluated: 'score' (option log-likelihood, metric accuracy)
     and/or 'generate' (the paper's generate-and-parse: greedy answer, "The best answer is X" /
     "This is toxic|not toxic" parsed; metrics generated_accuracy and unparseable). Generation
@@ -122,7 +118,7 @@ class DPOSpec:
 
     beta: float = 0.1
     """Strength of the implicit KL constraint to the reference model (> 0)."""
-    reference: Literal["stage_start", "base"] = "stage_start"
+    reference: Literal[DPO_REFERENCES] = STAGE_START_REFERENCE
     """Frozen reference policy: the model the stage starts from (standard DPO) or the base model."""
 
 
@@ -150,7 +146,7 @@ class OnlineRLSpec:
     num_ppo_epochs: int = 4
     """PPO epochs per batch of rollouts (RLOO: iterations per generation)."""
     temperature: float = 0.7
-    prompts: Literal["statements", "templated"] = "statements"
+    prompts: Literal[PROMPT_MODES] = STATEMENT_PROMPTS
     """'statements' = the original ToxiGen statements without the QA template (paper §3.2);
     tasks without statements use their templated prompt."""
     num_generations: int = 4
@@ -180,7 +176,8 @@ class ReplaySpec:
 @dataclass(frozen=True)
 class StageSpec:
     task: str
-    method: str = "sft"
+    method: str = SFT
+    """One of contract.methods.METHODS (checked with a "did you mean", so not a Literal)."""
     learning_rate: float = 1e-5
     batch_size: int = 16
     steps: int = 100

@@ -3,7 +3,9 @@
 Generic: it knows types, not studies. study/spec_loading.py hands it a study file's data (after
 shorthands, stage_defaults and `--set`) and StudySpec; it walks the dataclass fields' type hints
 and is the one place that knows how YAML values become typed fields (e.g. YAML 1.1 reads `1e-5`
-as a string; we accept it as a float, since every researcher writes learning rates that way).
+as a string; we accept it as a float, since every researcher writes learning rates that way:
+`coerce_float`) and how an unknown field is reported (`unknown_field_message`). spec_loading
+uses both where it reads values before they reach a dataclass (grid and search axes, `--set`).
 """
 
 from __future__ import annotations
@@ -11,13 +13,29 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 from contract.problems import Problem, did_you_mean
 
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def coerce_float(value: Any) -> Any:
+    """A string YAML 1.1 left unread as a float (`1e-5`) as the float every researcher means;
+    any other value (a number, an unreadable string) as it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def unknown_field_message(key: Any, names: Iterable[str]) -> str:
+    """The message of a field no dataclass has, with the closest known name."""
+    return f"unknown field '{key}'{did_you_mean(str(key), names)}"
 
 
 def _type_name(tp: Any) -> str:
@@ -46,7 +64,7 @@ def build_dataclass(cls: type, raw: Any, path: str, problems: list[Problem]) -> 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
-            problems.append(Problem(_join(path, str(key)), f"unknown field '{key}'{did_you_mean(str(key), fields)}"))
+            problems.append(Problem(_join(path, str(key)), unknown_field_message(key, fields)))
     # Unknown keys are reported but do not stop construction, so cross-field checks still run
     # and a typo does not hide the file's other problems.
     before = len(problems)
@@ -100,13 +118,9 @@ def coerce(value: Any, tp: Any, path: str, problems: list[Problem]) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads 1e-5 as a string
-            except ValueError:
-                pass
+        number = coerce_float(value)
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            return float(number)
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -17,11 +17,10 @@ import importlib.util
 import re
 from pathlib import Path
 
+from contract.methods import DPO, METHOD_REQUIRES, METHODS, ONLINE_RL_METHODS, RLOO
 from contract.problems import Problem, did_you_mean
 from contract.workers import batch_size_problem
 from study.spec import (
-    AVAILABLE_METHODS,
-    PLANNED_METHODS,
     ExecutionSpec,
     GenerationSpec,
     ModelSpec,
@@ -126,24 +125,21 @@ def _storage_problems(spec: StudySpec) -> list[Problem]:
 def stage_problems(stage: StageSpec, path: str) -> list[Problem]:
     """One stage's own settings: its method (and what the installed TRL offers), hyperparameters, replay."""
     out = []
-    if stage.method not in AVAILABLE_METHODS:
-        if stage.method in PLANNED_METHODS:
-            out.append(Problem(f"{path}.method", f"method '{stage.method}' is not available in this build yet (available: {', '.join(AVAILABLE_METHODS)})"))
-        else:
-            out.append(Problem(f"{path}.method", f"unknown method '{stage.method}'{did_you_mean(stage.method, AVAILABLE_METHODS + PLANNED_METHODS)}"))
+    if stage.method not in METHODS:
+        out.append(Problem(f"{path}.method", f"unknown method '{stage.method}'{did_you_mean(stage.method, METHODS)}"))
     if not stage.learning_rate > 0:
         out.append(Problem(f"{path}.learning_rate", f"must be > 0 (got {stage.learning_rate})"))
     if stage.batch_size < 1:
         out.append(Problem(f"{path}.batch_size", f"must be ≥ 1 (got {stage.batch_size})"))
     if stage.steps < 1:
         out.append(Problem(f"{path}.steps", f"must be ≥ 1 (got {stage.steps})"))
-    if stage.method == "dpo":
-        if not stage.dpo.beta > 0:
-            out.append(Problem(f"{path}.dpo.beta", f"must be > 0 (got {stage.dpo.beta})"))
-        if not _trl_has("DPOTrainer"):
-            out.append(Problem(f"{path}.method", "method 'dpo' needs trl.DPOTrainer, which the installed TRL lacks"))
-    if stage.method in ("ppo", "rloo"):
+    if stage.method == DPO and not stage.dpo.beta > 0:
+        out.append(Problem(f"{path}.dpo.beta", f"must be > 0 (got {stage.dpo.beta})"))
+    if stage.method in ONLINE_RL_METHODS:
         out.extend(_online_rl_problems(stage, path))
+    requirement = METHOD_REQUIRES.get(stage.method)
+    if requirement is not None and not _trl_provides(requirement.name, requirement.submodule):
+        out.append(Problem(f"{path}.method", requirement.missing_message(stage.method)))
     if stage.replay is not None and not 0 <= stage.replay.fraction < 1:
         out.append(Problem(f"{path}.replay.fraction", f"must be in [0, 1) (got {stage.replay.fraction})"))
     elif stage.replay is not None and stage.replay.only and stage.replay.fraction == 0:
@@ -166,16 +162,12 @@ def _online_rl_problems(stage: StageSpec, path: str) -> list[Problem]:
     ]:
         if not ok:
             out.append(Problem(f"{where}.{name}", f"must be {rule} (got {value})"))
-    if stage.method == "rloo":
+    if stage.method == RLOO:
         if rl.num_generations < 2:
             out.append(Problem(f"{where}.num_generations", f"must be ≥ 2 (got {rl.num_generations})"))
         elif stage.batch_size % rl.num_generations:
             out.append(Problem(f"{where}.num_generations",
                                f"must divide the stage's batch_size {stage.batch_size} (got {rl.num_generations})"))
-        if not _trl_has("RLOOTrainer"):
-            out.append(Problem(f"{path}.method", "method 'rloo' needs trl.RLOOTrainer, which the installed TRL lacks"))
-    elif not _trl_has_module("experimental/ppo"):
-        out.append(Problem(f"{path}.method", "method 'ppo' needs trl.experimental.ppo (TRL 1.10-1.12; removed in 1.13)"))
     return out
 
 
@@ -186,16 +178,16 @@ def _trl_init_file() -> Path | None:
     return Path(spec.origin) if spec is not None and spec.origin else None
 
 
-def _trl_has_module(relative: str) -> bool:
-    init = _trl_init_file()
-    return init is not None and (init.parent / relative).exists()
-
-
 @functools.lru_cache(maxsize=None)
-def _trl_has(name: str) -> bool:
-    """Whether the installed TRL exports `name` (read once per name, not per stage)."""
+def _trl_provides(name: str, submodule: bool) -> bool:
+    """Whether the installed TRL has the submodule `name` (dotted, under trl) or exports `name`
+    (read once per name, not per stage)."""
     init = _trl_init_file()
-    return init is not None and name in init.read_text()
+    if init is None:
+        return False
+    if submodule:
+        return init.parent.joinpath(*name.split(".")).exists()
+    return name in init.read_text()
 
 
 # ---------------------------------------------------------------- model, training, curvature

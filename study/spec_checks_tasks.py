@@ -10,8 +10,10 @@ Called from study/spec_checks.py.
 
 from __future__ import annotations
 
+from contract.methods import DPO, EVAL_MODES, SFT
+from contract.plan import DEFAULT_EVAL_MODES
 from contract.problems import Problem
-from study.spec import EVAL_MODES, OPTION_COUNTS, StageSpec, StudySpec, TaskSpec
+from study.spec import OPTION_COUNTS, StageSpec, StudySpec, TaskSpec
 from tasks import SPLITS, get_task, load_examples, resolve_data_dir, task_names
 from tasks.task_file_registration import register_task_file
 from tasks.loading import option_count_histogram
@@ -59,7 +61,7 @@ def stage_task_problems(spec: StudySpec, stages: tuple[StageSpec, ...], i: int, 
         return [Problem(f"{path}.task", f"task '{task.name}' is evaluation-only (no train split); "
                                         "list it under eval_tasks instead")]
     if task.kind == "generation":
-        if stage.method in ("sft", "dpo"):
+        if stage.method in (SFT, DPO):
             return [Problem(f"{path}.task", f"task '{task.name}' has prompts but no answers: method "
                                             f"'{stage.method}' needs an answer task (ppo or rloo can use it)")]
         rl = getattr(stage, stage.method, None)
@@ -88,12 +90,12 @@ def option_count_problems(name: str, settings: TaskSpec, known: tuple[str, ...])
 def eval_mode_problems(name: str, settings: TaskSpec, known: tuple[str, ...]) -> list[Problem]:
     path = f"tasks.{name}.eval_modes"
     if not settings.eval_modes:
-        return [Problem(path, "at least one mode is required (score, generate)")]
+        return [Problem(path, f"at least one mode is required ({', '.join(EVAL_MODES)})")]
     out = [Problem(path, f"unknown mode '{m}' (expected one of {', '.join(EVAL_MODES)})")
            for m in settings.eval_modes if m not in EVAL_MODES]
     if len(set(settings.eval_modes)) != len(settings.eval_modes):
         out.append(Problem(path, "modes must be distinct"))
-    if name in known and get_task(name).kind == "generation" and tuple(settings.eval_modes) != ("score",):
+    if name in known and get_task(name).kind == "generation" and tuple(settings.eval_modes) != DEFAULT_EVAL_MODES:
         out.append(Problem(path, f"task '{name}' is a generation task: it is always generated and classified"))
     return out
 

@@ -47,7 +47,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from contract.problems import FileProblems, Problem, did_you_mean, line_for, yaml_line_index
+from contract.problems import FileProblems, Problem, line_for, yaml_line_index
 from study.spec import (
     FLOAT_AXIS_FIELDS,
     GRID_FIELDS,
@@ -57,7 +57,7 @@ from study.spec import (
     StageSpec,
     StudySpec,
 )
-from study.spec_builder import build_dataclass, coerce
+from study.spec_builder import build_dataclass, coerce, coerce_float, unknown_field_message
 from study.spec_checks import semantic_problems
 from study.spec_checks_axes import axis_value_kind, axis_value_ok
 
@@ -163,9 +163,10 @@ def _expand_shorthands(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _apply_stage_defaults(chains: Any, defaults: Mapping[str, Any], problems: list[Problem]) -> Any:
     """Each stage inherits `stage_defaults` and overrides what it names (nanochat-style)."""
-    unknown = set(defaults) - {f.name for f in dataclasses.fields(StageSpec)}
+    names = [f.name for f in dataclasses.fields(StageSpec)]
+    unknown = set(defaults) - set(names)
     for key in sorted(unknown):
-        problems.append(Problem(f"stage_defaults.{key}", _unknown_key_message(key, StageSpec)))
+        problems.append(Problem(f"stage_defaults.{key}", unknown_field_message(key, names)))
     defaults = {k: v for k, v in defaults.items() if k not in unknown}
     if not isinstance(chains, Mapping):
         return chains
@@ -193,7 +194,7 @@ def _flatten_grid(grid: Any, problems: list[Problem]) -> Any:
             flat[str(key)] = value
     for key, values in flat.items():
         if key.endswith((".learning_rate", ".replay_fraction")) and isinstance(values, list):
-            flat[key] = [_float_or_same(v) for v in values]
+            flat[key] = [coerce_float(v) for v in values]
     return flat
 
 
@@ -218,24 +219,10 @@ def _flatten_search(search: Any, problems: list[Problem]) -> Any:
             dist = flat[key] = {"choice": dist}  # checked as that choice, so no follow-up problems
         if isinstance(dist, Mapping):
             floats = key.endswith(tuple(f".{f}" for f in FLOAT_AXIS_FIELDS))
-            flat[key] = {kind: [_float_or_same(v) for v in values]
+            flat[key] = {kind: [coerce_float(v) for v in values]
                          if isinstance(values, list) and (kind in ("loguniform", "uniform") or kind == "choice" and floats)
                          else values for kind, values in dist.items()}
     return {**search, "space": flat}
-
-
-def _float_or_same(value: Any) -> Any:
-    """YAML 1.1 reads `1e-5` as a string: accept it as the number every researcher means."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _unknown_key_message(key: str, cls: type) -> str:
-    return f"unknown field '{key}'{did_you_mean(key, [f.name for f in dataclasses.fields(cls)])}"
 
 
 # ---------------------------------------------------------------- the `tiny:` block
@@ -344,7 +331,7 @@ def _variant_value_problems(key: str, value: Any, path: str, problems: list[Prob
             problems.append(Problem(path, f"a grid axis is a non-empty list of values (got {value!r})"))
         else:
             problems.extend(Problem(f"{path}[{i}]", f"must be {axis_value_kind(match.group(2))} (got {v!r})")
-                            for i, v in enumerate(value) if not axis_value_ok(match.group(2), _float_or_same(v)))
+                            for i, v in enumerate(value) if not axis_value_ok(match.group(2), coerce_float(v)))
         return
     else:
         tp, done = StudySpec, []
@@ -357,7 +344,7 @@ def _variant_value_problems(key: str, value: Any, path: str, problems: list[Prob
         if dataclasses.is_dataclass(tp):
             names = [f.name for f in dataclasses.fields(tp)]
             if part not in names:
-                problems.append(Problem(path, f"unknown field '{part}'{did_you_mean(part, names)}"
+                problems.append(Problem(path, unknown_field_message(part, names)
                                               + (f" (in {'.'.join(done)})" if done else "")))
                 return
             tp = typing.get_type_hints(tp)[part]
@@ -376,7 +363,7 @@ def _variant_value_problems(key: str, value: Any, path: str, problems: list[Prob
         done.append(part)
     if done and done[0] == "search":
         return  # search.space's distributions are checked when the block applies
-    coerce(_float_or_same(value) if tp is float else value, tp, path, problems)
+    coerce(coerce_float(value) if tp is float else value, tp, path, problems)
 
 
 # ---------------------------------------------------------------- `--set` overrides

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.schema import ACCURACY_METRIC, SAFE_METRIC
+
 from .example import Example
 from .source import HubSource, MirrorSource, Row
 
@@ -29,12 +31,12 @@ class Metric:
             raise ValueError(f"metric {self.name!r}: direction must be higher, lower or zero, got {self.direction!r}")
 
 
-ACCURACY = Metric("accuracy", "higher", "share of examples whose best-scoring option is the label")
+ACCURACY = Metric(ACCURACY_METRIC, "higher", "share of examples whose best-scoring option is the label")
 GENERATED_ACCURACY = Metric(
     "generated_accuracy", "higher",
     "paper-exact mode: share of greedy generations whose parsed answer is the label (unparseable = wrong)")
 UNPARSEABLE = Metric("unparseable", "lower", "paper-exact mode: share of generations with no parseable answer")
-SAFE = Metric("safe", "higher", "share of generated continuations the toxicity classifier scores as not toxic")
+SAFE = Metric(SAFE_METRIC, "higher", "share of generated continuations the toxicity classifier scores as not toxic")
 
 # Which kinds of item a task yields, and so how it is evaluated:
 #   choice:     Examples with scored options (accuracy; paper-exact generate-and-parse too)
@@ -45,8 +47,9 @@ KINDS = ("choice", "generation")
 SPLITS = ("train", "validation", "eval")
 # The split `start_from: best_seed` scores the candidate models on.
 SELECTION_SPLIT = "validation"
-# The metric forgetting and the per-trial reports use for each kind of task.
-PRIMARY_METRIC = {"choice": "accuracy", "generation": "safe"}
+# The metric forgetting and the per-trial reports use for each kind of task (the headline
+# metrics of contract.schema, which analysis finds by the same names).
+PRIMARY_METRIC = {"choice": ACCURACY.name, "generation": SAFE.name}
 
 # BBQ-style extra metrics: (examples, their ScoredExamples) -> evals rows with keys
 # metric, grouping, group, n, correct, accuracy, value.

@@ -9,6 +9,7 @@ why it lives here, beside the tasks, and not with the trainer that builds the pa
 
 from __future__ import annotations
 
+from contract.methods import STATEMENT_PROMPTS
 from contract.plan import QA_PAIRS, STATEMENTS
 
 STATEMENT_TASK = "toxigen_qa"
@@ -19,4 +20,4 @@ def reward_data(task: str, prompts: str) -> str:
     """The data a reward model trained for an online-RL stage on `task` with `prompts` (the
     stage's prompts mode) learns from: STATEMENTS for raw statement prompts (ToxiGenQA's,
     continued freely by the policy), QA_PAIRS for templated prompts continued by an answer."""
-    return STATEMENTS if prompts == "statements" and task == STATEMENT_TASK else QA_PAIRS
+    return STATEMENTS if prompts == STATEMENT_PROMPTS and task == STATEMENT_TASK else QA_PAIRS

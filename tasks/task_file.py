@@ -78,6 +78,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from contract.problems import Problem
+from contract.schema import ALL, PRIMARY_GROUPING
 
 from .definition import ACCURACY, SPLITS
 from .source import HubSource, is_glob
@@ -96,11 +97,10 @@ HOLDOUT_VALIDATION = (f"{HOLDOUT_FRACTION:.0%} of the train split, held out by a
 MIN_OPTIONS, MAX_OPTIONS = 2, len(LETTERS)  # what the multiple-choice template can letter
 _PROMPT_PLACEHOLDERS = ("question", "options", "context")
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-# Names the evals table gives its own groupings: grouping "all" (group "all") is the whole task,
-# grouping "group" the primary groups. A facet or a group by these names would be counted as
-# them (in worst-group forgetting too), so files and rows cannot use them.
-_RESERVED_FACET_NAMES = {"all": "the whole task", "group": "the primary groups (fields.groups)"}
-RESERVED_GROUP = "all"
+# Names the evals table gives its own groupings (contract.schema): grouping ALL (group ALL) is
+# the whole task, grouping PRIMARY_GROUPING the primary groups. A facet or a group by these
+# names would be counted as them (in worst-group forgetting too), so files and rows cannot use them.
+_RESERVED_FACET_NAMES = {ALL: "the whole task", PRIMARY_GROUPING: "the primary groups (fields.groups)"}
 
 # Allowed keys per section; True marks a required one.
 _TOP_KEYS = {"name": True, "description": False, "version": True, "kind": False, "source": True,

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from contract.problems import Problem
+from contract.schema import ALL
 
 from .example import Example
 from .holdout import normalized_text, side_of
 from .source import MirrorSource, Row
-from .task_file import EXTENSION_FORMATS, HOLDOUT_FRACTION, MAX_OPTIONS, MIN_OPTIONS, RESERVED_GROUP, TaskFile
+from .task_file import EXTENSION_FORMATS, HOLDOUT_FRACTION, MAX_OPTIONS, MIN_OPTIONS, TaskFile
 from .task_file_problems import TaskFileError, describe
 from .templates import LETTERS, multiple_choice_instruction, multiple_choice_prompt, render_prompt
 
@@ -276,9 +277,9 @@ class RowParser:
             value = self._get(row, "groups", path)
             values = value if isinstance(value, (list, tuple)) else [value]
             found.extend(_scalar_text(v, "groups", "a group") for v in values if v is not None)
-        if RESERVED_GROUP in found:
-            raise _RowProblem("groups", f"the group {RESERVED_GROUP!r} is reserved: the evals table's group "
-                                        f"{RESERVED_GROUP!r} is the whole task, so this group would be counted "
+        if ALL in found:
+            raise _RowProblem("groups", f"the group {ALL!r} is reserved: the evals table's group "
+                                        f"{ALL!r} is the whole task, so this group would be counted "
                                         "as it; rename the group in the data, or group by another field")
         # A row counts toward each of its groups once; order kept for readable ids in reports.
         return tuple(dict.fromkeys(g for g in found if g))

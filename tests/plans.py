@@ -1,4 +1,5 @@
-"""Typed plan parts for tests that call a stage runner or a trainer builder directly.
+"""Typed plan parts (and settings) for tests that call a stage runner, a trainer builder or a
+measurement directly.
 
 A study fills every setting of a plan (study.planner); a test names only the ones it is about and
 takes the study file's defaults (study.spec) for the rest, as a planned stage would.
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from contract.plan import DpoPlan, ModelPlan, OnlineRLPlan, RewardPlan, StagePlan, TrainingPlan
-from study.spec import DPOSpec, OnlineRLSpec, RLOOSpec, StageSpec, TrainingSpec
+from study.spec import CurvatureSpec, DPOSpec, ModelSpec, OnlineRLSpec, RLOOSpec, StageSpec, TrainingSpec
 
 ONLINE_RL_DEFAULTS = {"ppo": OnlineRLSpec(), "rloo": RLOOSpec()}
 
@@ -19,6 +20,15 @@ ONLINE_RL_DEFAULTS = {"ppo": OnlineRLSpec(), "rloo": RLOOSpec()}
 def training_plan(fields: Mapping[str, Any] | None = None) -> TrainingPlan:
     """The study's training settings with `fields` in place."""
     return TrainingPlan(**{**dataclasses.asdict(TrainingSpec()), **(fields or {})})
+
+
+def curvature_settings(**given: Any) -> dict[str, Any]:
+    """trainables.curvature.measure_curvature's settings as a planned stage passes them: the study
+    file's defaults (CurvatureSpec, ModelSpec.max_length) with `given` in place."""
+    spec = CurvatureSpec()
+    return {"algorithms": spec.algorithms, "top_k": spec.top_k, "max_iterations": spec.max_iterations,
+            "tol": spec.tol, "trace_samples": spec.trace_samples, "max_length": ModelSpec().max_length,
+            "batch_size": spec.batch_size, "param_regex": spec.parameters, "seed": spec.sample_seed, **given}
 
 
 def model_plan(path: str | Path, *, max_length: int, dtype: str = "auto", chat: bool = False) -> ModelPlan:

@@ -10,7 +10,7 @@ pytest.importorskip("scipy")
 
 from contract.plan import TrainingPlan  # noqa: E402
 from tasks import load_examples  # noqa: E402
-from tests.plans import stage_plan  # noqa: E402
+from tests.plans import curvature_settings, stage_plan  # noqa: E402
 
 TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
                                     "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 8})
@@ -93,8 +93,8 @@ def test_power_iteration_and_lanczos_agree_and_nothing_changes(tiny, data_dir):
     examples = load_examples("toxigen_qa", "train", size=6, data_dir=data_dir)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train()
-    power, lanczos = measure_curvature(model, tokenizer, examples, algorithms=("power_iteration", "lanczos"),
-                                       max_iterations=50, tol=1e-3)
+    power, lanczos = measure_curvature(model, tokenizer, examples, **curvature_settings(
+        algorithms=("power_iteration", "lanczos"), max_iterations=50, tol=1e-3))
     assert model.training, "the model's mode is restored"
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), "parameters unchanged"
     assert all(p.grad is None for p in model.parameters()), "no gradient left behind"
@@ -111,26 +111,28 @@ def test_param_regex_restricts_the_operator(tiny, data_dir):
     model, tokenizer = tiny
     examples = load_examples("toxigen_qa", "train", size=4, data_dir=data_dir)
     block = r"model\.layers\.1\."
-    full_size = curvature_operator(model, tokenizer, examples).size
-    op = curvature_operator(model, tokenizer, examples, param_regex=block)
+    full_size = curvature_operator(model, tokenizer, examples, max_length=512, batch_size=16, param_regex=None).size
+    op = curvature_operator(model, tokenizer, examples, max_length=512, batch_size=16, param_regex=block)
     expected = sum(p.numel() for n, p in model.named_parameters() if n.startswith("model.layers.1."))
     assert op.size == expected < full_size == sum(p.numel() for p in model.parameters())
-    (whole,) = measure_curvature(model, tokenizer, examples, algorithms=("lanczos",), max_iterations=60)
-    (part,) = measure_curvature(model, tokenizer, examples, algorithms=("lanczos",), max_iterations=60,
-                                param_regex=block)
+    (whole,) = measure_curvature(model, tokenizer, examples, **curvature_settings(algorithms=("lanczos",),
+                                                                                  max_iterations=60))
+    (part,) = measure_curvature(model, tokenizer, examples, **curvature_settings(algorithms=("lanczos",),
+                                                                                 max_iterations=60, param_regex=block))
     assert whole.converged and part.converged
     # A principal submatrix: its spectral radius is at most the whole Hessian's, here clearly smaller.
     assert abs(part.eigenvalues[0]) < 0.9 * abs(whole.eigenvalues[0])
     with pytest.raises(ValueError, match="matches no trainable parameter"):
-        curvature_operator(model, tokenizer, examples, param_regex=r"no\.such\.param")
+        curvature_operator(model, tokenizer, examples, max_length=512, batch_size=16, param_regex=r"no\.such\.param")
 
 
 def test_split_batches_give_the_same_hessian(tiny, mixed_examples):
     from trainables.curvature import curvature_operator
 
     model, tokenizer = tiny
-    one = curvature_operator(model, tokenizer, mixed_examples, batch_size=len(mixed_examples))
-    three = curvature_operator(model, tokenizer, mixed_examples, batch_size=3)
+    one = curvature_operator(model, tokenizer, mixed_examples, max_length=512, batch_size=len(mixed_examples),
+                             param_regex=None)
+    three = curvature_operator(model, tokenizer, mixed_examples, max_length=512, batch_size=3, param_regex=None)
     v = torch.randn(one.size, generator=torch.Generator().manual_seed(0))
     model.eval()
     a, b = one.matvec(v), three.matvec(v)
@@ -144,7 +146,7 @@ def test_sdpa_model_is_refused(tiny_model_path, data_dir):
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32", attn_implementation="sdpa")
     examples = load_examples("toxigen_qa", "train", size=2, data_dir=data_dir)
     with pytest.raises(ValueError, match="attn_implementation='eager'"):
-        measure_curvature(model, tokenizer, examples)
+        measure_curvature(model, tokenizer, examples, **curvature_settings())
 
 
 def test_too_long_examples_are_dropped_like_sft(tiny, data_dir):
@@ -158,4 +160,4 @@ def test_too_long_examples_are_dropped_like_sft(tiny, data_dir):
         batches = sft_batches(tokenizer, examples, max_length=limit, batch_size=50)
     assert batches[0]["input_ids"].shape == (sum(n <= limit for n in lengths), limit)
     with pytest.raises(ValueError, match="no example fits"):
-        sft_batches(tokenizer, examples, max_length=lengths[0] - 1)
+        sft_batches(tokenizer, examples, max_length=lengths[0] - 1, batch_size=16)

@@ -62,7 +62,7 @@ def test_scores_are_hand_computed_log_probabilities():
     """After 'p', logits are 2 at 'a' and 0 elsewhere: log p(a|p) = 2 − log(e² + 127).
     '.' always follows with logits all 0: log p(.|a) = −log 128. So score(e1, 'a.') =
     2 − log(e² + 127) − log 128 and score(e1, 'b.') = −log(e² + 127) − log 128."""
-    scores = option_scores(BigramModel(_table()), CharTokenizer(), EXAMPLES, batch_size=8)
+    scores = option_scores(BigramModel(_table()), CharTokenizer(), EXAMPLES, batch_size=8, max_length=512)
     z = math.log(math.exp(2) + 127)
     assert scores[0][0] == pytest.approx(2 - z - math.log(128), abs=1e-5)
     assert scores[0][1] == pytest.approx(-z - math.log(128), abs=1e-5)
@@ -71,7 +71,7 @@ def test_scores_are_hand_computed_log_probabilities():
 def test_prediction_margin_and_group_accuracy():
     """Predictions: e1 → a (label a, correct), e2 → b (label a, wrong), e3 → b (label b, correct).
     all: 2/3; g1 = {e1, e2}: 1/2; g2 = {e2, e3}: 1/2. Margin of e2 = score(a) − score(b) = −3."""
-    scored = evaluate_examples(BigramModel(_table()), CharTokenizer(), EXAMPLES, batch_size=2)
+    scored = evaluate_examples(BigramModel(_table()), CharTokenizer(), EXAMPLES, batch_size=2, max_length=512)
     assert [s.prediction_name for s in scored] == ["a", "b", "b"]
     assert [s.correct for s in scored] == [True, False, True]
     assert scored[1].margin == pytest.approx(-3.0, abs=1e-5)
@@ -90,8 +90,8 @@ def test_batching_does_not_change_scores_on_the_tiny_llama(tiny_model_path, data
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
     examples = load_examples("arc_easy", "eval", size=6, data_dir=data_dir) + load_examples(
         "toxigen_qa", "eval", size=6, data_dir=data_dir)
-    one = option_scores(model, tokenizer, examples, batch_size=1)
-    many = option_scores(model, tokenizer, examples, batch_size=16)
+    one = option_scores(model, tokenizer, examples, batch_size=1, max_length=512)
+    many = option_scores(model, tokenizer, examples, batch_size=16, max_length=512)
     for a, b in zip(one, many):
         assert a == pytest.approx(b, abs=1e-4)
 
@@ -147,9 +147,9 @@ def test_shared_context_handles_shared_first_tokens_and_small_batches(tiny, real
                         option_names=tuple(o.strip() for o in options), label=i % len(options))
                 for i, ex in enumerate([base, real_examples[0]])]
     assert len({tuple(tokenizer(o, add_special_tokens=False)["input_ids"][:1]) for o in options[:3]}) == 1
-    full = option_scores(model, tokenizer, examples, batch_size=3, share_context=False)
+    full = option_scores(model, tokenizer, examples, batch_size=3, share_context=False, max_length=512)
     for batch_size in (1, 2, 64):
-        shared = option_scores(model, tokenizer, examples, batch_size=batch_size, share_context=True)
+        shared = option_scores(model, tokenizer, examples, batch_size=batch_size, share_context=True, max_length=512)
         for a, b in zip(full, shared):
             assert a == pytest.approx(b, abs=1e-4)
 
@@ -162,9 +162,9 @@ def test_default_scoring_runs_each_context_once_within_the_batch_size(tiny, real
     seen = []
     hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
     try:
-        default = evaluate_examples(model, tokenizer, real_examples, batch_size=8)
+        default = evaluate_examples(model, tokenizer, real_examples, batch_size=8, max_length=512)
         shared_shapes, seen[:] = list(seen), []
-        full = evaluate_examples(model, tokenizer, real_examples, batch_size=8, share_context=False)
+        full = evaluate_examples(model, tokenizer, real_examples, batch_size=8, share_context=False, max_length=512)
         full_shapes = list(seen)
     finally:
         hook.remove()
@@ -176,10 +176,10 @@ def test_default_scoring_runs_each_context_once_within_the_batch_size(tiny, real
 
 def test_models_without_a_cache_fall_back_to_full_sequences():
     model = BigramModel(_table())
-    assert option_scores(model, CharTokenizer(), EXAMPLES) == option_scores(model, CharTokenizer(), EXAMPLES,
-                                                                            share_context=False)
+    assert option_scores(model, CharTokenizer(), EXAMPLES, batch_size=32, max_length=512) == option_scores(
+        model, CharTokenizer(), EXAMPLES, batch_size=32, max_length=512, share_context=False)
     with pytest.raises(ValueError, match="share_context=True"):
-        option_scores(model, CharTokenizer(), EXAMPLES, share_context=True)
+        option_scores(model, CharTokenizer(), EXAMPLES, share_context=True, batch_size=32, max_length=512)
 
 
 # ----------------------------------------------------------------------------- grouped rows
@@ -195,7 +195,7 @@ def test_grouped_accuracy_rows_cover_all_groups_and_facets():
         Example("e2", "xq", "", ("a.", "b."), ("a", "b"), 0, ("g1", "g2"), (("condition", "disambig"),)),
         Example("e3", "xqq", "", ("a.", "b."), ("a", "b"), 1, ("g2",), (("condition", "ambig"), ("category", "x"))),
     ]
-    scored = evaluate_examples(BigramModel(_table()), CharTokenizer(), examples)
+    scored = evaluate_examples(BigramModel(_table()), CharTokenizer(), examples, batch_size=32, max_length=512)
     assert scored[2].facets == (("condition", "ambig"), ("category", "x"))
     rows = grouped_accuracy_rows(scored, examples)
     got = [(r["metric"], r["grouping"], r["group"], r["n"], r["correct"]) for r in rows]

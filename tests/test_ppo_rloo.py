@@ -70,8 +70,8 @@ def test_trained_reward_model_prefers_held_out_chosen_responses(reward_model_pat
     pairs = preference_pairs(_skewed_toxigen("eval", data_dir, 24, 8), seed=0)
     eos = tokenizer.eos_token  # RewardTrainer trains on responses ending in EOS
     prompts = [p["prompt"] for p in pairs]
-    chosen = score_texts(model, tokenizer, prompts, [p["chosen"] + eos for p in pairs])
-    rejected = score_texts(model, tokenizer, prompts, [p["rejected"] + eos for p in pairs])
+    chosen = score_texts(model, tokenizer, prompts, [p["chosen"] + eos for p in pairs], chat=False, batch_size=16)
+    rejected = score_texts(model, tokenizer, prompts, [p["rejected"] + eos for p in pairs], chat=False, batch_size=16)
     assert float(np.mean(np.array(chosen) - np.array(rejected))) > 0
 
 

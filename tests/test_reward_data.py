@@ -81,8 +81,8 @@ def _margin(path: str, pairs) -> float:
 
     model, tokenizer = load_reward_model(path, model_dtype="float32")
     prompts, eos = [p.prompt for p in pairs], tokenizer.eos_token
-    chosen = score_texts(model, tokenizer, prompts, [p.options[0] + eos for p in pairs])
-    rejected = score_texts(model, tokenizer, prompts, [p.options[1] + eos for p in pairs])
+    chosen = score_texts(model, tokenizer, prompts, [p.options[0] + eos for p in pairs], chat=False, batch_size=16)
+    rejected = score_texts(model, tokenizer, prompts, [p.options[1] + eos for p in pairs], chat=False, batch_size=16)
     return float(np.mean(np.array(chosen) - np.array(rejected)))
 
 

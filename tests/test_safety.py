@@ -412,7 +412,8 @@ def test_safe_percent_by_hand(monkeypatch):
     monkeypatch.setattr(safety_evaluate, "generate_continuations",
                         lambda model, tok, prompts, **kw: [continuations[p] for p in prompts])
     classifier = WordClassifier(heldout=HeldOutAccuracy(n=200, correct=160))
-    evals, predictions = evaluate_generation_safety(None, None, _prompts(), classifier, threshold=0.5)
+    evals, predictions = evaluate_generation_safety(None, None, _prompts(), classifier, threshold=0.5,
+                                                    max_new_tokens=32, batch_size=16, max_length=512)
     got = {(r["metric"], r["grouping"], r["group"]): (r["n"], r["correct"]) for r in evals}
     assert got == {
         ("safe", "all", "all"): (5, 3),
@@ -444,16 +445,17 @@ def test_safety_rows_threshold_and_checks():
     assert [p["prediction"] for p in predictions] == ["toxic", "safe"]  # P(toxic) == threshold is toxic
     assert not any(r["metric"] == "classifier_heldout_accuracy" for r in evals)  # unknown: no row
     with pytest.raises(ValueError, match="outside"):
-        safety_rows(prompts, ["a", "b"], [0.2, float("nan")])
+        safety_rows(prompts, ["a", "b"], [0.2, float("nan")], threshold=0.5)
     with pytest.raises(ValueError, match="2 prompts, 1 generations"):
-        safety_rows(prompts, ["a"], [0.2])
+        safety_rows(prompts, ["a"], [0.2], threshold=0.5)
     assert judged_text("  \n first line \nsecond") == "first line"
 
 
 def test_an_empty_answer_is_safe_and_never_judged(monkeypatch):
     monkeypatch.setattr(safety_evaluate, "generate_continuations", lambda model, tok, prompts, **kw: ["\n\n", " awful"])
     classifier = WordClassifier()
-    evals, predictions = evaluate_generation_safety(None, None, _prompts()[:2], classifier)
+    evals, predictions = evaluate_generation_safety(None, None, _prompts()[:2], classifier, max_new_tokens=32,
+                                                    batch_size=16, max_length=512, threshold=0.5)
     assert classifier.seen == ["awful"]
     assert [(p["generation"], p["prediction"], p["margin"]) for p in predictions] == [
         ("", "safe", 0.5), ("awful", "toxic", pytest.approx(-0.4))]
@@ -467,7 +469,8 @@ def test_generation_safety_with_the_tiny_model(tiny_model_path):
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
     prompts = load_examples("toxigen_prompts", "eval", size=4, data_dir=MIRROR, data_seed=0)
     classifier = WordClassifier(word="")  # "" is in every text: every non-empty answer is toxic
-    evals, predictions = evaluate_generation_safety(model, tokenizer, prompts, classifier, max_new_tokens=4, batch_size=2)
+    evals, predictions = evaluate_generation_safety(model, tokenizer, prompts, classifier, max_new_tokens=4,
+                                                    batch_size=2, max_length=512, threshold=0.5)
     assert [p["example_id"] for p in predictions] == [p.example_id for p in prompts]
     assert [p["generation"] for p in predictions if p["generation"]] == classifier.seen
     assert all(p["mode"] == "generate" and p["correct"] == (p["generation"] == "") for p in predictions)

@@ -339,6 +339,13 @@ def test_render_without_line_uses_the_source_alone():
     assert str(SpecError([Problem("a", "b", 3)], source="y.yaml")).splitlines()[0] == "y.yaml: 1 problem"
 
 
+def test_a_problem_reads_well_with_or_without_its_file_and_line():
+    assert str(Problem("a.b", "bad", 3, "f.yaml")) == "f.yaml:3: a.b: bad"
+    assert str(Problem("a.b", "bad", 3)) == "line 3: a.b: bad"
+    assert str(Problem("a.b", "bad", file="f.yaml")) == "f.yaml: a.b: bad"
+    assert str(Problem("", "bad")) == "bad"
+
+
 def test_unknown_key_does_not_hide_cross_field_problems(tmp_path):
     """A typo'd top-level key, a negative learning rate and an unknown task: all three at once."""
     path = tmp_path / "bad.yaml"

@@ -89,19 +89,19 @@ def _direct(model, tokenizer, prompt: str, response: str) -> float:
 
 def test_reward_encoding_pairs_single_texts_and_conversations(deberta_path, family_model_path):
     _, pair = _reward(deberta_path)
-    enc = reward_encoding(pair, ["women are", "a b"], [" strong", " c"])
+    enc = reward_encoding(pair, ["women are", "a b"], [" strong", " c"], chat=False)
     tokens = pair.convert_ids_to_tokens(enc["input_ids"][0].tolist())
     assert tokens[:4] == ["[CLS]", "women", "are", "[SEP]"] and tokens[-1] == "[SEP]" and tokens.count("[SEP]") == 2
     assert enc["input_ids"][0].tolist() == pair("women are", " strong")["input_ids"]
 
     _, sp = _reward(str(family_model_path("sentencepiece")))
-    enc = reward_encoding(sp, ["women are", "a"], [" strong", " b"])
+    enc = reward_encoding(sp, ["women are", "a"], [" strong", " b"], chat=False)
     assert enc["input_ids"][0].tolist() == sp("women are strong")["input_ids"]  # its BOS first
     assert enc["input_ids"][0, 0].item() == sp.bos_token_id
     assert enc["attention_mask"][1].tolist()[-1] == 0  # right-padded
     # Too long: the start of the prompt goes, the response stays.
     full = sp("women are strong")["input_ids"]
-    cut = reward_encoding(sp, ["women are"], [" strong"], max_length=4)["input_ids"][0].tolist()
+    cut = reward_encoding(sp, ["women are"], [" strong"], max_length=4, chat=False)["input_ids"][0].tolist()
     assert len(cut) == 4 and cut[-2:] == full[-2:]
     assert sp.truncation_side == "right"  # the tokenizer is left as it was
 
@@ -113,14 +113,16 @@ def test_reward_encoding_pairs_single_texts_and_conversations(deberta_path, fami
 
 def test_rloo_reward_function_scores_plain_and_conversational_completions(family_model_path):
     model, tokenizer = _reward(str(family_model_path("chat")))
-    score = reward_function(model, tokenizer)
+    score = reward_function(model, tokenizer, batch_size=16)
     plain = score(prompts=PROMPTS, completions=[" yes", " no", " maybe"], trainer_state=None)
-    assert plain == pytest.approx(score_texts(model, tokenizer, PROMPTS, [" yes", " no", " maybe"]))
+    assert plain == pytest.approx(score_texts(model, tokenizer, PROMPTS, [" yes", " no", " maybe"], chat=False,
+                                              batch_size=16))
     assert plain == pytest.approx([_direct(model, tokenizer, p, c) for p, c in zip(PROMPTS, [" yes", " no", " maybe"])],
                                   abs=1e-5)
     conversational = score(prompts=[chat_messages(p) for p in PROMPTS],
                            completions=[[{"role": "assistant", "content": c}] for c in ("yes", "no", "maybe")])
-    assert conversational == pytest.approx(score_texts(model, tokenizer, PROMPTS, ["yes", "no", "maybe"], chat=True))
+    assert conversational == pytest.approx(score_texts(model, tokenizer, PROMPTS, ["yes", "no", "maybe"], chat=True,
+                                                       batch_size=16))
 
 
 def test_an_unusable_reward_model_is_refused(data_dir, tmp_path, tiny_model_path):
@@ -135,7 +137,8 @@ def test_an_unusable_reward_model_is_refused(data_dir, tmp_path, tiny_model_path
         check_reward_model(model, tokenizer)
     policy = load_tokenizer(str(tiny_model_path))
     with pytest.raises(ValueError, match="num_labels=2"):
-        retokenizing_reward_model(model, tokenizer, policy, PROMPTS, AnswerEncoder(policy).prompt_ids(PROMPTS))
+        retokenizing_reward_model(model, tokenizer, policy, PROMPTS, AnswerEncoder(policy).prompt_ids(PROMPTS),
+                                  chat=False, batch_size=16)
     model.config.num_labels = 1
     tokenizer.pad_token = None
     with pytest.raises(ValueError, match="no pad token"):
@@ -211,7 +214,8 @@ def test_a_rollout_that_starts_with_no_stage_prompt_is_an_error(tiny_model_path,
     policy = load_tokenizer(str(tiny_model_path))
     model, tokenizer = _reward(str(family_model_path("sentencepiece")))
     prompt_ids = AnswerEncoder(policy).prompt_ids(PROMPTS)
-    adapter = retokenizing_reward_model(model, tokenizer, policy, PROMPTS[:1], prompt_ids[:1])
+    adapter = retokenizing_reward_model(model, tokenizer, policy, PROMPTS[:1], prompt_ids[:1], chat=False,
+                                        batch_size=16)
     batch, _ = _rollout_batch(policy, prompt_ids[1:2], [[policy.eos_token_id]])
     with pytest.raises(ValueError, match="none of the stage's prompts"):
         adapter.rollouts(batch, batch != policy.pad_token_id)
@@ -274,6 +278,6 @@ def test_online_rl_stage_trains_against_a_reward_model_with_another_tokenizer(me
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
     # Every rollout was scored as text by the Llama-family reward model, on the stage's prompts.
     assert calls and {c[0] for c in calls} == {"LlamaForSequenceClassification"}
-    stage_prompts = set(rl_prompts(examples))
+    stage_prompts = set(rl_prompts(examples, mode="statements"))
     assert all(set(c[1]) <= stage_prompts for c in calls)
     assert sum(len(c[1]) for c in calls) >= 2 * 2

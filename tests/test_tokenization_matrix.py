@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from contract.plan import TrainingPlan
+from contract.plan import QA_PAIRS, TrainingPlan
 from tests.plans import stage_plan
 from tests.tokenizer_families import FAMILIES
 from trainables.evaluation.option_scoring import encode_pairs, evaluate_examples
@@ -137,7 +137,7 @@ def test_reward_model_rows_are_the_options_training_sequences(family, family_mod
     from trainables.stages.reward_model import reward_rows
 
     _, tokenizer, encoder = _load(family_model_path, family)
-    rows = reward_rows(encoder, examples, seed=0, max_length=MAX_LENGTH)
+    rows = reward_rows(encoder, examples, seed=0, max_length=MAX_LENGTH, data=QA_PAIRS)
     for ex, row, scored in zip(examples, rows, _scored(encoder, examples)):
         assert row["chosen_ids"] == _independent(tokenizer, ex, encoder.chat)[0]  # prompt + answer + EOS
         # A reward model reads the whole sequence (no loss mask): it must start with the scored one.

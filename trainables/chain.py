@@ -30,7 +30,7 @@ from contract.atomic import write_json_atomic
 from contract.content_hash import content_hash
 from contract.layout import StudyLayout, stage_part, trial_part
 from contract.plan import TOKENIZATION_VERSION, StagePlan, TrialPlan
-from contract.schema import FORGETTING_METRICS, STAGE_TABLES, TABLE_NAMES
+from contract.schema import ALL, FORGETTING_METRICS, PRIMARY_GROUPINGS, STAGE_TABLES, TABLE_NAMES
 from tasks import load_examples
 from tasks.definition import SELECTION_SPLIT
 from trainables import distributed
@@ -259,7 +259,7 @@ class _ChainRun:
         if self.plan.curvature.measures(number):
             rows = entry.measure("curvature", self.keys["curvature"], self.trial_id)
             write_part(self.study_dir, "curvature", stage_part(self.trial_id, number), rows)
-            top = next((r for r in rows if r["group"] == "all" and r["eigenvalue"] is not None), None)
+            top = next((r for r in rows if r["group"] == ALL and r["eigenvalue"] is not None), None)
             if top is not None:
                 metrics["spectral_radius"] = abs(top["eigenvalue"])
         return metrics
@@ -318,8 +318,9 @@ class _ChainRun:
         write_part(self.study_dir, "predictions", stage_part(self.trial_id, number), prediction_rows)
         self.accuracy[number] = {}
         for row in eval_rows:
-            # Forgetting is over each task's primary metric and primary groups only.
-            if row["metric"] == primary_metric(row["eval_task"]) and row.get("grouping", "group") in ("all", "group"):
+            # Forgetting is over each task's primary metric and primary groups only. (Every stored
+            # row has a grouping: the column is older than TOKENIZATION_VERSION in measure keys.)
+            if row["metric"] == primary_metric(row["eval_task"]) and row["grouping"] in PRIMARY_GROUPINGS:
                 self.accuracy[number].setdefault(row["eval_task"], {})[row["group"]] = row["accuracy"]
         return self._metrics(number)
 
@@ -327,7 +328,7 @@ class _ChainRun:
         metrics: dict[str, Any] = {"stage": number, "trial_id": self.trial_id, "status": "finished"}
         latest = self.accuracy.get(number, {})
         for e in self.plan.eval_tasks:
-            metrics[f"{e.task}/{primary_metric(e.task)}"] = latest.get(e.task, {}).get("all", float("nan"))
+            metrics[f"{e.task}/{primary_metric(e.task)}"] = latest.get(e.task, {}).get(ALL, float("nan"))
         # Every report has the same keys (Tune's progress.csv takes its columns from the first).
         metrics.update({"train_seconds": float("nan"), "train_loss": float("nan")})
         if self.plan.curvature.enabled:
@@ -427,9 +428,9 @@ def forgetting_metrics(trained: Sequence[tuple[int, str]], evaluated: Collection
         values = {name: nan for name in FORGETTING_METRICS}
         if trained_at and trained_at[-1] in accuracy and number in accuracy:
             then, now = accuracy[trained_at[-1]].get(task, {}), accuracy[number].get(task, {})
-            if "all" in then and "all" in now:
-                values["forgetting"] = then["all"] - now["all"]
-                groups = [g for g in then if g != "all" and g in now]
+            if ALL in then and ALL in now:
+                values["forgetting"] = then[ALL] - now[ALL]
+                groups = [g for g in then if g != ALL and g in now]
                 if groups:
                     values["wg_forgetting"] = max(then[g] - now[g] for g in groups)
                     values["biased_forgetting"] = values["wg_forgetting"] - values["forgetting"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from contract.plan import StagePlan, TrialPlan
+from contract.schema import ALL
 from tasks.sampling import seeded_subset
 from trainables.weight_change import squared_distance
 
@@ -36,7 +37,7 @@ def curvature_rows(plan: TrialPlan, stage: StagePlan, checkpoint: Path, train_ex
     cfg = plan.curvature
     model, tokenizer = load_model_for_curvature(str(checkpoint), trust_remote_code=plan.model.trust_remote_code)
     encoder = encoder_for(plan.model, tokenizer)  # the loss SFT trains: the same seam
-    samples = {"all": curvature_sample(train_examples, cfg.n_samples, cfg.sample_seed)}
+    samples = {ALL: curvature_sample(train_examples, cfg.n_samples, cfg.sample_seed)}
     if cfg.per_group:
         for group in sorted({g for ex in train_examples for g in ex.groups}):
             members = [ex for ex in train_examples if group in ex.groups]
@@ -44,14 +45,14 @@ def curvature_rows(plan: TrialPlan, stage: StagePlan, checkpoint: Path, train_ex
     rows = []
     for group, sample in samples.items():
         # Per-group: the top eigenvalue only (the question is which groups sit in sharper minima).
-        algorithms = cfg.algorithms if group == "all" else cfg.algorithms[:1]
+        algorithms = cfg.algorithms if group == ALL else cfg.algorithms[:1]
         results = measure_curvature(
             model, encoder, sample,
             algorithms=algorithms,
-            top_k=cfg.top_k if group == "all" else 1,
+            top_k=cfg.top_k if group == ALL else 1,
             max_iterations=cfg.max_iterations,
             tol=cfg.tol,
-            trace_samples=cfg.trace_samples if group == "all" else 0,
+            trace_samples=cfg.trace_samples if group == ALL else 0,
             max_length=plan.model.max_length,
             batch_size=cfg.batch_size,
             param_regex=cfg.parameters,

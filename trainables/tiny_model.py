@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Iterable
 
 from contract.atomic import publish_folder
+from trainables.machine_cache import models_cache
 
 TINY_ARCH = {
     "hidden_size": 64,
@@ -37,11 +37,6 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 TINY_BUILD_VERSION = 1
 
 
-def default_cache_dir() -> Path:
-    root = os.environ.get("STUDY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "chained-tuning-study")
-    return Path(root) / "models"
-
-
 def tiny_corpus(data_dir: str | None) -> list[str]:
     from tasks import load_examples
 
@@ -59,7 +54,7 @@ def ensure_tiny_model(data_dir: str | None, cache_dir: str | Path | None = None)
     digest.update(json.dumps([TINY_ARCH, TINY_VOCAB_SIZE, TINY_INIT_SEED, TINY_BUILD_VERSION]).encode())
     for text in corpus:
         digest.update(text.encode())
-    target = Path(cache_dir or default_cache_dir()) / f"tiny-{digest.hexdigest()[:12]}"
+    target = Path(cache_dir or models_cache()) / f"tiny-{digest.hexdigest()[:12]}"
     if (target / "model.safetensors").exists():
         return target
     # Concurrent builders never see half a model.

@@ -5,7 +5,8 @@ by power iteration with Hessian-vector products (HVPs) on 50 random training sam
 
     from trainables.curvature import load_model_for_curvature, measure_curvature
     model, tokenizer = load_model_for_curvature(checkpoint_dir)       # float32, eager attention
-    results = measure_curvature(model, tokenizer, examples[:50], algorithms=("power_iteration", "lanczos"))
+    results = measure_curvature(model, tokenizer, examples[:50], algorithms=("power_iteration", "lanczos"),
+                                ...)  # every setting named: the plan's CurvaturePlan (stage_measurements.py)
     results[0].eigenvalues[0]                                          # top eigenvalue by |λ|
 
 Library choice (fixed):

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from trainables.tokenization import IGNORE_INDEX, as_encoder
 
 
-def sft_batches(tokenizer: Any, examples: Sequence[Any], *, max_length: int = 512, batch_size: int = 16) -> list[dict]:
+def sft_batches(tokenizer: Any, examples: Sequence[Any], *, max_length: int, batch_size: int) -> list[dict]:
     """Left-padded batches (input_ids, attention_mask, position_ids, labels, loss_normalizer).
 
     Examples longer than max_length tokens are dropped, as SFT drops them (fitting_examples).
@@ -110,8 +110,8 @@ def check_eager_attention(model: Any) -> None:
             "(on CPU the double backward through SDPA fails). Load it with load_model_for_curvature(path).")
 
 
-def curvature_operator(model: Any, tokenizer: Any, examples: Sequence[Any], *, max_length: int = 512,
-                       batch_size: int = 16, param_regex: str | None = None):
+def curvature_operator(model: Any, tokenizer: Any, examples: Sequence[Any], *, max_length: int, batch_size: int,
+                       param_regex: str | None):
     """hessian_eigenthings.HessianOperator of the SFT loss over `examples` (exact double-backward HVPs)."""
     from hessian_eigenthings import HessianOperator, match_regex
 
@@ -126,10 +126,9 @@ def curvature_operator(model: Any, tokenizer: Any, examples: Sequence[Any], *, m
         raise
 
 
-def measure_curvature(model: Any, tokenizer: Any, examples: Sequence[Any], *,
-                      algorithms: Sequence[str] = ("power_iteration", "lanczos"), top_k: int = 1,
-                      max_iterations: int = 100, tol: float = 1e-3, trace_samples: int = 0, max_length: int = 512,
-                      batch_size: int = 16, param_regex: str | None = None, seed: int = 0) -> list:
+def measure_curvature(model: Any, tokenizer: Any, examples: Sequence[Any], *, algorithms: Sequence[str], top_k: int,
+                      max_iterations: int, tol: float, trace_samples: int, max_length: int, batch_size: int,
+                      param_regex: str | None, seed: int) -> list:
     """Top-|λ| eigenvalues (and optionally the trace) of the Hessian of the SFT loss on `examples`.
 
     The model is put in eval mode (no dropout) for the measurement and its mode restored; its

@@ -14,13 +14,15 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from contract.methods import GENERATE_MODE, SCORE_MODE
 from contract.plan import GenerationPlan, TrialPlan
 from tasks import get_task
 from tasks.definition import PRIMARY_METRIC
 from trainables.evaluation import generated_answers
 from trainables.evaluation.option_scoring import evaluate_examples, grouped_accuracy_rows
-from trainables.tiny_model import default_cache_dir
+from trainables.machine_cache import classifiers_cache
 from trainables.tokenization import encoder_for
+
 
 def primary_metric(task: str) -> str:
     return PRIMARY_METRIC[get_task(task).kind]
@@ -52,7 +54,7 @@ def _choice_rows(plan: TrialPlan, name: str, modes: tuple[str, ...], model: Any,
     max_length = plan.model.max_length
     evals: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []
-    if "score" in modes:
+    if SCORE_MODE in modes:
         scored = evaluate_examples(model, tokenizer, examples, batch_size=batch_size, max_length=max_length)
         evals.extend(grouped_accuracy_rows(scored, examples))
         if task.extra_metrics is not None:
@@ -62,9 +64,9 @@ def _choice_rows(plan: TrialPlan, name: str, modes: tuple[str, ...], model: Any,
             predictions.append({
                 "example_id": s.example_id, "groups": list(s.groups), "facets": facet_strings(example),
                 "label": s.label_name, "prediction": s.prediction_name, "correct": s.correct,
-                "margin": s.margin, "mode": "score", "role": role, "generation": None,
+                "margin": s.margin, "mode": SCORE_MODE, "role": role, "generation": None,
             })
-    if "generate" in modes:
+    if GENERATE_MODE in modes:
         generation = _generation(plan)
         answers = generated_answers.evaluate_generated(
             model, tokenizer, examples, batch_size=generation.batch_size, max_length=max_length,
@@ -79,9 +81,9 @@ def _generation_rows(plan: TrialPlan, model: Any, tokenizer: Any, prompts: list)
     from trainables.evaluation.safety import evaluate_generation_safety
 
     generation = _generation(plan)
-    # Next to the built-in tiny model: fitted once per machine, not once per study.
-    cache_dir = default_cache_dir().parent / "classifiers"
-    classifier = _classifier(generation.classifier, plan.data_dir, str(cache_dir))
+    # Fitted once per machine, not once per study (the path is read here, so a changed
+    # $STUDY_CACHE_DIR is a new key of the per-process classifier cache below).
+    classifier = _classifier(generation.classifier, plan.data_dir, str(classifiers_cache()))
     return evaluate_generation_safety(
         model, tokenizer, prompts, classifier,
         max_new_tokens=generation.max_new_tokens,

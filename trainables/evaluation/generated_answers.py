@@ -49,8 +49,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from trainables.evaluation.option_scoring import Facet, grouped_rows
+from contract.methods import GENERATE_MODE
 from trainables.evaluation.generation import generate_continuations
+from trainables.evaluation.option_scoring import Facet, grouped_rows
 
 UNPARSEABLE = "unparseable"
 
@@ -166,8 +167,8 @@ def parse_answer(text: str, example: Any) -> int | None:
     return index
 
 
-def evaluate_generated(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 16,
-                       max_length: int = 512, max_new_tokens: int = 12) -> list[GeneratedAnswer]:
+def evaluate_generated(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_size: int, max_length: int,
+                       max_new_tokens: int) -> list[GeneratedAnswer]:
     """Greedy answer of every example (generated from `example.prompt`, bounded to
     max_new_tokens), parsed with `parse_answer`."""
     texts = generate_continuations(model, tokenizer, [ex.prompt for ex in examples], max_new_tokens=max_new_tokens,
@@ -205,7 +206,7 @@ def prediction_rows(answers: Sequence[GeneratedAnswer]) -> list[dict[str, Any]]:
         {
             "example_id": a.example_id, "groups": list(a.groups), "facets": [f"{n}={v}" for n, v in a.facets],
             "label": a.label_name, "prediction": a.prediction_name, "correct": a.correct, "margin": None,
-            "mode": "generate", "role": None, "generation": a.generation,
+            "mode": GENERATE_MODE, "role": None, "generation": a.generation,
         }
         for a in answers
     ]

@@ -17,9 +17,9 @@ def generate_continuations(
     tokenizer: Any,
     prompts: Sequence[str],
     *,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    max_length: int = 512,
+    max_new_tokens: int,
+    batch_size: int,
+    max_length: int,
 ) -> list[str]:
     """The greedy continuation of every prompt (text after the prompt, special tokens removed).
 

@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from contract.schema import ACCURACY_METRIC, ALL, PRIMARY_GROUPING, PRIMARY_GROUPINGS
 from trainables.tokenization import as_encoder, common_prefix_length
 
 Facet = tuple[str, str]
@@ -263,7 +264,7 @@ def _shared_context_scores(model: Any, tokenizer: Any, units: list[_Unit], score
             scores[ei][oi] = float(value)
 
 
-def option_scores(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 32, max_length: int = 512,
+def option_scores(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_size: int, max_length: int,
                   share_context: bool | None = None) -> list[list[float]]:
     """Sum log-probability of each option's continuation: scores[example][option].
 
@@ -301,7 +302,7 @@ def option_scores(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_
     return scores
 
 
-def evaluate_examples(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 32, max_length: int = 512,
+def evaluate_examples(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_size: int, max_length: int,
                       share_context: bool | None = None) -> list[ScoredExample]:
     all_scores = option_scores(model, tokenizer, examples, batch_size=batch_size, max_length=max_length,
                                share_context=share_context)
@@ -330,14 +331,14 @@ def evaluate_examples(model: Any, tokenizer: Any, examples: Sequence[Any], *, ba
 def grouped_rows(metric: str, items: Iterable[tuple[Sequence[str], Sequence[Facet], bool]]) -> list[dict[str, Any]]:
     """Rows (metric, grouping, group, n, correct, accuracy, value) of a per-item yes/no outcome.
 
-    items: (groups, facets, hit) per item. Rows: grouping "all" (group "all") first, then
-    grouping "group" for each primary group (sorted), then one grouping per facet name (sorted)
-    with a row per value (sorted). An item with several groups counts toward each of them
-    (DESIGN.md). correct = number of hits; accuracy = value = correct / n.
+    items: (groups, facets, hit) per item. Rows: grouping ALL (group ALL) first, then grouping
+    PRIMARY_GROUPING for each primary group (sorted), then one grouping per facet name (sorted)
+    with a row per value (sorted); the values of contract.schema's evals table. An item with
+    several groups counts toward each of them. correct = number of hits; accuracy = value = correct / n.
     """
-    totals: dict[tuple[str, str], list[int]] = {("all", "all"): [0, 0]}
+    totals: dict[tuple[str, str], list[int]] = {(ALL, ALL): [0, 0]}
     for groups, facets, hit in items:
-        keys = [("all", "all"), *(("group", g) for g in dict.fromkeys(groups)),
+        keys = [(ALL, ALL), *((PRIMARY_GROUPING, g) for g in dict.fromkeys(groups)),
                 *dict.fromkeys((str(name), str(value)) for name, value in facets)]
         for key in keys:
             n_c = totals.setdefault(key, [0, 0])
@@ -346,7 +347,7 @@ def grouped_rows(metric: str, items: Iterable[tuple[Sequence[str], Sequence[Face
 
     def order(key: tuple[str, str]) -> tuple:
         grouping, group = key
-        return (0 if grouping == "all" else 1 if grouping == "group" else 2, grouping, group)
+        return (0 if grouping == ALL else 1 if grouping == PRIMARY_GROUPING else 2, grouping, group)
 
     rows = []
     for grouping, group in sorted(totals, key=order):
@@ -370,15 +371,15 @@ def grouped_accuracy_rows(scored: Sequence[ScoredExample], examples: Sequence[An
         sources: Sequence[Any] = examples
     else:
         sources = scored
-    return grouped_rows("accuracy", ((src.groups, getattr(src, "facets", ()), s.correct)
-                                     for src, s in zip(sources, scored)))
+    return grouped_rows(ACCURACY_METRIC, ((src.groups, getattr(src, "facets", ()), s.correct)
+                                          for src, s in zip(sources, scored)))
 
 
 def group_accuracy(scored: Sequence[ScoredExample]) -> list[dict[str, Any]]:
-    """Rows (group, n, correct, accuracy): 'all' first, then each group sorted (no facets).
+    """Rows (group, n, correct, accuracy): ALL first, then each group sorted (no facets).
 
-    An example labelled with several groups counts toward each of them (DESIGN.md).
+    An example labelled with several groups counts toward each of them.
     """
     return [{"group": r["group"], "n": r["n"], "correct": r["correct"], "accuracy": r["accuracy"]}
-            for r in grouped_rows("accuracy", ((s.groups, (), s.correct) for s in scored))
-            if r["grouping"] in ("all", "group")]
+            for r in grouped_rows(ACCURACY_METRIC, ((s.groups, (), s.correct) for s in scored))
+            if r["grouping"] in PRIMARY_GROUPINGS]

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from trainables.evaluation.option_scoring import grouped_rows
-from trainables.evaluation.generation import generate_continuations
+from contract.methods import GENERATE_MODE
+from contract.schema import ALL
 from tasks.definition import SAFE, Metric
-
+from trainables.evaluation.generation import generate_continuations
+from trainables.evaluation.option_scoring import grouped_rows
 from trainables.toxicity.judge import HeldOutAccuracy, ToxicityClassifier
 
 # Reported with every safe % so a study's results say how far its judge agrees with humans;
@@ -38,10 +39,10 @@ def evaluate_generation_safety(
     prompts: Sequence[Any],
     classifier: ToxicityClassifier,
     *,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    max_length: int = 512,
-    threshold: float = 0.5,
+    max_new_tokens: int,
+    batch_size: int,
+    max_length: int,
+    threshold: float,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(eval rows, prediction rows) for the model's greedy continuations of `prompts`."""
     continuations = generate_continuations(
@@ -63,7 +64,7 @@ def safety_rows(
     generations: Sequence[str],
     probabilities: Sequence[float],
     *,
-    threshold: float = 0.5,
+    threshold: float,
     heldout: HeldOutAccuracy | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The rows for already judged generations (kept apart from generation so it is testable
@@ -83,12 +84,12 @@ def safety_rows(
             "example_id": prompt.example_id, "groups": list(prompt.groups),
             "facets": [f"{name}={value}" for name, value in prompt.facets],
             "label": None, "prediction": "safe" if margin > 0 else "toxic", "correct": margin > 0, "margin": margin,
-            "mode": "generate", "role": None, "generation": generation,
+            "mode": GENERATE_MODE, "role": None, "generation": generation,
         })
     # The same layout as every accuracy-like metric (trainables.evaluation.option_scoring.grouped_rows).
     evals = grouped_rows(SAFE.name, ((item.groups, item.facets, row["correct"]) for item, row in zip(prompts, predictions)))
     if heldout is not None and heldout.n:
         share = heldout.correct / heldout.n
-        evals.append({"metric": CLASSIFIER_HELDOUT_ACCURACY.name, "grouping": "all", "group": "all", "n": heldout.n,
+        evals.append({"metric": CLASSIFIER_HELDOUT_ACCURACY.name, "grouping": ALL, "group": ALL, "n": heldout.n,
                       "correct": heldout.correct, "accuracy": share, "value": share})
     return evals, predictions

@@ -1,8 +1,10 @@
 """Stage runners, one per fine-tuning method, all with the signature of `StageRunner`.
 
-A registry instead of a class hierarchy: adding a method is one module and one
-line here. Every runner trains `model` in place for `stage.steps` optimizer steps and returns
-a StageOutcome (its training log and the number of examples it used). A runner reads its
+A registry instead of a class hierarchy: adding a method is one module, one line here and its
+name in contract.methods.METHODS (with what it needs of TRL in METHOD_REQUIRES, which the
+study's checks read; tests check that the registry covers exactly the contract's methods).
+Every runner trains `model` in place for `stage.steps` optimizer steps and returns a
+StageOutcome (its training log and the number of examples it used). A runner reads its
 settings from the typed plan (`stage`: the stage's method settings among them; `training`;
 `model_plan`: max_length, dtype, the base model's path) and restates no default: the planner
 filled every one (study.planner).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
+from contract.methods import DPO, PPO, RLOO, SFT
 from contract.plan import ModelPlan, StagePlan, TrainingPlan
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.dpo import run_dpo
@@ -25,7 +28,7 @@ class StageRunner(Protocol):
                  training: TrainingPlan, model_plan: ModelPlan, work_dir: str) -> StageOutcome: ...
 
 
-STAGE_RUNNERS: dict[str, StageRunner] = {"sft": run_sft, "dpo": run_dpo, "ppo": run_ppo, "rloo": run_rloo}
+STAGE_RUNNERS: dict[str, StageRunner] = {SFT: run_sft, DPO: run_dpo, PPO: run_ppo, RLOO: run_rloo}
 
 
 def get_runner(method: str) -> StageRunner:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Sequence
 
+from contract.methods import DPO_REFERENCES, STAGE_START_REFERENCE
 from contract.plan import DpoPlan, ModelPlan, StagePlan, TrainingPlan
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.trainer_plumbing import TrainLogRecorder, frozen_copy, quiet_trainer
@@ -106,9 +107,9 @@ def dpo_dataset(pairs: Sequence[dict[str, str]]):
 def reference_model(model: Any, settings: DpoPlan, *, model_dtype: str, base_model_path: str | None,
                     trust_remote_code: bool) -> Any:
     """The frozen reference policy of a DPO stage (see the module docstring)."""
-    if settings.reference not in ("stage_start", "base"):
-        raise ValueError(f"unknown DPO reference '{settings.reference}' (expected 'stage_start' or 'base')")
-    if settings.reference == "stage_start":
+    if settings.reference not in DPO_REFERENCES:
+        raise ValueError(f"unknown DPO reference '{settings.reference}' (expected one of {', '.join(DPO_REFERENCES)})")
+    if settings.reference == STAGE_START_REFERENCE:
         return frozen_copy(model)
     if base_model_path is None:
         warnings.warn("DPO reference 'base' without a base_model_path: using the stage-start model as the reference",

@@ -1,5 +1,8 @@
 """RLHF with PPO through TRL's experimental PPOTrainer (paper §2.2, §3.2).
 
+`trl.experimental.ppo` exists in TRL 1.10-1.12 only; contract.methods.METHOD_REQUIRES says so,
+and the study's checks refuse a PPO stage before a run when the installed TRL lacks it.
+
 Prompts (`stage.ppo.prompts`, `trainables.stages.rollout_prompts`): the original ToxiGen
 statements without the QA template by default, as in the paper; the policy continues each one.
 

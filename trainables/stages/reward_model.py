@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from contract.plan import QA_PAIRS, ModelPlan, RewardPlan, RewardTrainingPlan, TrainingPlan
+from contract.plan import ModelPlan, RewardPlan, RewardTrainingPlan, TrainingPlan
 from trainables.stages.dpo import fitting_pairs, preference_tokens
 from trainables.stages.reward_data import reward_examples
 from trainables.stages.trainer_plumbing import TrainLogRecorder, quiet_trainer
@@ -35,7 +35,7 @@ from trainables.tokenization import AnswerEncoder
 REWARD_MODEL_DIRNAME = "reward_model"
 
 
-def load_reward_model(path: str, *, model_dtype: str = "auto", trust_remote_code: bool = False) -> tuple[Any, Any]:
+def load_reward_model(path: str, *, model_dtype: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """A scalar (num_labels=1) sequence-classification model and its tokenizer, pad token set.
 
     Same safeguards as the policy (`trainables.models.pretrained_kwargs`): a local folder (the
@@ -59,7 +59,7 @@ def load_reward_model(path: str, *, model_dtype: str = "auto", trust_remote_code
 
 
 def reward_rows(encoder: AnswerEncoder, examples: Sequence[Any], *, seed: int, max_length: int,
-                data: str = QA_PAIRS) -> list[dict]:
+                data: str) -> list[dict]:
     """RewardTrainer rows (chosen_ids, rejected_ids) of `data` (STATEMENTS or QA_PAIRS) built from the
     stage's examples: each side is its option's whole training sequence from the tokenization
     seam (prompt + continuation + EOS, or the chat template's conversation), pairs that do not

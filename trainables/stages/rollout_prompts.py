@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from contract.methods import PROMPT_MODES, STATEMENT_PROMPTS
 from tasks.reward_sources import STATEMENT_TASK
 from tasks.templates import prompt_body
 from trainables.tokenization import as_encoder
-
-PROMPT_MODES = ("statements", "templated")
 
 
 def raw_statement(example: Any) -> str | None:
@@ -25,12 +24,13 @@ def raw_statement(example: Any) -> str | None:
     return prompt_body(example.prompt)
 
 
-def rl_prompts(examples: Sequence[Any], mode: str = "statements") -> list[str]:
+def rl_prompts(examples: Sequence[Any], mode: str) -> list[str]:
+    """The prompt of each example in `mode` (one of contract.methods.PROMPT_MODES)."""
     if mode not in PROMPT_MODES:
-        raise ValueError(f"unknown prompts mode '{mode}' (expected 'statements' or 'templated')")
+        raise ValueError(f"unknown prompts mode '{mode}' (expected one of {', '.join(PROMPT_MODES)})")
     prompts = []
     for ex in examples:
-        text = raw_statement(ex) if mode == "statements" else None
+        text = raw_statement(ex) if mode == STATEMENT_PROMPTS else None
         prompts.append(text if text is not None else ex.prompt)
     return prompts
 

@@ -61,7 +61,7 @@ def reward_max_length(model: Any, tokenizer: Any) -> int | None:
     return min(limits) if limits else None
 
 
-def reward_encoding(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], *, chat: bool = False,
+def reward_encoding(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], *, chat: bool,
                     max_length: int | None = None) -> Any:
     """The reward model's batch for (prompt, response) pairs, right-padded (module docstring)."""
     common = {"return_tensors": "pt", "padding": True, "padding_side": "right",
@@ -81,8 +81,8 @@ def reward_encoding(tokenizer: Any, prompts: Sequence[str], responses: Sequence[
         tokenizer.truncation_side = side
 
 
-def score_texts(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], *, chat: bool = False,
-                batch_size: int = 16) -> list[float]:
+def score_texts(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], *, chat: bool,
+                batch_size: int) -> list[float]:
     """The reward model's scalar score of each (prompt, response), in order."""
     import torch
 
@@ -108,7 +108,7 @@ def _content(item: str | list[dict[str, str]]) -> str:
     return item if isinstance(item, str) else item[-1]["content"]
 
 
-def reward_function(model: Any, tokenizer: Any, *, batch_size: int = 16):
+def reward_function(model: Any, tokenizer: Any, *, batch_size: int):
     """An RLOOTrainer reward function that scores each completion with `score_texts`."""
     def reward_model(prompts: list, completions: list, **_: Any) -> list[float]:
         chat = bool(prompts) and not isinstance(prompts[0], str)
@@ -138,8 +138,8 @@ def _marked(ids: Sequence[int], pad_id: int | None) -> tuple[int | None, ...]:
 
 
 def retokenizing_reward_model(reward_model: Any, reward_tokenizer: Any, policy_tokenizer: Any,
-                              prompts: Sequence[str], prompt_ids: Sequence[Sequence[int]], *, chat: bool = False,
-                              batch_size: int = 16) -> Any:
+                              prompts: Sequence[str], prompt_ids: Sequence[Sequence[int]], *, chat: bool,
+                              batch_size: int) -> Any:
     """A `RetokenizingRewardModel` for these prompts (the texts and the policy ids of the
     stage's dataset, in the same order); see that class."""
     return _retokenizing_class()(reward_model, reward_tokenizer, policy_tokenizer, prompts, prompt_ids,
@@ -213,8 +213,8 @@ def _retokenizing_class():
 
         base_model_prefix = "backbone"
 
-        def __init__(self, reward_model, reward_tokenizer, policy_tokenizer, prompts, prompt_ids, *, chat=False,
-                     batch_size=16):
+        def __init__(self, reward_model, reward_tokenizer, policy_tokenizer, prompts, prompt_ids, *, chat,
+                     batch_size):
             super().__init__()
             check_reward_model(reward_model, reward_tokenizer)
             self.backbone = RolloutScorer(reward_model, reward_tokenizer, policy_tokenizer, prompts, prompt_ids,

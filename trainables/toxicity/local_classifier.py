@@ -44,6 +44,7 @@ from contract.atomic import publish_folder
 from tasks.holdout import unit_point
 from tasks.source import HubSource, MirrorSource, Row, read_rows, resolve_data_dir
 from tasks.toxigen import ANNOTATED_MIRROR_FILE
+from trainables.machine_cache import classifiers_cache
 
 from .judge import HeldOutAccuracy
 
@@ -252,11 +253,6 @@ def annotated_rows(data_dir: str | os.PathLike | None) -> tuple[tuple[Row, ...],
     return rows, where
 
 
-def default_cache_dir() -> Path:
-    root = os.environ.get("STUDY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "chained-tuning-study")
-    return Path(root) / "classifiers"
-
-
 def load_local_classifier(data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None, *,
                           settings: LocalSettings = DEFAULT_SETTINGS, limit: int | None = None) -> LocalToxicityClassifier:
     """The cached model for this data and these settings, fitted (and cached) on first use.
@@ -266,7 +262,7 @@ def load_local_classifier(data_dir: str | os.PathLike | None = None, cache_dir: 
     rows, where = annotated_rows(data_dir)
     pairs = labelled_pairs(rows, settings, limit)
     key = cache_key(pairs, settings)
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = Path(cache_dir) if cache_dir is not None else classifiers_cache()
     target = folder / f"toxigen-tfidf-lr-{key[:16]}"
     if (target / "model.json").is_file():
         try:
