@@ -6,7 +6,6 @@ machine (no torch, ray or transformers needed).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import polars as pl
 
 from analysis.weight_norms import with_weight_norms
 from contract.layout import StudyLayout
+from contract.records import read_trial_summaries
 from contract.schema import TABLE_NAMES
 
 
@@ -52,7 +52,7 @@ def current_trial_ids(results_dir: str | Path) -> set[str] | None:
     path = StudyLayout(Path(results_dir)).plans
     if not path.is_file():
         return None
-    return {plan["trial_id"] for plan in json.loads(path.read_text())}
+    return {plan.trial_id for plan in read_trial_summaries(path)}
 
 
 def load_results(results_dir: str | Path, *, all_trials: bool = False) -> ResultTables:

@@ -1,10 +1,10 @@
 """`study status RESULTS_DIR`: where a study stands, from its files alone (no Ray needed).
 
-Reads what the engine leaves in a study folder:
-- plans.json                   the trials of the latest `study run` (analysis.results)
+Reads what the engine leaves in a study folder (the records: contract.records):
+- plans.json                   the trials of the latest `study run` and their stage keys
 - _ledger/<trial_id>.json      a trial's end marker: finished, or failed with the reason
 - trials/<trial_id>.parquet    per-stage status rows (pending while the trial runs)
-- stages/<stage_key>/record.json  which trial trained each stage, in which run
+- stages/<stage_key>/record.json  whether each stage is trained (its record exists)
 - runs/<run id>.json           per-run counts (stage trainings executed vs the naive count)
 
 A trial with no end marker is "running" when its trials part exists (it has started and
@@ -14,13 +14,13 @@ writes its rows as it goes) and "pending" otherwise; after a driver crash "runni
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from contract.layout import PLANS_FILE, StudyLayout
+from contract.records import FINISHED, RunRecord, TrialMarker, read_record, read_trial_summaries
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class StudyStatus:
     distinct_stages: int = 0
     stages_trained: int = 0
     stage_uses_reused: int = 0
-    last_run: dict | None = None
+    last_run: RunRecord | None = None
 
 
 def study_status(results_dir: str | Path) -> StudyStatus:
@@ -44,35 +44,34 @@ def study_status(results_dir: str | Path) -> StudyStatus:
     plans_path = layout.plans
     if not plans_path.is_file():
         raise FileNotFoundError(f"not a study results folder (no {PLANS_FILE}): {root}")
-    plans = json.loads(plans_path.read_text())
+    plans = read_trial_summaries(plans_path)
     finished, running, pending, failed = [], [], [], {}
     for plan in plans:
-        trial_id = plan["trial_id"]
-        marker = layout.trial_marker(trial_id)
-        if marker.is_file():
-            record = json.loads(marker.read_text())
-            if record["status"] == "finished":
+        trial_id = plan.trial_id
+        marker = read_record(TrialMarker, layout.trial_marker(trial_id))
+        if marker is not None:
+            if marker.status == FINISHED:
                 finished.append(trial_id)
             else:
-                failed[trial_id] = str(record.get("failure"))
+                failed[trial_id] = str(marker.failure)
         elif layout.part("trials", trial_id).is_file():
             running.append(trial_id)
         else:
             pending.append(trial_id)
 
-    keys = {s["stage_key"] for p in plans for s in p["stages"]}
+    keys = {key for p in plans for key in p.stage_keys}
     trained = sum(1 for key in keys if layout.stage(key).record.is_file())
     reused = 0
-    trial_files = [layout.part("trials", p["trial_id"]) for p in plans]
+    trial_files = [layout.part("trials", p.trial_id) for p in plans]
     trial_files = [f for f in trial_files if f.is_file()]
     if trial_files:
         frame = pl.concat([pl.read_parquet(f) for f in trial_files], how="diagonal_relaxed")
         if "reused" in frame.columns:
             reused = int(frame.filter(pl.col("reused").fill_null(False)).height)
-    runs = sorted((json.loads(p.read_text()) for p in layout.runs.glob("*.json")), key=lambda r: r["started"])
+    runs = sorted((read_record(RunRecord, p) for p in layout.runs.glob("*.json")), key=lambda r: r.started)
     return StudyStatus(
         results_dir=root, trials=len(plans), finished=finished, failed=failed, running=running, pending=pending,
-        stage_trainings_naive=sum(len(p["stages"]) for p in plans), distinct_stages=len(keys),
+        stage_trainings_naive=sum(len(p.stage_keys) for p in plans), distinct_stages=len(keys),
         stages_trained=trained, stage_uses_reused=reused,
         last_run=runs[-1] if runs else None,
     )
@@ -88,11 +87,11 @@ def render_status(status: StudyStatus) -> str:
         f"{status.stage_uses_reused} stage uses reused a stored stage",
     ]
     if status.last_run:
-        run = status.last_run
-        lines.append(f"last run {run['run_id']}{' (resume)' if run.get('resume') else ''}: "
-                     f"{run['stage_trainings_executed']} stage trainings executed, "
-                     f"{run['stages_reused_from_earlier_runs']} reused from earlier runs, "
-                     f"{run['trials_skipped']} trials skipped as finished")
+        run, counts = status.last_run, status.last_run.counts
+        lines.append(f"last run {run.run_id}{' (resume)' if run.resume else ''}: "
+                     f"{counts.stage_trainings_executed} stage trainings executed, "
+                     f"{counts.stages_reused_from_earlier_runs} reused from earlier runs, "
+                     f"{counts.trials_skipped} trials skipped as finished")
     if status.failed:
         lines.append("failures:")
         lines.extend(f"  {trial_id}: {reason}" for trial_id, reason in sorted(status.failed.items()))

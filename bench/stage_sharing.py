@@ -43,6 +43,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from contract.keys import BASE_KEY_PREFIX  # noqa: E402
+from contract.layout import StageLayout, StudyLayout  # noqa: E402
 from study.orchestrate import chat_format  # noqa: E402
 from study.planner import base_identity, build_plans  # noqa: E402
 from study.spec import StudySpec  # noqa: E402
@@ -363,12 +365,12 @@ def tiny_spec(name: str, storage: str, data_dir: str, stage2_lrs: Sequence[float
 
 
 def ledger_trainings(study_dir: Path) -> int | None:
-    """Stage trainings recorded by the stage store's ledger (`stages/<key>/record.json`, one per
-    trained stage; `base-*` entries are the base model's evaluation, not a training), or None."""
-    records = sorted((study_dir / "stages").glob("*/record.json"))
+    """Stage trainings recorded in the stage store (`stages/<key>/record.json`, one per trained
+    stage; `base-*` entries are the base model's evaluation, not a training), or None."""
+    records = sorted(StudyLayout(study_dir).stages.glob(f"*/{StageLayout.RECORD}"))
     if not records:
         return None
-    return sum(1 for r in records if not r.parent.name.startswith("base-"))
+    return sum(1 for r in records if not r.parent.name.startswith(BASE_KEY_PREFIX))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@
 - methods.py: the stage methods, eval modes, DPO references and RL prompt modes, and what each
   method needs of TRL (the study checks them, trainables runs them, analysis reads them back).
 - layout.py: where everything lives in a study folder.
+- records.py: the JSON records in it (trial end marker, stage record, run record), their statuses.
 - content_hash.py: the one content hash behind stage keys, trial ids and measurement keys.
+- keys.py: the recipes of trial ids, base-stage, measurement and validation keys.
 - atomic.py: writing a file or a folder so that no reader ever sees half of it.
 - problems.py: the one problem type of YAML files (path, line, message, "did you mean"), and
   TokenizationError, the user's-setup problem of a model that cannot score a task as trained.

@@ -79,7 +79,8 @@ class StageLayout:
 
     @property
     def record(self) -> Path:
-        """Written last: the stage record (who trained the stage, in which run, how it ended)."""
+        """Written last: the stage record (contract.records.StageRecord: who trained the stage,
+        in which run, how it ended)."""
         return self.folder / self.RECORD
 
     @property

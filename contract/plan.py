@@ -20,7 +20,7 @@ parts of a plan first, the trial plan last); its length is one short class per p
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Self
 
 from contract.content_hash import content_hash
 from contract.methods import SCORE_MODE
@@ -66,6 +66,18 @@ def _flat(cls, data: Mapping[str, Any]):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+class _FlatPart:
+    """Base of the plan parts (dataclasses) whose dict form is simply their fields, in order,
+    every one written; the others (a setting left out when unset, a nested part) write their own."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain_data(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return _flat(cls, data)
+
+
 def _optional_tuple(value: Any) -> tuple | None:
     return None if value is None else tuple(value)
 
@@ -74,7 +86,7 @@ def _optional_tuple(value: Any) -> tuple | None:
 
 
 @dataclass(frozen=True)
-class ModelPlan:
+class ModelPlan(_FlatPart):
     """The study's model as every stage loads it: the spec's `model` block, where stage 0 loads
     it from (`path`: the built tiny model's folder, else the name) and whether it is prompted
     through its chat template (`chat`: model.chat_template resolved by the planner's caller)."""
@@ -87,16 +99,9 @@ class ModelPlan:
     path: str
     chat: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelPlan":
-        return _flat(cls, data)
-
 
 @dataclass(frozen=True)
-class TrainingPlan:
+class TrainingPlan(_FlatPart):
     """Optimizer and schedule shared by every stage (paper §2.2), and the evaluation batch."""
 
     adam_beta1: float
@@ -107,16 +112,9 @@ class TrainingPlan:
     max_grad_norm: float
     eval_batch_size: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainingPlan":
-        return _flat(cls, data)
-
 
 @dataclass(frozen=True)
-class GenerationPlan:
+class GenerationPlan(_FlatPart):
     """Free-text evaluation settings (a plan has them only when some evaluation generates)."""
 
     classifier: str
@@ -125,16 +123,9 @@ class GenerationPlan:
     answer_max_new_tokens: int
     batch_size: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "GenerationPlan":
-        return _flat(cls, data)
-
 
 @dataclass(frozen=True)
-class CurvaturePlan:
+class CurvaturePlan(_FlatPart):
     """Hessian curvature measured after the listed stages (measurement only: in no stage key)."""
 
     enabled: bool
@@ -153,13 +144,6 @@ class CurvaturePlan:
     def measures(self, stage: int) -> bool:
         """Whether curvature is measured after stage number `stage`."""
         return self.enabled and stage in self.stages
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain_data(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CurvaturePlan":
-        return _flat(cls, data)
 
 
 @dataclass(frozen=True)
@@ -197,34 +181,20 @@ class EvalTaskPlan:
 
 
 @dataclass(frozen=True)
-class ReplayPlan:
+class ReplayPlan(_FlatPart):
     """Mix a sample of an earlier stage's training examples into this stage's."""
 
     from_stage: int
     fraction: float
     only: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ReplayPlan":
-        return _flat(cls, data)
-
 
 @dataclass(frozen=True)
-class DpoPlan:
+class DpoPlan(_FlatPart):
     """A DPO stage's settings: beta and the reference policy ('stage_start' or 'base')."""
 
     beta: float
     reference: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DpoPlan":
-        return _flat(cls, data)
 
 
 @dataclass(frozen=True)

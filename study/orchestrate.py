@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contract.atomic import write_text_atomic
+from contract.atomic import write_json_atomic, write_text_atomic
+from contract.keys import measure_keys
 from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
 from contract.problems import TokenizationError
+from contract.records import FINISHED, RunCounts, RunRecord, TrialMarker, read_record, write_record
 from study.planner import SampledPlans, build_plans, collect_plans
 from study.spec import StudySpec
 from study.spec import study_dir as resolve_study_dir
@@ -48,7 +49,7 @@ class RunOutcome:
     failed: list[str]
     report: Path | None
     counts: dict[str, int] = field(default_factory=dict)
-    """stage_trainings_naive / _executed / _reused, trials_skipped (see `run_counts`)."""
+    """The run record's counts (contract.records.RunCounts, as a dict)."""
 
 
 class RunPlans:
@@ -84,29 +85,27 @@ def plan_point(plan: TrialPlan) -> dict[str, Any]:
 def finished_trials(study_dir: Path, plans: list[TrialPlan]) -> set[str]:
     """Trials an earlier run finished (or saw fail deterministically, e.g. diverge) with the
     same measurement settings: their rows are complete and need no new run."""
-    from trainables.chain import measure_keys
-
     return {plan.trial_id for plan in plans
-            if (record := _marker(study_dir, plan.trial_id)) is not None
-            and all(record.get(k) == v for k, v in measure_keys(plan).items())}
+            if (marker := _marker(study_dir, plan.trial_id)) is not None
+            and marker.measure_keys == measure_keys(plan)}
 
 
-def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: int) -> dict[str, int]:
+def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: int) -> RunCounts:
     """Stage trainings this run executed against the naive count (every trial training every
     stage of its chain), and stages it reused from earlier runs."""
-    from trainables.stage_store import run_records
+    from trainables.stage_store import stage_records
 
     keys = {s.stage_key for p in plans for s in p.stages}
-    records = {r["stage_key"]: r for r in run_records(study_dir) if r["stage_key"] in keys}
-    executed = sum(1 for r in records.values() if r["run_id"] == run_id)
-    return {
-        "trials": len(plans),
-        "trials_skipped": skipped,
-        "stage_trainings_naive": sum(len(p.stages) for p in plans),
-        "distinct_stages": len(keys),
-        "stage_trainings_executed": executed,
-        "stages_reused_from_earlier_runs": sum(1 for r in records.values() if r["run_id"] != run_id),
-    }
+    records = [r for r in stage_records(study_dir) if r.stage_key in keys]
+    executed = sum(1 for r in records if r.run_id == run_id)
+    return RunCounts(
+        trials=len(plans),
+        trials_skipped=skipped,
+        stage_trainings_naive=sum(len(p.stages) for p in plans),
+        distinct_stages=len(keys),
+        stage_trainings_executed=executed,
+        stages_reused_from_earlier_runs=len(records) - executed,
+    )
 
 
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
@@ -172,15 +171,15 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
         write_plans(study_dir, plans)
         pending = plans
     # Failed (diverged) trials: those of this run, and those a resume skipped (still failed).
-    failed += [f"{p.trial_id}: {m['failure']}" for p in plans
-               if (m := _marker(study_dir, p.trial_id)) and m["status"] != "finished"]
+    failed += [f"{p.trial_id}: {m.failure}" for p in plans
+               if (m := _marker(study_dir, p.trial_id)) and m.status != FINISHED]
     counts = run_counts(study_dir, plans, run.run_id, skipped=len(done))
-    write_text_atomic(StudyLayout(study_dir).run(run.run_id), json.dumps(
-        {"run_id": run.run_id, "resume": bool(resume), "started": started, "finished": time.time(),
-         **counts, "failed": failed}, indent=1))
-    log(f"[study] stage trainings: {counts['stage_trainings_executed']} executed, "
-        f"{counts['stages_reused_from_earlier_runs']} reused from earlier runs, "
-        f"naive count {counts['stage_trainings_naive']} ({counts['distinct_stages']} distinct stages)")
+    write_record(StudyLayout(study_dir).run(run.run_id), RunRecord(
+        run_id=run.run_id, resume=bool(resume), started=started, finished=time.time(), counts=counts,
+        failed=tuple(failed)))
+    log(f"[study] stage trainings: {counts.stage_trainings_executed} executed, "
+        f"{counts.stages_reused_from_earlier_runs} reused from earlier runs, "
+        f"naive count {counts.stage_trainings_naive} ({counts.distinct_stages} distinct stages)")
     report_path = None
     if report:
         from analysis.report import write_report
@@ -189,12 +188,14 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
             report_path = write_report(study_dir)
         except FileNotFoundError as exc:  # e.g. every trial failed before its first evaluation
             log(f"[study] no report written: {exc}")
-    return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path, counts=counts)
+    return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path,
+                      counts=counts.to_dict())
 
 
 def write_plans(study_dir: Path, plans: list[TrialPlan]) -> None:
-    """plans.json: the trials of the latest run, in their dict form (contract.plan)."""
-    write_text_atomic(StudyLayout(study_dir).plans, json.dumps([p.to_dict() for p in plans], indent=1))
+    """plans.json: the trials of the latest run, in their dict form (contract.plan), keys in
+    the order to_dict writes them."""
+    write_json_atomic(StudyLayout(study_dir).plans, [p.to_dict() for p in plans], sort_keys=False)
 
 
 def check_example_counts(spec: StudySpec) -> None:
@@ -317,6 +318,5 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
     return list(tuner.fit())
 
 
-def _marker(study_dir: Path, trial_id: str) -> dict | None:
-    path = StudyLayout(study_dir).trial_marker(trial_id)
-    return json.loads(path.read_text()) if path.is_file() else None
+def _marker(study_dir: Path, trial_id: str) -> TrialMarker | None:
+    return read_record(TrialMarker, StudyLayout(study_dir).trial_marker(trial_id))

@@ -11,8 +11,8 @@ its chat template. Identity is content-addressed:
   selection, training settings, every earlier stage, its own method/task/hyperparameters/seed,
   and under seed_scope 'order_and_data' the seed that draws its training subsample).
   Two trials whose chains share a prefix share those stages' keys.
-- trial_id: `<chain>-<seed>-<hash>` from the chain's stage keys, never a timestamp, so a rerun
-  writes to the same place and overwrites instead of duplicating.
+- trial_id: `<chain>-<seed>-<hash>` from the chain's stage keys (contract.keys.trial_id), never
+  a timestamp, so a rerun writes to the same place and overwrites instead of duplicating.
 
 A `search:` study's points are sampled while it runs: `SampledPlans` builds the plan of each
 sampled config with the same code (so a point gets the trial id a grid would give it), and
@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from contract.content_hash import content_hash
-from contract.plan import (PLAN_VERSION, QA_PAIRS, REWARD_INPUT_VERSION, CurvaturePlan, DpoPlan, EvalTaskPlan,
-                           GenerationPlan, ModelPlan, OnlineRLPlan, ReplayPlan, RewardPlan, StagePlan, TrainingPlan,
+from contract.keys import trial_id
+from contract.plan import (PLAN_VERSION, REWARD_INPUT_VERSION, CurvaturePlan, DpoPlan, EvalTaskPlan, GenerationPlan,
+                           ModelPlan, OnlineRLPlan, ReplayPlan, RewardPlan, RewardTrainingPlan, StagePlan, TrainingPlan,
                            TrialPlan)
 from study.points import config_point, grid_points, resolve_stages
-from study.spec import StageSpec, StudySpec, stage_seed
+from study.spec import RewardSpec, StageSpec, StudySpec, stage_seed
 from study.spec_loading import spec_from_dict
 from study.start_points import apply_start_points
-from tasks import reward_sources
+from tasks import get_task, register_task_file, resolve_option_counts, reward_sources
 
 
 def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | None, chat: bool) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def trial_plan(spec: StudySpec, chain: str, point: Mapping[str, Any], seed: int,
         parent = planned.stage_key
         stages.append(planned)
     return TrialPlan(
-        trial_id=f"{chain}-{seed}-{content_hash([s.stage_key for s in stages], 8)}",
+        trial_id=trial_id(chain, seed, (s.stage_key for s in stages)),
         study=spec.name,
         chain=chain,
         seed=int(seed),
@@ -115,9 +116,8 @@ def stage_plan(spec: StudySpec, stage: StageSpec, number: int, trial_seed: int) 
     online_rl_settings = None
     if stage.method in ("ppo", "rloo"):
         rl = getattr(stage, stage.method)
-        rl_fields = {**dataclasses.asdict(rl), "reward": RewardPlan.from_dict(
-            reward_key(stage.method, dataclasses.asdict(rl.reward), stage.task, rl.prompts))}
-        online_rl_settings = OnlineRLPlan(**rl_fields)
+        online_rl_settings = OnlineRLPlan(**{**dataclasses.asdict(rl),
+                                             "reward": reward_plan(stage.method, rl.reward, stage.task, rl.prompts)})
     return StagePlan(
         stage=number,
         method=stage.method,
@@ -143,28 +143,21 @@ def stage_plan(spec: StudySpec, stage: StageSpec, number: int, trial_seed: int) 
     )
 
 
-def reward_key(method: str, reward: dict[str, Any], task: str, prompts: str) -> dict[str, Any]:
-    """An online-RL stage's reward as its stage key (and trials.method_settings) records it: the
-    named model, or the training settings of one trained in the stage, with what it is trained on
-    when that is not the task's QA pairs (`tasks.reward_sources.reward_data`; reward models trained on
-    those keep their keys) and the version of the text a reward model reads wherever it may read
-    text (RLOO always; PPO when the named model has its own tokenizer; `text_reward`).
-    `reward`: the study's reward settings (model, steps, learning_rate, batch_size)."""
-    if reward["model"]:
-        key: dict[str, Any] = {"model": reward["model"]}
-    else:
-        key = {"train": {k: reward[k] for k in ("steps", "learning_rate", "batch_size")}}
-        data = reward_sources.reward_data(task, prompts)
-        if data != QA_PAIRS:
-            key["train"]["data"] = data
-    if method == "rloo" or reward["model"]:
-        key["input"] = REWARD_INPUT_VERSION
-    return key
+def reward_plan(method: str, reward: RewardSpec, task: str, prompts: str) -> RewardPlan:
+    """An online-RL stage's reward: the named model, or the training settings of one trained in
+    the stage with what it is trained on (`tasks.reward_sources.reward_data`), and the version of
+    the text a reward model reads wherever it may read text (RLOO always; PPO when the named
+    model has its own tokenizer; `text_reward`). Its key form (what the stage key and
+    trials.method_settings record) is RewardPlan.to_dict's."""
+    train = None
+    if not reward.model:
+        train = RewardTrainingPlan(steps=reward.steps, learning_rate=reward.learning_rate,
+                                   batch_size=reward.batch_size, data=reward_sources.reward_data(task, prompts))
+    reads_text = method == "rloo" or bool(reward.model)
+    return RewardPlan(model=reward.model or None, train=train, input=REWARD_INPUT_VERSION if reads_text else None)
 
 
 def task_version(task: str) -> str:
-    from tasks import get_task
-
     return get_task(task).keyed_version()
 
 
@@ -172,8 +165,6 @@ def option_counts_entry(task: str, requested: tuple[int, ...] | None) -> tuple[i
     """The option counts a study keeps of a task, for the plan (workers load with them) and so
     for stage and measurement keys; None when they are the task's default, so studies that keep
     the default share stages with each other whether or not they spell it out."""
-    from tasks import get_task, resolve_option_counts
-
     definition = get_task(task)
     counts = resolve_option_counts(definition, requested)
     return None if counts == definition.option_counts else tuple(counts)
@@ -183,8 +174,6 @@ def register_task_files(spec: StudySpec) -> None:
     """Make the study's YAML tasks known in this process (a Ray worker building a sampled
     point's plan knows only the built-in ones)."""
     if spec.task_files:
-        from tasks import register_task_file
-
         for path in spec.task_files:
             register_task_file(path)
 
@@ -193,8 +182,6 @@ def eval_task_plan(spec: StudySpec, task: str) -> EvalTaskPlan:
     """What evaluating one task after a stage depends on (it feeds the measurement key, so a
     task-version bump or a new mode re-evaluates stored stages instead of reusing old rows).
     Its limit, option counts and modes enter the key only when they differ from the defaults."""
-    from tasks import get_task
-
     settings = spec.task_settings(task)
     return EvalTaskPlan(task=task, size=settings.eval_size, version=get_task(task).keyed_version(),
                         limit=settings.limit, option_counts=option_counts_entry(task, settings.option_counts),
@@ -203,8 +190,6 @@ def eval_task_plan(spec: StudySpec, task: str) -> EvalTaskPlan:
 
 def uses_generation(spec: StudySpec) -> bool:
     """Whether any evaluation generates text (so the generation settings shape its results)."""
-    from tasks import get_task
-
     return any(get_task(t).kind == "generation" or "generate" in spec.task_settings(t).eval_modes
                for t in spec.all_eval_tasks())
 

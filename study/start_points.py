@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from contract.content_hash import content_hash
+from contract.keys import trial_id
 from contract.plan import TOKENIZATION_VERSION, StartFromPlan, TrialPlan
 from study.points import resolve_stages
 from study.spec import StudySpec
@@ -56,7 +57,6 @@ def apply_start_points(spec: StudySpec, plans: list[TrialPlan]) -> list[TrialPla
         new_stages[index] = dataclasses.replace(new_stages[index], start_from=StartFromPlan(
             mode="best_seed", validation_size=selection_size, validation_split=SELECTION_SPLIT,
             candidates=tuple(candidates)))
-        keys = [s.stage_key for s in new_stages]
         out.append(dataclasses.replace(plan, stages=tuple(new_stages),
-                                       trial_id=f"{plan.chain}-{plan.seed}-{content_hash(keys, 8)}"))
+                                       trial_id=trial_id(plan.chain, plan.seed, (s.stage_key for s in new_stages))))
     return out

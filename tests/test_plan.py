@@ -299,10 +299,16 @@ def test_best_seed_stage_names_its_validation_split():
 def test_reward_key_records_the_reward_data_and_the_text_input_version(monkeypatch):
     """A trained reward model's data and a text-reading reward model's input enter the stage
     key, so stages trained on the earlier data or scored on the earlier input are not reused."""
-    import study.planner as plan
+    import types
+
+    import study.planner as planner
     from contract.plan import REWARD_INPUT_VERSION
+    from study.spec import RewardSpec
     from tasks import reward_sources as reward_data
 
+    # The reward's key form (RewardPlan.to_dict of what the planner builds), under the name below.
+    plan = types.SimpleNamespace(reward_key=lambda method, reward, task, prompts: planner.reward_plan(
+        method, RewardSpec(**reward), task, prompts).to_dict())
     trained = {"model": None, "steps": 5, "learning_rate": 1e-3, "batch_size": 8}
     settings = {"steps": 5, "learning_rate": 1e-3, "batch_size": 8}
     assert plan.reward_key("ppo", trained, "toxigen_qa", "statements") == {

@@ -15,10 +15,11 @@ import time
 import polars as pl
 import pytest
 
+from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
 from study.planner import build_plans
 from study.spec_loading import spec_from_dict
-from trainables.chain import divergence, forgetting_metrics, run_chain, trial_marker
+from trainables.chain import divergence, forgetting_metrics, run_chain
 from trainables.stage_store import StageStore
 
 
@@ -75,12 +76,12 @@ def test_records_count_within_their_run_and_across_runs_only_when_reusing(tmp_pa
         entry.finish(trial_id="t1", status="finished")
         assert entry.usable_record() is None, "a finished record without a checkpoint is not usable"
         entry.publish_checkpoint(entry.checkpoint_staging())
-        assert entry.usable_record()["trained_by"] == "t1"
+        assert entry.usable_record().trained_by == "t1"
     assert StageStore(tmp_path, RunInfo("run2")).entry("abc").usable_record() is None
-    assert StageStore(tmp_path, RunInfo("run2", reuse_earlier_runs=True)).entry("abc").usable_record()["run_id"] == "run1"
+    assert StageStore(tmp_path, RunInfo("run2", reuse_earlier_runs=True)).entry("abc").usable_record().run_id == "run1"
     with store.claim("nan") as entry:
         entry.finish(trial_id="t1", status="diverged", reason="non-finite loss")
-        assert entry.usable_record()["reason"] == "non-finite loss"  # a diverged stage needs no checkpoint
+        assert entry.usable_record().reason == "non-finite loss"  # a diverged stage needs no checkpoint
 
 
 # ---------------------------------------------------------------- metrics
@@ -168,7 +169,7 @@ def test_two_trials_sharing_a_first_stage_train_it_once(tiny_model_path, data_di
         assert by_trial[0].equals(by_trial[1])
     train_log = pl.read_parquet(study / "train_log" / "*.parquet")
     assert train_log.filter(pl.col("stage") == 1).group_by("trial_id").len().height == 2  # b has its copy
-    assert json.loads(trial_marker(study, b["trial_id"]).read_text())["status"] == "finished"
+    assert json.loads(StudyLayout(study).trial_marker(b["trial_id"]).read_text())["status"] == "finished"
 
     _run(b, "run2")  # a plain rerun: trains its stages again
     record = json.loads((study / "stages" / b["stages"][0]["stage_key"] / "record.json").read_text())
@@ -192,7 +193,7 @@ def test_a_diverging_stage_fails_with_its_reason_and_skips_the_rest(tiny_model_p
     assert rows["status"].to_list() == ["failed", "skipped"]
     assert "non-finite" in rows["failure"][0]
     assert not (study / "stages" / plan["stages"][0]["stage_key"] / "checkpoint").exists()
-    marker = json.loads(trial_marker(study, plan["trial_id"]).read_text())
+    marker = json.loads(StudyLayout(study).trial_marker(plan["trial_id"]).read_text())
     assert marker["status"] == "failed" and "non-finite" in marker["failure"]
     assert sorted(pl.read_parquet(study / "evals" / "*.parquet")["stage"].unique()) == [0]
 

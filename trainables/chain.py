@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
 
 from contract.atomic import write_json_atomic
-from contract.content_hash import content_hash
+from contract.keys import base_stage_key, measure_keys, validation_key
 from contract.layout import StudyLayout, stage_part, trial_part
-from contract.plan import TOKENIZATION_VERSION, StagePlan, TrialPlan
+from contract.plan import StagePlan, TrialPlan
+from contract.records import DIVERGED, FAILED, FINISHED, PENDING, SKIPPED, StageRecord, TrialMarker, write_record
 from contract.schema import ALL, FORGETTING_METRICS, PRIMARY_GROUPINGS, STAGE_TABLES, TABLE_NAMES
 from tasks import load_examples
 from tasks.definition import SELECTION_SPLIT
@@ -40,29 +41,13 @@ from trainables.models import load_model_and_tokenizer, save_checkpoint
 from trainables.replay import replay_rows, replay_sample
 from trainables.results_writer import write_part
 from trainables.stage_measurements import curvature_rows, weight_row
-from trainables.stage_store import MEASURE_KEY_DIGITS, StageEntry, StageStore, base_stage_key
+from trainables.stage_store import StageEntry, StageStore
 from trainables.stages import get_runner
 from trainables.tokenization import encoder_for
 
 Reporter = Callable[[dict[str, Any]], None]
 
 
-def measure_keys(plan: TrialPlan) -> dict[str, str]:
-    """What a stage's stored measurements depend on besides its weights (over the plan's dict
-    forms, so the keys of stored measurements stay as they were)."""
-    parts = [[e.to_dict() for e in plan.eval_tasks], plan.data_seed, plan.data_dir is None,
-             plan.model.max_length, plan.training.eval_batch_size]
-    if plan.generation is not None:  # only when some evaluation generates text
-        parts.append(plan.generation.to_dict())
-    # How answers are tokenized (trainables.tokenization): a new rule re-measures stored stages.
-    tokens = {"tokenization": TOKENIZATION_VERSION, "chat": plan.model.chat}
-    evals = content_hash(parts + [tokens], MEASURE_KEY_DIGITS)
-    curvature = content_hash([plan.curvature.to_dict(), plan.model.max_length, tokens], MEASURE_KEY_DIGITS)
-    return {"evals": evals, "curvature": curvature}
-
-
-def trial_marker(study_dir: str | Path, trial_id: str) -> Path:
-    return StudyLayout(Path(study_dir)).trial_marker(trial_id)
 
 
 def register_plan_tasks(plan: TrialPlan) -> None:
@@ -101,7 +86,7 @@ def run_chain(plan: TrialPlan, *, report: Reporter | None = None, executor: str 
     for index in range(len(chain.plan.stages)):
         metrics = chain.stage(index)
         report(metrics)
-        if metrics["status"] != "finished":
+        if metrics["status"] != FINISHED:
             break
     chain.finish()
     # Only on a normal end: after an exception rank 0 must not wait at the followers' barrier
@@ -125,11 +110,11 @@ class _ChainRun:
         self._loaded: tuple[str, Any, Any] | None = None  # (stage key, model, tokenizer)
         self.accuracy: dict[int, dict[str, dict[str, float]]] = {}  # stage -> task -> group -> acc
         # Marker first: a kill between the two must not leave "finished" beside no rows.
-        trial_marker(self.study_dir, self.trial_id).unlink(missing_ok=True)
+        StudyLayout(self.study_dir).trial_marker(self.trial_id).unlink(missing_ok=True)
         clear_trial_parts(self.study_dir, self.trial_id)
-        self.trial_rows = [_trial_row(plan, s, executor, status="pending") for s in plan.stages]
+        self.trial_rows = [_trial_row(plan, s, executor, status=PENDING) for s in plan.stages]
         write_part(self.study_dir, "trials", trial_part(self.trial_id), self.trial_rows)
-        self.status, self.failure = "finished", None
+        self.status, self.failure = FINISHED, None
         self.selection: dict[int, str] = {}  # stage -> how its start point was chosen (JSON)
 
     # -- models and data, loaded only when something must be computed -------------------------
@@ -160,7 +145,7 @@ class _ChainRun:
                 entry.reset()
             self._ensure_evals(entry, key, self.plan.model.path)
             if entry.record() is None:
-                entry.finish(trial_id=self.trial_id, status="finished")
+                entry.finish(trial_id=self.trial_id, status=FINISHED)
         return self._publish_evals(entry, 0)
 
     def resolve_start_points(self) -> None:
@@ -178,7 +163,7 @@ class _ChainRun:
             own = [c for c in start.candidates if c[-1].seed == stages[index - 1].seed]
             for candidate in own + [c for c in start.candidates if c not in own]:
                 for i in range(len(candidate)):
-                    if self._ensure_stage(candidate, i)[1]["status"] != "finished":
+                    if self._ensure_stage(candidate, i)[1].status != FINISHED:
                         break  # diverged: its later stages have no checkpoint to start from
             scores, n_validation = [], None
             for candidate in start.candidates:  # in seed order
@@ -200,13 +185,13 @@ class _ChainRun:
         """(accuracy, examples scored) of a stage's model on a stratified sample of `size`
         examples of its task's validation split, stored with the stage; None if it diverged."""
         entry = self.store.entry(stage.stage_key)
-        key = content_hash([SELECTION_SPLIT, size, self.keys["evals"]], MEASURE_KEY_DIGITS)
+        key = validation_key(SELECTION_SPLIT, size, self.keys)
         path = entry.paths.measure("validation", key, ".json")
         if path.is_file():
             stored = json.loads(path.read_text())
             return stored["accuracy"], stored["n"]
         record = entry.usable_record()
-        if record is None or record["status"] != "finished":
+        if record is None or record.status != FINISHED:
             return None
         examples = validation_examples(self.plan, stage, size)
         model, tokenizer = self.model_at(stage.stage_key, entry.checkpoint)
@@ -216,7 +201,7 @@ class _ChainRun:
         write_json_atomic(path, {"accuracy": accuracy, "n": len(scored), "split": SELECTION_SPLIT})
         return accuracy, len(scored)
 
-    def _ensure_stage(self, stages: tuple[StagePlan, ...], index: int) -> tuple[StageEntry, dict]:
+    def _ensure_stage(self, stages: tuple[StagePlan, ...], index: int) -> tuple[StageEntry, StageRecord]:
         """Stage `index` of `stages`, stored: reused, or trained here under its lock."""
         stage = stages[index]
         previous_path = self.store.entry(stages[index - 1].stage_key).checkpoint if index else self.plan.model.path
@@ -225,7 +210,7 @@ class _ChainRun:
             if record is None:
                 entry.reset()
                 record = self._train(entry, stage, previous_path, stages)
-            if record["status"] == "finished":
+            if record.status == FINISHED:
                 self._ensure_evals(entry, stage.stage_key, entry.checkpoint)
                 self._ensure_curvature(entry, stage)
         return entry, record
@@ -234,30 +219,30 @@ class _ChainRun:
         stage = self.plan.stages[index]
         number = stage.stage
         entry, record = self._ensure_stage(self.plan.stages, index)
-        reused = not (record["trained_by"] == self.trial_id and record["run_id"] == self.store.run.run_id)
+        reused = not (record.trained_by == self.trial_id and record.run_id == self.store.run.run_id)
         for table in STAGE_TABLES:
             rows = entry.rows(table, self.trial_id)
             if rows:
                 write_part(self.study_dir, table, stage_part(self.trial_id, number), rows)
         self.trial_rows[index] = _trial_row(
-            self.plan, stage, self.executor, status="finished" if record["status"] == "finished" else "failed",
-            seconds=record.get("train_seconds"), n_train=record.get("n_train_examples"),
-            trained_by=record["trained_by"], reused=reused, failure=record.get("reason"),
+            self.plan, stage, self.executor, status=FINISHED if record.status == FINISHED else FAILED,
+            seconds=record.train_seconds, n_train=record.n_train_examples,
+            trained_by=record.trained_by, reused=reused, failure=record.reason,
             start_from=self.selection.get(number))
-        if record["status"] != "finished":
-            self.status, self.failure = "failed", f"stage {number}: {record.get('reason')}"
+        if record.status != FINISHED:
+            self.status, self.failure = FAILED, f"stage {number}: {record.reason}"
             for later in range(index + 1, len(self.trial_rows)):
-                self.trial_rows[later] = {**self.trial_rows[later], "status": "skipped",
+                self.trial_rows[later] = {**self.trial_rows[later], "status": SKIPPED,
                                           "failure": f"stage {number} failed"}
             write_part(self.study_dir, "trials", trial_part(self.trial_id), self.trial_rows)
-            return {**self._metrics(number), "status": "failed", "failure": self.failure}
+            return {**self._metrics(number), "status": FAILED, "failure": self.failure}
         write_part(self.study_dir, "trials", trial_part(self.trial_id), self.trial_rows)
         metrics = self._publish_evals(entry, number)
         log_rows = entry.rows("train_log", self.trial_id)
-        metrics.update({"train_seconds": record.get("train_seconds"),
+        metrics.update({"train_seconds": record.train_seconds,
                         "train_loss": log_rows[-1]["loss"] if log_rows else float("nan")})
         if self.plan.curvature.measures(number):
-            rows = entry.measure("curvature", self.keys["curvature"], self.trial_id)
+            rows = entry.measure("curvature", self.keys.curvature, self.trial_id)
             write_part(self.study_dir, "curvature", stage_part(self.trial_id, number), rows)
             top = next((r for r in rows if r["group"] == ALL and r["eigenvalue"] is not None), None)
             if top is not None:
@@ -265,7 +250,7 @@ class _ChainRun:
         return metrics
 
     def _train(self, entry: StageEntry, stage: StagePlan, previous_path: Path | str,
-               stages: tuple[StagePlan, ...]) -> dict:
+               stages: tuple[StagePlan, ...]) -> StageRecord:
         """Train one stage from the previous stage's checkpoint; store checkpoint, rows, record."""
         number = stage.stage
         # Always from the stored checkpoint (not a model still in memory): a trial that trained
@@ -285,35 +270,35 @@ class _ChainRun:
         facts = {"train_seconds": seconds, "n_train_examples": outcome.n_examples}
         reason = divergence(outcome.log_rows, model)
         if reason:
-            return entry.finish(trial_id=self.trial_id, status="diverged", reason=reason, **facts)
+            return entry.finish(trial_id=self.trial_id, status=DIVERGED, reason=reason, **facts)
         staging = entry.checkpoint_staging()
         save_checkpoint(model, tokenizer, staging)
         entry.write_rows("weights", [weight_row(self.trial_id, number, staging, previous_path, self.plan.model.path)])
         entry.publish_checkpoint(staging)
         self._loaded = (entry.key, model, tokenizer)
-        return entry.finish(trial_id=self.trial_id, status="finished", **facts)
+        return entry.finish(trial_id=self.trial_id, status=FINISHED, **facts)
 
     # -- measurements ---------------------------------------------------------------------------
 
     def _ensure_evals(self, entry: StageEntry, key: str, path: Path | str) -> None:
-        if entry.has_measure("evals", self.keys["evals"]) and entry.has_measure("predictions", self.keys["evals"]):
+        if entry.has_measure("evals", self.keys.evals) and entry.has_measure("predictions", self.keys.evals):
             return
         model, tokenizer = self.model_at(key, path)
         eval_rows, prediction_rows = evaluate_rows(self.plan, model, tokenizer, self.eval_sets())
-        entry.write_measure("predictions", self.keys["evals"], prediction_rows)
-        entry.write_measure("evals", self.keys["evals"], eval_rows)
+        entry.write_measure("predictions", self.keys.evals, prediction_rows)
+        entry.write_measure("evals", self.keys.evals, eval_rows)
 
     def _ensure_curvature(self, entry: StageEntry, stage: StagePlan) -> None:
-        if not self.plan.curvature.measures(stage.stage) or entry.has_measure("curvature", self.keys["curvature"]):
+        if not self.plan.curvature.measures(stage.stage) or entry.has_measure("curvature", self.keys.curvature):
             return
         rows = curvature_rows(self.plan, stage, entry.checkpoint, _train_examples(self.plan, stage))
-        entry.write_measure("curvature", self.keys["curvature"], rows)
+        entry.write_measure("curvature", self.keys.curvature, rows)
 
     def _publish_evals(self, entry: StageEntry, number: int) -> dict[str, Any]:
         """Copy the stage's stored evals/predictions into this trial's parts; its metrics."""
-        eval_rows = [{**r, "stage": number} for r in entry.measure("evals", self.keys["evals"], self.trial_id)]
+        eval_rows = [{**r, "stage": number} for r in entry.measure("evals", self.keys.evals, self.trial_id)]
         prediction_rows = [{**r, "stage": number}
-                           for r in entry.measure("predictions", self.keys["evals"], self.trial_id)]
+                           for r in entry.measure("predictions", self.keys.evals, self.trial_id)]
         write_part(self.study_dir, "evals", stage_part(self.trial_id, number), eval_rows)
         write_part(self.study_dir, "predictions", stage_part(self.trial_id, number), prediction_rows)
         self.accuracy[number] = {}
@@ -325,7 +310,7 @@ class _ChainRun:
         return self._metrics(number)
 
     def _metrics(self, number: int) -> dict[str, Any]:
-        metrics: dict[str, Any] = {"stage": number, "trial_id": self.trial_id, "status": "finished"}
+        metrics: dict[str, Any] = {"stage": number, "trial_id": self.trial_id, "status": FINISHED}
         latest = self.accuracy.get(number, {})
         for e in self.plan.eval_tasks:
             metrics[f"{e.task}/{primary_metric(e.task)}"] = latest.get(e.task, {}).get(ALL, float("nan"))
@@ -339,10 +324,9 @@ class _ChainRun:
         return metrics
 
     def finish(self) -> None:
-        write_json_atomic(trial_marker(self.study_dir, self.trial_id), {
-            "trial_id": self.trial_id, "run_id": self.store.run.run_id, "status": self.status,
-            "failure": self.failure, "stage_keys": [s.stage_key for s in self.plan.stages], **self.keys,
-        })
+        write_record(StudyLayout(self.study_dir).trial_marker(self.trial_id), TrialMarker(
+            trial_id=self.trial_id, run_id=self.store.run.run_id, status=self.status, failure=self.failure,
+            stage_keys=tuple(s.stage_key for s in self.plan.stages), measure_keys=self.keys))
         shutil.rmtree(StudyLayout(self.study_dir).work(self.trial_id), ignore_errors=True)
 
 

@@ -10,8 +10,8 @@ The paths are contract.layout's (StudyLayout.stage, StageLayout); this is how th
                                   measurements of the checkpoint (evals, predictions, curvature),
                                   keyed by what they depend on (eval tasks and sizes, curvature
                                   settings), so changing the eval set re-measures, never retrains
-        record.json               written last: the ledger entry (who trained it, in which run,
-                                  finished or diverged and why)
+        record.json               written last: the stage record (contract.records.StageRecord:
+                                  who trained it, in which run, finished or diverged and why)
         .lock                     flock: one trial trains a stage, the others wait and reuse it
         holder.json               pid and host of the process holding the lock, while it does
         .checkpoint.<pid>/        the checkpoint being saved, renamed to checkpoint/ when whole
@@ -27,15 +27,14 @@ Which records count: a record made in the current run always does (so a retried 
 second trial sharing the prefix, reuses it). Records of earlier runs count only when the run
 reuses them (`study run --resume`): a plain rerun retrains, in case the code changed.
 
-Stage 0 (the base model) is stored under `base-<hash of the model settings>`: its evaluation
-is shared the same way.
+Stage 0 (the base model) is stored under `base-<hash of the model settings>`
+(contract.keys.base_stage_key): its evaluation is shared the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import socket
@@ -46,19 +45,11 @@ from typing import Any, Iterator, Sequence
 import pyarrow.parquet as pq
 
 from contract.atomic import write_json_atomic
-from contract.content_hash import content_hash
+from contract.keys import BASE_KEY_PREFIX
 from contract.layout import StageLayout, StudyLayout
-from contract.plan import ModelPlan, RunInfo
+from contract.plan import RunInfo
+from contract.records import FINISHED, StageRecord, read_record, write_record
 from trainables.results_writer import write_rows as write_parquet_rows
-
-MEASURE_KEY_DIGITS = 12  # hex digits of measurement and base-stage keys (stage keys have 16)
-BASE_KEY_PREFIX = "base-"  # stage 0's keys: its entry holds measurements only, never a checkpoint
-
-
-def base_stage_key(model: ModelPlan) -> str:
-    """Key of stage 0: the base model as loaded (path and dtype)."""
-    identity = {"name": model.name, "path": model.path, "dtype": model.dtype, "max_length": model.max_length}
-    return BASE_KEY_PREFIX + content_hash(identity, MEASURE_KEY_DIGITS)
 
 
 def read_rows(path: Path, trial_id: str) -> list[dict[str, Any]]:
@@ -84,17 +75,16 @@ class StageEntry:
     def checkpoint(self) -> Path:
         return self.paths.checkpoint
 
-    def record(self) -> dict | None:
-        path = self.paths.record
-        return json.loads(path.read_text()) if path.is_file() else None
+    def record(self) -> StageRecord | None:
+        return read_record(StageRecord, self.paths.record)
 
-    def usable_record(self) -> dict | None:
-        """The ledger record if this run may reuse it (see the module docstring), else None."""
+    def usable_record(self) -> StageRecord | None:
+        """The stage record if this run may reuse it (see the module docstring), else None."""
         record = self.record()
         if record is None:
             return None
-        if record.get("run_id") == self.run.run_id or self.run.reuse_earlier_runs:
-            if record["status"] != "finished" or self.checkpoint.is_dir() or self.key.startswith(BASE_KEY_PREFIX):
+        if record.run_id == self.run.run_id or self.run.reuse_earlier_runs:
+            if record.status != FINISHED or self.checkpoint.is_dir() or self.key.startswith(BASE_KEY_PREFIX):
                 return record
         return None
 
@@ -126,10 +116,14 @@ class StageEntry:
     def write_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         write_parquet_rows(self.paths.rows(table), table, rows)
 
-    def finish(self, *, trial_id: str, status: str, reason: str | None = None, **extra: Any) -> dict:
-        record = {"stage_key": self.key, "run_id": self.run.run_id, "trained_by": trial_id, "status": status,
-                  "reason": reason, "finished_at": time.time(), **extra}
-        write_json_atomic(self.paths.record, record)
+    def finish(self, *, trial_id: str, status: str, reason: str | None = None, train_seconds: float | None = None,
+               n_train_examples: int | None = None) -> StageRecord:
+        """Write the stage's record (last: it makes the entry usable). Training facts only for a
+        trained stage (a base entry is evaluated, not trained)."""
+        record = StageRecord(stage_key=self.key, run_id=self.run.run_id, trained_by=trial_id, status=status,
+                             reason=reason, finished_at=time.time(), train_seconds=train_seconds,
+                             n_train_examples=n_train_examples)
+        write_record(self.paths.record, record)
         return record
 
     # -- reading -------------------------------------------------------------------------------
@@ -176,7 +170,8 @@ class StageStore:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def run_records(study_dir: str | Path) -> list[dict]:
-    """Every ledger record in a study's stage store."""
+def stage_records(study_dir: str | Path) -> list[StageRecord]:
+    """Every stage record in a study's stage store."""
     root = StudyLayout(Path(study_dir)).stages
-    return [json.loads(p.read_text()) for p in sorted(root.glob(f"*/{StageLayout.RECORD}"))] if root.is_dir() else []
+    paths = sorted(root.glob(f"*/{StageLayout.RECORD}")) if root.is_dir() else []
+    return [read_record(StageRecord, path) for path in paths]

@@ -1,0 +1,80 @@
+"""Key recipes: how the engine's content-addressed names are derived from a plan.
+
+Every name below is `contract.content_hash` of what determines the thing it names, so equal
+content gives the same name in every process, run and machine, and a stored stage or
+measurement is found again by recomputing its key. The recipes are the storage format: a
+change to one (what goes in, its order, its length) makes every stored stage or measurement
+unreachable, so they are written once, here, and the golden plan check compares them byte for byte.
+
+- trial id:         `<chain>-<seed>-<hash of the chain's stage keys>` (study.planner, study.start_points)
+- base stage key:   `base-<hash of the model as loaded>`: stage 0's entry in the stage store
+- measure keys:     what a stage's stored measurements depend on besides its weights
+- validation key:   a best_seed candidate's stored validation accuracy
+
+The stage key itself is `StagePlan.keyed` (contract.plan: the hash of a stage's own settings and
+its parent's key); the first parent is the study's base key (study.planner.base_identity) or, for
+a best_seed stage, the hash of its candidates (study.start_points).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+from contract.content_hash import content_hash
+from contract.plan import TOKENIZATION_VERSION, ModelPlan, TrialPlan
+
+TRIAL_ID_DIGITS = 8
+"""Hex digits of the hash in a trial id (stage keys have content_hash's default 16)."""
+MEASURE_KEY_DIGITS = 12
+"""Hex digits of measurement, validation and base-stage keys."""
+BASE_KEY_PREFIX = "base-"
+"""Stage 0's keys: its stage-store entry holds measurements only, never a checkpoint."""
+
+
+def trial_id(chain: str, seed: int, stage_keys: Iterable[str]) -> str:
+    """A trial's id, from its chain's stage keys (never a timestamp: a rerun of the same trial
+    writes to the same place and overwrites instead of duplicating)."""
+    return f"{chain}-{seed}-{content_hash(list(stage_keys), TRIAL_ID_DIGITS)}"
+
+
+def base_stage_key(model: ModelPlan) -> str:
+    """Key of stage 0: the base model as loaded (name, path, dtype, max_length)."""
+    identity = {"name": model.name, "path": model.path, "dtype": model.dtype, "max_length": model.max_length}
+    return BASE_KEY_PREFIX + content_hash(identity, MEASURE_KEY_DIGITS)
+
+
+@dataclass(frozen=True)
+class MeasureKeys:
+    """What a stage's stored measurements depend on besides its weights: `evals` keys the evals
+    and predictions of every eval task, `curvature` the curvature rows. A trial's end marker
+    records them (contract.records.TrialMarker), so `--resume` sees whether a finished trial
+    was measured as the plan now asks."""
+
+    evals: str | None
+    curvature: str | None
+    """None only in a marker that lacks the key (a partial or hand-written one)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_keys(plan: TrialPlan) -> MeasureKeys:
+    """The measure keys of a trial's stages (over the plan's dict forms, so the keys of stored
+    measurements stay as they were)."""
+    parts = [[e.to_dict() for e in plan.eval_tasks], plan.data_seed, plan.data_dir is None,
+             plan.model.max_length, plan.training.eval_batch_size]
+    if plan.generation is not None:  # only when some evaluation generates text
+        parts.append(plan.generation.to_dict())
+    # How answers are tokenized (trainables.tokenization): a new rule re-measures stored stages.
+    tokens = {"tokenization": TOKENIZATION_VERSION, "chat": plan.model.chat}
+    return MeasureKeys(
+        evals=content_hash(parts + [tokens], MEASURE_KEY_DIGITS),
+        curvature=content_hash([plan.curvature.to_dict(), plan.model.max_length, tokens], MEASURE_KEY_DIGITS),
+    )
+
+
+def validation_key(split: str, size: int, keys: MeasureKeys) -> str:
+    """Key of a best_seed candidate's stored validation accuracy: the split and sample size it
+    is scored on, and how its evaluations are measured (the evals key)."""
+    return content_hash([split, size, keys.evals], MEASURE_KEY_DIGITS)
