@@ -2,8 +2,10 @@
 
 Reading a file never stops at the first problem: every problem is collected with its field path
 and, where known, its file and line, and raised once (`FileProblems` and its subclasses), so a
-researcher fixes a file in one round trip. The CLI exits 2 on any of them, and on a
-TokenizationError (a model whose tokenizer cannot score the study's tasks as trained).
+researcher fixes a file in one round trip. `read_yaml` is the one reader that keeps the line
+of every field (and catches keys written twice), so a problem can point at the line the user
+wrote. The CLI exits 2 on any of these problems, and on a TokenizationError (a model whose
+tokenizer cannot score the study's tasks as trained).
 """
 
 from __future__ import annotations
@@ -75,31 +77,73 @@ def line_for(path: str, lines: Mapping[str, int]) -> int | None:
     return None
 
 
-def yaml_line_index(text: str, duplicates: list[Problem] | None = None) -> dict[str, int]:
-    """Map field paths ('chains.tqa_arc[0].learning_rate') to 1-based YAML lines.
+KeyPath = tuple[Any, ...]
+"""A field path as keys and list indexes: ("chains", "tqa_arc", 0, "learning_rate")."""
 
-    PyYAML silently keeps the last of two equal keys; a repeated key is appended to
-    `duplicates` as a Problem, since the earlier value would be lost without a word.
-    """
+
+def format_path(path: KeyPath) -> str:
+    """("chains", "tqa_arc", 0, "learning_rate") -> "chains.tqa_arc[0].learning_rate", as a
+    problem names a field."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def line_of(path: KeyPath, lines: Mapping[KeyPath, int]) -> int | None:
+    """Line of the deepest existing ancestor of `path`, the document's first line at the last."""
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """A YAML file's data with the line of every key and list item (`lines`; () is the
+    document), and every key written twice in one mapping (`duplicates`: path, its line, the
+    line of the first one), which plain loading would silently resolve to the last value."""
+
+    data: Any
+    lines: dict[KeyPath, int]
+    duplicates: tuple[tuple[KeyPath, int, int], ...]
+
+    def field_lines(self) -> dict[str, int]:
+        """`lines` keyed by formatted field path, the document itself left out."""
+        return {format_path(path): line for path, line in self.lines.items() if path}
+
+
+def read_yaml(text: str) -> YamlDocument:
+    """Parse `text` once: the node tree (which keeps positions that plain loading throws away)
+    and the plain data constructed from it by the safe loader. Raises yaml.YAMLError."""
     import yaml
 
-    root = yaml.compose(text)
-    index: dict[str, int] = {}
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
+    lines: dict[KeyPath, int] = {}
+    duplicates: list[tuple[KeyPath, int, int]] = []
 
-    def walk(node: Any, path: str) -> None:
+    def walk(node: Any, path: KeyPath) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                child = f"{path}.{key.value}" if path else str(key.value)
-                if child in index and duplicates is not None:
-                    duplicates.append(Problem(child, f"duplicate key (also on line {index[child]})", key.start_mark.line + 1))
-                index[child] = key.start_mark.line + 1
-                walk(value, child)
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if not isinstance(key, str) or key == "<<":
+                    continue  # complex or merge keys: checked on the constructed data
+                child, line = path + (key,), key_node.start_mark.line + 1
+                if child in lines:
+                    duplicates.append((child, line, lines[child]))
+                lines[child] = line  # a key's line, so a bad value points at its key
+                walk(value_node, child)
         elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                child = f"{path}[{i}]"
-                index[child] = item.start_mark.line + 1
-                walk(item, child)
+            for index, item in enumerate(node.value):
+                lines[path + (index,)] = item.start_mark.line + 1
+                walk(item, path + (index,))
 
-    if root is not None:
-        walk(root, "")
-    return index
+    if node is not None:
+        walk(node, ())
+    return YamlDocument(data, lines, tuple(duplicates))

@@ -47,7 +47,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from contract.problems import FileProblems, Problem, line_for, yaml_line_index
+from contract.problems import FileProblems, Problem, format_path, line_for, read_yaml
 from study.spec import (
     FLOAT_AXIS_FIELDS,
     GRID_FIELDS,
@@ -92,17 +92,16 @@ def load_spec_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
         raise SpecError([Problem("", f"cannot read study file: {exc.strerror}")], source=str(path)) from exc
     except UnicodeDecodeError as exc:
         raise SpecError([Problem("", f"not UTF-8 text (byte {exc.start}): {exc.reason}")], source=str(path)) from exc
-    duplicates: list[Problem] = []
     try:
-        raw = yaml.safe_load(text)
-        lines = yaml_line_index(text, duplicates)
+        document = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise SpecError([Problem("", f"invalid YAML: {getattr(exc, 'problem', exc)}", line)], source=str(path)) from exc
-    if raw is None:
-        raw = {}
-    problems: list[Problem] = list(duplicates)
+    raw = {} if document.data is None else document.data
+    lines = document.field_lines()
+    problems = [Problem(format_path(path), f"duplicate key (also on line {first})", line)
+                for path, line, first in document.duplicates]
     variant: Any = _NO_VARIANT
     if isinstance(raw, dict):
         # Expand `model: tiny` first, so `--set model.max_length=...` works on shorthand files.

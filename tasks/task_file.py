@@ -77,12 +77,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from contract.problems import Problem
+from contract.problems import KeyPath, Problem
 from contract.schema import ALL, PRIMARY_GROUPING
 
 from .definition import ACCURACY, SPLITS
 from .source import HubSource, is_glob
-from .task_file_problems import Checker, KeyPath, TaskFileError, describe, read_yaml
+from .task_file_problems import Checker, TaskFileError, describe, read_task_yaml
 from .templates import LETTERS, MULTIPLE_CHOICE_ANSWER_PREFIX
 
 ANSWER_FORMATS = ("index", "letter", "text")
@@ -513,7 +513,7 @@ def read_task_file(path: str | Path) -> TaskFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise TaskFileError([Problem(path="", message=f"cannot read the task file ({exc})", file=file)],
                             source=file) from exc
-    data, lines, problems = read_yaml(text, file)
+    data, lines, problems = read_task_yaml(text, file)
     check = Checker(file, lines)
     check.problems.extend(problems)
     task_file = _validate(data, check, file, str(Path(path).resolve()))

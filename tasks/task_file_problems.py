@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from contract.problems import FileProblems, Problem, closest, did_you_mean
+from contract.problems import (FileProblems, KeyPath, Problem, closest, did_you_mean, format_path, line_of,
+                               read_yaml)
 
 
 class TaskFileError(FileProblems):
@@ -24,61 +25,22 @@ class TaskFileError(FileProblems):
 
 # --- reading YAML with line numbers ---------------------------------------------------------
 
-KeyPath = tuple[Any, ...]  # a field path: keys and list indexes, ("metrics", 0, "name")
 
-
-def format_path(path: KeyPath) -> str:
-    """("metrics", 0, "name") -> "metrics[0].name", as problems name a field."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def read_yaml(text: str, file: str) -> tuple[Any, dict[KeyPath, int], list[Problem]]:
-    """The document as plain data, the line of every key and list item, and duplicate keys.
-
-    The node tree (yaml.compose) keeps positions that safe_load throws away; the same loader
-    then constructs plain data from that tree, so both come from one parse. Text that is not
-    YAML at all is a TaskFileError at once: there is nothing to check.
-    """
-    loader = yaml.SafeLoader(text)
+def read_task_yaml(text: str, file: str) -> tuple[Any, dict[KeyPath, int], list[Problem]]:
+    """The document as plain data, the line of every key and list item, and duplicate keys
+    (contract.problems.read_yaml). Text that is not YAML at all is a TaskFileError at once:
+    there is nothing to check."""
     try:
-        node = loader.get_single_node()
-        data = None if node is None else loader.construct_document(node)
+        document = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = None if mark is None else mark.line + 1
         problem = getattr(exc, "problem", None) or str(exc)
         raise TaskFileError([Problem(path="", message=f"not valid YAML: {problem}", line=line, file=file)],
                             source=file) from exc
-    finally:
-        loader.dispose()
-    lines: dict[KeyPath, int] = {}
-    problems: list[Problem] = []
-    if node is not None:
-        _record_lines(node, (), lines, problems, file)
-    return data, lines, problems
-
-
-def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], problems: list[Problem], file: str) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if not isinstance(key, str) or key == "<<":
-                continue  # complex or merge keys: checked on the constructed data
-            line = key_node.start_mark.line + 1
-            if key in seen:  # safe_load would silently keep the last one
-                problems.append(Problem(path=format_path(path + (key,)), message="duplicate key", line=line, file=file))
-            seen.add(key)
-            lines[path + (key,)] = line  # a key's line, so a bad value points at its key
-            _record_lines(value_node, path + (key,), lines, problems, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines[path + (index,)] = item.start_mark.line + 1
-            _record_lines(item, path + (index,), lines, problems, file)
+    duplicates = [Problem(path=format_path(path), message="duplicate key", line=line, file=file)
+                  for path, line, _ in document.duplicates]
+    return document.data, document.lines, duplicates
 
 
 # --- checking values, collecting problems ---------------------------------------------------
@@ -102,10 +64,7 @@ class Checker:
 
     def line(self, path: KeyPath) -> int | None:
         # A missing key has no line of its own: point at the nearest enclosing one.
-        for end in range(len(path), -1, -1):
-            if path[:end] in self.lines:
-                return self.lines[path[:end]]
-        return None
+        return line_of(path, self.lines)
 
     def add(self, path: KeyPath, message: str) -> None:
         self.problems.append(Problem(path=format_path(path), message=message, line=self.line(path), file=self.file))
