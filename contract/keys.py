@@ -4,7 +4,7 @@ Every name below is `contract.content_hash` of what determines the thing it name
 content gives the same name in every process, run and machine, and a stored stage or
 measurement is found again by recomputing its key. The recipes are the storage format: a
 change to one (what goes in, its order, its length) makes every stored stage or measurement
-unreachable, so they are written once, here, and the golden plan check compares them byte for byte.
+unreachable, so they are written once, here, and tests/test_keys.py pins their values.
 
 - trial id:         `<chain>-<seed>-<hash of the chain's stage keys>` (study.planner, study.start_points)
 - base stage key:   `base-<hash of the model as loaded>`: stage 0's entry in the stage store

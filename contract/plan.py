@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping, Self
 
 from contract.content_hash import content_hash
-from contract.methods import SCORE_MODE
+from contract.methods import DPO, PPO, RLOO, SCORE_MODE
 
 PLAN_VERSION = 1
 """Bump when the meaning of a plan field changes (it enters every stage_key)."""
@@ -307,14 +307,14 @@ class StagePlan:
     @property
     def online_rl(self) -> OnlineRLPlan:
         """A PPO or RLOO stage's settings."""
-        settings = {"ppo": self.ppo, "rloo": self.rloo}.get(self.method)
+        settings = {PPO: self.ppo, RLOO: self.rloo}.get(self.method)
         if settings is None:
             raise ValueError(f"stage {self.stage} ({self.method}) has no online-RL settings")
         return settings
 
     def method_settings(self) -> dict[str, Any]:
         """The method's own settings as the plan records them ({} for SFT)."""
-        settings = {"dpo": self.dpo, "ppo": self.ppo, "rloo": self.rloo}.get(self.method)
+        settings = {DPO: self.dpo, PPO: self.ppo, RLOO: self.rloo}.get(self.method)
         return settings.to_dict() if settings is not None else {}
 
     def key_payload(self) -> dict[str, Any]:

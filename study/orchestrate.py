@@ -96,7 +96,7 @@ def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: in
     from trainables.stage_store import stage_records
 
     keys = {s.stage_key for p in plans for s in p.stages}
-    records = [r for r in stage_records(study_dir) if r.stage_key in keys]
+    records = stage_records(study_dir, keys)
     executed = sum(1 for r in records if r.run_id == run_id)
     return RunCounts(
         trials=len(plans),

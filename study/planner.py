@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from contract.content_hash import content_hash
 from contract.keys import trial_id
+from contract.methods import DPO, ONLINE_RL_METHODS, PPO, RLOO
 from contract.plan import (PLAN_VERSION, REWARD_INPUT_VERSION, CurvaturePlan, DpoPlan, EvalTaskPlan, GenerationPlan,
                            ModelPlan, OnlineRLPlan, ReplayPlan, RewardPlan, RewardTrainingPlan, StagePlan, TrainingPlan,
                            TrialPlan)
@@ -62,12 +63,17 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
     }
 
 
+def study_base_key(spec: StudySpec, data_dir: str | None, base_model_path: str | None, chat: bool) -> str:
+    """The parent key of every first stage of the study: the hash of `base_identity`."""
+    return content_hash(base_identity(spec, data_dir, base_model_path, chat))
+
+
 def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None, base_model_path: str | None = None,
                 chat: bool) -> list[TrialPlan]:
     """All trial plans: chains × grid points × seeds, in that order. `base_model_path`: where
     stage 0 loads the model from (None: its name); `chat`: the resolved prompt format."""
     register_task_files(spec)
-    base_key = content_hash(base_identity(spec, data_dir, base_model_path, chat))
+    base_key = study_base_key(spec, data_dir, base_model_path, chat)
     plans = [trial_plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path, chat)
              for chain in spec.chains for point in grid_points(spec) for seed in spec.seeds]
     if any(stage.start_from == "best_seed" for stages in spec.chains.values() for stage in stages):
@@ -114,7 +120,7 @@ def stage_plan(spec: StudySpec, stage: StageSpec, number: int, trial_seed: int) 
     settings = spec.task_settings(stage.task)
     seed = stage_seed(stage, trial_seed)
     online_rl_settings = None
-    if stage.method in ("ppo", "rloo"):
+    if stage.method in ONLINE_RL_METHODS:
         rl = getattr(stage, stage.method)
         online_rl_settings = OnlineRLPlan(**{**dataclasses.asdict(rl),
                                              "reward": reward_plan(stage.method, rl.reward, stage.task, rl.prompts)})
@@ -135,9 +141,9 @@ def stage_plan(spec: StudySpec, stage: StageSpec, number: int, trial_seed: int) 
         data_seed=spec.train_data_seed(seed) if spec.seed_scope != "order" else None,
         option_counts=option_counts_entry(stage.task, settings.option_counts),
         # Method settings enter the key only for their own method.
-        dpo=DpoPlan(**dataclasses.asdict(stage.dpo)) if stage.method == "dpo" else None,
-        ppo=online_rl_settings if stage.method == "ppo" else None,
-        rloo=online_rl_settings if stage.method == "rloo" else None,
+        dpo=DpoPlan(**dataclasses.asdict(stage.dpo)) if stage.method == DPO else None,
+        ppo=online_rl_settings if stage.method == PPO else None,
+        rloo=online_rl_settings if stage.method == RLOO else None,
         stage_key="",  # StagePlan.keyed fills it in
         start_from=None,  # study.start_points fills it in for a best_seed stage
     )
@@ -153,7 +159,7 @@ def reward_plan(method: str, reward: RewardSpec, task: str, prompts: str) -> Rew
     if not reward.model:
         train = RewardTrainingPlan(steps=reward.steps, learning_rate=reward.learning_rate,
                                    batch_size=reward.batch_size, data=reward_sources.reward_data(task, prompts))
-    reads_text = method == "rloo" or bool(reward.model)
+    reads_text = method == RLOO or bool(reward.model)
     return RewardPlan(model=reward.model or None, train=train, input=REWARD_INPUT_VERSION if reads_text else None)
 
 
@@ -218,7 +224,7 @@ class SampledPlans:
         self.data_dir = data_dir
         self.base_model_path = base_model_path
         self.chat = chat
-        self._base_key = content_hash(base_identity(self.spec, data_dir, base_model_path, chat))
+        self._base_key = study_base_key(self.spec, data_dir, base_model_path, chat)
 
     def __call__(self, config: Mapping[str, Any]) -> TrialPlan:
         register_task_files(self.spec)  # called in the trial's worker, which knows only built-in tasks

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from contract.layout import study_folder
-from contract.methods import DPO_REFERENCES, PROMPT_MODES, SFT, STAGE_START_REFERENCE, STATEMENT_PROMPTS
+from contract.methods import SFT, STAGE_START_REFERENCE, STATEMENT_PROMPTS
 from contract.plan import DEFAULT_EVAL_MODES, plain_data
 
 # Fields of a stage that a grid axis may sweep (issue #2: learning rate and batch size; steps
@@ -118,7 +118,7 @@ class DPOSpec:
 
     beta: float = 0.1
     """Strength of the implicit KL constraint to the reference model (> 0)."""
-    reference: Literal[DPO_REFERENCES] = STAGE_START_REFERENCE
+    reference: Literal["stage_start", "base"] = STAGE_START_REFERENCE  # = contract.methods.DPO_REFERENCES (tests/test_methods.py)
     """Frozen reference policy: the model the stage starts from (standard DPO) or the base model."""
 
 
@@ -146,7 +146,7 @@ class OnlineRLSpec:
     num_ppo_epochs: int = 4
     """PPO epochs per batch of rollouts (RLOO: iterations per generation)."""
     temperature: float = 0.7
-    prompts: Literal[PROMPT_MODES] = STATEMENT_PROMPTS
+    prompts: Literal["statements", "templated"] = STATEMENT_PROMPTS  # = contract.methods.PROMPT_MODES (tests/test_methods.py)
     """'statements' = the original ToxiGen statements without the QA template (paper §3.2);
     tasks without statements use their templated prompt."""
     num_generations: int = 4

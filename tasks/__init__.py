@@ -32,6 +32,7 @@ A researcher's own multiple-choice task, declared in YAML (the schema is task_fi
 The table and the loading:
 - registry.py: every task by name (built-ins and registered files); get_task, register.
 - loading.py: load_examples: one split of a task, filtered and sampled, cached per process.
+- reward_sources.py: what a task gives an online-RL stage to learn its reward from.
 """
 
 from .definition import SPLITS, Metric, TaskDefinition

@@ -77,7 +77,8 @@ def test_rayignore_alone_keeps_environments_vcs_caches_and_results_out(tmp_path)
     root.mkdir()
     shutil.copy(REPO / ".rayignore", root / ".rayignore")
     kept = ["README.md", "pyproject.toml", "study/__init__.py", "study/presets/demo.yaml", "trainables/stages/sft.py",
-            "analysis/results.py", "tests/specs/valid_small.yaml", "bench/curvature.py", ".ci/run"]
+            "analysis/results.py", "contract/plan.py", "tasks/arc.py", "tests/specs/valid_small.yaml",
+            "bench/curvature.py", ".ci/run"]
     for name in kept:
         _touch(root / name)
     dropped = [".git/objects/ab/cdef", ".venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so",
@@ -98,8 +99,8 @@ def test_repo_upload_is_code_only_and_small(tmp_path):
     """The real checkout, packed by Ray's own code with the rules `ray job submit` applies."""
     names = _pack(REPO, tmp_path / "repo.zip", **_job_submit_rules())
     assert _not_uploadable(names) == []
-    for needed in ("study/__init__.py", "study/cli.py", "trainables/__init__.py", "analysis/__init__.py",
-                   "pyproject.toml", ".rayignore"):
+    for needed in ("contract/__init__.py", "tasks/__init__.py", "study/__init__.py", "study/cli.py",
+                   "trainables/__init__.py", "analysis/__init__.py", "pyproject.toml", ".rayignore"):
         assert needed in names
     assert (tmp_path / "repo.zip").stat().st_size < UPLOAD_LIMIT
 

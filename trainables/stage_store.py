@@ -40,7 +40,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import pyarrow.parquet as pq
 
@@ -170,8 +170,10 @@ class StageStore:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def stage_records(study_dir: str | Path) -> list[StageRecord]:
-    """Every stage record in a study's stage store."""
-    root = StudyLayout(Path(study_dir)).stages
-    paths = sorted(root.glob(f"*/{StageLayout.RECORD}")) if root.is_dir() else []
-    return [read_record(StageRecord, path) for path in paths]
+def stage_records(study_dir: str | Path, keys: Iterable[str]) -> list[StageRecord]:
+    """The stage records of these stage keys that exist (a stage not trained yet has none).
+    Only the named stages are read: a foreign or damaged record elsewhere in the store is not
+    this run's business."""
+    layout = StudyLayout(Path(study_dir))
+    paths = (layout.stage(key).record for key in sorted(set(keys)))
+    return [read_record(StageRecord, path) for path in paths if path.is_file()]

@@ -5,7 +5,8 @@ Which evaluator runs depends on the task's kind and the modes the study asked fo
   task's extra metrics (BBQ bias scores) and each prediction's role;
 - choice tasks, mode "generate": the paper-exact answer, generated and parsed (generated_answers.py),
   metrics generated_accuracy and unparseable;
-- generation tasks: greedy continuations judged by the toxicity classifier (safety/), metric safe.
+- generation tasks: greedy continuations judged by a toxicity classifier (safety.py, with the
+  classifiers of trainables/toxicity/), metric safe.
 Rows come back with stage = -1; the chain fills in the stage number when it publishes them.
 """
 

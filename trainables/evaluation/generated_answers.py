@@ -192,7 +192,7 @@ def evaluate_generated(model: Any, tokenizer: Any, examples: Sequence[Any], *, b
 def eval_rows(answers: Sequence[GeneratedAnswer]) -> list[dict[str, Any]]:
     """evals rows: metric "generated_accuracy" (correct = right answers; unparseable count as
     wrong) and metric "unparseable" (correct = number unparseable, accuracy = value = their
-    share), each over all / every primary group / every facet value (evaluate.grouped_rows)."""
+    share), each over all / every primary group / every facet value (option_scoring.grouped_rows)."""
     return [
         *grouped_rows("generated_accuracy", ((a.groups, a.facets, a.correct) for a in answers)),
         *grouped_rows("unparseable", ((a.groups, a.facets, not a.parsed) for a in answers)),
