@@ -8,7 +8,8 @@ as these frozen dataclasses through Ray Tune (they pickle) and is written to pla
 The dict form is the plans.json format and the payload of stage keys, trial ids and measurement
 keys, so it never changes shape: a setting that entered no key before it existed is written only
 when it is set (`train_limit`, a stage's `data_seed`, `option_counts`, an eval task's `limit` and
-`modes`, a reward's `data` and `input`), and a method's settings (`dpo`, `ppo`, `rloo`) only on
+`modes`, a reward's `data` and `input`, the training settings micro_batch_size,
+activation_checkpointing, optimizer and padding_free), and a method's settings (`dpo`, `ppo`, `rloo`) only on
 a stage of that method. `to_dict` writes each class's keys in the order plans.json has them.
 
 Also here: the versions that enter stage and measurement keys and that `study` needs without
@@ -100,9 +101,25 @@ class ModelPlan(_FlatPart):
     chat: bool
 
 
+DEFAULT_OPTIMIZER = "adamw_torch"
+"""The AdamW implementation every stage used before `training.optimizer` existed (torch's AdamW,
+which takes its multi-tensor `foreach` path on a GPU)."""
+OPTIMIZERS = (DEFAULT_OPTIMIZER, "adamw_torch_fused")
+"""The values of `training.optimizer`: transformers' names for torch's AdamW, plain or fused.
+A foreach-free AdamW is not among them: transformers 5.25 has no optimizer name for it, and
+TRL's DPO, RLOO and PPO trainers take no optimizer class; the fused kernel (one pass per
+parameter tensor, no model-sized temporary) is what removes the foreach step's extra memory."""
+
+
 @dataclass(frozen=True)
-class TrainingPlan(_FlatPart):
-    """Optimizer and schedule shared by every stage (paper §2.2), and the evaluation batch."""
+class TrainingPlan:
+    """Optimizer and schedule shared by every stage (paper §2.2), the evaluation batch, and how
+    each optimizer step is computed (micro-batches, activation checkpointing, the AdamW kernel,
+    padding-free batches): memory and speed settings of the study, not of an experiment's stage.
+
+    The last four came later; the dict form (plans.json) writes each only when it differs from
+    its default here, so plans of studies that leave them alone keep their shape.
+    `key_payload` is what enters the stage keys (study.planner.base_identity)."""
 
     adam_beta1: float
     adam_beta2: float
@@ -111,6 +128,52 @@ class TrainingPlan(_FlatPart):
     warmup_steps: int
     max_grad_norm: float
     eval_batch_size: int
+    micro_batch_size: int | None = None
+    """Examples per forward/backward pass on one device; the per-device batch is accumulated over
+    per-device batch / micro_batch_size passes (contract.workers.batch_split). None: one pass."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them."""
+    optimizer: str = DEFAULT_OPTIMIZER
+    """One of OPTIMIZERS (TrainingArguments.optim)."""
+    padding_free: bool = False
+    """SFT stages: a batch is its examples laid end to end (no padding), TRL's `padding_free`."""
+
+    LATE_FIELDS = ("micro_batch_size", "activation_checkpointing", "optimizer", "padding_free")
+    """Fields written to the dict form only when they differ from their defaults."""
+    UNKEYED_FIELDS = ("activation_checkpointing",)
+    """Fields that never enter a stage key: activation checkpointing recomputes the same forward
+    pass with the same kernels (torch.utils.checkpoint restores the RNG state for dropout), so
+    the gradients are the same (tests/test_micro_batches.py: one step with and without it gives
+    equal weights); a stage trained either way may be reused by the other."""
+
+    def to_dict(self) -> dict[str, Any]:
+        entry = plain_data(asdict(self))
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in self.LATE_FIELDS:
+            if entry[name] == defaults[name]:
+                del entry[name]
+        return entry
+
+    def key_payload(self) -> dict[str, Any]:
+        """What enters every stage key of the study (via its base identity): the dict form
+        without UNKEYED_FIELDS. A non-default micro_batch_size (gradient accumulation sums the
+        same gradients in another order: float rounding), optimizer (another kernel, the same
+        AdamW up to rounding) or padding_free (the same loss, other attention kernels and
+        shapes) enters it: the conservative choice for settings that change results only in
+        the last bits, since a reused stage must be the stage that would have been trained."""
+        entry = self.to_dict()
+        for name in self.UNKEYED_FIELDS:
+            entry.pop(name, None)
+        return entry
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainingPlan":
+        names = {f.name for f in fields(cls)}
+        required = names - set(cls.LATE_FIELDS)
+        if not required <= set(data) or not set(data) <= names:
+            raise ValueError(f"TrainingPlan: expected the keys {sorted(required)} (and optionally "
+                             f"{list(cls.LATE_FIELDS)}), got {sorted(data)}")
+        return cls(**data)
 
 
 @dataclass(frozen=True)

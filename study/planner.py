@@ -59,7 +59,8 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
         "accelerator": "gpu" if spec.execution.gpus_per_trial > 0 else "cpu",
         "data_source": "mirror" if data_dir else "hub",
         "data_seed": spec.data_seed,
-        "training": dataclasses.asdict(spec.training),
+        # Its settings that came later enter only when set (contract.plan.TrainingPlan.key_payload).
+        "training": TrainingPlan(**dataclasses.asdict(spec.training)).key_payload(),
     }
 
 

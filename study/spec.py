@@ -39,7 +39,7 @@ from typing import Any, Literal, Mapping
 
 from contract.layout import study_folder
 from contract.methods import SFT, STAGE_START_REFERENCE, STATEMENT_PROMPTS
-from contract.plan import DEFAULT_EVAL_MODES, plain_data
+from contract.plan import DEFAULT_EVAL_MODES, DEFAULT_OPTIMIZER, plain_data
 
 # Fields of a stage that a grid axis may sweep (issue #2: learning rate and batch size; steps
 # is cheap to allow and useful for quick scans).
@@ -203,7 +203,16 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    """Optimizer and schedule shared by all stages (paper §2.2: AdamW 0.9/0.95, wd 0.1, cosine, no warmup)."""
+    """Optimizer and schedule shared by all stages (paper §2.2: AdamW 0.9/0.95, wd 0.1, cosine, no warmup),
+    and how each optimizer step is computed.
+
+    micro_batch_size, activation_checkpointing, optimizer and padding_free live here, shared by
+    every stage, rather than on a stage: they say how a step is computed on the hardware (memory
+    and speed), not what the experiment is (the stage's batch_size stays the global batch, and a
+    grid never sweeps them). The defaults are the engine's behaviour before they existed; a
+    non-default micro_batch_size, optimizer or padding_free enters every stage key of the study
+    (they change results at most by float rounding, contract.plan.TrainingPlan.key_payload),
+    activation_checkpointing never does (it changes nothing)."""
 
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
@@ -212,6 +221,26 @@ class TrainingSpec:
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
     eval_batch_size: int = 32
+    micro_batch_size: int | None = None
+    """Examples per forward/backward pass on one device. Each device's share of a stage's batch
+    (batch_size / execution.workers_per_trial) is run as share / micro_batch_size passes whose
+    gradients are accumulated into one optimizer step, so the global batch stays batch_size (the
+    paper's 16) and only the activations held at once shrink; the share must be divisible by it.
+    null = the whole share in one pass."""
+    activation_checkpointing: bool = False
+    """Keep only each decoder layer's input in the forward pass and recompute the rest in the
+    backward pass: far less activation memory for ~30% more compute, the same gradients. With
+    execution.fsdp it is FSDP's own activation checkpointing. Not with PPO stages (TRL's
+    PPOTrainer runs its own loop, which never turns it on)."""
+    optimizer: Literal["adamw_torch", "adamw_torch_fused"] = DEFAULT_OPTIMIZER  # = contract.plan.OPTIMIZERS (tests/test_micro_batches.py)
+    """torch's AdamW: 'adamw_torch' (multi-tensor foreach step on a GPU, which holds a model-sized
+    temporary) or 'adamw_torch_fused' (one fused kernel per step, no temporary; CPU and GPU)."""
+    padding_free: bool = False
+    """SFT only: lay each batch's examples end to end instead of padding them to the longest (TRL
+    SFTConfig.padding_free), so 16 short QA examples cost their own tokens; the loss is the same.
+    Refused with other methods: TRL 1.12 turns it off in DPO and has none for the reward model,
+    PPO or RLOO. Best with FlashAttention; transformers' sdpa/eager attention separate the
+    examples by their position ids."""
 
 
 @dataclass(frozen=True)

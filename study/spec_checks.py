@@ -17,7 +17,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from contract.methods import DPO, METHOD_REQUIRES, METHODS, ONLINE_RL_METHODS, RLOO
+from contract.methods import DPO, METHOD_REQUIRES, METHODS, ONLINE_RL_METHODS, PPO, RLOO, SFT
 from contract.problems import Problem, did_you_mean
 from contract.workers import batch_size_problem
 from study.spec import (
@@ -102,6 +102,7 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
     out.extend(search_problems(spec))
     out.extend(_model_problems(spec.model))
     out.extend(_training_problems(spec.training))
+    out.extend(_training_method_problems(spec))
     out.extend(_curvature_problems(spec))
     out.extend(_execution_problems(spec.execution))
     out.extend(_worker_problems(spec))
@@ -228,6 +229,26 @@ def _training_problems(t: TrainingSpec) -> list[Problem]:
         out.append(Problem("training.max_grad_norm", "must be > 0"))
     if t.eval_batch_size < 1:
         out.append(Problem("training.eval_batch_size", "must be ≥ 1"))
+    if t.micro_batch_size is not None and t.micro_batch_size < 1:
+        out.append(Problem("training.micro_batch_size", f"must be ≥ 1 or null (got {t.micro_batch_size})"))
+    return out
+
+
+def _training_method_problems(spec: StudySpec) -> list[Problem]:
+    """Training settings a stage's method cannot honour in the installed TRL (1.12): padding-free
+    batches exist for SFT only (DPOTrainer turns `padding_free` off, RewardTrainer, PPO and RLOO
+    have none), and TRL's PPOTrainer runs its own loop, which never turns activation checkpointing on."""
+    t, out = spec.training, []
+    for chain, stages in spec.chains.items():
+        for i, stage in enumerate(stages):
+            if t.padding_free and stage.method != SFT:
+                out.append(Problem("training.padding_free",
+                                   f"padding-free batches are for SFT stages only; chains.{chain}[{i}] is a "
+                                   f"{stage.method} stage (TRL 1.12 supports them in SFTTrainer alone)"))
+            if t.activation_checkpointing and stage.method == PPO:
+                out.append(Problem("training.activation_checkpointing",
+                                   f"chains.{chain}[{i}] is a ppo stage: TRL's PPOTrainer runs its own training loop, "
+                                   "which never turns activation checkpointing on"))
     return out
 
 
@@ -275,44 +296,56 @@ def _execution_problems(e: ExecutionSpec) -> list[Problem]:
 
 
 def _worker_problems(spec: StudySpec) -> list[Problem]:
-    """Multi-worker trials: every batch a stage can take must split evenly over the workers."""
+    """Multi-worker trials and micro-batches: every batch a stage (or a reward model trained in
+    it) can take must split evenly over the workers, and each worker's share into micro-batches
+    (contract.workers.batch_size_problem)."""
     e, out = spec.execution, []
     n = e.workers_per_trial
     if n < 1:
         return [Problem("execution.workers_per_trial", f"must be ≥ 1 (got {n})")]
     if e.fsdp and not e.gpus_per_trial:
         out.append(Problem("execution.fsdp", "FSDP needs GPU workers (gpus_per_trial > 0)"))
-    if n == 1:
+    micro = spec.training.micro_batch_size
+    if micro is not None and micro < 1:
+        return out  # _training_problems says so
+    if n > 1:
+        if e.executor == "function":
+            out.append(Problem("execution.executor",
+                               f"'function' runs one worker per trial; workers_per_trial = {n} needs 'train' or 'auto'"))
+        if e.gpus_per_trial and e.gpus_per_trial % n:
+            out.append(Problem("execution.gpus_per_trial",
+                               f"must be a multiple of workers_per_trial = {n}: whole GPUs per worker (NCCL cannot put "
+                               f"two ranks on one GPU) (got {e.gpus_per_trial})"))
+    elif micro is None:
         return out
-    if e.executor == "function":
-        out.append(Problem("execution.executor",
-                           f"'function' runs one worker per trial; workers_per_trial = {n} needs 'train' or 'auto'"))
-    if e.gpus_per_trial and e.gpus_per_trial % n:
-        out.append(Problem("execution.gpus_per_trial",
-                           f"must be a multiple of workers_per_trial = {n}: whole GPUs per worker (NCCL cannot put "
-                           f"two ranks on one GPU) (got {e.gpus_per_trial})"))
+
+    def check(path: str, value) -> None:
+        problem = isinstance(value, int) and batch_size_problem(value, n, micro)
+        if problem:
+            out.append(Problem(path, problem))
+
     for chain, stages in spec.chains.items():
         for i, stage in enumerate(stages):
-            problem = batch_size_problem(stage.batch_size, n)
-            if problem:
-                out.append(Problem(f"chains.{chain}[{i}].batch_size", problem))
+            check(f"chains.{chain}[{i}].batch_size", stage.batch_size)
+            if stage.method in ONLINE_RL_METHODS and not getattr(stage, stage.method).reward.model:
+                check(f"chains.{chain}[{i}].{stage.method}.reward.batch_size",
+                      getattr(stage, stage.method).reward.batch_size)
     for key, values in spec.grid.items():
         if key.endswith(".batch_size"):
             for value in values:
-                problem = isinstance(value, int) and batch_size_problem(value, n)
-                if problem:
-                    out.append(Problem(f"grid.{key}", problem))
+                check(f"grid.{key}", value)
     if spec.search is not None:
+        split = f"workers_per_trial = {n}" + (f" and micro_batch_size = {micro}" if micro is not None else "")
         for key, dist in spec.search.space.items():
             if key.endswith(".batch_size"):
                 values = dist.get("choice")
-                if values is None:  # an {int: [low, high]} range would sample sizes N does not divide
+                if values is None:  # an {int: [low, high]} range would sample sizes that do not split
                     out.append(Problem(f"search.space.{key}",
+                                       f"with {split} use {{choice: [...]}} of sizes that split evenly"
+                                       if micro is not None else
                                        f"with workers_per_trial = {n} use {{choice: [...]}} of sizes {n} divides"))
                 for value in values or ():
-                    problem = isinstance(value, int) and batch_size_problem(value, n)
-                    if problem:
-                        out.append(Problem(f"search.space.{key}", problem))
+                    check(f"search.space.{key}", value)
     return out
 
 

@@ -29,7 +29,11 @@ so the critic is then the stage-start policy's backbone under a new scalar head,
 zero so that every prefix starts at value 0 rather than at a random one (`value_model_from_policy`).
 
 One `stage.steps` = one PPO update (a rollout batch of `stage.batch_size` prompts, then
-`num_ppo_epochs` optimisation passes over it); total_episodes = steps × batch_size.
+`num_ppo_epochs` optimisation passes over it); total_episodes = steps × batch_size. With
+`training.micro_batch_size` each pass accumulates the rollout batch's gradients over micro-batches
+(PPOTrainer's own loop reads per_device_train_batch_size and gradient_accumulation_steps). That
+loop never turns activation checkpointing on, so `training.activation_checkpointing` is refused
+for PPO stages (study/spec_checks.py, and here for a direct caller).
 """
 
 from __future__ import annotations
@@ -88,6 +92,9 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
+    if training.activation_checkpointing:
+        raise ValueError("ppo: TRL's PPOTrainer never turns activation checkpointing on; "
+                         "set training.activation_checkpointing to false for PPO stages")
     encoder = as_encoder(tokenizer)
     tokenizer = encoder.tokenizer
     inputs = online_rl_inputs(stage=stage, tokenizer=encoder, examples=examples, training=training,

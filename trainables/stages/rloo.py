@@ -47,11 +47,14 @@ def run_rloo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence
     if settings.num_generations < 2 or stage.batch_size % settings.num_generations:
         raise ValueError(f"rloo: num_generations={settings.num_generations} must be >= 2 and divide "
                          f"batch_size={stage.batch_size}")
+    kwargs = common_training_kwargs(schedule=stage, seed=stage.seed, training=training, work_dir=work_dir,
+                                    model_dtype=model_plan.dtype)
     args = RLOOConfig(
-        **common_training_kwargs(schedule=stage, seed=stage.seed, training=training, work_dir=work_dir,
-                                 model_dtype=model_plan.dtype),
+        **kwargs,
         num_generations=settings.num_generations,
-        steps_per_generation=1,
+        # One generation of batch_size completions per optimizer step, however many micro-batches
+        # (training.micro_batch_size) the step accumulates.
+        steps_per_generation=kwargs["gradient_accumulation_steps"],
         max_completion_length=settings.response_length,
         temperature=settings.temperature,
         num_iterations=settings.num_ppo_epochs,

@@ -13,6 +13,11 @@ reads for the correct answer:
   assistant = the answer) and renders them with the tokenizer's template itself; the stage then
   checks, example by example, that TRL's input ids and loss mask equal the seam's, and stops
   with the first difference otherwise.
+
+Batches are padded to their longest example, or with `training.padding_free` laid end to end
+as one row (TRL's padding-free collator: position ids restart at each example, which
+FlashAttention and transformers' sdpa/eager masks read as separate sequences), the same loss
+without the padding's compute (tests/test_micro_batches.py).
 """
 
 from __future__ import annotations
@@ -66,9 +71,12 @@ def build_sft_trainer(*, model: Any, tokenizer: Any, stage: StagePlan, examples:
     args = SFTConfig(
         **common_training_kwargs(schedule=stage, seed=stage.seed, training=training, work_dir=work_dir,
                                  model_dtype=model_dtype),
-        max_length=max_length,
+        # Padding-free batches are not truncated by TRL (it refuses a max_length with them): the
+        # examples already fit (run_sft keeps those that do, `fitting_examples`).
+        max_length=None if training.padding_free else max_length,
         completion_only_loss=True,
         packing=False,
+        padding_free=training.padding_free,
     )
     trainer = SFTTrainer(
         model=model,
