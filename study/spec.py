@@ -239,8 +239,9 @@ class TrainingSpec:
     """SFT only: lay each batch's examples end to end instead of padding them to the longest (TRL
     SFTConfig.padding_free), so 16 short QA examples cost their own tokens; the loss is the same.
     Refused with other methods: TRL 1.12 turns it off in DPO and has none for the reward model,
-    PPO or RLOO. Best with FlashAttention; transformers' sdpa/eager attention separate the
-    examples by their position ids."""
+    PPO or RLOO. Best with FlashAttention; transformers' sdpa and eager attention separate the
+    examples too (in training, without a KV cache, they read restarting position ids as a
+    block-diagonal mask)."""
 
 
 @dataclass(frozen=True)

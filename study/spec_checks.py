@@ -4,7 +4,8 @@
 `semantic_problems`, which returns every problem it finds (nothing stops at the first). This
 module holds the entry point and the checks of the study's own settings, in the order of a study
 file: name and storage, chains and their stages (methods, their settings and the installed TRL),
-model, training, curvature, execution (workers and batch splits) and generation. The checks
+model, training (and what each stage's method supports of it), curvature, execution (workers,
+batch splits and micro-batches) and generation. The checks
 that read the task registry and the data are study/spec_checks_tasks.py; those of the grid and
 search axes study/spec_checks_axes.py. Checks import the dataclasses (study/spec.py), never the
 reverse.

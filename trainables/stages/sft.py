@@ -16,7 +16,8 @@ reads for the correct answer:
 
 Batches are padded to their longest example, or with `training.padding_free` laid end to end
 as one row (TRL's padding-free collator: position ids restart at each example, which
-FlashAttention and transformers' sdpa/eager masks read as separate sequences), the same loss
+FlashAttention, and transformers' sdpa/eager masks when no KV cache is used, read as separate
+sequences), the same loss
 without the padding's compute (tests/test_micro_batches.py).
 """
 
