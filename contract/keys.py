@@ -8,7 +8,8 @@ unreachable, so they are written once, here, and tests/test_keys.py pins their v
 
 - trial id:         `<chain>-<seed>-<hash of the chain's stage keys>` (study.planner, study.start_points)
 - base stage key:   `base-<hash of the model as loaded>`: stage 0's entry in the stage store
-- measure keys:     what a stage's stored measurements depend on besides its weights
+- measure keys:     what a stage's stored measurements depend on besides its weights (the
+                    evaluation precision among them, when not float32)
 - validation key:   a best_seed candidate's stored validation accuracy
 
 The stage key itself is `StagePlan.keyed` (contract.plan: the hash of a stage's own settings and
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 from contract.content_hash import content_hash
-from contract.plan import TOKENIZATION_VERSION, ModelPlan, TrialPlan
+from contract.plan import DEFAULT_EVAL_PRECISION, TOKENIZATION_VERSION, ModelPlan, TrialPlan
 
 TRIAL_ID_DIGITS = 8
 """Hex digits of the hash in a trial id (stage keys have content_hash's default 16)."""
@@ -66,6 +67,8 @@ def measure_keys(plan: TrialPlan) -> MeasureKeys:
              plan.model.max_length, plan.training.eval_batch_size]
     if plan.generation is not None:  # only when some evaluation generates text
         parts.append(plan.generation.to_dict())
+    if plan.eval_precision != DEFAULT_EVAL_PRECISION:  # float32 evaluations keep their keys
+        parts.append({"precision": plan.eval_precision})
     # How answers are tokenized (trainables.tokenization): a new rule re-measures stored stages.
     tokens = {"tokenization": TOKENIZATION_VERSION, "chat": plan.model.chat}
     return MeasureKeys(

@@ -9,7 +9,7 @@ The dict form is the plans.json format and the payload of stage keys, trial ids 
 keys, so it never changes shape: a setting that entered no key before it existed is written only
 when it is set (`train_limit`, a stage's `data_seed`, `option_counts`, an eval task's `limit` and
 `modes`, a reward's `data` and `input`, the training settings micro_batch_size,
-activation_checkpointing, optimizer and padding_free), and a method's settings (`dpo`, `ppo`, `rloo`) only on
+activation_checkpointing, optimizer and padding_free, a trial's `eval_precision`), and a method's settings (`dpo`, `ppo`, `rloo`) only on
 a stage of that method. `to_dict` writes each class's keys in the order plans.json has them.
 
 Also here: the versions that enter stage and measurement keys and that `study` needs without
@@ -43,6 +43,12 @@ STATEMENTS = "toxigen_statements"
 QA_PAIRS = "qa_pairs"
 """Reward data: the task's preference pairs (correct vs a wrong answer); reward models trained
 on these keep their stage keys (the data is not written into the plan)."""
+EVAL_PRECISIONS = ("float32", "bfloat16")
+"""What a study's evaluation.precision resolves to (study.spec.eval_precision): the arithmetic of
+every evaluated model's forward passes, no autocast or bf16 autocast."""
+DEFAULT_EVAL_PRECISION = "float32"
+"""The resolved evaluation precision that plans.json and the measurement keys leave out: every
+evaluation measured before the setting existed was float32."""
 DEFAULT_EVAL_MODES = (SCORE_MODE,)
 """The eval modes an eval task's dict leaves out (generation tasks always have these), and the
 default of a study file's `eval_modes` (study.spec.TaskSpec): one constant, so what the keys
@@ -485,6 +491,8 @@ class TrialPlan:
     training: TrainingPlan
     curvature: CurvaturePlan
     study_dir: str
+    eval_precision: str = DEFAULT_EVAL_PRECISION
+    """One of EVAL_PRECISIONS: how every model of the trial is scored and generated from."""
     run: RunInfo = AD_HOC_RUN
 
     def train_data_seed(self, stage: StagePlan) -> int:
@@ -493,8 +501,8 @@ class TrialPlan:
         return self.data_seed if stage.data_seed is None else stage.data_seed
 
     def to_dict(self) -> dict[str, Any]:
-        """The plans.json form (without `run`)."""
-        return {
+        """The plans.json form (without `run`; `eval_precision` only when not the default)."""
+        entry = {
             "trial_id": self.trial_id, "study": self.study, "chain": self.chain, "seed": self.seed,
             "grid_point": dict(self.grid_point), "model": self.model.to_dict(),
             "stages": [stage.to_dict() for stage in self.stages],
@@ -503,6 +511,9 @@ class TrialPlan:
             "data_dir": self.data_dir, "data_seed": self.data_seed, "training": self.training.to_dict(),
             "curvature": self.curvature.to_dict(), "study_dir": self.study_dir,
         }
+        if self.eval_precision != DEFAULT_EVAL_PRECISION:
+            entry["eval_precision"] = self.eval_precision
+        return entry
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialPlan":
@@ -516,4 +527,5 @@ class TrialPlan:
             generation=GenerationPlan.from_dict(data["generation"]) if data["generation"] is not None else None,
             data_dir=data["data_dir"], data_seed=data["data_seed"], training=TrainingPlan.from_dict(data["training"]),
             curvature=CurvaturePlan.from_dict(data["curvature"]), study_dir=data["study_dir"],
+            eval_precision=data.get("eval_precision", DEFAULT_EVAL_PRECISION),
         )

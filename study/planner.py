@@ -32,7 +32,7 @@ from contract.plan import (PLAN_VERSION, REWARD_INPUT_VERSION, CurvaturePlan, Dp
                            ModelPlan, OnlineRLPlan, ReplayPlan, RewardPlan, RewardTrainingPlan, StagePlan, TrainingPlan,
                            TrialPlan)
 from study.points import config_point, grid_points, resolve_stages
-from study.spec import RewardSpec, StageSpec, StudySpec, stage_seed
+from study.spec import RewardSpec, StageSpec, StudySpec, eval_precision, stage_seed
 from study.spec_loading import spec_from_dict
 from study.start_points import apply_start_points
 from tasks import get_task, register_task_file, resolve_option_counts, reward_sources
@@ -52,16 +52,23 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
     del identity["chat_template"]
     if chat:
         identity["chat"] = True  # plain text (the default) leaves existing stage keys as they were
-    return {
+    base = {
         "plan_version": PLAN_VERSION,
         "model": identity,
-        # bf16 autocast on GPUs vs float32 on CPUs gives different weights from the same settings.
+        # bf16 autocast on GPUs vs float32 on CPUs gives different weights from the same settings
+        # (with model.dtype, this fixes the training precision: CPU trials are never shown a GPU).
         "accelerator": "gpu" if spec.execution.gpus_per_trial > 0 else "cpu",
         "data_source": "mirror" if data_dir else "hub",
         "data_seed": spec.data_seed,
         # Its settings that came later enter only when set (contract.plan.TrainingPlan.key_payload).
         "training": TrainingPlan(**dataclasses.asdict(spec.training)).key_payload(),
     }
+    if spec.execution.fsdp:
+        # FSDP computes in its own mixed-precision policy over sharded parameters, not DDP's
+        # autocast over whole ones. The worker count is not keyed: DDP averages the same global
+        # batch's gradients on 1 or N workers (trainables.distributed), equal weights up to rounding.
+        base["fsdp"] = True
+    return base
 
 
 def study_base_key(spec: StudySpec, data_dir: str | None, base_model_path: str | None, chat: bool) -> str:
@@ -112,6 +119,7 @@ def trial_plan(spec: StudySpec, chain: str, point: Mapping[str, Any], seed: int,
         # Measurement only: it does not change weights, so it is not part of any stage_key.
         curvature=CurvaturePlan(**dataclasses.asdict(spec.curvature)),
         study_dir=str(study_dir),
+        eval_precision=eval_precision(spec),
     )
 
 

@@ -113,6 +113,19 @@ class GenerationSpec:
 
 
 @dataclass(frozen=True)
+class EvaluationSpec:
+    """How every model is scored and generated from (stage 0, trained and reused stages,
+    best_seed candidates alike; curvature has its own settings)."""
+
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """The arithmetic of the evaluated model's forward passes: 'float32' (no autocast) or
+    'bfloat16' (bf16 autocast; the weights stay in model.dtype). 'auto' = bfloat16 when the
+    trial has GPUs (execution.gpus_per_trial > 0) and model.dtype is not float32, else float32.
+    Resolved once per study (`eval_precision`); the resolved value enters the measurement keys
+    when it is not float32, so stored evaluations are never mixed across precisions."""
+
+
+@dataclass(frozen=True)
 class DPOSpec:
     """Settings of a `method: dpo` stage (TRL DPOTrainer, sigmoid loss)."""
 
@@ -310,9 +323,15 @@ class ExecutionSpec:
     'auto' = 'function' for one CPU worker, 'train' otherwise."""
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    """0 (CPU trials; they are never shown a GPU) or one whole GPU per worker (= workers_per_trial).
+    A fraction below 1 only with share_gpus."""
     workers_per_trial: int = 1
     """Data-parallel workers per trial (Ray Train, DDP): each stage's batch_size is the global
     batch, batch_size / workers per worker; cpus_per_trial and gpus_per_trial are split over them."""
+    share_gpus: bool = False
+    """Let one-worker trials share a GPU (gpus_per_trial a fraction in (0, 1), e.g. 0.25 for four
+    trials per GPU). Off by default: Ray splits GPUs by count, not memory, so two 7B trials would
+    land on one GPU that holds neither; turn it on for models several of which fit one GPU."""
     fsdp: bool = False
     """With GPU workers: shard the model, gradients and optimizer state over them (FSDP2)."""
     max_concurrent_trials: int | None = None
@@ -353,6 +372,7 @@ class StudySpec:
     curvature: CurvatureSpec = field(default_factory=CurvatureSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
 
     def task_settings(self, task: str) -> TaskSpec:
         return self.tasks.get(task, TaskSpec())
@@ -387,6 +407,16 @@ class StudySpec:
 def stage_seed(stage: StageSpec, trial_seed: int) -> int:
     """A stage's seed in the trial with seed `trial_seed`: the stage's own `seed` when it has one."""
     return int(stage.seed if stage.seed is not None else trial_seed)
+
+
+def eval_precision(spec: StudySpec) -> str:
+    """evaluation.precision resolved for the study's trials: 'float32' or 'bfloat16' (see
+    EvaluationSpec.precision). Every trial of a study has the same resources, so one value; the
+    worker checks that its device can run it (trainables.evaluation.precision)."""
+    if spec.evaluation.precision != "auto":
+        return spec.evaluation.precision
+    gpu = spec.execution.gpus_per_trial > 0
+    return "bfloat16" if gpu and spec.model.dtype != "float32" else "float32"
 
 
 def round_sample(value: float) -> float:

@@ -289,11 +289,35 @@ def _execution_problems(e: ExecutionSpec) -> list[Problem]:
         out.append(Problem("execution.cpus_per_trial", "must be > 0 (fractions such as 0.5 are fine)"))
     if e.gpus_per_trial < 0:
         out.append(Problem("execution.gpus_per_trial", "must be ≥ 0"))
+    elif e.gpus_per_trial and e.workers_per_trial >= 1:
+        out.extend(_gpu_share_problems(e))
     if e.max_concurrent_trials is not None and e.max_concurrent_trials < 1:
         out.append(Problem("execution.max_concurrent_trials", "must be ≥ 1 or null"))
     if e.max_failures < 0:
         out.append(Problem("execution.max_failures", "must be ≥ 0"))
     return out
+
+
+def _gpu_share_problems(e: ExecutionSpec) -> list[Problem]:
+    """Exactly one GPU per worker: every rank runs on cuda:LOCAL_RANK (as accelerate does), so a
+    second GPU of a worker would sit idle, and NCCL cannot put two ranks on one GPU. A fraction
+    lets one-worker trials share a GPU, which Ray splits by count, not memory: only on request."""
+    n, gpus = e.workers_per_trial, e.gpus_per_trial
+    if gpus == n:
+        return []
+    if e.share_gpus and n == 1 and 0 < gpus < 1:
+        return []
+    if e.share_gpus and n == 1:
+        hint = f"with share_gpus, a fraction in (0, 1) (got {gpus})"
+    elif e.share_gpus:
+        hint = (f"{n} (one GPU per worker; share_gpus is for one-worker trials: the ranks of a trial "
+                f"cannot share a GPU) (got {gpus})")
+    elif n == 1 and 0 < gpus < 1:
+        hint = (f"1 (got {gpus}): a fraction puts several trials on one GPU, which Ray splits by count, "
+                "not memory; set execution.share_gpus: true if that many copies of the model fit one GPU")
+    else:
+        hint = f"{n}, one GPU per worker (got {gpus}): each worker runs on one GPU, a second would sit idle"
+    return [Problem("execution.gpus_per_trial", f"must be 0 (CPU) or {hint}")]
 
 
 def _worker_problems(spec: StudySpec) -> list[Problem]:
@@ -313,10 +337,6 @@ def _worker_problems(spec: StudySpec) -> list[Problem]:
         if e.executor == "function":
             out.append(Problem("execution.executor",
                                f"'function' runs one worker per trial; workers_per_trial = {n} needs 'train' or 'auto'"))
-        if e.gpus_per_trial and e.gpus_per_trial % n:
-            out.append(Problem("execution.gpus_per_trial",
-                               f"must be a multiple of workers_per_trial = {n}: whole GPUs per worker (NCCL cannot put "
-                               f"two ranks on one GPU) (got {e.gpus_per_trial})"))
     elif micro is None:
         return out
 

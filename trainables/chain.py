@@ -5,8 +5,10 @@ Reads top to bottom like the data flow in docs/architecture.md:
     base model ─► evaluate (stage 0)
     for each stage: in the stage store, under the stage's lock:
                         reuse it (trained by another trial or an earlier attempt), or
-                        load previous weights ─► train (method's runner) ─► checkpoint (safetensors)
-                    ─► evaluate every eval task (stored per stage, reused too)
+                        free the last stage's models ─► load previous weights
+                        ─► train (method's runner) ─► checkpoint (safetensors)
+                    ─► evaluate every eval task (stored per stage, reused too), in the study's
+                       one evaluation precision whether the model was trained here or loaded
                     ─► this trial's rows ─► Parquet ─► report metrics
 
 A stage whose loss or weights become non-finite is recorded as diverged (trials.status
@@ -37,7 +39,8 @@ from tasks.definition import SELECTION_SPLIT
 from trainables import distributed
 from trainables.evaluation.dispatch import evaluate_rows, primary_metric
 from trainables.evaluation.option_scoring import evaluate_examples
-from trainables.models import load_model_and_tokenizer, save_checkpoint
+from trainables.evaluation.precision import scoring, unwrapped
+from trainables.models import load_model_and_tokenizer, release_memory, save_checkpoint
 from trainables.replay import replay_rows, replay_sample
 from trainables.results_writer import write_part
 from trainables.stage_measurements import curvature_rows, weight_row
@@ -130,11 +133,17 @@ class _ChainRun:
 
     def model_at(self, key: str, path: str | Path) -> tuple[Any, Any]:
         if self._loaded is None or self._loaded[0] != key:
-            self._loaded = None  # free the old model first
+            self.drop_models()  # free the old model first
             model, tokenizer = load_model_and_tokenizer(str(path), dtype=self.plan.model.dtype,
                                                         trust_remote_code=self.plan.model.trust_remote_code)
             self._loaded = (key, model, tokenizer)
         return self._loaded[1], self._loaded[2]
+
+    def drop_models(self) -> None:
+        """Free the model kept for evaluation (and whatever the last stage's trainer, optimizer
+        and reference left in reference cycles) before another model is loaded."""
+        self._loaded = None
+        release_memory()
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -195,8 +204,10 @@ class _ChainRun:
             return None
         examples = validation_examples(self.plan, stage, size)
         model, tokenizer = self.model_at(stage.stage_key, entry.checkpoint)
-        scored = evaluate_examples(model, encoder_for(self.plan.model, tokenizer), examples,
-                                   batch_size=self.plan.training.eval_batch_size, max_length=self.plan.model.max_length)
+        with scoring(model, self.plan.eval_precision) as model:  # as the stage's evals are
+            scored = evaluate_examples(model, encoder_for(self.plan.model, tokenizer), examples,
+                                       batch_size=self.plan.training.eval_batch_size,
+                                       max_length=self.plan.model.max_length)
         accuracy = sum(s.correct for s in scored) / len(scored) if scored else None
         write_json_atomic(path, {"accuracy": accuracy, "n": len(scored), "split": SELECTION_SPLIT})
         return accuracy, len(scored)
@@ -255,7 +266,7 @@ class _ChainRun:
         number = stage.stage
         # Always from the stored checkpoint (not a model still in memory): a trial that trained
         # the previous stage and one that reused it must start from bit-identical states.
-        self._loaded = None
+        self.drop_models()
         distributed.lead("train", stage, str(previous_path), stages)  # the other ranks train it with us
         model, tokenizer, examples, replayed = stage_inputs(self.plan, stage, previous_path, stages)
         if stage.replay is not None:
@@ -266,6 +277,8 @@ class _ChainRun:
         seconds = time.perf_counter() - start
         shutil.rmtree(work_dir, ignore_errors=True)
         model = distributed.consolidate(model)  # FSDP: the gathered weights as a plain model; else `model`
+        # As if loaded from the checkpoint: without the bf16-autocast forward accelerate put on it.
+        model = unwrapped(model)
         entry.write_rows("train_log", [{"trial_id": self.trial_id, "stage": number, **row} for row in outcome.log_rows])
         facts = {"train_seconds": seconds, "n_train_examples": outcome.n_examples}
         reason = divergence(outcome.log_rows, model)
@@ -291,6 +304,7 @@ class _ChainRun:
     def _ensure_curvature(self, entry: StageEntry, stage: StagePlan) -> None:
         if not self.plan.curvature.measures(stage.stage) or entry.has_measure("curvature", self.keys.curvature):
             return
+        self.drop_models()  # curvature loads its own float32 copy of the checkpoint
         rows = curvature_rows(self.plan, stage, entry.checkpoint, _train_examples(self.plan, stage))
         entry.write_measure("curvature", self.keys.curvature, rows)
 
@@ -374,6 +388,8 @@ def follow_training(plan: TrialPlan, stage: StagePlan, previous_path: str, stage
         distributed.consolidate(model)  # FSDP: take part in gathering the weights; nothing otherwise
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+        del model
+        release_memory()  # the next stage this rank trains starts from an empty GPU
 
 
 def _train_examples(plan: TrialPlan, stage: StagePlan) -> list:

@@ -260,9 +260,10 @@ def consolidate(model: Any) -> Any | None:
         return None
     import copy
 
-    import torch
     from transformers import AutoModelForCausalLM
     from transformers.initialization import no_init_weights
+
+    from trainables.models import model_device
 
     # Built on the CPU without initialising weights (they are replaced at once), so that
     # non-persistent buffers (rotary frequencies) are computed as in from_pretrained.
@@ -271,7 +272,7 @@ def consolidate(model: Any) -> Any | None:
     plain.load_state_dict(state, strict=True, assign=True)
     plain.tie_weights()
     plain.eval()
-    return plain.to(torch.cuda.current_device()) if torch.cuda.is_available() else plain
+    return plain.to(model_device())  # where every other model of this rank runs
 
 
 def save_stage_checkpoint(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:

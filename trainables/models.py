@@ -1,5 +1,8 @@
 """Load causal LMs and tokenizers: the built-in tiny model, a Hugging Face id, or a local path.
 
+Models load onto this process's device (`model_device`: the rank's GPU, else the CPU), and
+`release_memory` frees what the previous stage's models left behind.
+
 Loading is locked down (`pretrained_kwargs`): local folders load safetensors weights only (a
 pickle file there is refused, never unpickled) and custom model/tokenizer code named by a
 config's `auto_map` runs only with `trust_remote_code=True` (the study's
@@ -104,17 +107,45 @@ def load_model_and_tokenizer(path: str, *, dtype: str = "auto", attn_implementat
     `trust_remote_code` (the study's `model.trust_remote_code`, default False) is passed to both
     `from_pretrained` calls; see `pretrained_kwargs`.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": weights_dtype(dtype), **pretrained_kwargs(path, trust_remote_code=trust_remote_code)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    device = model_device()
+    if device.type != "cpu":
+        # Straight onto this rank's GPU: the weights never make a full copy in host RAM. One
+        # device in the map, so transformers adds no dispatch hooks and the trainer may wrap it.
+        kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
     return model, tokenizer
+
+
+def model_device() -> Any:
+    """The device this process runs its models on: the rank's own GPU, cuda:LOCAL_RANK (modulo the
+    GPUs it sees, as accelerate places the rank's trainer), or the CPU where no GPU is visible.
+    A trial that asked for no GPU sees none (trainables.tune_trial hides them)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    from trainables.distributed import local_rank
+
+    return torch.device("cuda", local_rank() % torch.cuda.device_count())
+
+
+def release_memory() -> None:
+    """Free what dropped models, optimizers and references still hold: collect reference cycles
+    (accelerate's forward patch and the trainer's callbacks make some, so dropping the last name
+    is not enough) and hand the GPU's cached blocks back, so the next stage starts from empty."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def save_checkpoint(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:

@@ -11,6 +11,10 @@ map to a precomputed plan. The trial then runs the chain either
   machine a TorchTrainer per trial costs ~2x the wall time of a plain function trial (extra
   controller and worker actors), so single-CPU-worker chains default to this.
 
+Devices: each worker has one whole GPU (study validation; a shared fraction only with
+execution.share_gpus) and runs on it as cuda:LOCAL_RANK (trainables.models.model_device); a trial
+or worker that asked for no GPU runs with CUDA_VISIBLE_DEVICES="" (`hide_gpus_unless_asked`).
+
 Run names come from trial ids (content hashes), never timestamps.
 """
 
@@ -64,6 +68,7 @@ def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], 
     if executor == "function" and workers != 1:
         raise ValueError(f"the function executor runs one worker; {workers} workers need executor 'train'")
     if executor == "function":
+        hide_gpus_unless_asked(gpus_per_worker)
         _limit_threads(cpus_per_worker)
         from trainables.chain import run_chain
 
@@ -82,7 +87,7 @@ def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], 
 
     trainer = TorchTrainer(
         train_worker_loop,
-        train_loop_config={"plan": plan, "cpus": cpus_per_worker, "fsdp": bool(fsdp)},
+        train_loop_config={"plan": plan, "cpus": cpus_per_worker, "gpus": gpus_per_worker, "fsdp": bool(fsdp)},
         scaling_config=scaling_config(workers=workers, cpus_per_worker=cpus_per_worker,
                                       gpus_per_worker=gpus_per_worker),
         run_config=RunConfig(
@@ -115,9 +120,29 @@ def train_worker_loop(config: dict[str, Any]) -> None:
     from trainables.chain import run_chain
     from trainables.distributed import FSDP_ENV
 
+    hide_gpus_unless_asked(config["gpus"])
     os.environ[FSDP_ENV] = "1" if config.get("fsdp") else "0"
     _limit_threads(config["cpus"])
     run_chain(config["plan"], report=ray.train.report, executor="train")
+
+
+def hide_gpus_unless_asked(gpus: float) -> None:
+    """A process that asked Ray for no GPU sees none: CUDA_VISIBLE_DEVICES="" before anything here
+    touches CUDA. Ray leaves a node's GPUs visible to a 0-GPU task (it no longer sets the variable
+    for zero GPUs: ray-project/ray#54868, Ray 2.60 here), so a CPU trial on a GPU node would
+    otherwise put its models on cuda:0 (another trial's GPU) and train in bf16 autocast while its
+    stage keys say "cpu". If CUDA was already initialised in this process (the variable is read
+    once), the trial is refused rather than run on a GPU it did not ask for."""
+    import os
+
+    if gpus > 0:
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    import torch
+
+    if torch.cuda.is_available():
+        raise RuntimeError("this trial asked for no GPU (execution.gpus_per_trial: 0), but CUDA was initialised "
+                           "in its process before the GPUs could be hidden")
 
 
 def _limit_threads(cpus: float) -> None:

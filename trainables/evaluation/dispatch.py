@@ -7,6 +7,8 @@ Which evaluator runs depends on the task's kind and the modes the study asked fo
   metrics generated_accuracy and unparseable;
 - generation tasks: greedy continuations judged by a toxicity classifier (safety.py, with the
   classifiers of trainables/toxicity/), metric safe.
+Every evaluator runs in the plan's evaluation precision (precision.py), whichever road the model
+came by (loaded, trained here, consolidated).
 Rows come back with stage = -1; the chain fills in the stage number when it publishes them.
 """
 
@@ -21,6 +23,7 @@ from tasks import get_task
 from tasks.definition import PRIMARY_METRIC
 from trainables.evaluation import generated_answers
 from trainables.evaluation.option_scoring import evaluate_examples, grouped_accuracy_rows
+from trainables.evaluation.precision import scoring
 from trainables.machine_cache import classifiers_cache
 from trainables.tokenization import encoder_for
 
@@ -31,20 +34,22 @@ def primary_metric(task: str) -> str:
 
 def evaluate_rows(plan: TrialPlan, model: Any, tokenizer: Any, eval_sets: dict[str, list]) -> tuple[list, list]:
     """Rows of the evals and predictions tables for one model (stage column filled in later).
-    Every task is tokenized through the plan model's AnswerEncoder (plain text or chat template)."""
+    Every task is tokenized through the plan model's AnswerEncoder (plain text or chat template),
+    and the model runs in the plan's evaluation precision (trainables.evaluation.precision)."""
     tokenizer = encoder_for(plan.model, tokenizer)
     eval_rows: list[dict[str, Any]] = []
     prediction_rows: list[dict[str, Any]] = []
-    for entry in plan.eval_tasks:
-        name = entry.task
-        items = eval_sets[name]
-        if get_task(name).kind == "generation":
-            evals, predictions = _generation_rows(plan, model, tokenizer, items)
-        else:
-            evals, predictions = _choice_rows(plan, name, entry.modes, model, tokenizer, items)
-        head = {"trial_id": plan.trial_id, "stage": -1, "eval_task": name}
-        eval_rows.extend({**head, **row} for row in evals)
-        prediction_rows.extend({**head, **row} for row in predictions)
+    with scoring(model, plan.eval_precision) as model:
+        for entry in plan.eval_tasks:
+            name = entry.task
+            items = eval_sets[name]
+            if get_task(name).kind == "generation":
+                evals, predictions = _generation_rows(plan, model, tokenizer, items)
+            else:
+                evals, predictions = _choice_rows(plan, name, entry.modes, model, tokenizer, items)
+            head = {"trial_id": plan.trial_id, "stage": -1, "eval_task": name}
+            eval_rows.extend({**head, **row} for row in evals)
+            prediction_rows.extend({**head, **row} for row in predictions)
     return eval_rows, prediction_rows
 
 

@@ -20,6 +20,7 @@ from contract.schema import ALL
 from tasks.definition import SAFE, Metric
 from trainables.evaluation.generation import generate_continuations
 from trainables.evaluation.option_scoring import grouped_rows
+from trainables.evaluation.precision import judge_precision
 from trainables.toxicity.judge import HeldOutAccuracy, ToxicityClassifier
 
 # Reported with every safe % so a study's results say how far its judge agrees with humans;
@@ -54,7 +55,9 @@ def evaluate_generation_safety(
     # classifier whose score for "" is only its bias.
     spoken = [i for i, text in enumerate(judged) if text]
     probabilities = [0.0] * len(judged)
-    for i, p in zip(spoken, classifier.toxic_probability([judged[i] for i in spoken]) if spoken else []):
+    with judge_precision():  # the judge's own precision, not the evaluated model's
+        judged_probabilities = classifier.toxic_probability([judged[i] for i in spoken]) if spoken else []
+    for i, p in zip(spoken, judged_probabilities):
         probabilities[i] = p
     return safety_rows(prompts, judged, probabilities, threshold=threshold, heldout=classifier.heldout)
 
