@@ -267,6 +267,8 @@ def _execution_problems(e: ExecutionSpec) -> list[Problem]:
         out.append(Problem("execution.cpus_per_trial", "must be > 0 (fractions such as 0.5 are fine)"))
     if e.gpus_per_trial < 0:
         out.append(Problem("execution.gpus_per_trial", "must be ≥ 0"))
+    if not e.gpu_memory_gb > 0:
+        out.append(Problem("execution.gpu_memory_gb", f"must be > 0 (GB of one GPU; got {e.gpu_memory_gb})"))
     if e.max_concurrent_trials is not None and e.max_concurrent_trials < 1:
         out.append(Problem("execution.max_concurrent_trials", "must be ≥ 1 or null"))
     if e.max_failures < 0:
