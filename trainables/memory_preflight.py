@@ -18,7 +18,7 @@ otherwise, downloading nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from contract.problems import Problem
 from trainables.memory_model import GB, ModelShape, StepSetup, describe_misfit, estimate
@@ -43,20 +43,20 @@ def largest_batch(spec: Any, index: int, batch_size: int) -> int:
     return max(int(v) for v in values)
 
 
-def _shape(name: str, spec: Any, *, local_files_only: bool, classifier: bool = False) -> ModelShape:
-    from trainables.memory_model import classifier_shape, load_config, model_shape
-
-    config = load_config(name, trust_remote_code=spec.model.trust_remote_code, local_files_only=local_files_only)
-    return classifier_shape(config) if classifier else model_shape(config)
-
-
-def study_steps(spec: Any, *, local_files_only: bool = False) -> list[tuple[str, ModelShape, StepSetup]]:
+def study_steps(spec: Any, *, local_files_only: bool = False,
+                read_config: Callable[[str], Any] | None = None) -> list[tuple[str, ModelShape, StepSetup]]:
     """(field path, model shape, setup) of every step the study's trials run (OSError when a
-    config cannot be read)."""
-    from trainables.memory_model import load_config, parameter_count
+    config cannot be read). `read_config(name)`: a model's config (default: `load_config`;
+    bench/memory_table.py gives the published configs instead of downloading them)."""
+    from trainables.memory_model import classifier_shape, load_config, model_shape, parameter_count
+
+    def config_of(name: str) -> Any:
+        if read_config is not None:
+            return read_config(name)
+        return load_config(name, trust_remote_code=spec.model.trust_remote_code, local_files_only=local_files_only)
 
     ex = spec.execution
-    policy = _shape(spec.model.name, spec, local_files_only=local_files_only)
+    policy = model_shape(config_of(spec.model.name))
     common = dict(seq_len=spec.model.max_length, workers=ex.workers_per_trial, fsdp=ex.fsdp, dtype=spec.model.dtype,
                   on_gpu=ex.gpus_per_trial > 0)
     steps = []
@@ -68,7 +68,7 @@ def study_steps(spec: Any, *, local_files_only: bool = False) -> list[tuple[str,
             if stage.method in (PPO, RLOO):
                 settings = getattr(stage, stage.method)
                 if settings.reward.model is not None:
-                    reward = _shape(settings.reward.model, spec, local_files_only=local_files_only, classifier=True)
+                    reward = classifier_shape(config_of(settings.reward.model))
                 else:
                     steps.append((f"{path}.{stage.method}.reward", policy,
                                   StepSetup(method="reward", batch_size=settings.reward.batch_size, **common)))
@@ -77,8 +77,7 @@ def study_steps(spec: Any, *, local_files_only: bool = False) -> list[tuple[str,
     if cfg.enabled:
         measured = None
         if cfg.parameters is not None:
-            measured = parameter_count(load_config(spec.model.name, trust_remote_code=spec.model.trust_remote_code,
-                                                   local_files_only=local_files_only), cfg.parameters)
+            measured = parameter_count(config_of(spec.model.name), cfg.parameters)
         steps.append(("curvature", policy, StepSetup(
             method="curvature", curvature_params=measured, curvature_batch_size=cfg.batch_size,
             curvature_lanczos="lanczos" in cfg.algorithms, curvature_top_k=cfg.top_k, **common)))
@@ -91,14 +90,15 @@ def worker_budget(spec: Any) -> float:
     return ex.gpu_memory_gb * GB * min(1.0, ex.gpus_per_trial / ex.workers_per_trial)
 
 
-def memory_preflight(spec: Any, *, local_files_only: bool = False) -> MemoryReport:
+def memory_preflight(spec: Any, *, local_files_only: bool = False,
+                     read_config: Callable[[str], Any] | None = None) -> MemoryReport:
     """The study's memory problems (one per distinct step that does not fit, at its first field
     path) and one estimate line per distinct step; nothing for a CPU study."""
     if not spec.execution.gpus_per_trial > 0:
         return MemoryReport(problems=[], lines=[])
     budget = worker_budget(spec)
     seen: dict[tuple[ModelShape, StepSetup], list[str]] = {}
-    for path, shape, setup in study_steps(spec, local_files_only=local_files_only):
+    for path, shape, setup in study_steps(spec, local_files_only=local_files_only, read_config=read_config):
         seen.setdefault((shape, setup), []).append(path)
     problems, lines = [], []
     for (shape, setup), paths in seen.items():
