@@ -199,3 +199,22 @@ def test_validate_downloads_no_config(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, out, _ = _validate(capsys, "execution.gpus_per_trial=1")  # meta-llama/Llama-2-7b-hf, not cached here
     assert code == 0 and "memory: not checked" in out
+
+
+def test_readme_table_row_for_paper_ordering():
+    """bench/memory_table.py, which writes the README's table: paper-ordering needs FSDP over 8
+    GPUs of 80 GB, over 4 of 141 GB; paper-batch-size's batch-2 grid point allows 2 workers at most."""
+    import importlib.util
+    from pathlib import Path
+
+    from study.presets import preset_paths
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "memory_table.py"
+    spec = importlib.util.spec_from_file_location("memory_table", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert model_shape(table.published_config("meta-llama/Llama-2-7b-hf")).params == 6_738_415_616
+    presets = preset_paths()
+    assert table.fewest_workers(presets["paper-ordering"], 80) == 8
+    assert table.fewest_workers(presets["paper-ordering"], 141) == 4
+    assert table.with_execution(presets["paper-batch-size"], workers=4, gpu_gb=80, curvature=False) is None
