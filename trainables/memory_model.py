@@ -515,8 +515,3 @@ def describe_misfit(shape: ModelShape, setup: StepSetup, budget: float) -> str:
     return (f"{setup.method} needs about {breakdown.render()}, over the {budget / GB:.0f} GB a worker's GPU "
             f"has (execution.gpu_memory_gb){fix}")
 
-
-def describe_shape(shape: ModelShape) -> str:
-    return (f"{shape.params / 1e9:.2f}B parameters, {shape.layers} layers, hidden {shape.hidden}, "
-            f"{shape.heads} heads, vocabulary {shape.vocab}")
-
