@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from contract.problems import TokenizationError
-from study.orchestrate import StudyBusyError, tokenization_preview
+from study.orchestrate import StudyBusyError, check_memory, tokenization_preview
 from study.presets import describe, preset_paths, resolve_study_file
 from study.spec_loading import SpecError, load_spec_file
 from tasks.task_file_problems import TaskFileError  # pure data, no torch
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "validate":
             spec = _load(args.file, args.overrides)
+            for line in check_memory(spec, local_files_only=True):  # GPU studies only; exit 2 when one does not fit
+                print(line)
             n = len(spec.chains) * len(spec.seeds)
             if spec.search is not None:
                 n *= spec.search.num_samples

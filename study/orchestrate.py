@@ -111,6 +111,7 @@ def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: in
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     check_example_counts(spec)  # before anything is written
+    check_memory(spec)
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
         return _run_study(spec, study_dir, resume=resume, report=report, log=log)
@@ -211,6 +212,27 @@ def check_example_counts(spec: StudySpec) -> None:
     problems = example_count_problems(spec, None)
     if problems:
         raise SpecError(problems, source=f"study {spec.name!r} (Hub data)")
+
+
+def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> list[str]:
+    """The memory preflight (trainables.memory_preflight): a study whose steps do not fit its
+    workers' GPUs raises SpecError (`study run` and `study validate` exit 2), each problem at its
+    stage's field path with what would fit. Returns the estimate of each distinct step (nothing
+    for a CPU study). With `local_files_only` (`study validate`) a model config that is not on
+    this machine is not downloaded: the check is skipped with a line saying so."""
+    from study.spec_loading import SpecError
+    from trainables.memory_preflight import memory_preflight
+
+    try:
+        report = memory_preflight(spec, local_files_only=local_files_only)
+    except OSError as exc:
+        if not local_files_only:
+            raise
+        return [f"memory: not checked: a model config is not on this machine ({exc.__class__.__name__}); "
+                "`study run` reads it and checks before anything runs"]
+    if report.problems:
+        raise SpecError(report.problems, source=f"study {spec.name!r} (memory per worker)")
+    return report.lines
 
 
 def check_tokenization(spec: StudySpec, base_model: str, data_dir: str | None, log) -> None:

@@ -334,6 +334,10 @@ class ExecutionSpec:
     land on one GPU that holds neither; turn it on for models several of which fit one GPU."""
     fsdp: bool = False
     """With GPU workers: shard the model, gradients and optimizer state over them (FSDP2)."""
+    gpu_memory_gb: float = 80.0
+    """Memory of one of the cluster's GPUs, in GB (1e9 bytes): a study whose steps need more per
+    worker (trainables/memory_model.py) is refused before it runs. An "80 GB" A100/H100 holds
+    ~85e9 bytes; the difference is headroom for the allocator."""
     max_concurrent_trials: int | None = None
     """None = as many as the cluster's CPUs (or GPUs) allow."""
     max_failures: int = 1

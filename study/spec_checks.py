@@ -291,6 +291,8 @@ def _execution_problems(e: ExecutionSpec) -> list[Problem]:
         out.append(Problem("execution.gpus_per_trial", "must be ≥ 0"))
     elif e.gpus_per_trial and e.workers_per_trial >= 1:
         out.extend(_gpu_share_problems(e))
+    if not e.gpu_memory_gb > 0:
+        out.append(Problem("execution.gpu_memory_gb", f"must be > 0 (GB of one GPU; got {e.gpu_memory_gb})"))
     if e.max_concurrent_trials is not None and e.max_concurrent_trials < 1:
         out.append(Problem("execution.max_concurrent_trials", "must be ≥ 1 or null"))
     if e.max_failures < 0:

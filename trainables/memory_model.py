@@ -1,0 +1,517 @@
+"""How much GPU memory (per rank) and host RAM one step of a chain needs, before anything loads.
+
+A step is a stage's training (sft, dpo, ppo, rloo), the reward model an online-RL stage trains
+first (`reward`), or the curvature measured after a stage (`curvature`). The model is read
+without weights: its config instantiated on the meta device (`model_shape`) gives the exact
+parameter counts; the rest is arithmetic on the settings the engine uses today, written out per
+tensor so a reader can check each term against the code it models:
+
+- weights: `trainables/models.py` keeps float32 weights for `dtype: auto` (`weights_dtype`) and
+  trains under bf16 autocast on a GPU (`bf16_autocast`); `dtype: bfloat16` = 2-byte weights.
+- grads and AdamW: one gradient and two states per trainable parameter, in the weights' dtype;
+  `adamw_torch` (training_args.py) steps with foreach kernels that allocate one more
+  parameter-sized temporary (`torch._foreach_sqrt` of the second moment); a fused AdamW does not.
+- precision copies: autocast caches a bf16 cast of every trainable weight for the forward and
+  autograd keeps it for the backward (2 bytes per parameter), unless FSDP's mixed-precision
+  policy gathers the layers in bf16 (accelerate sets `param_dtype=bf16`), one or two at a time.
+- activations: what autograd saves per token in one Llama-style decoder layer (RMSNorm inputs in
+  float32, the q/k/v and MLP inputs cast per projection, SDPA's q, k, v and output, the SwiGLU
+  intermediates; `layer_activation_bytes`), times layers and the tokens of one micro-batch
+  (micro-batch × max_length: batches pad to their longest example, at most max_length), plus
+  the logits (float32 log-softmax of the whole vocabulary). With activation checkpointing only
+  each layer's input is kept, and one layer is recomputed at a time.
+- data parallelism: plain DDP keeps everything on every rank and adds its gradient buckets
+  (one more gradient-sized buffer); FSDP (`execution.fsdp`) divides weights, grads, optimizer
+  states and the optimizer temporary by the workers.
+- extra models, as each stage builds them (trainables/stages/*.py): DPO's frozen reference
+  (sharded with the policy under FSDP); PPO's reference and reward model (never sharded), its
+  value model trained with the policy (the PPO wrapper has no `_no_split_modules`, so FSDP
+  gathers policy and value whole); RLOO's reference (prepared outside TRL's FSDP path) and reward
+  model; the policy stays loaded while a reward model is trained (chain.py).
+- curvature (trainables/curvature): the evaluation model stays loaded beside a float32 copy with
+  eager attention; `create_graph` Hessian-vector products keep the first-order gradients with
+  their graph plus the vectors of power iteration (`CURVATURE_VECTORS` parameter-sized vectors
+  of the measured parameters); forward activations are kept twice (the double backward) with
+  eager attention's probabilities; ARPACK Lanczos holds ncv + 3 float64 vectors in host RAM.
+
+The peak of a training step is the larger of two phases: forward/backward (activations and
+precision copies; gradients appear as activations are freed, so the larger of the two, both
+with gradient accumulation) and the optimizer step (gradients plus its temporaries), on top of
+what stays resident (weights, optimizer states, extra models, DDP buckets, the CUDA runtime).
+
+Micro-batches and activation checkpointing are inputs with today's values as defaults (the
+whole per-device batch in one pass, no checkpointing); `study/orchestrate.py` passes the study's
+settings and refuses a study whose steps do not fit its GPUs, naming what would (`fitting_changes`).
+Sizes are decimal GB (1e9 bytes), as the study's `execution.gpu_memory_gb`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+GB = 1e9
+CUDA_RUNTIME_BYTES = 1.0 * GB
+"""CUDA context, cuBLAS/NCCL workspaces: allocated on every GPU outside PyTorch's tensors."""
+HOST_PROCESS_BYTES = 3.0 * GB
+"""A worker process before any model: Python, torch, transformers, datasets, the examples."""
+FOREACH_OPTIMIZERS = ("adamw_torch",)
+"""AdamW implementations that step with foreach kernels (one parameter-sized temporary)."""
+FUSED_OPTIMIZERS = ("adamw_torch_fused",)
+CURVATURE_VECTORS = 7
+"""Parameter-sized float32 vectors alive during one HVP of power iteration: the first-order
+gradients (kept with their graph), the product, the iterate and hessian_eigenthings' working
+vectors (v, Hv, the previous iterate, the residual)."""
+LANCZOS_MIN_NCV = 20
+"""scipy's eigsh basis size for top_k ≤ 9 (trainables/curvature/algorithms.py)."""
+METHODS = ("sft", "dpo", "ppo", "rloo", "reward", "curvature")
+
+
+# ---------------------------------------------------------------- the model, without weights
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A model's sizes, counted on the meta device (no weights read)."""
+
+    params: int
+    """Parameters of the causal LM (tied embeddings counted once)."""
+    classifier_params: int
+    """Parameters of its sequence-classification counterpart (num_labels=1): a reward or value model."""
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+    layer_params: int
+    """Parameters of one decoder layer (what FSDP gathers at a time)."""
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * (self.hidden // self.heads)
+
+
+def _count(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_shape(config: Any) -> ModelShape:
+    """Sizes of the causal LM `config` describes (and of its classifier), built on the meta device
+    (once per distinct config: a 7B model takes ~2 s to build even without weights)."""
+    return _model_shape(config.to_json_string(use_diff=False), type(config))
+
+
+@functools.lru_cache(maxsize=16)
+def _model_shape(config_json: str, config_class: type) -> ModelShape:
+    import copy
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    config = config_class.from_dict(json.loads(config_json))
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(config)
+        cls_config = copy.deepcopy(config)
+        cls_config.num_labels = 1
+        try:
+            classifier = _count(AutoModelForSequenceClassification.from_config(cls_config))
+        except ValueError:  # no classification counterpart: the backbone plus a scalar head
+            classifier = _count(lm) - config.vocab_size * config.hidden_size + config.hidden_size
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = int(text.num_hidden_layers)
+    stacks = [m for m in lm.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == layers]
+    layer_params = _count(stacks[0][0]) if stacks else (_count(lm) // max(layers, 1))
+    heads = int(text.num_attention_heads)
+    return ModelShape(params=_count(lm), classifier_params=int(classifier), layers=layers,
+                      hidden=int(text.hidden_size), heads=heads,
+                      kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
+                      intermediate=int(getattr(text, "intermediate_size", 4 * text.hidden_size)),
+                      vocab=int(text.vocab_size), layer_params=int(layer_params))
+
+
+def classifier_shape(config: Any) -> ModelShape:
+    """Sizes of a sequence-classification model (a named reward model such as a DeBERTa):
+    `params` and `classifier_params` are both its own count."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(config)
+    config.num_labels = 1
+    with torch.device("meta"):
+        count = _count(AutoModelForSequenceClassification.from_config(config))
+    heads = int(config.num_attention_heads)
+    return ModelShape(params=count, classifier_params=count, layers=int(config.num_hidden_layers),
+                      hidden=int(config.hidden_size), heads=heads,
+                      kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
+                      intermediate=int(getattr(config, "intermediate_size", 4 * config.hidden_size)),
+                      vocab=int(config.vocab_size), layer_params=0)
+
+
+def parameter_count(config: Any, regex: str | None) -> int:
+    """Parameters of the causal LM whose names match `regex` (curvature.parameters; None = all)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(config)
+    pattern = re.compile(regex) if regex is not None else None
+    return sum(p.numel() for name, p in lm.named_parameters() if pattern is None or pattern.search(name))
+
+
+def load_config(name_or_path: str, *, trust_remote_code: bool = False, local_files_only: bool = False) -> Any:
+    """A model's config (config.json only, never weights). 'tiny' is the built-in architecture.
+    OSError when it cannot be read (e.g. `local_files_only` and not in the Hugging Face cache)."""
+    from transformers import AutoConfig, LlamaConfig
+
+    if name_or_path == "tiny":
+        from trainables.tiny_model import TINY_ARCH, TINY_VOCAB_SIZE
+
+        return LlamaConfig(vocab_size=TINY_VOCAB_SIZE, **TINY_ARCH)
+    return AutoConfig.from_pretrained(name_or_path, trust_remote_code=bool(trust_remote_code),
+                                      local_files_only=local_files_only)
+
+
+# ---------------------------------------------------------------- a step's settings
+
+
+@dataclass(frozen=True)
+class StepSetup:
+    """What one step runs with. Defaults are the engine's settings today."""
+
+    method: str
+    seq_len: int
+    """Padded sequence length (model.max_length: a batch pads to its longest example)."""
+    batch_size: int = 16
+    """The global batch (a stage's, or a trained reward model's)."""
+    workers: int = 1
+    micro_batch_size: int | None = None
+    """Sequences per device per forward pass; None = the whole per-device batch (batch_size / workers)."""
+    fsdp: bool = False
+    activation_checkpointing: bool = False
+    optimizer: str = "adamw_torch"
+    dtype: str = "auto"
+    """model.dtype: 'auto' and 'float32' keep float32 weights, 'bfloat16' two-byte weights."""
+    on_gpu: bool = True
+    reward: ModelShape | None = None
+    """ppo/rloo: the reward model's shape (None = one trained in the study from the base model)."""
+    curvature_params: int | None = None
+    """curvature: parameters measured (curvature.parameters); None = all."""
+    curvature_batch_size: int = 16
+    curvature_lanczos: bool = False
+    curvature_top_k: int = 1
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown step {self.method!r} (expected one of {', '.join(METHODS)})")
+
+    @property
+    def per_device_batch(self) -> int:
+        return max(1, self.batch_size // self.workers)
+
+    @property
+    def micro(self) -> int:
+        return min(self.micro_batch_size or self.per_device_batch, self.per_device_batch)
+
+    @property
+    def accumulation(self) -> int:
+        return -(-self.per_device_batch // self.micro)
+
+    @property
+    def weight_bytes(self) -> int:
+        return 2 if self.dtype == "bfloat16" else 4
+
+    @property
+    def autocast(self) -> bool:
+        """bf16 autocast: trainables.models.bf16_autocast on a bf16 GPU (the workers' GPUs are
+        assumed to support bf16: A100, H100 and later)."""
+        return self.on_gpu and self.dtype != "float32"
+
+    @property
+    def shards(self) -> int:
+        return self.workers if self.fsdp and self.workers > 1 else 1
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes per rank, by part: each part is its own size, and `total` is the peak, what stays
+    resident (weights, optimizer, extra models, DDP buckets, runtime) plus the larger phase
+    (activations with precision copies and gradients, or gradients with the optimizer's
+    temporary); `host_ram`: the rank's process at its peak."""
+
+    weights: float
+    grads: float
+    optimizer: float
+    activations: float
+    precision_copies: float
+    extra_models: float
+    temporaries: float
+    runtime: float
+    total: float
+    host_ram: float
+    peak_phase: str
+    """'forward/backward' or 'optimizer step': which phase sets `total`."""
+
+    def fits(self, budget_bytes: float) -> bool:
+        return self.total <= budget_bytes
+
+    def render(self) -> str:
+        parts = [f"{f.name.replace('_', ' ')} {_gb(getattr(self, f.name))}" for f in fields(self)
+                 if f.name not in ("total", "host_ram", "peak_phase") and getattr(self, f.name) > 0]
+        return (f"{_gb(self.total)} GB per GPU, peak at the {self.peak_phase} (of {', '.join(parts)} GB); "
+                f"host RAM {_gb(self.host_ram)} GB per worker")
+
+
+def _gb(size: float) -> str:
+    return f"{size / GB:.1f}" if size >= 0.1 * GB else f"{size / GB:.2g}"
+
+
+# ---------------------------------------------------------------- per-token activations
+
+
+def layer_activation_bytes(shape: ModelShape, *, weight_bytes: int = 4, autocast: bool = True,
+                           eager_attention_len: int = 0) -> int:
+    """Bytes autograd saves per token in one decoder layer (Llama-style: RMSNorm, q/k/v/o
+    projections with rotary embeddings, SDPA, SwiGLU MLP).
+
+    c = bytes of the matmuls' inputs and outputs (2 under bf16 autocast or bf16 weights, else 4);
+    r = bytes of the residual stream (the weights' dtype). Each RMSNorm keeps its float32 input
+    and its normalised output (4h + r·h). Under autocast every projection casts its input anew
+    (q, k, v: 3·c·h; gate, up: 2·c·h), without it one input is shared (c·h each). SDPA keeps q, k,
+    v and its output (c·(2h + 2kv)); o_proj its contiguous input (c·h); SwiGLU the gate output,
+    its SiLU, the up output and their product (4·c·i). Eager attention adds the float32 softmax
+    and its cast per head and key position ((4 + c)·heads·len).
+    """
+    h, i, kv = shape.hidden, shape.intermediate, shape.kv_width
+    c = 2 if (autocast or weight_bytes == 2) else 4
+    r = weight_bytes
+    norms = 2 * (4 * h + r * h)
+    projection_inputs = (3 * c * h + 2 * c * h) if autocast else 2 * c * h
+    attention = c * (2 * h + 2 * kv) + c * h
+    mlp = 4 * c * i
+    eager = (4 + c) * shape.heads * eager_attention_len
+    return norms + projection_inputs + attention + mlp + eager
+
+
+def head_activation_bytes(shape: ModelShape, *, weight_bytes: int = 4, autocast: bool = True) -> tuple[int, int]:
+    """(saved, transient) bytes per token of the LM head and its loss: the final norm's tensors
+    and the head's input are saved with the float32 log-softmax (4V); while the loss is formed the
+    logits (c·V), their float32 copy (4V) and its gradient (4V) are alive too."""
+    h, v = shape.hidden, shape.vocab
+    c = 2 if (autocast or weight_bytes == 2) else 4
+    saved = (4 * h + weight_bytes * h) + c * h + 4 * v
+    return saved, (c + 8) * v
+
+
+# ---------------------------------------------------------------- the estimate
+
+
+def _trainable_params(shape: ModelShape, setup: StepSetup) -> int:
+    if setup.method == "reward":
+        return shape.classifier_params
+    if setup.method == "ppo":  # policy + value model, trained together
+        return shape.params + _value_params(shape, setup)
+    return shape.params
+
+
+def _value_params(shape: ModelShape, setup: StepSetup) -> int:
+    """PPO's critic: a copy of a reward model trained in the study (the policy's classifier
+    shape), or the policy's backbone under a new head (a named reward model): the same count."""
+    return shape.classifier_params
+
+
+def _reward_params(shape: ModelShape, setup: StepSetup) -> int:
+    return setup.reward.params if setup.reward is not None else shape.classifier_params
+
+
+def _extra_models(shape: ModelShape, setup: StepSetup) -> float:
+    """Frozen models resident beside the trained one (bytes per rank)."""
+    wb, n = setup.weight_bytes, setup.shards
+    if setup.method == "dpo":
+        return shape.params * wb / n  # the reference, sharded like the policy (TRL prepare_fsdp)
+    if setup.method in ("ppo", "rloo"):
+        return (shape.params + _reward_params(shape, setup)) * wb  # reference + reward model, whole
+    if setup.method == "reward":
+        return shape.params * wb  # the policy, loaded before the reward model trains (chain.py)
+    return 0.0
+
+
+def _activations(shape: ModelShape, setup: StepSetup) -> float:
+    """Activation bytes of one micro-batch on one rank (saved plus the loss's transient)."""
+    wb, ac = setup.weight_bytes, setup.autocast
+    per_layer = layer_activation_bytes(shape, weight_bytes=wb, autocast=ac)
+    saved_head, transient_head = head_activation_bytes(shape, weight_bytes=wb, autocast=ac)
+    sequences = setup.micro * (2 if setup.method in ("dpo", "reward") else 1)  # chosen + rejected
+    tokens = sequences * setup.seq_len
+    if setup.activation_checkpointing:  # each layer's input, one layer recomputed at a time
+        stack = shape.layers * wb * shape.hidden + per_layer
+    else:
+        stack = shape.layers * per_layer
+    if setup.method == "reward":  # a scalar head: no vocabulary-sized logits
+        return tokens * stack
+    models = 2 if setup.method == "ppo" else 1  # PPO runs the value model on the same tokens
+    return tokens * (models * stack + saved_head + transient_head)
+
+
+def _precision_copies(shape: ModelShape, setup: StepSetup, trainable: int) -> float:
+    """bf16 casts of the trained weights (autocast), or FSDP's gathered layers and their
+    unsharded gradients (in bf16 under autocast: accelerate's MixedPrecisionPolicy)."""
+    gathered_bytes = 2 if setup.autocast else setup.weight_bytes
+    if setup.shards > 1:
+        if setup.method == "ppo":  # the policy-and-value wrapper is one FSDP unit: gathered whole
+            return 2 * trainable * gathered_bytes
+        root = trainable - shape.layers * shape.layer_params  # embeddings, final norm, head: unsharded all step
+        return (2 * shape.layer_params + root) * gathered_bytes + shape.layer_params * gathered_bytes
+    return 2 * trainable if setup.autocast and setup.weight_bytes == 4 else 0.0
+
+
+def _host_ram(shape: ModelShape, setup: StepSetup, device_total: float) -> float:
+    """A worker's host RAM at its peak: every rank reads the whole model to the host before
+    moving it to its GPU (no cpu_ram_efficient_loading); FSDP's consolidation gathers the full
+    state dict on rank 0's host; ARPACK Lanczos keeps its basis in float64 on the host. On CPU
+    the device memory is host memory too."""
+    load = shape.params * setup.weight_bytes
+    if setup.method == "curvature":
+        load = shape.params * 4
+    peaks = [load]
+    if setup.shards > 1:
+        peaks.append(shape.params * setup.weight_bytes)
+    if setup.method == "curvature" and setup.curvature_lanczos:
+        n = setup.curvature_params or shape.params
+        ncv = min(n, max(2 * setup.curvature_top_k + 1, LANCZOS_MIN_NCV))
+        peaks.append((ncv + 3) * n * 8)
+    return HOST_PROCESS_BYTES + max(peaks) + (0.0 if setup.on_gpu else device_total)
+
+
+def _curvature(shape: ModelShape, setup: StepSetup) -> MemoryBreakdown:
+    """Curvature after a stage: the evaluation model (the study's dtype) stays loaded; the
+    measured copy is float32 with eager attention; HVPs keep CURVATURE_VECTORS vectors of the
+    measured parameters and the forward's activations twice (graph of the first backward)."""
+    measured = setup.curvature_params or shape.params
+    weights = shape.params * 4.0
+    extra = shape.params * setup.weight_bytes
+    vectors = CURVATURE_VECTORS * measured * 4.0
+    per_layer = layer_activation_bytes(shape, weight_bytes=4, autocast=False, eager_attention_len=setup.seq_len)
+    activations = 2.0 * setup.curvature_batch_size * setup.seq_len * shape.layers * per_layer
+    runtime = CUDA_RUNTIME_BYTES if setup.on_gpu else 0.0
+    total = weights + extra + vectors + activations + runtime
+    return MemoryBreakdown(weights=weights, grads=0.0, optimizer=0.0, activations=activations, precision_copies=0.0,
+                           extra_models=extra, temporaries=vectors, runtime=runtime, total=total,
+                           host_ram=_host_ram(shape, setup, total), peak_phase="Hessian-vector products")
+
+
+def estimate(shape: ModelShape, setup: StepSetup) -> MemoryBreakdown:
+    """Per-rank memory of one step (see the module docstring for every term)."""
+    if setup.method == "curvature":
+        return _curvature(shape, setup)
+    n, wb = setup.shards, setup.weight_bytes
+    trainable = _trainable_params(shape, setup)
+    weights = trainable * wb / n
+    grads = trainable * wb / n
+    optimizer = 2 * trainable * wb / n
+    step_temporary = trainable * wb / n if setup.optimizer in FOREACH_OPTIMIZERS else 0.0
+    ddp_buckets = trainable * wb if setup.workers > 1 and n == 1 else 0.0
+    activations = _activations(shape, setup)
+    copies = _precision_copies(shape, setup, trainable)
+    extra = _extra_models(shape, setup)
+    runtime = CUDA_RUNTIME_BYTES if setup.on_gpu else 0.0
+    moving = activations + copies
+    backward = grads + moving if setup.accumulation > 1 else max(grads, moving)
+    optimizer_step = grads + step_temporary
+    resident = weights + optimizer + extra + ddp_buckets + runtime
+    phase = "forward/backward" if backward >= optimizer_step else "optimizer step"
+    total = resident + max(backward, optimizer_step)
+    return MemoryBreakdown(weights=weights, grads=grads, optimizer=optimizer, activations=activations,
+                           precision_copies=copies, extra_models=extra, temporaries=step_temporary + ddp_buckets,
+                           runtime=runtime, total=total, host_ram=_host_ram(shape, setup, total), peak_phase=phase)
+
+
+# ---------------------------------------------------------------- what would fit
+
+
+WORKER_COUNTS = (2, 4, 8, 16, 32, 64)
+
+
+def _fsdp_workers(shape: ModelShape, setup: StepSetup, budget: float, **changes: Any) -> int | None:
+    for workers in WORKER_COUNTS:
+        if setup.batch_size % workers == 0 and workers >= setup.workers:
+            if estimate(shape, replace(setup, workers=workers, fsdp=True, **changes)).fits(budget):
+                return workers
+    return None
+
+
+def longest_fitting_length(shape: ModelShape, setup: StepSetup, budget: float) -> int | None:
+    """The longest max_length (a multiple of 64) at which the step fits, None when none does."""
+    low, high = 0, setup.seq_len // 64
+    while low < high:
+        mid = (low + high + 1) // 2
+        if estimate(shape, replace(setup, seq_len=mid * 64)).fits(budget):
+            low = mid
+        else:
+            high = mid - 1
+    return low * 64 or None
+
+
+def _curvature_changes(shape: ModelShape, setup: StepSetup, budget: float) -> list[str]:
+    out = []
+    if setup.curvature_batch_size > 1 and estimate(shape, replace(setup, curvature_batch_size=1)).fits(budget):
+        out.append("curvature.batch_size: 1")
+    layer = replace(setup, curvature_params=shape.layer_params, curvature_batch_size=1)
+    if shape.layer_params and (setup.curvature_params or shape.params) > shape.layer_params \
+            and estimate(shape, layer).fits(budget):
+        out.append(f"curvature.parameters restricted to one decoder layer ({shape.layer_params / 1e6:.0f}M "
+                   "parameters, e.g. 'model\\.layers\\.0\\.') with curvature.batch_size: 1")
+    elif shape.layer_params and (length := longest_fitting_length(shape, layer, budget)) is not None:
+        out.append(f"curvature.parameters restricted to one decoder layer, curvature.batch_size: 1 and "
+                   f"model.max_length: {length} (or less)")
+    return out
+
+
+def fitting_changes(shape: ModelShape, setup: StepSetup, budget: float) -> list[str]:
+    """Changes of the study's settings under which the step fits `budget` bytes per GPU, most
+    direct first (empty when nothing tried fits)."""
+    if setup.method == "curvature":
+        return _curvature_changes(shape, setup, budget)
+    out = []
+    if setup.workers > 1 and not setup.fsdp and estimate(shape, replace(setup, fsdp=True)).fits(budget):
+        out.append(f"execution.fsdp: true (shard over the {setup.workers} workers)")
+    workers = _fsdp_workers(shape, setup, budget)
+    if workers is not None and not (workers == setup.workers and setup.fsdp):
+        out.append(f"FSDP over {workers} GPU workers (execution.workers_per_trial: {workers}, "
+                   f"execution.gpus_per_trial: {workers}, execution.fsdp: true)")
+    if not setup.activation_checkpointing:
+        checkpointed = replace(setup, activation_checkpointing=True)
+        if estimate(shape, checkpointed).fits(budget):
+            out.append("training.activation_checkpointing: true")
+        elif (w := _fsdp_workers(shape, setup, budget, activation_checkpointing=True)) is not None and w != workers:
+            out.append(f"FSDP over {w} GPU workers with training.activation_checkpointing: true")
+    if setup.micro > 1 and estimate(shape, replace(setup, micro_batch_size=1)).fits(budget):
+        out.append("training.micro_batch_size: 1 (gradient accumulation keeps the batch)")
+    length = longest_fitting_length(shape, setup, budget)
+    if length is not None and length < setup.seq_len:
+        out.append(f"model.max_length: {length} (or less)")
+    elif length is None:  # the most sharded, checkpointed setup the batch allows, at a shorter length
+        most = max((w for w in WORKER_COUNTS if setup.batch_size % w == 0), default=setup.workers)
+        sharded = replace(setup, workers=max(most, setup.workers), fsdp=setup.fsdp or most > 1,
+                          activation_checkpointing=True)
+        length = longest_fitting_length(shape, sharded, budget)
+        if length is not None and length < setup.seq_len:
+            out.append(f"FSDP over {sharded.workers} GPU workers with training.activation_checkpointing: true and "
+                       f"model.max_length: {length} (or less)")
+    return out
+
+
+def describe_misfit(shape: ModelShape, setup: StepSetup, budget: float) -> str:
+    """The problem message of a step that does not fit: the estimate and what would fit."""
+    breakdown = estimate(shape, setup)
+    changes = fitting_changes(shape, setup, budget)
+    fix = ("; it would fit with " + ", or ".join(changes)) if changes else \
+        "; no change of workers (up to 64 with FSDP), checkpointing, micro-batch or max_length tried here fits"
+    return (f"{setup.method} needs about {breakdown.render()}, over the {budget / GB:.0f} GB a worker's GPU "
+            f"has (execution.gpu_memory_gb){fix}")
+
