@@ -40,7 +40,7 @@ from trainables.evaluation.option_scoring import evaluate_examples
 from trainables.models import load_model_and_tokenizer, save_checkpoint
 from trainables.replay import replay_rows, replay_sample
 from trainables.results_writer import write_part
-from trainables.stage_measurements import curvature_rows, weight_row
+from trainables.stage_measurements import curvature_rows, release_memory, weight_row
 from trainables.stage_store import StageEntry, StageStore
 from trainables.stages import get_runner
 from trainables.tokenization import encoder_for
@@ -291,6 +291,8 @@ class _ChainRun:
     def _ensure_curvature(self, entry: StageEntry, stage: StagePlan) -> None:
         if not self.plan.curvature.measures(stage.stage) or entry.has_measure("curvature", self.keys.curvature):
             return
+        self._loaded = None  # the evaluation model goes before the curvature copy is loaded
+        release_memory()
         rows = curvature_rows(self.plan, stage, entry.checkpoint, _train_examples(self.plan, stage))
         entry.write_measure("curvature", self.keys.curvature, rows)
 

@@ -4,11 +4,14 @@
 - curvature (when enabled for this stage): the Hessian of the stage's training loss on a fixed,
   recorded random sample of its training examples (paper §3.4: 50 samples, power iteration),
   overall and optionally per group, from the stage's checkpoint reloaded with eager attention
-  (double-backward through SDPA fails on CPU).
+  (double-backward through SDPA fails on CPU). The chain drops its evaluation model and calls
+  `release_memory` first, so the float32 curvature copy is the only model in memory; the copy
+  is released the same way when the rows are made.
 """
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +26,16 @@ def weight_row(trial_id: str, stage: int, checkpoint: Path, previous: str | Path
     from_base = from_previous if stage == 1 else squared_distance(checkpoint, base)[0]
     return {"trial_id": trial_id, "stage": stage, "l2_sq_from_previous": from_previous,
             "l2_sq_from_base": from_base, "n_params": n_params}
+
+
+def release_memory() -> None:
+    """Collect what was just dropped (a model's reference cycles included: accelerate's
+    patched forward keeps one) and return the GPU's cached blocks to the device."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def curvature_sample(examples: Sequence[Any], n: int, seed: int) -> list[Any]:
@@ -68,5 +81,6 @@ def curvature_rows(plan: TrialPlan, stage: StagePlan, checkpoint: Path, train_ex
                 "converged": result.converged, "tol": result.tol, "seconds": result.seconds,
                 "example_ids": [ex.example_id for ex in sample],
             })
-    del model
+    del model, tokenizer, encoder
+    release_memory()
     return rows
