@@ -25,11 +25,11 @@ class CurvatureResult:
 
     algorithm:   "power_iteration" | "lanczos" | "hutchinson"
     eigenvalues: top-k by magnitude, descending |λ| (empty for hutchinson; for lanczos only
-                 the Ritz values ARPACK accepted when it ran out of budget)
+                 the Ritz values that passed the test when it ran out of budget)
     trace:       Hutchinson estimate of tr(H), else None
-    iterations:  power steps (summed over deflations) | Lanczos steps (= ARPACK's HVPs) |
+    iterations:  power steps (summed over deflations) | Lanczos steps (= its HVPs) |
                  Hutchinson probes
-    hvp_count:   HVPs actually evaluated (lanczos: ARPACK's + 1 for the residual check)
+    hvp_count:   HVPs actually evaluated (lanczos: its steps + 1 for the residual check)
     residual:    ||Hv − λv|| of the top pair, v unit-norm (None for hutchinson or when no
                  pair was found)
     converged:   the algorithm's own convergence test passed (hutchinson: always True; it has
