@@ -30,7 +30,7 @@ from contract.atomic import write_json_atomic, write_text_atomic
 from contract.keys import measure_keys
 from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
-from contract.problems import TokenizationError
+from contract.problems import Problem, TokenizationError
 from contract.records import FINISHED, RunCounts, RunRecord, TrialMarker, read_record, write_record
 from study.planner import SampledPlans, build_plans, collect_plans
 from study.spec import StudySpec
@@ -150,6 +150,7 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
     base_model = resolve_base_model(spec.model.name, data_dir, cache_dir=StudyLayout(study_dir).models)
     log(f"[study] base model: {base_model}")
     check_tokenization(spec, base_model, data_dir, log)
+    check_curvature(spec, base_model)
     write_text_atomic(StudyLayout(study_dir).study_file, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     chat = chat_format(spec, base_model)
     run = RunInfo(run_id=uuid.uuid4().hex[:12], reuse_earlier_runs=bool(resume))
@@ -245,6 +246,23 @@ def check_tokenization(spec: StudySpec, base_model: str, data_dir: str | None, l
         log(f"[study] warning: {warning}")
     if report.errors:
         raise TokenizationError(report.error_message())
+
+
+def check_curvature(spec: StudySpec, base_model: str) -> None:
+    """Refuse curvature over more parameters than its vectors may hold (SpecError on
+    curvature.parameters, with a suggested regex: trainables.curvature.budget), from the base
+    model's config built on the meta device, before anything trains."""
+    c = spec.curvature
+    if not c.enabled:
+        return
+    from study.spec_loading import SpecError
+    from trainables.curvature.budget import model_parameter_sizes, subset_problem
+
+    sizes = model_parameter_sizes(base_model, trust_remote_code=spec.model.trust_remote_code)
+    problem = subset_problem(sizes, c.parameters, algorithms=c.algorithms, top_k=c.top_k,
+                             max_iterations=c.max_iterations, trace_samples=c.trace_samples)
+    if problem is not None:
+        raise SpecError([Problem("curvature.parameters", problem)], source=f"study {spec.name!r} ({base_model})")
 
 
 def tokenization_preview(spec: StudySpec) -> tuple[str, str | None]:

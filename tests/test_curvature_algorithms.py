@@ -167,3 +167,76 @@ def test_largest_magnitude_wins_even_when_negative():
     for r in run_algorithms(operator, top_k=2, max_iterations=500, tol=1e-8):
         np.testing.assert_allclose(r.eigenvalues, [-5.0, 3.0], rtol=1e-5, err_msg=r.algorithm)
         assert r.spectral_radius == pytest.approx(5.0, rel=1e-5)
+
+
+# ---------------------------------------------------------------- Lanczos in torch (large operators)
+
+def test_torch_lanczos_equals_the_closed_form_hessian(problem):
+    """On the operator's device and dtype (float64 here), full reorthogonalisation: the top-1 and
+    top-3 eigenvalues of (2/N) XᵀX to rounding, with the residual of the top pair measured."""
+    operator, hessian = problem
+    exact = np.sort(np.linalg.eigvalsh(hessian))[::-1]
+    for k in (1, 3):
+        r = lanczos(operator, top_k=k, max_iterations=500, tol=1e-10, backend="torch")
+        assert r.converged and r.algorithm == "lanczos", r
+        np.testing.assert_allclose(r.eigenvalues, exact[:k], rtol=1e-10)
+        assert r.residual < 1e-9 * exact[0] and r.hvp_count == r.iterations + 1 <= D + 1
+
+
+def test_torch_lanczos_restarts_within_its_basis_and_matches_arpack():
+    """Close top eigenvalues need more HVPs than the basis holds: the thick restart keeps the
+    basis at ncv vectors and still finds the top 1 and top 3 that ARPACK finds."""
+    matrix = close_top_eigenvalues()
+    exact = np.sort(np.linalg.eigvalsh(matrix))[::-1]
+    operator, calls = counted_operator(matrix)
+    for k, ncv in ((1, 6), (3, 8), (1, None)):
+        calls[0] = 0
+        ours = lanczos(operator, top_k=k, max_iterations=2000, tol=1e-8, ncv=ncv, backend="torch")
+        assert ours.converged and ours.hvp_count == calls[0] == ours.iterations + 1, ours
+        if ncv is not None:
+            assert ours.iterations > 2 * ncv  # it restarted
+        arpack = lanczos(operator, top_k=k, max_iterations=2000, tol=1e-8, ncv=ncv, backend="arpack")
+        np.testing.assert_allclose(ours.eigenvalues, exact[:k], rtol=1e-7)
+        np.testing.assert_allclose(ours.eigenvalues, arpack.eigenvalues, rtol=1e-7)
+
+
+def test_torch_lanczos_budget_and_partial_result():
+    """max_iterations bounds the HVPs; a stopped run returns only the values that passed the
+    test (none here: tol 1e-12 with 1.0, 0.99, ... on top), as ARPACK does."""
+    operator, calls = counted_operator(close_top_eigenvalues())
+    for budget in (1, 5, 12, 30):
+        calls[0] = 0
+        r = lanczos(operator, max_iterations=budget, tol=1e-12, backend="torch")
+        assert not r.converged and r.iterations == budget == calls[0] == r.hvp_count, r
+        assert r.eigenvalues == () and r.residual is None
+    with pytest.raises(ValueError, match="maxiter counts ARPACK restarts"):
+        lanczos(operator, maxiter=1, backend="torch")
+
+
+def test_torch_lanczos_largest_magnitude_negative_and_float32():
+    rng = np.random.default_rng(5)
+    q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    eig = np.concatenate([[-5.0, 3.0], rng.uniform(-1, 1, 28)])
+    matrix = (q * eig) @ q.T
+    operator, _ = counted_operator(matrix)
+    r = lanczos(operator, top_k=2, max_iterations=500, tol=1e-8, backend="torch")
+    np.testing.assert_allclose(r.eigenvalues, [-5.0, 3.0], rtol=1e-8)
+    # float32 operator: the basis stays float32, the answer to float32's precision.
+    single = torch.from_numpy(matrix).float()
+    r = lanczos(LambdaOperator(lambda v: single @ v, size=30, dtype=torch.float32), max_iterations=500, tol=1e-5,
+                backend="torch")
+    assert r.converged and r.eigenvalues[0] == pytest.approx(-5.0, rel=1e-5)
+
+
+def test_lanczos_backend_by_arpack_host_memory():
+    """ARPACK while its (ncv + 7) float64 host vectors fit in 1 GiB: ncv 20 → 216 bytes per
+    parameter → 2**30 // 216 = 4,971,026 parameters; torch above. The tiny model stays on ARPACK."""
+    from trainables.curvature.budget import arpack_host_bytes, lanczos_backend
+
+    assert arpack_host_bytes(1000, 1, 100) == 27 * 1000 * 8
+    assert lanczos_backend(4_971_026, 1, 100) == "arpack"
+    assert lanczos_backend(4_971_027, 1, 100) == "torch"
+    assert lanczos_backend(360_000, 1, 100) == "arpack"
+    operator, _ = counted_operator(close_top_eigenvalues())
+    with pytest.raises(ValueError, match="unknown Lanczos backend"):
+        lanczos(operator, backend="cuda")

@@ -161,3 +161,58 @@ def test_too_long_examples_are_dropped_like_sft(tiny, data_dir):
     assert batches[0]["input_ids"].shape == (sum(n <= limit for n in lengths), limit)
     with pytest.raises(ValueError, match="no example fits"):
         sft_batches(tokenizer, examples, max_length=lengths[0] - 1, batch_size=16)
+
+
+def test_torch_lanczos_agrees_with_arpack_on_the_tiny_model(tiny, data_dir):
+    """The large-model path (torch, on the operator's device and dtype) on the tiny model's
+    float32 Hessian: the same top-2 eigenvalues ARPACK finds, within the measurement's tolerance."""
+    from trainables.curvature import curvature_operator, lanczos
+
+    model, tokenizer = tiny
+    examples = load_examples("toxigen_qa", "train", size=6, data_dir=data_dir)
+    operator = curvature_operator(model, tokenizer, examples, max_length=512, batch_size=16, param_regex=None)
+    model.eval()
+    with torch.enable_grad():
+        arpack = lanczos(operator, top_k=2, max_iterations=80, tol=1e-4, backend="arpack")
+        ours = lanczos(operator, top_k=2, max_iterations=80, tol=1e-4, backend="torch")
+    assert arpack.converged and ours.converged
+    assert ours.eigenvalues == pytest.approx(arpack.eigenvalues, rel=1e-4)
+    assert ours.residual < 1e-4 * abs(ours.eigenvalues[0]) * 2  # float32 HVPs: the test's β|y| vs a fresh HVP
+
+
+def test_chain_frees_the_evaluation_model_before_the_curvature_copy(tiny_model_path, data_dir, tmp_path, monkeypatch):
+    """The stage's evaluated model (the one training left in memory) is collected before
+    curvature loads its float32 copy: a weak reference to it is dead when curvature_rows runs."""
+    import dataclasses
+    import weakref
+
+    from contract.plan import RunInfo
+    from study.planner import build_plans
+    from study.spec_loading import spec_from_dict
+    from trainables import chain
+
+    spec = spec_from_dict({
+        "name": "free", "model": {"name": "tiny", "max_length": 256},
+        "tasks": {"toxigen_qa": {"train_size": 8, "eval_size": 4}},
+        "stage_defaults": {"learning_rate": 1e-3, "batch_size": 4, "steps": 1},
+        "chains": {"a": [{"task": "toxigen_qa"}]}, "data_dir": str(data_dir),
+        "curvature": {"enabled": True, "n_samples": 2, "max_iterations": 2, "algorithms": ["power_iteration"]},
+    })
+    (plan,) = build_plans(spec, study_dir=tmp_path / "free", data_dir=str(data_dir),
+                          base_model_path=str(tiny_model_path), chat=False)
+    evaluated, alive_at_curvature = [], []
+    real_evaluate, real_curvature = chain.evaluate_rows, chain.curvature_rows
+
+    def evaluate_rows(plan, model, *args, **kwargs):
+        evaluated.append(weakref.ref(model))
+        return real_evaluate(plan, model, *args, **kwargs)
+
+    def curvature_rows(*args, **kwargs):
+        alive_at_curvature.append([ref() is not None for ref in evaluated])
+        return real_curvature(*args, **kwargs)
+
+    monkeypatch.setattr(chain, "evaluate_rows", evaluate_rows)
+    monkeypatch.setattr(chain, "curvature_rows", curvature_rows)
+    chain.run_chain(dataclasses.replace(plan, run=RunInfo("run1", reuse_earlier_runs=False)))
+    assert len(evaluated) == 2  # the base model, then the trained stage
+    assert alive_at_curvature == [[False, False]]

@@ -4,7 +4,9 @@
 - curvature (when enabled for this stage): the Hessian of the stage's training loss on a fixed,
   recorded random sample of its training examples (paper §3.4: 50 samples, power iteration),
   overall and optionally per group, from the stage's checkpoint reloaded with eager attention
-  (double-backward through SDPA fails on CPU).
+  (double-backward through SDPA fails on CPU). The chain drops its evaluation model and calls
+  `trainables.models.release_memory` first, so the float32 curvature copy is the only model in memory; the copy
+  is released the same way when the rows are made.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Sequence
 from contract.plan import StagePlan, TrialPlan
 from contract.schema import ALL
 from tasks.sampling import seeded_subset
+from trainables.models import release_memory
 from trainables.weight_change import squared_distance
 
 
@@ -68,5 +71,6 @@ def curvature_rows(plan: TrialPlan, stage: StagePlan, checkpoint: Path, train_ex
                 "converged": result.converged, "tol": result.tol, "seconds": result.seconds,
                 "example_ids": [ex.example_id for ex in sample],
             })
-    del model
+    del model, tokenizer, encoder
+    release_memory()
     return rows

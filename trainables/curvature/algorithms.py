@@ -25,11 +25,11 @@ class CurvatureResult:
 
     algorithm:   "power_iteration" | "lanczos" | "hutchinson"
     eigenvalues: top-k by magnitude, descending |λ| (empty for hutchinson; for lanczos only
-                 the Ritz values ARPACK accepted when it ran out of budget)
+                 the Ritz values that passed the test when it ran out of budget)
     trace:       Hutchinson estimate of tr(H), else None
-    iterations:  power steps (summed over deflations) | Lanczos steps (= ARPACK's HVPs) |
+    iterations:  power steps (summed over deflations) | Lanczos steps (= its HVPs) |
                  Hutchinson probes
-    hvp_count:   HVPs actually evaluated (lanczos: ARPACK's + 1 for the residual check)
+    hvp_count:   HVPs actually evaluated (lanczos: its steps + 1 for the residual check)
     residual:    ||Hv − λv|| of the top pair, v unit-norm (None for hutchinson or when no
                  pair was found)
     converged:   the algorithm's own convergence test passed (hutchinson: always True; it has
@@ -149,22 +149,56 @@ def lanczos_steps_budget(max_iterations: int, top_k: int, size: int, ncv: int | 
 
 
 def lanczos(operator: Any, *, top_k: int = 1, max_iterations: int = 100, tol: float = 1e-3, seed: int = 0,
-            ncv: int | None = None, maxiter: int | None = None) -> CurvatureResult:
-    """Implicitly restarted Lanczos (ARPACK via scipy.sparse.linalg.eigsh, which='LM').
+            ncv: int | None = None, maxiter: int | None = None, backend: str | None = None) -> CurvatureResult:
+    """Restarted Lanczos for the top-k eigenvalues by magnitude, within `max_iterations` HVPs.
 
-    ARPACK stops when every wanted Ritz pair has ||Hv − θv|| ≤ tol·|θ|. `max_iterations` is
-    an HVP budget (see `lanczos_steps_budget`); pass `maxiter` (ARPACK restarts) and/or `ncv`
-    to drive ARPACK directly. On ArpackNoConvergence the Ritz values ARPACK had accepted are
-    returned with converged=False. One extra HVP measures the top pair's residual.
+    Two backends with the same convergence test (every wanted Ritz pair has ||Hv − θv|| ≤
+    tol·|θ|), the same HVP budget and the same result on a stopped run (only the values that
+    passed, converged=False); one extra HVP measures the top pair's residual:
+    - "arpack": scipy's eigsh (implicitly restarted, float64 on the host). `maxiter` (ARPACK
+      restarts) and `ncv` drive ARPACK directly.
+    - "torch": `torch_lanczos.thick_restart_lanczos`, on the operator's device and dtype with
+      ncv + 1 vectors.
+    backend None picks by size (`budget.lanczos_backend`): ARPACK while its host vectors fit in
+    1 GiB (the tiny model keeps its results), torch above.
     """
+    from trainables.curvature.budget import lanczos_backend
+
+    n = int(operator.size)
+    _check_k(operator, top_k)
+    if top_k >= n:
+        raise ValueError(f"Lanczos needs top_k < operator size ({top_k} >= {n})")
+    backend = backend or lanczos_backend(n, top_k, max_iterations)
+    if backend == "torch":
+        if maxiter is not None:
+            raise ValueError("maxiter counts ARPACK restarts; the torch backend takes max_iterations (HVPs)")
+        return _torch_lanczos(operator, top_k=top_k, max_iterations=max_iterations, tol=tol, seed=seed, ncv=ncv)
+    if backend != "arpack":
+        raise ValueError(f"unknown Lanczos backend {backend!r} (arpack, torch)")
+    return _arpack_lanczos(operator, top_k=top_k, max_iterations=max_iterations, tol=tol, seed=seed, ncv=ncv,
+                           maxiter=maxiter)
+
+
+def _torch_lanczos(operator: Any, *, top_k: int, max_iterations: int, tol: float, seed: int,
+                   ncv: int | None) -> CurvatureResult:
+    from trainables.curvature.torch_lanczos import thick_restart_lanczos
+
+    counter = CountingOperator(operator)
+    start = time.perf_counter()
+    run = thick_restart_lanczos(counter, top_k=top_k, max_iterations=max_iterations, tol=tol, seed=seed, ncv=ncv)
+    return CurvatureResult(
+        algorithm="lanczos", eigenvalues=run.eigenvalues, trace=None, iterations=run.steps,
+        hvp_count=counter.calls, residual=run.residual, converged=run.converged, tol=tol,
+        seconds=time.perf_counter() - start)
+
+
+def _arpack_lanczos(operator: Any, *, top_k: int, max_iterations: int, tol: float, seed: int, ncv: int | None,
+                    maxiter: int | None) -> CurvatureResult:
     import numpy as np
     import torch
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
     n = int(operator.size)
-    _check_k(operator, top_k)
-    if top_k >= n:
-        raise ValueError(f"Lanczos (ARPACK) needs top_k < operator size ({top_k} >= {n})")
     ncv_used, restarts = lanczos_steps_budget(max_iterations, top_k, n, ncv)
     if maxiter is not None:
         restarts = maxiter

@@ -134,7 +134,8 @@ def measure_curvature(model: Any, tokenizer: Any, examples: Sequence[Any], *, al
     The model is put in eval mode (no dropout) for the measurement and its mode restored; its
     parameters are not modified (HVPs use torch.autograd.grad, which leaves .grad alone).
     Returns one CurvatureResult per algorithm, in the order asked, then "hutchinson" when
-    trace_samples > 0.
+    trace_samples > 0. Raises ValueError before the first HVP when the algorithms' vectors do
+    not fit (`check_fits`).
     """
     import torch
 
@@ -142,6 +143,8 @@ def measure_curvature(model: Any, tokenizer: Any, examples: Sequence[Any], *, al
 
     operator = curvature_operator(model, tokenizer, examples, max_length=max_length, batch_size=batch_size,
                                   param_regex=param_regex)
+    check_fits(model, operator, param_regex, algorithms=algorithms, top_k=top_k, max_iterations=max_iterations,
+               trace_samples=trace_samples)
     was_training = model.training
     model.eval()
     try:
@@ -150,6 +153,31 @@ def measure_curvature(model: Any, tokenizer: Any, examples: Sequence[Any], *, al
                                   tol=tol, trace_samples=trace_samples, seed=seed)
     finally:
         model.train(was_training)
+
+
+def check_fits(model: Any, operator: Any, param_regex: str | None, *, algorithms: Sequence[str], top_k: int,
+               max_iterations: int, trace_samples: int) -> None:
+    """ValueError naming curvature.parameters when the Hessian is taken over more parameters than
+    the vector budget allows (`budget.subset_problem`, the check `study run` makes before
+    training), or, on a GPU, when the algorithms' vectors exceed its free memory."""
+    import torch
+
+    from trainables.curvature.budget import peak_vectors, subset_problem
+
+    sizes = [(name, p.numel()) for name, p in model.named_parameters() if p.requires_grad]
+    problem = subset_problem(sizes, param_regex, algorithms=algorithms, top_k=top_k, max_iterations=max_iterations,
+                             trace_samples=trace_samples)
+    if problem is not None:
+        raise ValueError(f"curvature.parameters: {problem}")
+    device = torch.device(operator.device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        vectors = peak_vectors(algorithms, top_k, max_iterations, trace_samples)
+        need = vectors * operator.size * operator.dtype.itemsize
+        if need > free:
+            raise ValueError(
+                f"curvature.parameters: {vectors} vectors of {operator.size:,} parameters need {need / 2**30:.1f} GiB, "
+                f"{device} has {free / 2**30:.1f} GiB free beside the model: select fewer parameters")
 
 
 def load_model_for_curvature(path: str, *, trust_remote_code: bool = False) -> tuple[Any, Any]:

@@ -1,0 +1,181 @@
+"""How many model-sized vectors curvature keeps, where Lanczos runs, and how many parameters it may cover.
+
+A "vector" is one tensor of n entries, n = the parameters the Hessian is taken over (all of the
+model's, or those `curvature.parameters` selects), in the operator's dtype: float32, the dtype
+the curvature copy is loaded in (`load_model_for_curvature`). Counts are each algorithm's
+peak, the Hessian-vector product's own vectors included; they do not include the model's weights
+or the activations of the double backward (the memory model adds those).
+
+- the HVP (`hessian_eigenthings.HessianOperator`, create_graph double backward): OPERATOR_VECTORS
+  = 4 besides its input: the running total over batches, the gradient built with a graph, the
+  HVP per parameter and its flat concatenation.
+- power_iteration (hessian_eigenthings): the iterate, the previous iterate, the previous HVP's
+  output (still bound while the next HVP runs) and the HVP's 4 = 7; with top_k > 1 (deflation)
+  also the k − 1 eigenvectors found so far: max(k + 6, 2k) (the 2k: the eigenvectors as a
+  list and as a matrix when it returns).
+- lanczos, torch (`torch_lanczos`, the path of large operators): the basis of ncv + 1
+  vectors and the HVP's 4: ncv + 5, with ncv = min(max(2k + 1, 20), max(max_iterations, k + 1)).
+  25 at the defaults (top_k 1, max_iterations ≥ 20).
+- lanczos, ARPACK (small operators only): on the device the HVP's input and its 4 = 5; on the
+  host, in float64, ARPACK's basis, its three work vectors, the residual, the start vector and
+  two conversions: ncv + 7 (see `arpack_host_bytes`).
+- hutchinson (hessian_eigenthings): its shape probe, the probe vector, the previous HVP's
+  output and the HVP's 4 = 7.
+
+Where Lanczos runs (`lanczos_backend`): ARPACK while its float64 host vectors fit in
+ARPACK_HOST_BYTES (1 GiB: ~5M parameters at ncv 20), which keeps the tiny model's results as
+they were; above that, torch on the operator's device.
+
+How large a subset may be (`max_subset_parameters`): the algorithms run one after the other, so
+the peak is the largest count among those asked; n × that count × 4 bytes must fit in
+CURVATURE_VECTOR_BUDGET_BYTES. Above it a study is refused with a problem naming
+`curvature.parameters` and a suggested regex (the last decoder layers that fit): at 7B the
+paper's full-model Hessian does not fit one GPU, and measuring a subset silently would change
+what the number means. `study run` checks it before anything trains (study/orchestrate.py,
+`check_curvature`, from the model's config built on the meta device);
+`measure_curvature` checks it again, with the GPU's free memory, before it spends an HVP.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+OPERATOR_VECTORS = 4
+"""Vectors one HVP keeps besides its input (see the module docstring)."""
+CURVATURE_DTYPE_BYTES = 4
+"""Bytes per entry: the curvature copy is float32."""
+ARPACK_HOST_BYTES = 1 << 30
+"""ARPACK (float64, on the host) is used while its vectors fit in this; torch Lanczos above."""
+CURVATURE_VECTOR_BUDGET_BYTES = 32 << 30
+"""What the algorithm's vectors may take on one GPU: an 80 GB GPU less a 7B model's float32
+curvature copy (27 GB) and the double-backward activations of a curvature batch (~20 GB).
+At the default settings (25 vectors) that is 343M parameters: Llama-2-7B's last decoder layer
+(202M) fits, two (405M) do not."""
+
+
+def lanczos_basis(top_k: int, max_iterations: int, size: int | None = None) -> int:
+    """ncv of the torch Lanczos: ARPACK's default max(2k + 1, 20), no more than the HVP budget
+    can fill (a run that never restarts needs no more), at most the operator's size."""
+    ncv = min(max(2 * top_k + 1, 20), max(max_iterations, top_k + 1))
+    return ncv if size is None else max(top_k + 1, min(ncv, int(size)))
+
+
+def curvature_vectors(algorithm: str, top_k: int, max_iterations: int) -> int:
+    """Peak model-sized vectors on the device for one algorithm (an upper bound for either
+    Lanczos backend: ARPACK keeps 5 there and its basis on the host)."""
+    if algorithm == "power_iteration":
+        return max(top_k + 2 + OPERATOR_VECTORS, 2 * top_k)
+    if algorithm == "lanczos":
+        return lanczos_basis(top_k, max_iterations) + 1 + OPERATOR_VECTORS
+    if algorithm == "hutchinson":
+        return 3 + OPERATOR_VECTORS
+    raise ValueError(f"unknown curvature algorithm {algorithm!r}")
+
+
+def peak_vectors(algorithms: Sequence[str], top_k: int, max_iterations: int, trace_samples: int = 0) -> int:
+    """The largest count among the algorithms a measurement runs (one after the other)."""
+    names = list(algorithms) + (["hutchinson"] if trace_samples > 0 else [])
+    return max(curvature_vectors(a, top_k, max_iterations) for a in names)
+
+
+def arpack_host_bytes(size: int, top_k: int, max_iterations: int) -> int:
+    """Host bytes of ARPACK's float64 vectors for an operator of `size` entries."""
+    from trainables.curvature.algorithms import lanczos_steps_budget
+
+    ncv, _ = lanczos_steps_budget(max_iterations, top_k, size)
+    return (ncv + 7) * int(size) * 8
+
+
+def lanczos_backend(size: int, top_k: int, max_iterations: int) -> str:
+    """'arpack' while ARPACK's host vectors fit in ARPACK_HOST_BYTES, else 'torch'."""
+    return "arpack" if arpack_host_bytes(size, top_k, max_iterations) <= ARPACK_HOST_BYTES else "torch"
+
+
+def max_subset_parameters(algorithms: Sequence[str], top_k: int, max_iterations: int, trace_samples: int = 0,
+                          budget_bytes: int | None = None) -> int:
+    """The most parameters a Hessian may be taken over with these settings (budget_bytes:
+    CURVATURE_VECTOR_BUDGET_BYTES unless given)."""
+    if budget_bytes is None:
+        budget_bytes = CURVATURE_VECTOR_BUDGET_BYTES
+    return budget_bytes // (peak_vectors(algorithms, top_k, max_iterations, trace_samples) * CURVATURE_DTYPE_BYTES)
+
+
+def selected_size(named_sizes: Iterable[tuple[str, int]], parameters: str | None) -> int:
+    """Entries of the parameters `parameters` selects (re.search on the name, as
+    hessian_eigenthings.match_regex), all when None."""
+    pattern = re.compile(parameters) if parameters is not None else None
+    return sum(size for name, size in named_sizes if pattern is None or pattern.search(name))
+
+
+def suggest_subset(named_sizes: Sequence[tuple[str, int]], limit: int) -> tuple[str, int] | None:
+    """(regex, parameters) of the most decoder layers, counted from the last, whose parameters
+    fit in `limit`; when not even the last layer fits, its largest direct sub-module that does.
+    Layers are the numbered children of the prefix with the most of them (model.layers.N.)."""
+    layers: dict[str, dict[int, int]] = {}
+    for name, size in named_sizes:
+        match = re.match(r"^(.*?\.)(\d+)\.", name)
+        if match:
+            by_index = layers.setdefault(match.group(1), {})
+            by_index[int(match.group(2))] = by_index.get(int(match.group(2)), 0) + size
+    if not layers:
+        return None
+    prefix, by_index = max(layers.items(), key=lambda item: len(item[1]))
+    indices = sorted(by_index, reverse=True)
+    chosen, total = [], 0
+    for index in indices:
+        if total + by_index[index] > limit:
+            break
+        chosen.append(index)
+        total += by_index[index]
+    if chosen:
+        alternatives = "|".join(str(i) for i in sorted(chosen))
+        group = alternatives if len(chosen) == 1 else f"({alternatives})"
+        return f"^{re.escape(prefix)}{group}\\.", total
+    last = f"{prefix}{indices[0]}."
+    parts: dict[str, int] = {}
+    for name, size in named_sizes:
+        if name.startswith(last):
+            part = last + name[len(last):].split(".")[0] + "."
+            parts[part] = parts.get(part, 0) + size
+    fitting = [(size, part) for part, size in parts.items() if size <= limit]
+    if not fitting:
+        return None
+    size, part = max(fitting)
+    return f"^{re.escape(part)}", size
+
+
+def subset_problem(named_sizes: Sequence[tuple[str, int]], parameters: str | None, *, algorithms: Sequence[str],
+                   top_k: int, max_iterations: int, trace_samples: int = 0,
+                   budget_bytes: int | None = None) -> str | None:
+    """Why the Hessian over the selected parameters does not fit (None when it does), with a
+    suggested `curvature.parameters`."""
+    if budget_bytes is None:
+        budget_bytes = CURVATURE_VECTOR_BUDGET_BYTES
+    n = selected_size(named_sizes, parameters)
+    limit = max_subset_parameters(algorithms, top_k, max_iterations, trace_samples, budget_bytes)
+    if n <= limit:
+        return None
+    vectors = peak_vectors(algorithms, top_k, max_iterations, trace_samples)
+    what = f"all of the model's {n:,} parameters" if parameters is None else f"the {n:,} parameters '{parameters}' selects"
+    message = (f"the Hessian over {what} needs {vectors} vectors of that size "
+               f"({vectors * n * CURVATURE_DTYPE_BYTES / 2**30:.1f} GiB in float32) for "
+               f"{', '.join(algorithms)} (top_k {top_k}), more than the {budget_bytes / 2**30:g} GiB curvature "
+               f"may hold on one GPU: at most {limit:,} parameters. Restrict it with curvature.parameters")
+    suggestion = suggest_subset(named_sizes, limit)
+    if suggestion is not None:
+        regex, size = suggestion
+        message += f", e.g. '{regex}' ({size:,} parameters)"
+    return message
+
+
+def model_parameter_sizes(path: str, *, trust_remote_code: bool = False) -> list[tuple[str, int]]:
+    """(name, entries) of a causal LM's parameters from its config, built on the meta device
+    (no weights read), in named_parameters order (tied weights once, as the HVP sees them)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return [(name, p.numel()) for name, p in model.named_parameters() if p.requires_grad]
