@@ -2,7 +2,7 @@
 
     python bench/gpu_check.py [--sizes qwen2-0.5b,qwen2-1.5b] [--steps 20] [--seq-len 512]
                               [--examples 320] [--eval-examples 300] [--batch-size 16]
-                              [--data-dir DIR] [--peak-tflops X] [--out results.json]
+                              [--data-dir DIR] [--peak-tflops X] [--threads N] [--out results.json]
 
 For each size (a randomly initialised model of a published architecture, built from its config
 values with transformers' config classes, nothing downloaded; the weights are saved as
@@ -205,6 +205,7 @@ class Meter:
         release_memory()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
+            self._baseline = torch.cuda.memory_allocated()  # what earlier runs left behind, if anything
         self._start = time.perf_counter()
 
     def watch(self, model: Any) -> None:
@@ -239,7 +240,7 @@ class Meter:
         return {"tokens_per_s": tokens / (t1 - t0), "timed_steps": len(self.steps) - 1, "timed_tokens": tokens,
                 "step_seconds": [round(b[0] - a[0], 4) for a, b in zip(self.steps, self.steps[1:])],
                 "padded_length": self.padded_length, "seconds_total": time.perf_counter() - self._start,
-                "peak_gb": torch.cuda.max_memory_allocated() / 1e9 if self.cuda else None}
+                "peak_gb": (torch.cuda.max_memory_allocated() - self._baseline) / 1e9 if self.cuda else None}
 
 
 def engine_run(method: str, plan: Plans, examples: Sequence[Any], work: Path, cuda: bool) -> dict[str, Any]:
@@ -269,6 +270,7 @@ def trl_run(method: str, plan: Plans, examples: Sequence[Any], work: Path, cuda:
     """The same stage through plain TRL: its own text processing, our hyperparameters."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     from contract.workers import batch_split
@@ -304,6 +306,7 @@ def trl_run(method: str, plan: Plans, examples: Sequence[Any], work: Path, cuda:
         trainer = DPOTrainer(model=model, ref_model=ref, train_dataset=data, processing_class=tokenizer,
                              args=DPOConfig(**args, beta=stage.dpo.beta, loss_type=["sigmoid"],
                                             precompute_ref_log_probs=False))
+    trainer.remove_callback(PrinterCallback)  # no per-step printing, as the engine's trainers
     trainer.train()
     result = meter.result()
     del trainer, model
@@ -435,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the GPU's dense bf16 peak in TFLOP/s (default: from the device name)")
     parser.add_argument("--data-dir", default=os.environ.get("STUDY_DATA_DIR"),
                         help="the dataset mirror (default $STUDY_DATA_DIR; none: synthetic questions)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); 1 is steadier on a shared, busy machine")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.steps < 2:
@@ -450,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not cuda:
         print("**NOT A GPU MEASUREMENT**: no CUDA device; a scaled-down CPU run of the same code "
               "(memory not measured, no MFU).\n")

@@ -29,7 +29,7 @@ def test_cpu_run_reports_both_paths_and_no_memory(gpu_check, data_dir, tmp_path,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "results.json"
     assert gpu_check.main(["--sizes", "tiny", "--steps", "2", "--examples", "8", "--eval-examples", "4",
-                           "--seq-len", "256", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+                           "--seq-len", "256", "--threads", "1", "--data-dir", str(data_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "NOT A GPU MEASUREMENT" in printed
     results = json.loads(out.read_text())
