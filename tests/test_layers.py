@@ -164,3 +164,65 @@ def test_the_engine_folders_of_a_study_are_never_uploaded_with_a_job():
     ignored = {line.strip() for line in (ROOT / ".rayignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
     assert sorted(set(ENGINE_DIRS) - ignored) == []
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the engine's modules it imports (function-level imports included)."""
+    modules = {".".join(p.relative_to(root).with_suffix("").parts): p
+               for package in PACKAGES for p in (root / package).rglob("*.py")}
+    modules = {name.removesuffix(".__init__"): path for name, path in modules.items()}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for _, module in imported_modules(path, root):
+            while module and module not in modules:  # `from a.b import c` names module a.b, or c inside a.b
+                module = module.rpartition(".")[0]
+            if module and module != name and not name.startswith(module + "."):
+                targets.add(module)
+        graph[name] = targets
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return circles
+
+
+def test_no_module_imports_itself_through_others():
+    assert import_circles(import_graph()) == []
+
+
+def test_the_circle_check_finds_a_circle_through_a_late_import(tmp_path):
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+    (tmp_path / "trainables" / "models.py").write_text("from trainables.ranks import model_device\n")
+    (tmp_path / "trainables" / "ranks.py").write_text("def model_device():\n    from trainables.models import x\n")
+    (tmp_path / "trainables" / "chain.py").write_text("from trainables import models\n")
+    assert import_circles(import_graph(tmp_path)) == [["trainables.models", "trainables.ranks"]]

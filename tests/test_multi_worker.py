@@ -42,12 +42,12 @@ def single_process(monkeypatch):
 
 
 def test_rank_helpers_in_one_process(single_process, tiny_model_path, tmp_path):
-    from trainables import distributed
+    from trainables import distributed, ranks
     from trainables.models import load_model_and_tokenizer
 
     assert not torch.distributed.is_initialized()
-    assert (distributed.world_size(), distributed.rank(), distributed.local_rank()) == (1, 0, 0)
-    assert distributed.is_writer()
+    assert (ranks.world_size(), ranks.rank(), ranks.local_rank()) == (1, 0, 0)
+    assert ranks.is_writer()
     distributed.barrier()  # no process group and one rank: returns at once
     assert distributed.broadcast_from_writer({"skip": True}) == {"skip": True}
 
@@ -61,11 +61,11 @@ def test_rank_helpers_in_one_process(single_process, tiny_model_path, tmp_path):
 
 def test_env_world_size_without_a_process_group_is_an_error_at_a_barrier(single_process, monkeypatch):
     """WORLD_SIZE > 1 but no process group: a barrier must fail loudly, not pass silently."""
-    from trainables import distributed
+    from trainables import distributed, ranks
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    assert (distributed.world_size(), distributed.rank(), distributed.is_writer()) == (2, 1, False)
+    assert (ranks.world_size(), ranks.rank(), ranks.is_writer()) == (2, 1, False)
     with pytest.raises(RuntimeError, match="no torch process group"):
         distributed.barrier()
 
@@ -171,14 +171,14 @@ def run_sft_stage(model_path: str, data_dir: str, out_dir: Path, *, threads: int
 
     Returns (and writes to out_dir/rank<r>.json) what the rank observed.
     """
-    from trainables import distributed
+    from trainables import distributed, ranks
     from trainables.models import load_model_and_tokenizer
     from trainables.stages import get_runner
     from tasks import load_examples
 
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
-    me = distributed.rank()
+    me = ranks.rank()
     model, tokenizer = load_model_and_tokenizer(model_path, dtype="float32")
     examples = load_examples("toxigen_qa", "train", size=n_examples, data_dir=data_dir)
     batches, handle = _record_batches(model)
@@ -195,7 +195,7 @@ def run_sft_stage(model_path: str, data_dir: str, out_dir: Path, *, threads: int
     reload_diff = max((a - b).abs().max().item()
                       for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))
     record = {
-        "rank": me, "world_size": distributed.world_size(), "is_writer": distributed.is_writer(),
+        "rank": me, "world_size": ranks.world_size(), "is_writer": ranks.is_writer(),
         "process_group": torch.distributed.is_initialized(),
         "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
         "threads": torch.get_num_threads(), "stage_seconds": seconds, "n_examples": outcome.n_examples,
@@ -212,21 +212,21 @@ def _worker_loop(config: dict) -> None:
     other ranks follow its commands until it releases them."""
     import ray.train
 
-    from trainables import distributed
+    from trainables import distributed, ranks
 
     def train() -> dict:
         return run_sft_stage(config["model_path"], config["data_dir"], Path(config["out_dir"]),
                              threads=config["threads"], stage=config["stage"], n_examples=config["n_examples"])
 
-    if not distributed.is_writer():
+    if not ranks.is_writer():
         ran = distributed.follow({"train": train, "report": lambda: ray.train.report({})})
-        (Path(config["out_dir"]) / f"follower{distributed.rank()}.json").write_text(json.dumps({"commands": ran}))
+        (Path(config["out_dir"]) / f"follower{ranks.rank()}.json").write_text(json.dumps({"commands": ran}))
         return
     report = distributed.leading_report(ray.train.report)
     try:
         distributed.lead("train")
         record = train()
-        report({"final_loss": record["losses"][-1], "rank": distributed.rank()})
+        report({"final_loss": record["losses"][-1], "rank": ranks.rank()})
     finally:
         distributed.release_followers()
 
@@ -365,13 +365,13 @@ def _sharded_worker(rank: int, world: int, port: int, model_path: str, out_dir: 
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     from torch.distributed.fsdp import fully_shard
 
-    from trainables import distributed
+    from trainables import distributed, ranks
     from trainables.models import load_model_and_tokenizer
 
     out = Path(out_dir)
-    record: dict = {"rank": distributed.rank(), "world_size": distributed.world_size()}
+    record: dict = {"rank": ranks.rank(), "world_size": ranks.world_size()}
     seen: list = []
-    if distributed.is_writer():
+    if ranks.is_writer():
         distributed.lead("note", "a", 1)
         distributed.lead("note", {"big": "x" * 5000}, 2)  # far above Ray Train's 1 kB broadcast
         distributed.release_followers()
@@ -395,7 +395,7 @@ def _sharded_worker(rank: int, world: int, port: int, model_path: str, out_dir: 
 
     plain = distributed.consolidate(model)
     checkpoint = distributed.save_stage_checkpoint(model, tokenizer, out / "checkpoint")
-    if distributed.is_writer():
+    if ranks.is_writer():
         assert plain is not None and not distributed.is_sharded(plain)
         with torch.no_grad():
             plain_logits = plain(input_ids=probe).logits

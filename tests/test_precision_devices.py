@@ -294,7 +294,8 @@ def test_release_memory_empties_the_gpu_cache(monkeypatch):
 def test_models_go_to_the_ranks_own_device(cuda, count, local_rank, device, monkeypatch, tiny_model_path):
     import transformers
 
-    from trainables.models import load_model_and_tokenizer, model_device
+    from trainables.models import load_model_and_tokenizer
+    from trainables.ranks import model_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)

@@ -36,7 +36,7 @@ from contract.records import DIVERGED, FAILED, FINISHED, PENDING, SKIPPED, Stage
 from contract.schema import ALL, FORGETTING_METRICS, PRIMARY_GROUPINGS, STAGE_TABLES, TABLE_NAMES
 from tasks import load_examples
 from tasks.definition import SELECTION_SPLIT
-from trainables import distributed
+from trainables import distributed, ranks
 from trainables.evaluation.dispatch import evaluate_rows, primary_metric
 from trainables.evaluation.option_scoring import evaluate_examples
 from trainables.evaluation.precision import scoring, unwrapped
@@ -77,7 +77,7 @@ def run_chain(plan: TrialPlan, *, report: Reporter | None = None, executor: str 
     report = report or (lambda metrics: None)
     _quiet_libraries()
     register_plan_tasks(plan)
-    if not distributed.is_writer():
+    if not ranks.is_writer():
         # Ranks > 0 of a multi-worker trial only train, when rank 0 says so (trainables.distributed).
         distributed.follow({"train": lambda *args: follow_training(plan, *args), "report": lambda: report({})})
         return {}
@@ -368,7 +368,7 @@ def stage_examples(plan: TrialPlan, stage: StagePlan, stages: tuple[StagePlan, .
 
 def stage_work_dir(plan: TrialPlan, number: int) -> Path:
     """The trainer's scratch folder, one per rank (the ranks of a trial may share a node)."""
-    return StudyLayout(Path(plan.study_dir)).stage_work(plan.trial_id, number, distributed.rank())
+    return StudyLayout(Path(plan.study_dir)).stage_work(plan.trial_id, number, ranks.rank())
 
 
 def train_stage(plan: TrialPlan, stage: StagePlan, model: Any, tokenizer: Any, examples: list, work_dir: Path):

@@ -1,4 +1,6 @@
-"""Ranks of a multi-worker chain: who am I, who writes, where everyone waits.
+"""Ranks of a multi-worker chain working together: who writes, where everyone waits, sharding.
+
+Who a process is (rank, world size, the writer, its device) is trainables.ranks.
 
 A chain with `execution.workers_per_trial = N > 1` runs as a Ray Train `TorchTrainer` with N
 workers. Ray Train starts one process per worker, sets the torchrun variables (RANK, WORLD_SIZE,
@@ -42,46 +44,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from trainables.ranks import _initialised, is_writer, model_device, rank, world_size
+
 FSDP_ENV = "STUDY_FSDP"
 """'1' = shard the model over the ranks with FSDP2 (GPU workers only); set by the trial's worker
 loop from the spec, read by `parallel_training_kwargs`."""
 
 DONE = "done"
-
-
-# -- who am I -----------------------------------------------------------------------------------
-
-
-def _initialised() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-def world_size() -> int:
-    """Processes that train this chain together: the process group's size, else WORLD_SIZE, else 1."""
-    if _initialised():
-        import torch.distributed as dist
-
-        return dist.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank() -> int:
-    if _initialised():
-        import torch.distributed as dist
-
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def is_writer() -> bool:
-    """Rank 0 writes results and checkpoints and evaluates; the other ranks only train."""
-    return rank() == 0
 
 
 # -- waiting and telling ------------------------------------------------------------------------
@@ -263,7 +232,6 @@ def consolidate(model: Any) -> Any | None:
     from transformers import AutoModelForCausalLM
     from transformers.initialization import no_init_weights
 
-    from trainables.models import model_device
 
     # Built on the CPU without initialising weights (they are replaced at once), so that
     # non-persistent buffers (rotary frequencies) are computed as in from_pretrained.

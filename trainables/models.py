@@ -1,6 +1,6 @@
 """Load causal LMs and tokenizers: the built-in tiny model, a Hugging Face id, or a local path.
 
-Models load onto this process's device (`model_device`: the rank's GPU, else the CPU), and
+Models load onto this process's device (`trainables.ranks.model_device`: the rank's GPU, else the CPU), and
 `release_memory` frees what the previous stage's models left behind.
 
 Loading is locked down (`pretrained_kwargs`): local folders load safetensors weights only (a
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from trainables.ranks import model_device
 
 
 def resolve_base_model(model_name: str, data_dir: str | None, cache_dir: str | Path | None = None) -> str:
@@ -120,19 +122,6 @@ def load_model_and_tokenizer(path: str, *, dtype: str = "auto", attn_implementat
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     return model, tokenizer
-
-
-def model_device() -> Any:
-    """The device this process runs its models on: the rank's own GPU, cuda:LOCAL_RANK (modulo the
-    GPUs it sees, as accelerate places the rank's trainer), or the CPU where no GPU is visible.
-    A trial that asked for no GPU sees none (trainables.tune_trial hides them)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    from trainables.distributed import local_rank
-
-    return torch.device("cuda", local_rank() % torch.cuda.device_count())
 
 
 def release_memory() -> None:

@@ -12,7 +12,7 @@ map to a precomputed plan. The trial then runs the chain either
   controller and worker actors), so single-CPU-worker chains default to this.
 
 Devices: each worker has one whole GPU (study validation; a shared fraction only with
-execution.share_gpus) and runs on it as cuda:LOCAL_RANK (trainables.models.model_device); a trial
+execution.share_gpus) and runs on it as cuda:LOCAL_RANK (trainables.ranks.model_device); a trial
 or worker that asked for no GPU runs with CUDA_VISIBLE_DEVICES="" (`hide_gpus_unless_asked`).
 
 Run names come from trial ids (content hashes), never timestamps.

@@ -16,6 +16,9 @@ from typing import Any, Sequence
 
 from hessian_eigenthings import CurvatureOperator
 
+from trainables.curvature.budget import lanczos_backend, lanczos_steps_budget
+from trainables.curvature.torch_lanczos import thick_restart_lanczos
+
 ALGORITHMS = ("power_iteration", "lanczos", "hutchinson")
 
 
@@ -117,37 +120,6 @@ def power_iteration(operator: Any, *, top_k: int = 1, max_iterations: int = 100,
         converged=conv, tol=tol, seconds=seconds)
 
 
-def _arpack_kept(ncv: int, top_k: int) -> int:
-    """Lanczos vectors ARPACK (dsaup2) keeps at a restart while nothing has converged yet."""
-    if top_k == 1:
-        return ncv // 2 if ncv >= 6 else (2 if ncv > 2 else 1)
-    return top_k
-
-
-def _arpack_steps(ncv: int, top_k: int, restarts: int) -> int:
-    """HVPs ARPACK spends with `restarts` update iterations when it does not converge earlier:
-    the start vector, the first ncv-step factorization, then ncv − kept steps per restart."""
-    return ncv + 1 + restarts * (ncv - _arpack_kept(ncv, top_k))
-
-
-def lanczos_steps_budget(max_iterations: int, top_k: int, size: int, ncv: int | None = None) -> tuple[int, int]:
-    """(ncv, ARPACK maxiter) so that ARPACK spends at most about `max_iterations` HVPs.
-
-    ARPACK's `maxiter` counts implicit restarts, not HVPs: after the first ncv-step Lanczos
-    factorization each restart adds ncv − kept steps. We pick the number of restarts (and,
-    for budgets below one restart cycle, a smaller ncv) so that `max_iterations` means HVPs
-    for Lanczos as for power iteration. The smallest possible run is k + 3 HVPs.
-    """
-    if ncv is None:
-        ncv = min(size, max(2 * top_k + 1, 20))
-        while ncv > top_k + 1 and _arpack_steps(ncv, top_k, 1) > max_iterations:
-            ncv -= 1
-    ncv = max(top_k + 1, min(ncv, size))
-    per_restart = max(1, ncv - _arpack_kept(ncv, top_k))
-    restarts = max(1, (max_iterations - ncv - 1) // per_restart)
-    return ncv, restarts
-
-
 def lanczos(operator: Any, *, top_k: int = 1, max_iterations: int = 100, tol: float = 1e-3, seed: int = 0,
             ncv: int | None = None, maxiter: int | None = None, backend: str | None = None) -> CurvatureResult:
     """Restarted Lanczos for the top-k eigenvalues by magnitude, within `max_iterations` HVPs.
@@ -162,7 +134,6 @@ def lanczos(operator: Any, *, top_k: int = 1, max_iterations: int = 100, tol: fl
     backend None picks by size (`budget.lanczos_backend`): ARPACK while its host vectors fit in
     1 GiB (the tiny model keeps its results), torch above.
     """
-    from trainables.curvature.budget import lanczos_backend
 
     n = int(operator.size)
     _check_k(operator, top_k)
@@ -181,7 +152,6 @@ def lanczos(operator: Any, *, top_k: int = 1, max_iterations: int = 100, tol: fl
 
 def _torch_lanczos(operator: Any, *, top_k: int, max_iterations: int, tol: float, seed: int,
                    ncv: int | None) -> CurvatureResult:
-    from trainables.curvature.torch_lanczos import thick_restart_lanczos
 
     counter = CountingOperator(operator)
     start = time.perf_counter()

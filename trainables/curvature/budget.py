@@ -81,8 +81,6 @@ def peak_vectors(algorithms: Sequence[str], top_k: int, max_iterations: int, tra
 
 def arpack_host_bytes(size: int, top_k: int, max_iterations: int) -> int:
     """Host bytes of ARPACK's float64 vectors for an operator of `size` entries."""
-    from trainables.curvature.algorithms import lanczos_steps_budget
-
     ncv, _ = lanczos_steps_budget(max_iterations, top_k, size)
     return (ncv + 7) * int(size) * 8
 
@@ -179,3 +177,34 @@ def model_parameter_sizes(path: str, *, trust_remote_code: bool = False) -> list
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     return [(name, p.numel()) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def _arpack_kept(ncv: int, top_k: int) -> int:
+    """Lanczos vectors ARPACK (dsaup2) keeps at a restart while nothing has converged yet."""
+    if top_k == 1:
+        return ncv // 2 if ncv >= 6 else (2 if ncv > 2 else 1)
+    return top_k
+
+
+def _arpack_steps(ncv: int, top_k: int, restarts: int) -> int:
+    """HVPs ARPACK spends with `restarts` update iterations when it does not converge earlier:
+    the start vector, the first ncv-step factorization, then ncv − kept steps per restart."""
+    return ncv + 1 + restarts * (ncv - _arpack_kept(ncv, top_k))
+
+
+def lanczos_steps_budget(max_iterations: int, top_k: int, size: int, ncv: int | None = None) -> tuple[int, int]:
+    """(ncv, ARPACK maxiter) so that ARPACK spends at most about `max_iterations` HVPs.
+
+    ARPACK's `maxiter` counts implicit restarts, not HVPs: after the first ncv-step Lanczos
+    factorization each restart adds ncv − kept steps. We pick the number of restarts (and,
+    for budgets below one restart cycle, a smaller ncv) so that `max_iterations` means HVPs
+    for Lanczos as for power iteration. The smallest possible run is k + 3 HVPs.
+    """
+    if ncv is None:
+        ncv = min(size, max(2 * top_k + 1, 20))
+        while ncv > top_k + 1 and _arpack_steps(ncv, top_k, 1) > max_iterations:
+            ncv -= 1
+    ncv = max(top_k + 1, min(ncv, size))
+    per_restart = max(1, ncv - _arpack_kept(ncv, top_k))
+    restarts = max(1, (max_iterations - ncv - 1) // per_restart)
+    return ncv, restarts

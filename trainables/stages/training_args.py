@@ -42,7 +42,8 @@ def common_training_kwargs(*, schedule: OptimizerSchedule, seed: int, training: 
     import torch
 
     from contract.workers import batch_split
-    from trainables.distributed import parallel_training_kwargs, world_size
+    from trainables.distributed import parallel_training_kwargs
+    from trainables.ranks import world_size
     from trainables.models import bf16_autocast
 
     on_gpu = torch.cuda.is_available()
