@@ -120,10 +120,19 @@ def test_extra_models_per_method(llama7b):
     assert reward.weights == 4 * cls and reward.extra_models == 4 * p  # the policy is already loaded
 
 
-def test_curvature_host_ram_and_what_fits(llama7b):
-    lanczos = estimate(llama7b, StepSetup(method="curvature", seq_len=256, curvature_lanczos=True))
-    assert lanczos.host_ram == pytest.approx(HOST_PROCESS_BYTES + 23 * llama7b.params * 8)  # ncv 20 + 3, float64
-    assert lanczos.host_ram > 1e12
+def test_curvature_vectors_where_lanczos_runs_and_what_fits(llama7b, tiny):
+    """The vector counts are the ones the measurement is checked against (curvature.budget):
+    power iteration 7, torch Lanczos 25 at 7B (its basis on the device, not ARPACK's float64
+    basis on the host, which would take over a terabyte); ARPACK only for small subsets."""
+    setup = StepSetup(method="curvature", seq_len=256)
+    power = estimate(llama7b, setup)
+    assert power.temporaries == 7 * llama7b.params * 4
+    lanczos = estimate(llama7b, replace(setup, curvature_algorithms=("power_iteration", "lanczos")))
+    assert lanczos.temporaries == 25 * llama7b.params * 4
+    assert lanczos.host_ram == pytest.approx(HOST_PROCESS_BYTES + llama7b.params * 4)  # the float32 load only
+    small = estimate(tiny, StepSetup(method="curvature", seq_len=64, curvature_algorithms=("lanczos",), on_gpu=False))
+    arpack = 27 * tiny.params * 8  # ARPACK keeps ncv 20 + 7 float64 vectors on the host
+    assert small.host_ram == pytest.approx(HOST_PROCESS_BYTES + arpack + small.total)  # on CPU the device is the host
     changes = fitting_changes(llama7b, StepSetup(method="curvature", seq_len=256), 80 * GB)
     assert any("curvature.parameters" in c for c in changes)
 

@@ -30,9 +30,11 @@ tensor so a reader can check each term against the code it models:
   model; the policy stays loaded while a reward model is trained (chain.py).
 - curvature (trainables/curvature): the evaluation model stays loaded beside a float32 copy with
   eager attention; `create_graph` Hessian-vector products keep the first-order gradients with
-  their graph plus the vectors of power iteration (`CURVATURE_VECTORS` parameter-sized vectors
-  of the measured parameters); forward activations are kept twice (the double backward) with
-  eager attention's probabilities; ARPACK Lanczos holds ncv + 3 float64 vectors in host RAM.
+  their graph plus each algorithm's parameter-sized vectors of the measured parameters (the
+  counts are trainables.curvature.budget's `peak_vectors`, the ones the measurement itself is
+  checked against); forward activations are kept twice (the double backward) with eager
+  attention's probabilities; Lanczos on ARPACK (small operators) holds its float64 basis in host
+  RAM (`arpack_host_bytes`), above that it runs in torch on the device.
 
 The peak of a training step is the larger of two phases: forward/backward (activations and
 precision copies; gradients appear as activations are freed, so the larger of the two, both
@@ -52,6 +54,8 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from trainables.curvature.budget import arpack_host_bytes, lanczos_backend, peak_vectors
+
 GB = 1e9
 CUDA_RUNTIME_BYTES = 1.0 * GB
 """CUDA context, cuBLAS/NCCL workspaces: allocated on every GPU outside PyTorch's tensors."""
@@ -60,12 +64,6 @@ HOST_PROCESS_BYTES = 3.0 * GB
 FOREACH_OPTIMIZERS = ("adamw_torch",)
 """AdamW implementations that step with foreach kernels (one parameter-sized temporary)."""
 FUSED_OPTIMIZERS = ("adamw_torch_fused",)
-CURVATURE_VECTORS = 7
-"""Parameter-sized float32 vectors alive during one HVP of power iteration: the first-order
-gradients (kept with their graph), the product, the iterate and hessian_eigenthings' working
-vectors (v, Hv, the previous iterate, the residual)."""
-LANCZOS_MIN_NCV = 20
-"""scipy's eigsh basis size for top_k ≤ 9 (trainables/curvature/algorithms.py)."""
 METHODS = ("sft", "dpo", "ppo", "rloo", "reward", "curvature")
 
 
@@ -203,8 +201,10 @@ class StepSetup:
     curvature_params: int | None = None
     """curvature: parameters measured (curvature.parameters); None = all."""
     curvature_batch_size: int = 16
-    curvature_lanczos: bool = False
+    curvature_algorithms: tuple[str, ...] = ("power_iteration",)
     curvature_top_k: int = 1
+    curvature_max_iterations: int = 100
+    curvature_trace_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -381,21 +381,23 @@ def _host_ram(shape: ModelShape, setup: StepSetup, device_total: float) -> float
     peaks = [load]
     if setup.shards > 1:
         peaks.append(shape.params * setup.weight_bytes)
-    if setup.method == "curvature" and setup.curvature_lanczos:
+    if setup.method == "curvature" and "lanczos" in setup.curvature_algorithms:
         n = setup.curvature_params or shape.params
-        ncv = min(n, max(2 * setup.curvature_top_k + 1, LANCZOS_MIN_NCV))
-        peaks.append((ncv + 3) * n * 8)
+        if lanczos_backend(n, setup.curvature_top_k, setup.curvature_max_iterations) == "arpack":
+            peaks.append(arpack_host_bytes(n, setup.curvature_top_k, setup.curvature_max_iterations))
     return HOST_PROCESS_BYTES + max(peaks) + (0.0 if setup.on_gpu else device_total)
 
 
 def _curvature(shape: ModelShape, setup: StepSetup) -> MemoryBreakdown:
     """Curvature after a stage: the evaluation model (the study's dtype) stays loaded; the
-    measured copy is float32 with eager attention; HVPs keep CURVATURE_VECTORS vectors of the
-    measured parameters and the forward's activations twice (graph of the first backward)."""
+    measured copy is float32 with eager attention; HVPs keep the algorithms' peak count of vectors
+    of the measured parameters (curvature.budget.peak_vectors) and the forward's activations
+    twice (graph of the first backward)."""
     measured = setup.curvature_params or shape.params
     weights = shape.params * 4.0
     extra = shape.params * setup.weight_bytes
-    vectors = CURVATURE_VECTORS * measured * 4.0
+    vectors = peak_vectors(setup.curvature_algorithms, setup.curvature_top_k, setup.curvature_max_iterations,
+                           setup.curvature_trace_samples) * measured * 4.0
     per_layer = layer_activation_bytes(shape, weight_bytes=4, autocast=False, eager_attention_len=setup.seq_len)
     activations = 2.0 * setup.curvature_batch_size * setup.seq_len * shape.layers * per_layer
     runtime = CUDA_RUNTIME_BYTES if setup.on_gpu else 0.0

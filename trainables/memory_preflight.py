@@ -82,7 +82,8 @@ def study_steps(spec: Any, *, local_files_only: bool = False,
             measured = parameter_count(config_of(spec.model.name), cfg.parameters)
         steps.append(("curvature", policy, StepSetup(
             method="curvature", curvature_params=measured, curvature_batch_size=cfg.batch_size,
-            curvature_lanczos="lanczos" in cfg.algorithms, curvature_top_k=cfg.top_k, **common)))
+            curvature_algorithms=tuple(cfg.algorithms), curvature_top_k=cfg.top_k,
+            curvature_max_iterations=cfg.max_iterations, curvature_trace_samples=cfg.trace_samples, **common)))
     return steps
 
 
