@@ -54,7 +54,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from trainables.curvature.budget import arpack_host_bytes, lanczos_backend, peak_vectors
+from trainables.curvature.budget import arpack_host_bytes, lanczos_backend, named_parameter_sizes, peak_vectors
 
 GB = 1e9
 CUDA_RUNTIME_BYTES = 1.0 * GB
@@ -153,13 +153,8 @@ def classifier_shape(config: Any) -> ModelShape:
 
 def parameter_count(config: Any, regex: str | None) -> int:
     """Parameters of the causal LM whose names match `regex` (curvature.parameters; None = all)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(config)
     pattern = re.compile(regex) if regex is not None else None
-    return sum(p.numel() for name, p in lm.named_parameters() if pattern is None or pattern.search(name))
+    return sum(n for name, n in named_parameter_sizes(config) if pattern is None or pattern.search(name))
 
 
 def load_config(name_or_path: str, *, trust_remote_code: bool = False, local_files_only: bool = False) -> Any:

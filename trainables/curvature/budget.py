@@ -38,8 +38,9 @@ what the number means. `study run` checks it before anything trains (study/orche
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 OPERATOR_VECTORS = 4
 """Vectors one HVP keeps besides its input (see the module docstring)."""
@@ -168,15 +169,32 @@ def subset_problem(named_sizes: Sequence[tuple[str, int]], parameters: str | Non
 
 
 def model_parameter_sizes(path: str, *, trust_remote_code: bool = False) -> list[tuple[str, int]]:
-    """(name, entries) of a causal LM's parameters from its config, built on the meta device
-    (no weights read), in named_parameters order (tied weights once, as the HVP sees them)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """(name, entries) of the causal LM at `path`, from its config alone (`named_parameter_sizes`)."""
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return list(named_parameter_sizes(config, trust_remote_code=trust_remote_code))
+
+
+def named_parameter_sizes(config: Any, *, trust_remote_code: bool = False) -> tuple[tuple[str, int], ...]:
+    """(name, entries) of the causal LM `config` describes, built on the meta device (no weights
+    read), in named_parameters order (tied weights once, as the HVP sees them). Built once per
+    distinct config: a 7B model takes seconds to build even without weights, and study run's
+    memory and curvature checks both ask."""
+    return _named_parameter_sizes(config.to_json_string(use_diff=False), type(config), bool(trust_remote_code))
+
+
+@functools.lru_cache(maxsize=16)
+def _named_parameter_sizes(config_json: str, config_class: type, trust_remote_code: bool) -> tuple[tuple[str, int], ...]:
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = config_class.from_dict(json.loads(config_json))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    return [(name, p.numel()) for name, p in model.named_parameters() if p.requires_grad]
+    return tuple((name, p.numel()) for name, p in model.named_parameters() if p.requires_grad)
 
 
 def _arpack_kept(ncv: int, top_k: int) -> int:
