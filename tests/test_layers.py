@@ -226,3 +226,14 @@ def test_the_circle_check_finds_a_circle_through_a_late_import(tmp_path):
     (tmp_path / "trainables" / "ranks.py").write_text("def model_device():\n    from trainables.models import x\n")
     (tmp_path / "trainables" / "chain.py").write_text("from trainables import models\n")
     assert import_circles(import_graph(tmp_path)) == [["trainables.models", "trainables.ranks"]]
+
+
+def test_validating_a_cpu_study_loads_no_torch(data_dir):
+    """`study validate` on a CPU study (the memory check is for GPU studies) stays light: the
+    command starts nothing and imports no torch, ray, transformers or trl."""
+    done = _run_blocked({"torch", "ray", "transformers", "trl"}, f"""
+        from study.cli import main
+
+        assert main(["validate", "demo", "--set", "data_dir={data_dir}"]) == 0
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -18,12 +18,13 @@ otherwise, downloading nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from contract.methods import ONLINE_RL_METHODS
 from contract.problems import Problem
-from trainables.memory_model import GB, ModelShape, StepSetup, describe_misfit, estimate
 
-PPO, RLOO, DPO = "ppo", "rloo", "dpo"
+if TYPE_CHECKING:  # the model arithmetic loads torch: only GPU studies, which are checked, import it
+    from trainables.memory_model import ModelShape, StepSetup
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def study_steps(spec: Any, *, local_files_only: bool = False,
     """(field path, model shape, setup) of every step the study's trials run (OSError when a
     config cannot be read). `read_config(name)`: a model's config (default: `load_config`;
     bench/memory_table.py gives the published configs instead of downloading them)."""
-    from trainables.memory_model import classifier_shape, load_config, model_shape, parameter_count
+    from trainables.memory_model import StepSetup, classifier_shape, load_config, model_shape, parameter_count
 
     def config_of(name: str) -> Any:
         if read_config is not None:
@@ -67,7 +68,7 @@ def study_steps(spec: Any, *, local_files_only: bool = False,
             path = f"chains.{chain}[{i}]"
             batch = largest_batch(spec, i, stage.batch_size)
             reward = None
-            if stage.method in (PPO, RLOO):
+            if stage.method in ONLINE_RL_METHODS:
                 settings = getattr(stage, stage.method)
                 if settings.reward.model is not None:
                     reward = classifier_shape(config_of(settings.reward.model))
@@ -90,6 +91,8 @@ def study_steps(spec: Any, *, local_files_only: bool = False,
 def worker_budget(spec: Any) -> float:
     """Bytes of GPU memory one worker has: its share of the trial's GPUs, at most one GPU."""
     ex = spec.execution
+    from trainables.memory_model import GB
+
     return ex.gpu_memory_gb * GB * min(1.0, ex.gpus_per_trial / ex.workers_per_trial)
 
 
@@ -99,6 +102,8 @@ def memory_preflight(spec: Any, *, local_files_only: bool = False,
     path) and one estimate line per distinct step; nothing for a CPU study."""
     if not spec.execution.gpus_per_trial > 0:
         return MemoryReport(problems=[], lines=[])
+    from trainables.memory_model import describe_misfit, estimate
+
     budget = worker_budget(spec)
     seen: dict[tuple[ModelShape, StepSetup], list[str]] = {}
     for path, shape, setup in study_steps(spec, local_files_only=local_files_only, read_config=read_config):
