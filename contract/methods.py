@@ -29,6 +29,23 @@ STAGE_START_REFERENCE, BASE_REFERENCE = "stage_start", "base"
 DPO_REFERENCES = (STAGE_START_REFERENCE, BASE_REFERENCE)
 """A DPO stage's frozen reference policy: the model the stage starts from (standard DPO) or the
 chain's base model."""
+AUTO = "auto"
+PRECOMPUTE_SETTINGS = (AUTO, True, False)
+"""`dpo.precompute_reference`: compute the reference's log-probabilities of every training pair
+once, before the first step, and free the reference for the whole training (True); keep the
+reference loaded and run it on every batch (False); or `auto`, which precomputes on GPU workers,
+where the reference's weights are memory the policy's training needs (a 7B model: 13-27 GB per
+GPU), and keeps today's behaviour on CPU."""
+
+
+def dpo_precomputes_reference(setting: bool | str, *, on_gpu: bool) -> bool:
+    """What a DPO stage with `dpo.precompute_reference: setting` does on GPU (or CPU) workers:
+    the planner writes it into the stage's plan, the memory model leaves the reference out."""
+    if setting == AUTO:
+        return on_gpu
+    return bool(setting)
+
+
 STATEMENT_PROMPTS, TEMPLATED_PROMPTS = "statements", "templated"
 PROMPT_MODES = (STATEMENT_PROMPTS, TEMPLATED_PROMPTS)
 """What an online-RL stage rolls out on: "statements", the raw ToxiGen statements without the QA

@@ -260,10 +260,27 @@ class ReplayPlan(_FlatPart):
 
 @dataclass(frozen=True)
 class DpoPlan(_FlatPart):
-    """A DPO stage's settings: beta and the reference policy ('stage_start' or 'base')."""
+    """A DPO stage's settings: beta, the reference policy ('stage_start' or 'base') and whether
+    its log-probabilities are precomputed (contract.methods.dpo_precomputes_reference, resolved).
+
+    `precompute_reference` came later: the dict form writes it only when True, so plans and keys
+    of stages that keep the reference loaded are unchanged. It enters the key when True: the
+    reference's log-probabilities are then computed in other batches (other padding, other
+    matmul shapes) than beside each training batch, equal up to float rounding."""
 
     beta: float
     reference: str
+    precompute_reference: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        entry = super().to_dict()
+        if not self.precompute_reference:
+            del entry["precompute_reference"]
+        return entry
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DpoPlan":
+        return _flat(cls, {"precompute_reference": False, **data})
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,12 @@ from typing import Any, Callable, Iterable, Mapping
 
 from contract.content_hash import content_hash
 from contract.keys import trial_id
-from contract.methods import DPO, ONLINE_RL_METHODS, PPO, RLOO
+from contract.methods import DPO, ONLINE_RL_METHODS, PPO, RLOO, dpo_precomputes_reference
 from contract.plan import (PLAN_VERSION, REWARD_INPUT_VERSION, CurvaturePlan, DpoPlan, EvalTaskPlan, GenerationPlan,
                            ModelPlan, OnlineRLPlan, ReplayPlan, RewardPlan, RewardTrainingPlan, StagePlan, TrainingPlan,
                            TrialPlan)
 from study.points import config_point, grid_points, resolve_stages
-from study.spec import RewardSpec, StageSpec, StudySpec, eval_precision, stage_seed
+from study.spec import DPOSpec, RewardSpec, StageSpec, StudySpec, eval_precision, stage_seed
 from study.spec_loading import spec_from_dict
 from study.start_points import apply_start_points
 from tasks import get_task, register_task_file, resolve_option_counts, reward_sources
@@ -150,12 +150,18 @@ def stage_plan(spec: StudySpec, stage: StageSpec, number: int, trial_seed: int) 
         data_seed=spec.train_data_seed(seed) if spec.seed_scope != "order" else None,
         option_counts=option_counts_entry(stage.task, settings.option_counts),
         # Method settings enter the key only for their own method.
-        dpo=DpoPlan(**dataclasses.asdict(stage.dpo)) if stage.method == DPO else None,
+        dpo=dpo_plan(stage.dpo, on_gpu=spec.execution.gpus_per_trial > 0) if stage.method == DPO else None,
         ppo=online_rl_settings if stage.method == PPO else None,
         rloo=online_rl_settings if stage.method == RLOO else None,
         stage_key="",  # StagePlan.keyed fills it in
         start_from=None,  # study.start_points fills it in for a best_seed stage
     )
+
+
+def dpo_plan(settings: DPOSpec, *, on_gpu: bool) -> DpoPlan:
+    """A DPO stage's plan: `precompute_reference: auto` resolved for the trial's workers."""
+    return DpoPlan(beta=settings.beta, reference=settings.reference,
+                   precompute_reference=dpo_precomputes_reference(settings.precompute_reference, on_gpu=on_gpu))
 
 
 def reward_plan(method: str, reward: RewardSpec, task: str, prompts: str) -> RewardPlan:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from contract.layout import study_folder
-from contract.methods import SFT, STAGE_START_REFERENCE, STATEMENT_PROMPTS
+from contract.methods import AUTO, SFT, STAGE_START_REFERENCE, STATEMENT_PROMPTS
 from contract.plan import DEFAULT_EVAL_MODES, DEFAULT_OPTIMIZER, plain_data
 
 # Fields of a stage that a grid axis may sweep (issue #2: learning rate and batch size; steps
@@ -133,6 +133,10 @@ class DPOSpec:
     """Strength of the implicit KL constraint to the reference model (> 0)."""
     reference: Literal["stage_start", "base"] = STAGE_START_REFERENCE  # = contract.methods.DPO_REFERENCES (tests/test_methods.py)
     """Frozen reference policy: the model the stage starts from (standard DPO) or the base model."""
+    precompute_reference: bool | Literal["auto"] = AUTO  # "auto" = contract.methods.AUTO
+    """Compute the reference's log-probabilities of every training pair once before the first
+    step and free the reference (true), or keep it loaded and run it beside every batch (false).
+    auto: true on GPU workers (the reference's weights are memory the training needs), false on CPU."""
 
 
 @dataclass(frozen=True)

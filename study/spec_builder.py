@@ -90,6 +90,14 @@ def coerce(value: Any, tp: Any, path: str, problems: list[Problem]) -> Any:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return coerce(value, inner[0], path, problems)
+        # Several alternatives (e.g. `bool | Literal["auto"]`): the first that takes the value.
+        for alternative in inner:
+            tried: list[Problem] = []
+            coerced = coerce(value, alternative, path, tried)
+            if not tried:
+                return coerced
+        problems.append(Problem(path, f"must be {_type_name(tp)} (got {value!r})"))
+        return None
     if origin is Literal:
         if value in args:
             return value

@@ -11,7 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
-from contract.plan import DpoPlan, ModelPlan, OnlineRLPlan, RewardPlan, StagePlan, TrainingPlan
+from contract.plan import ModelPlan, OnlineRLPlan, RewardPlan, StagePlan, TrainingPlan
+from study.planner import dpo_plan
 from study.spec import CurvatureSpec, DPOSpec, ModelSpec, OnlineRLSpec, RLOOSpec, StageSpec, TrainingSpec
 
 ONLINE_RL_DEFAULTS = {"ppo": OnlineRLSpec(), "rloo": RLOOSpec()}
@@ -50,7 +51,7 @@ def stage_plan(fields: Mapping[str, Any]) -> StagePlan:
              "train_limit": None, "data_seed": None, "option_counts": None, "stage_key": "test", "start_from": None,
              **fields}
     if dpo is not None or method == "dpo":
-        stage["dpo"] = DpoPlan(**{**dataclasses.asdict(DPOSpec()), **(dpo or {})})
+        stage["dpo"] = dpo_plan(dataclasses.replace(DPOSpec(), **(dpo or {})), on_gpu=False)
     for name, given in online.items():
         if given is not None or method == name:
             settings = {**dataclasses.asdict(ONLINE_RL_DEFAULTS[name]), **(given or {})}

@@ -223,8 +223,123 @@ def test_base_reference_without_a_path_falls_back_to_the_stage_start(tiny_model_
         assert torch.equal(p.detach(), policy[name].detach()), name
 
 
+# ---------------------------------------------------------------- precomputed reference
+
+
+def _precompute_pair(tiny_model_path, data_dir, tmp_path, reference: str, steps: int = 4):
+    """The same DPO stage (a perturbed stage-start model) trained with the reference loaded and
+    with it precomputed: (losses, weights, trainer) of each."""
+    from trainables.models import load_model_and_tokenizer
+    from trainables.stages.trainer_plumbing import TrainLogRecorder
+
+    out = {}
+    for precompute in (False, True):
+        model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+        _perturbed(model)
+        pairs = preference_tokens(tokenizer, load_examples("toxigen_qa", "train", size=16, data_dir=data_dir), seed=0)
+        stage = _stage(steps=steps, batch_size=4, dpo={"beta": 0.1, "reference": reference,
+                                                       "precompute_reference": precompute})
+        recorder = TrainLogRecorder()
+        trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage_plan(stage), pairs=pairs,
+                                    training=TRAINING, max_length=256, model_dtype="auto",
+                                    base_model_path=str(tiny_model_path), callbacks=[recorder.callback()],
+                                    work_dir=str(tmp_path / f"work-{reference}-{precompute}"))
+        held_reference = trainer.ref_model
+        trainer.train()
+        log = [row["loss"] for row in recorder.rows]
+        out[precompute] = (log, {n: p.detach().clone() for n, p in model.named_parameters()}, held_reference, trainer)
+    return out
+
+
+@pytest.mark.parametrize("reference", ["stage_start", "base"])
+def test_precomputed_reference_trains_like_a_loaded_one_and_is_freed(tiny_model_path, data_dir, tmp_path, reference):
+    """Same losses and weights (float rounding: the reference's batches differ), and no reference
+    model held while training. The stage-start reference's first loss is −log σ(0): the
+    precompute ran on the model as the stage started."""
+    runs = _precompute_pair(tiny_model_path, data_dir, tmp_path, reference)
+    (loaded_losses, loaded_weights, loaded_ref, _), (pre_losses, pre_weights, pre_ref, trainer) = runs[False], runs[True]
+    assert loaded_ref is not None and pre_ref is None
+    assert "ref_chosen_logps" in trainer.train_dataset.column_names
+    assert pre_losses == pytest.approx(loaded_losses, rel=1e-5, abs=1e-6)
+    if reference == "stage_start":
+        assert pre_losses[0] == pytest.approx(0.6931, abs=1e-3)
+    else:  # the perturbed start is far from the base: the first loss is not log 2
+        assert abs(pre_losses[0] - 0.6931) > 1e-3
+    assert max((pre_weights[n] - w).abs().max().item() for n, w in loaded_weights.items()) < 1e-5
+
+
+def test_precomputed_reference_log_probs_are_in_the_training_precision(tiny_model_path, data_dir, tmp_path,
+                                                                       monkeypatch):
+    """Under bf16 autocast (forced here on CPU) the precomputed log-probabilities are those of the
+    reference's forward in the training loop (accelerate's autocast, float32 outputs), not those
+    of a plain float32 forward, which differ by far more than rounding."""
+    import trainables.models
+    from trainables.models import load_model_and_tokenizer
+
+    monkeypatch.setattr(trainables.models, "bf16_autocast", lambda dtype: True)
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    pairs = preference_tokens(tokenizer, load_examples("toxigen_qa", "train", size=8, data_dir=data_dir), seed=0)
+
+    def build(precompute: bool):
+        stage = _stage(steps=1, batch_size=4, dpo={"beta": 0.1, "reference": "stage_start",
+                                                   "precompute_reference": precompute})
+        return build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage_plan(stage), pairs=pairs,
+                                 training=TRAINING, max_length=256, model_dtype="auto",
+                                 work_dir=str(tmp_path / f"work-{precompute}"))
+
+    precomputed = build(True)
+    assert precomputed.args.bf16 and precomputed.accelerator.native_amp
+    stored = torch.tensor(precomputed.train_dataset["ref_chosen_logps"])
+    loaded = build(False)  # its reference is prepared by accelerate: the training loop's forward
+    in_loop, plain = [], []
+    for start in range(0, len(pairs), 4):  # the precompute's batches (the per-device batch)
+        batch = loaded.data_collator([loaded.train_dataset[i] for i in range(start, start + 4)])
+        in_loop.append(loaded.compute_ref_log_probs(loaded.ref_model, batch)[0].float())
+        plain.append(loaded.compute_ref_log_probs(model, batch)[0].float())
+    in_loop, plain = torch.cat(in_loop), torch.cat(plain)
+    assert torch.allclose(stored, in_loop, atol=1e-5, rtol=0)
+    # What a float32 precompute would have stored (2e-3 nats apart on this 2-layer model): in
+    # every step's log-ratio, a gap that is no part of DPO.
+    assert (stored - plain).abs().max() > 5e-4
+
+
 def test_dpo_is_registered():
     from trainables.stages import STAGE_RUNNERS
     from trainables.stages.dpo import run_dpo
 
     assert STAGE_RUNNERS["dpo"] is run_dpo
+
+
+def _dpo_study_plan(tmp_path, data_dir, tiny_model_path, *, gpus: int = 0, **dpo):
+    from study.planner import build_plans
+    from study.spec_loading import spec_from_dict
+
+    spec = spec_from_dict({
+        "name": "d", "model": {"name": "tiny", "max_length": 256}, "data_dir": str(data_dir),
+        "tasks": {"toxigen_qa": {"train_size": 16, "eval_size": 8}},
+        "execution": {"gpus_per_trial": gpus},
+        "chains": {"c": [{"task": "toxigen_qa", "method": "dpo", "dpo": dpo}]},
+    })
+    return build_plans(spec, study_dir=tmp_path / "s", data_dir=str(data_dir), base_model_path=str(tiny_model_path),
+                       chat=False)[0].stages[0]
+
+
+def test_precompute_reference_resolves_per_device_and_enters_the_key_only_when_on(tmp_path, data_dir,
+                                                                                   tiny_model_path):
+    cpu_auto = _dpo_study_plan(tmp_path, data_dir, tiny_model_path)
+    cpu_off = _dpo_study_plan(tmp_path, data_dir, tiny_model_path, precompute_reference=False)
+    cpu_on = _dpo_study_plan(tmp_path, data_dir, tiny_model_path, precompute_reference=True)
+    gpu_auto = _dpo_study_plan(tmp_path, data_dir, tiny_model_path, gpus=1)
+    assert not cpu_auto.dpo.precompute_reference and cpu_on.dpo.precompute_reference
+    assert gpu_auto.dpo.precompute_reference
+    assert cpu_auto.stage_key == cpu_off.stage_key  # today's DPO stages keep their keys
+    assert cpu_on.stage_key != cpu_off.stage_key
+    assert "precompute_reference" not in cpu_off.to_dict()["dpo"]
+    assert cpu_on.to_dict()["dpo"]["precompute_reference"] is True
+
+
+def test_a_bad_precompute_setting_is_refused_at_its_field(tmp_path, data_dir, tiny_model_path):
+    from study.spec_loading import SpecError
+
+    with pytest.raises(SpecError, match=r"chains\.c\[0\]\.dpo\.precompute_reference.*true or false or one of 'auto'"):
+        _dpo_study_plan(tmp_path, data_dir, tiny_model_path, precompute_reference="sometimes")

@@ -115,9 +115,23 @@ def test_extra_models_per_method(llama7b):
     assert ppo.weights == 4 * (p + cls)  # policy and value model trained together
     assert ppo.extra_models == 4 * (p + cls)  # reference + a reward model trained from the base model
     rloo = estimate(llama7b, StepSetup(method="rloo", seq_len=256, workers=8, fsdp=True))
-    assert rloo.extra_models == 4 * (p + cls)  # never sharded
+    assert rloo.extra_models == 4 * p / 8 + 4 * cls  # the reference sharded like the policy, the reward model whole
     reward = estimate(llama7b, StepSetup(method="reward", seq_len=256))
-    assert reward.weights == 4 * cls and reward.extra_models == 4 * p  # the policy is already loaded
+    assert reward.weights == 4 * cls and reward.extra_models == 0  # trained before the policy loads
+    precomputed = estimate(llama7b, StepSetup(method="dpo", seq_len=256, dpo_precompute=True))
+    assert precomputed.extra_models == 0 and dpo.total - precomputed.total == pytest.approx(4 * p)
+
+
+def test_ppo_under_fsdp_gathers_one_layer_at_a_time(llama7b):
+    """The policy-and-value wrapper is sharded by decoder layer (the policy's layer classes named
+    for it): what is gathered at once is three layers (two in flight, one's gradients) plus the
+    root parameters of both models (embeddings, norms, LM head and score head), in bf16."""
+    p, cls = llama7b.params, llama7b.classifier_params
+    ppo = estimate(llama7b, StepSetup(method="ppo", seq_len=256, workers=8, fsdp=True))
+    layer = llama7b.layer_params
+    root = (p + cls) - 2 * llama7b.layers * layer
+    assert ppo.precision_copies == (3 * layer + root) * 2
+    assert ppo.precision_copies < 0.1 * (p + cls) * 2  # far from gathering both models whole
 
 
 def test_curvature_vectors_where_lanczos_runs_and_what_fits(llama7b, tiny):

@@ -488,3 +488,87 @@ def test_search_batch_sizes_must_split_over_the_workers():
         spec_from_dict({**raw, "search": {**raw["search"], "space": {"stage1.batch_size": {"choice": [8, 9]}}}})
     assert "search.space.stage1.batch_size" in err.value.render() and "9" in err.value.render()
     spec_from_dict({**raw, "search": {**raw["search"], "space": {"stage1.batch_size": {"choice": [8, 16]}}}})
+
+
+def _dpo_and_reward_worker(rank: int, world: int, port: int, model_path: str, data_dir: str, out_dir: str) -> None:
+    """One of two plain torch processes (gloo): a DPO trainer whose reference log-probabilities
+    are precomputed over both ranks; a reward model trained by both and saved by rank 0; a
+    sequence classifier sharded with FSDP2 and consolidated on rank 0 as its own class."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    from torch.distributed.fsdp import fully_shard
+
+    from contract.plan import QA_PAIRS, RewardTrainingPlan
+    from tasks import load_examples
+    from trainables import distributed
+    from trainables.models import load_model_and_tokenizer
+    from trainables.stages.dpo import build_dpo_trainer, preference_tokens
+    from trainables.stages.reward_model import load_reward_model, train_reward_model
+
+    out = Path(out_dir)
+    record: dict = {"rank": rank}
+    model, tokenizer = load_model_and_tokenizer(model_path, dtype="float32")
+    examples = load_examples("toxigen_qa", "train", size=10, data_dir=data_dir)
+    stage = stage_plan({"method": "dpo", "batch_size": 4, "steps": 1, "dpo": {"precompute_reference": True}})
+    trainer = build_dpo_trainer(model=model, tokenizer=tokenizer, stage=stage, training=TRAINING, max_length=256,
+                                pairs=preference_tokens(tokenizer, examples, seed=0), model_dtype="float32",
+                                work_dir=str(out / f"dpo{rank}"))
+    record["ref_chosen"] = list(trainer.train_dataset["ref_chosen_logps"])
+    record["ref_model"] = trainer.ref_model is not None
+    del trainer
+
+    path = train_reward_model(model_plan=model_plan(model_path, max_length=256), examples=examples, seed=0,
+                              settings=RewardTrainingPlan(steps=2, learning_rate=1e-2, batch_size=4, data=QA_PAIRS),
+                              work_dir=str(out / f"rm{rank}"), training=TRAINING, out_dir=str(out / "reward_model"))
+    reward, _ = load_reward_model(path, model_dtype="float32")  # every rank reads rank 0's save
+    record["reward_path"] = path
+    record["reward_weights"] = {n: p.sum().item() for n, p in reward.named_parameters()}
+
+    classifier, _ = load_reward_model(model_path, model_dtype="float32")
+    for layer in classifier.model.layers:
+        fully_shard(layer)
+    fully_shard(classifier)
+    full = {name: p.full_tensor().detach().clone() for name, p in classifier.named_parameters()}  # collective
+    plain = distributed.consolidate(classifier)
+    if plain is not None:
+        record["plain_class"] = type(plain).__name__
+        record["plain_vs_full"] = max((plain.state_dict()[k] - v).abs().max().item() for k, v in full.items())
+    (out / f"dpo_reward{rank}.json").write_text(json.dumps(record))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_dpo_precompute_and_reward_model_over_two_ranks(single_process, tiny_model_path, data_dir, tmp_path):
+    """What needs several ranks in the reference and reward-model paths, on gloo: the precomputed
+    reference log-probabilities are gathered in row order and equal one process's (TRL's own
+    precompute would look for rank 0's cache file in each rank's private temporary folder); the
+    reward model both ranks trained is saved once and read by both; an FSDP-sharded classifier
+    is consolidated as a classifier."""
+    import torch.multiprocessing as mp
+
+    from trainables.models import load_model_and_tokenizer
+    from trainables.stages.dpo import build_dpo_trainer, preference_tokens
+    from tasks import load_examples
+
+    mp.spawn(_dpo_and_reward_worker, args=(2, _free_port(), str(tiny_model_path), str(data_dir), str(tmp_path)),
+             nprocs=2)
+    rank0, rank1 = (json.loads((tmp_path / f"dpo_reward{r}.json").read_text()) for r in range(2))
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    examples = load_examples("toxigen_qa", "train", size=10, data_dir=data_dir)
+    one = build_dpo_trainer(model=model, tokenizer=tokenizer, training=TRAINING, max_length=256,
+                            stage=stage_plan({"method": "dpo", "batch_size": 4, "steps": 1,
+                                              "dpo": {"precompute_reference": True}}),
+                            pairs=preference_tokens(tokenizer, examples, seed=0), model_dtype="float32",
+                            work_dir=str(tmp_path / "one"))
+    single = list(one.train_dataset["ref_chosen_logps"])
+    assert len(rank0["ref_chosen"]) == len(single) == 10  # 10 rows over 2 ranks × 2: the last batch padded, dropped
+    assert rank0["ref_chosen"] == pytest.approx(single, abs=1e-5)
+    assert rank1["ref_chosen"] == rank0["ref_chosen"]
+    assert not rank0["ref_model"] and not rank1["ref_model"]
+    assert rank0["reward_path"] == rank1["reward_path"] == str(tmp_path / "reward_model")
+    assert rank0["reward_weights"] == rank1["reward_weights"]
+    assert rank0["plain_class"] == "LlamaForSequenceClassification" and rank0["plain_vs_full"] == 0.0
+    assert "plain_class" not in rank1

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from contract.keys import measure_keys
+from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
 from study.planner import base_identity, build_plans, study_base_key
 from study.spec import eval_precision
@@ -208,9 +209,9 @@ def test_a_stage_scored_in_memory_after_training_equals_it_reloaded(tiny_model_p
     wrapped = []
     real_train = chain.train_stage
 
-    def train(plan, stage, model, *args):
-        outcome = real_train(plan, stage, model, *args)
-        wrapped.append("_original_forward" in model.__dict__)
+    def train(plan, stage, inputs, *args):
+        outcome = real_train(plan, stage, inputs, *args)
+        wrapped.append("_original_forward" in inputs.model.__dict__)
         return outcome
 
     monkeypatch.setattr(chain, "train_stage", train)
@@ -253,10 +254,10 @@ def test_the_previous_stages_models_are_collected_before_the_next_stage_trains(t
         loaded.append(weakref.ref(model))
         return model, tokenizer
 
-    def train(plan, stage, model, *args):
-        alive_at_train.append([ref() is not None for ref in loaded if ref() is not model])
+    def train(plan, stage, inputs, *args):
+        alive_at_train.append([ref() is not None for ref in loaded if ref() is not inputs.model])
         optimizers_at_train.append(sum(issubclass(type(o), torch.optim.Optimizer) for o in gc.get_objects()))
-        return real_train(plan, stage, model, *args)
+        return real_train(plan, stage, inputs, *args)
 
     monkeypatch.setattr(chain, "load_model_and_tokenizer", load)
     monkeypatch.setattr(chain, "train_stage", train)
@@ -270,6 +271,63 @@ def test_the_previous_stages_models_are_collected_before_the_next_stage_trains(t
     assert len(loaded) == 3  # base (evaluated), stage 1's start, stage 2's start
     assert alive_at_train == [[False], [False, False]]
     assert optimizers_at_train[1] == 0
+
+
+def test_a_reward_model_is_trained_and_freed_before_the_policy_loads(tiny_model_path, data_dir, tmp_path,
+                                                                     monkeypatch):
+    """An online-RL stage that trains its reward model: the reward model is trained first, as its
+    own step, and is gone (its trainer and optimizer too) when the policy loads, with the garbage
+    collector off; the policy stage then reads the saved reward model from the writer's scratch."""
+    import trainables.chain as chain
+    import trainables.stages.online_rl as online_rl
+    import trainables.stages.reward_model as reward_model
+    from trainables.stages import STAGE_RUNNERS
+
+    events: list[str] = []
+    reward_models: list[weakref.ref] = []
+    alive_at_policy_load: list[bool] = []
+    optimizers_at_policy_load: list[int] = []
+    real_load_reward, real_load = reward_model.load_reward_model, chain.load_model_and_tokenizer
+
+    def load_reward(*args, **kwargs):
+        model, tokenizer = real_load_reward(*args, **kwargs)
+        events.append("reward model")
+        reward_models.append(weakref.ref(model))
+        return model, tokenizer
+
+    def load(path, **kwargs):
+        if reward_models:  # the stage's policy (the base model was loaded for stage 0 before)
+            events.append("policy")
+            alive_at_policy_load.append(reward_models[0]() is not None)
+            optimizers_at_policy_load.append(sum(issubclass(type(o), torch.optim.Optimizer)
+                                                 for o in gc.get_objects()))
+        return real_load(path, **kwargs)
+
+    given_paths = []
+
+    def ppo(**kwargs):
+        given_paths.append(kwargs["reward_model_path"])
+        return real_ppo(**kwargs)
+
+    real_ppo = STAGE_RUNNERS["ppo"]
+    monkeypatch.setattr(reward_model, "load_reward_model", load_reward)
+    monkeypatch.setattr(online_rl, "load_reward_model", load_reward)
+    monkeypatch.setattr(chain, "load_model_and_tokenizer", load)
+    monkeypatch.setitem(STAGE_RUNNERS, "ppo", ppo)
+    plan = _chain_plan(data_dir, tiny_model_path, tmp_path / "rm", [{
+        "task": "toxigen_qa", "method": "ppo", "steps": 1,
+        "ppo": {"response_length": 4, "prompts": "templated", "reward": {"steps": 2, "batch_size": 4}}}])
+    gc.collect()
+    gc.disable()
+    try:
+        chain.run_chain(plan)
+    finally:
+        gc.enable()
+    # Trained (and loaded once by its trainer's step), freed, then the policy; the runner loads
+    # the saved reward model once more, frozen.
+    assert events[:2] == ["reward model", "policy"] and events[2:] == ["reward model"]
+    assert alive_at_policy_load == [False] and optimizers_at_policy_load == [0]
+    assert given_paths == [str(StudyLayout(tmp_path / "rm").stage_work(plan.trial_id, 1, 0) / "reward_model")]
 
 
 def test_release_memory_empties_the_gpu_cache(monkeypatch):

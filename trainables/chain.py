@@ -5,8 +5,8 @@ Reads top to bottom like the data flow in docs/architecture.md:
     base model ─► evaluate (stage 0)
     for each stage: in the stage store, under the stage's lock:
                         reuse it (trained by another trial or an earlier attempt), or
-                        free the last stage's models ─► load previous weights
-                        ─► train (method's runner) ─► checkpoint (safetensors)
+                        free the last stage's models ─► (online RL: train its reward model)
+                        ─► load previous weights ─► train (method's runner) ─► checkpoint
                     ─► evaluate every eval task (stored per stage, reused too), in the study's
                        one evaluation precision whether the model was trained here or loaded
                     ─► this trial's rows ─► Parquet ─► report metrics
@@ -33,6 +33,7 @@ from contract.keys import base_stage_key, measure_keys, validation_key
 from contract.layout import StudyLayout, stage_part, trial_part
 from contract.plan import StagePlan, TrialPlan
 from contract.records import DIVERGED, FAILED, FINISHED, PENDING, SKIPPED, StageRecord, TrialMarker, write_record
+from contract.methods import ONLINE_RL_METHODS
 from contract.schema import ALL, FORGETTING_METRICS, PRIMARY_GROUPINGS, STAGE_TABLES, TABLE_NAMES
 from tasks import load_examples
 from tasks.definition import SELECTION_SPLIT
@@ -268,13 +269,15 @@ class _ChainRun:
         # the previous stage and one that reused it must start from bit-identical states.
         self.drop_models()
         distributed.lead("train", stage, str(previous_path), stages)  # the other ranks train it with us
-        model, tokenizer, examples, replayed = stage_inputs(self.plan, stage, previous_path, stages)
-        if stage.replay is not None:
-            entry.write_rows("replay", replay_rows(self.trial_id, number, stage.replay.from_stage, replayed))
         work_dir = stage_work_dir(self.plan, number)
+        inputs = stage_inputs(self.plan, stage, previous_path, stages)
+        model, tokenizer = inputs.model, inputs.tokenizer
+        if stage.replay is not None:
+            entry.write_rows("replay", replay_rows(self.trial_id, number, stage.replay.from_stage, inputs.replayed))
         start = time.perf_counter()
-        outcome = train_stage(self.plan, stage, model, tokenizer, examples, work_dir)
-        seconds = time.perf_counter() - start
+        outcome = train_stage(self.plan, stage, inputs, work_dir)
+        seconds = time.perf_counter() - start + inputs.reward_seconds
+        del inputs  # `model` is the one reference left to the trained (maybe sharded) model
         shutil.rmtree(work_dir, ignore_errors=True)
         model = distributed.consolidate(model)  # FSDP: the gathered weights as a plain model; else `model`
         # As if loaded from the checkpoint: without the bf16-autocast forward accelerate put on it.
@@ -344,14 +347,53 @@ class _ChainRun:
         shutil.rmtree(StudyLayout(self.study_dir).work(self.trial_id), ignore_errors=True)
 
 
+@dataclasses.dataclass
+class StageInputs:
+    """What every rank trains a stage on."""
+
+    model: Any
+    """The model at the previous stage's checkpoint (the base model for stage 1)."""
+    tokenizer: Any
+    examples: list
+    """The stage's training subsample, with the replayed examples."""
+    replayed: list
+    reward_model_path: str | None
+    """Online RL with a reward model trained in the study: where it was saved."""
+    reward_seconds: float
+    """How long training that reward model took (part of the stage's training time)."""
+
+
 def stage_inputs(plan: TrialPlan, stage: StagePlan, previous_path: Path | str,
-                 stages: tuple[StagePlan, ...]) -> tuple:
-    """What every rank trains a stage on: (model at previous_path, tokenizer, examples with the
-    replayed ones, the replayed examples)."""
+                 stages: tuple[StagePlan, ...]) -> StageInputs:
+    """A stage's inputs, in the order that keeps one model in training at a time: the data, then
+    the reward model an online-RL stage trains (trained, saved and freed before the policy
+    loads), then the policy."""
+    examples, replayed = stage_examples(plan, stage, stages)
+    start = time.perf_counter()
+    reward_path = trained_reward_model(plan, stage, examples)
+    reward_seconds = time.perf_counter() - start if reward_path is not None else 0.0
     model, tokenizer = load_model_and_tokenizer(str(previous_path), dtype=plan.model.dtype,
                                                 trust_remote_code=plan.model.trust_remote_code)
-    examples, replayed = stage_examples(plan, stage, stages)
-    return model, tokenizer, examples, replayed
+    return StageInputs(model=model, tokenizer=tokenizer, examples=examples, replayed=replayed,
+                       reward_model_path=reward_path, reward_seconds=reward_seconds)
+
+
+def trained_reward_model(plan: TrialPlan, stage: StagePlan, examples: list) -> str | None:
+    """The reward model an online-RL stage trains from the base model (its `reward.train`),
+    trained by every rank of the trial together and saved gathered by rank 0 in rank 0's stage
+    scratch (a folder every rank sees: the study folder is shared); None when the stage trains
+    none. Its trainer and weights are freed before the policy loads."""
+    if stage.method not in ONLINE_RL_METHODS or stage.online_rl.reward.train is None:
+        return None
+    from trainables.stages.reward_model import REWARD_MODEL_DIRNAME, train_reward_model
+
+    writer_scratch = StudyLayout(Path(plan.study_dir)).stage_work(plan.trial_id, stage.stage, 0)
+    path = train_reward_model(model_plan=plan.model, examples=examples, seed=stage.seed,
+                              settings=stage.online_rl.reward.train, training=plan.training,
+                              work_dir=str(stage_work_dir(plan, stage.stage)),
+                              out_dir=str(writer_scratch / REWARD_MODEL_DIRNAME))
+    release_memory()
+    return path
 
 
 def stage_examples(plan: TrialPlan, stage: StagePlan, stages: tuple[StagePlan, ...]) -> tuple[list, list]:
@@ -371,24 +413,25 @@ def stage_work_dir(plan: TrialPlan, number: int) -> Path:
     return StudyLayout(Path(plan.study_dir)).stage_work(plan.trial_id, number, ranks.rank())
 
 
-def train_stage(plan: TrialPlan, stage: StagePlan, model: Any, tokenizer: Any, examples: list, work_dir: Path):
+def train_stage(plan: TrialPlan, stage: StagePlan, inputs: StageInputs, work_dir: Path):
+    extra = {"reward_model_path": inputs.reward_model_path} if stage.method in ONLINE_RL_METHODS else {}
     return get_runner(stage.method)(
-        model=model, tokenizer=encoder_for(plan.model, tokenizer), stage=stage, examples=examples,
-        training=plan.training, model_plan=plan.model, work_dir=str(work_dir),
+        model=inputs.model, tokenizer=encoder_for(plan.model, inputs.tokenizer), stage=stage,
+        examples=inputs.examples, training=plan.training, model_plan=plan.model, work_dir=str(work_dir), **extra,
     )
 
 
 def follow_training(plan: TrialPlan, stage: StagePlan, previous_path: str, stages: tuple[StagePlan, ...]) -> None:
     """A follower's part of a stage rank 0 trains: same inputs, same trainer (DDP/FSDP over the
     ranks), no writes."""
-    model, tokenizer, examples, _ = stage_inputs(plan, stage, previous_path, stages)
     work_dir = stage_work_dir(plan, stage.stage)
+    inputs = stage_inputs(plan, stage, previous_path, stages)
     try:
-        train_stage(plan, stage, model, tokenizer, examples, work_dir)
-        distributed.consolidate(model)  # FSDP: take part in gathering the weights; nothing otherwise
+        train_stage(plan, stage, inputs, work_dir)
+        distributed.consolidate(inputs.model)  # FSDP: take part in gathering the weights; nothing otherwise
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-        del model
+        del inputs
         release_memory()  # the next stage this rank trains starts from an empty GPU
 
 

@@ -229,24 +229,33 @@ def consolidate(model: Any) -> Any | None:
         return None
     import copy
 
-    from transformers import AutoModelForCausalLM
     from transformers.initialization import no_init_weights
 
-
     # Built on the CPU without initialising weights (they are replaced at once), so that
-    # non-persistent buffers (rotary frequencies) are computed as in from_pretrained.
+    # non-persistent buffers (rotary frequencies) are computed as in from_pretrained. The model's
+    # own class (a causal LM, or a reward model's sequence classifier), not FSDP's subclass of it.
     with no_init_weights():
-        plain = AutoModelForCausalLM.from_config(copy.deepcopy(model.config), dtype=next(iter(state.values())).dtype)
+        plain = unsharded_class(model)._from_config(copy.deepcopy(model.config),
+                                                    dtype=next(iter(state.values())).dtype)
     plain.load_state_dict(state, strict=True, assign=True)
     plain.tie_weights()
     plain.eval()
     return plain.to(model_device())  # where every other model of this rank runs
 
 
+def unsharded_class(model: Any) -> type:
+    """The class `model` had before FSDP2's `fully_shard` (which makes it an instance of a new
+    subclass, `FSDP<Class>`, of FSDPModule and the class)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+
+
 def save_stage_checkpoint(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
-    """Every rank calls this after a stage: rank 0 writes the checkpoint (safetensors +
-    tokenizer), every rank returns once it is on disk. With FSDP all ranks first gather the
-    full weights. For code where only rank 0 saves (the `lead`/`follow` chain), use `consolidate`."""
+    """Every rank calls this after training a model together (a stage's, a reward model's): rank 0
+    writes the checkpoint (safetensors + tokenizer), every rank returns once it is on disk, so
+    every rank may read it at `out_dir` (a folder all ranks see). With FSDP all ranks first gather
+    the full weights. For code where only rank 0 saves (the `lead`/`follow` chain), use `consolidate`."""
     from trainables.models import save_checkpoint
 
     out_dir = Path(out_dir)

@@ -24,10 +24,12 @@ tensor so a reader can check each term against the code it models:
   (one more gradient-sized buffer); FSDP (`execution.fsdp`) divides weights, grads, optimizer
   states and the optimizer temporary by the workers.
 - extra models, as each stage builds them (trainables/stages/*.py): DPO's frozen reference
-  (sharded with the policy under FSDP); PPO's reference and reward model (never sharded), its
-  value model trained with the policy (the PPO wrapper has no `_no_split_modules`, so FSDP
-  gathers policy and value whole); RLOO's reference (prepared outside TRL's FSDP path) and reward
-  model; the policy stays loaded while a reward model is trained (chain.py).
+  (sharded with the policy under FSDP), none when its log-probabilities are precomputed
+  (`dpo.precompute_reference`: the reference is freed before the first step); PPO's and RLOO's
+  reference (sharded like the policy, `sharded_like_policy`) and reward model (whole on every
+  GPU); PPO's value model is trained with the policy and sharded with it layer by layer
+  (`wrap_decoder_layers`). A reward model trained in the study is its own step, before the
+  policy loads (chain.trained_reward_model): nothing else is resident while it trains.
 - curvature (trainables/curvature): the evaluation model stays loaded beside a float32 copy with
   eager attention; `create_graph` Hessian-vector products keep the first-order gradients with
   their graph plus each algorithm's parameter-sized vectors of the measured parameters (the
@@ -193,6 +195,8 @@ class StepSetup:
     on_gpu: bool = True
     reward: ModelShape | None = None
     """ppo/rloo: the reward model's shape (None = one trained in the study from the base model)."""
+    dpo_precompute: bool = False
+    """dpo: the reference's log-probabilities precomputed, the reference freed before training."""
     curvature_params: int | None = None
     """curvature: parameters measured (curvature.parameters); None = all."""
     curvature_batch_size: int = 16
@@ -327,13 +331,11 @@ def _reward_params(shape: ModelShape, setup: StepSetup) -> int:
 def _extra_models(shape: ModelShape, setup: StepSetup) -> float:
     """Frozen models resident beside the trained one (bytes per rank)."""
     wb, n = setup.weight_bytes, setup.shards
-    if setup.method == "dpo":
-        return shape.params * wb / n  # the reference, sharded like the policy (TRL prepare_fsdp)
-    if setup.method in ("ppo", "rloo"):
-        return (shape.params + _reward_params(shape, setup)) * wb  # reference + reward model, whole
-    if setup.method == "reward":
-        return shape.params * wb  # the policy, loaded before the reward model trains (chain.py)
-    return 0.0
+    if setup.method == "dpo":  # the reference, sharded like the policy (TRL prepare_fsdp), or freed
+        return 0.0 if setup.dpo_precompute else shape.params * wb / n
+    if setup.method in ("ppo", "rloo"):  # the reference sharded like the policy, the reward model whole
+        return shape.params * wb / n + _reward_params(shape, setup) * wb
+    return 0.0  # sft; a reward model trains before the policy loads (chain.trained_reward_model)
 
 
 def _activations(shape: ModelShape, setup: StepSetup) -> float:
@@ -358,9 +360,11 @@ def _precision_copies(shape: ModelShape, setup: StepSetup, trainable: int) -> fl
     unsharded gradients (in bf16 under autocast: accelerate's MixedPrecisionPolicy)."""
     gathered_bytes = 2 if setup.autocast else setup.weight_bytes
     if setup.shards > 1:
-        if setup.method == "ppo":  # the policy-and-value wrapper is one FSDP unit: gathered whole
-            return 2 * trainable * gathered_bytes
-        root = trainable - shape.layers * shape.layer_params  # embeddings, final norm, head: unsharded all step
+        # Decoder layers are the FSDP units (PPO: the policy's and the value model's, the same
+        # classes, `wrap_decoder_layers`); the root's parameters (embeddings, final norm, heads)
+        # stay gathered all step.
+        backbones = 2 if setup.method == "ppo" else 1
+        root = trainable - backbones * shape.layers * shape.layer_params
         return (2 * shape.layer_params + root) * gathered_bytes + shape.layer_params * gathered_bytes
     return 2 * trainable if setup.autocast and setup.weight_bytes == 4 else 0.0
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from contract.methods import ONLINE_RL_METHODS
+from contract.methods import DPO, ONLINE_RL_METHODS, dpo_precomputes_reference
 from contract.problems import Problem
 
 if TYPE_CHECKING:  # the model arithmetic loads torch: only GPU studies, which are checked, import it
@@ -75,7 +75,10 @@ def study_steps(spec: Any, *, local_files_only: bool = False,
                 else:
                     steps.append((f"{path}.{stage.method}.reward", policy,
                                   StepSetup(method="reward", batch_size=settings.reward.batch_size, **common)))
-            steps.append((path, policy, StepSetup(method=stage.method, batch_size=batch, reward=reward, **common)))
+            precompute = stage.method == DPO and dpo_precomputes_reference(stage.dpo.precompute_reference,
+                                                                            on_gpu=ex.gpus_per_trial > 0)
+            steps.append((path, policy, StepSetup(method=stage.method, batch_size=batch, reward=reward,
+                                                  dpo_precompute=precompute, **common)))
     cfg = spec.curvature
     if cfg.enabled:
         measured = None

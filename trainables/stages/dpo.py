@@ -24,6 +24,18 @@ Reference policy (`stage.dpo.reference`):
     touched since loading and ignores the study's weight dtype.
   - "base": the chain's base model, read from its path (the plan's model path) with the
     study's dtype; a direct caller that gives no path gets the stage-start copy (with a warning).
+
+Precomputed reference (`stage.dpo.precompute_reference`, resolved by the planner: on by default
+on GPU workers). The reference's log-probabilities of every pair are computed once, before the
+first step, and the reference is freed: a 7B reference is 13-27 GB per GPU that the policy's
+training then has. With the stage-start reference no copy is made at all (TRL precomputes with
+the model itself, before it trains). Two things differ from TRL 1.12's own precompute, which
+the trainer below replaces: the log-probabilities are computed in the training's precision
+(accelerate's bf16 autocast and float32 outputs, as the reference's forward in the training
+loop is; TRL's runs before accelerate wraps anything, in float32, which would put a precision
+gap into every step's log-ratio), and they are kept in memory, not in a datasets cache file
+(TRL names that file from a random fingerprint in a per-process temporary folder, so a second
+rank never finds the file rank 0 wrote).
 """
 
 from __future__ import annotations
@@ -147,7 +159,9 @@ def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: StagePlan, pairs: Se
     settings = stage.dpo
     if settings is None:
         raise ValueError(f"stage {stage.stage} ({stage.method}) has no DPO settings")
-    if ref_model is None:
+    precompute = settings.precompute_reference
+    # Precomputing against the stage start needs no copy: TRL computes with `model` itself.
+    if ref_model is None and not (precompute and settings.reference == STAGE_START_REFERENCE):
         ref_model = reference_model(model, settings, model_dtype=model_dtype, base_model_path=base_model_path,
                                     trust_remote_code=trust_remote_code)
     args = DPOConfig(
@@ -157,7 +171,7 @@ def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: StagePlan, pairs: Se
         loss_type=["sigmoid"],  # the original DPO objective (Rafailov et al. 2023)
         max_length=max_length,
         truncation_mode="keep_start",  # never reached: fitting_pairs dropped what it would cut
-        precompute_ref_log_probs=False,
+        precompute_ref_log_probs=precompute,
         sync_ref_model=False,
         disable_dropout=True,  # policy and reference log-probs must be comparable (TRL's default)
     )
@@ -170,6 +184,13 @@ def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: StagePlan, pairs: Se
         callbacks=callbacks or [],
     )
     quiet_trainer(trainer)
+    if precompute:
+        # Every pair's reference log-probabilities are in the dataset now: free the reference.
+        trainer.ref_model = None
+        del ref_model
+        from trainables.models import release_memory
+
+        release_memory()
     return trainer
 
 
@@ -185,4 +206,34 @@ def _seam_dpo_trainer():
                 raise ValueError(f"DPO rows need {sorted(missing)} (build them with preference_tokens)")
             return dataset
 
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            """The reference's log-probabilities of every row, as two new columns (see the module
+            docstring): computed over the ranks' shares of the rows, gathered in row order."""
+            import torch
+            from torch.utils.data import DataLoader
+
+            loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                                         collate_fn=self.data_collator))
+            forward = training_precision_forward(self.ref_model if self.ref_model is not None else self.model,
+                                                 self.accelerator)
+            chosen, rejected = [], []
+            for batch in loader:
+                logps = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(forward, batch))
+                chosen.append(logps[0].float().cpu())
+                rejected.append(logps[1].float().cpu())
+            dataset = dataset.add_column("ref_chosen_logps", torch.cat(chosen).tolist())
+            return dataset.add_column("ref_rejected_logps", torch.cat(rejected).tolist())
+
     return SeamTokenizedDPOTrainer
+
+
+def training_precision_forward(model: Any, accelerator: Any):
+    """`model`'s forward as accelerate runs a prepared model's: under the mixed-precision autocast
+    (bf16 on a GPU, nothing on CPU) with float32 outputs. Not prepared itself: the trainer prepares
+    the policy later, and the reference is freed after the precompute."""
+    from accelerate.utils import convert_outputs_to_fp32
+    from accelerate.utils.modeling import get_mixed_precision_context_manager
+
+    if not accelerator.native_amp:
+        return model
+    return convert_outputs_to_fp32(get_mixed_precision_context_manager(True, accelerator.autocast_handler)(model))

@@ -2,7 +2,7 @@
 
 The prompts are the stage's rollout prompts (`rollout_prompts`) that leave room for a whole
 response within the model's max_length; the reward model is the one the stage's reward names,
-or one trained here from the base model (`reward_model`), loaded frozen.
+or one trained from the base model (`reward_model`) before the policy loaded, loaded frozen.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ class OnlineRLInputs:
 
 
 def online_rl_inputs(*, stage: StagePlan, tokenizer: Any, examples: Sequence[Any], training: TrainingPlan,
-                     model_plan: ModelPlan, work_dir: str) -> OnlineRLInputs:
-    """`tokenizer`: the policy's AnswerEncoder (or tokenizer)."""
+                     model_plan: ModelPlan, work_dir: str, reward_model_path: str | None) -> OnlineRLInputs:
+    """`tokenizer`: the policy's AnswerEncoder (or tokenizer). `reward_model_path`: the reward
+    model the chain trained before the policy loaded (chain.trained_reward_model); None = the one
+    the stage's reward names, trained here if it asks for one (a direct caller)."""
     settings = stage.online_rl
     prompts = fitting_prompts(tokenizer, rl_prompts(examples, settings.prompts), model_plan.max_length,
                               settings.response_length)
-    path = resolve_reward_model(settings.reward, model_plan=model_plan, examples=examples, seed=stage.seed,
-                                work_dir=work_dir, training=training)
+    path = reward_model_path or resolve_reward_model(settings.reward, model_plan=model_plan, examples=examples,
+                                                     seed=stage.seed, work_dir=work_dir, training=training)
     reward_model, reward_tokenizer = load_reward_model(path, model_dtype=model_plan.dtype,
                                                        trust_remote_code=model_plan.trust_remote_code)
     reward_model.eval()

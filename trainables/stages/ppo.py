@@ -29,7 +29,11 @@ so the critic is then the stage-start policy's backbone under a new scalar head,
 zero so that every prefix starts at value 0 rather than at a random one (`value_model_from_policy`).
 
 One `stage.steps` = one PPO update (a rollout batch of `stage.batch_size` prompts, then
-`num_ppo_epochs` optimisation passes over it); total_episodes = steps × batch_size. With
+`num_ppo_epochs` optimisation passes over it); total_episodes = steps × batch_size.
+
+Under FSDP (`execution.fsdp`) the policy and value model are sharded together layer by layer
+(PPOTrainer prepares a wrapper of both, which names no layer classes: `wrap_decoder_layers`
+names the policy's) and the reference like them (`sharded_like_policy`). With
 `training.micro_batch_size` each pass accumulates the rollout batch's gradients over micro-batches
 (PPOTrainer's own loop reads per_device_train_batch_size and gradient_accumulation_steps). That
 loop never turns activation checkpointing on, so `training.activation_checkpointing` is refused
@@ -45,7 +49,8 @@ from contract.plan import ModelPlan, StagePlan, TrainingPlan
 from trainables.stages.online_rl import online_rl_inputs
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.text_reward import retokenizing_reward_model
-from trainables.stages.trainer_plumbing import TrainLogRecorder, frozen_copy, quiet_trainer
+from trainables.stages.trainer_plumbing import (TrainLogRecorder, frozen_copy, quiet_trainer, sharded_like_policy,
+                                                wrap_decoder_layers)
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import as_encoder
 
@@ -88,7 +93,7 @@ def value_model_from_policy(policy: Any, pad_token_id: int) -> Any:
 
 
 def run_ppo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[Any], training: TrainingPlan,
-            model_plan: ModelPlan, work_dir: str) -> StageOutcome:
+            model_plan: ModelPlan, work_dir: str, reward_model_path: str | None = None) -> StageOutcome:
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
@@ -98,7 +103,8 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[
     encoder = as_encoder(tokenizer)
     tokenizer = encoder.tokenizer
     inputs = online_rl_inputs(stage=stage, tokenizer=encoder, examples=examples, training=training,
-                              model_plan=model_plan, work_dir=work_dir)
+                              model_plan=model_plan, work_dir=work_dir,
+                              reward_model_path=reward_model_path)
     settings, prompts, reward_model = inputs.settings, inputs.prompts, inputs.reward_model
     prompt_ids = encoder.prompt_ids(prompts)
     if reads_policy_ids(reward_model, inputs.reward_tokenizer, tokenizer):
@@ -118,6 +124,7 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[
     kwargs = common_training_kwargs(schedule=stage, seed=stage.seed, training=training, work_dir=work_dir,
                                     model_dtype=model_plan.dtype)
     kwargs.pop("max_steps")  # PPO counts updates through total_episodes
+    kwargs = wrap_decoder_layers(kwargs, model)  # FSDP shards the policy-and-value wrapper layer by layer
     args = PPOConfig(
         **kwargs,
         total_episodes=stage.steps * stage.batch_size,
@@ -149,6 +156,10 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[
         value_model=value_model,
         callbacks=[log.callback()],
     )
+    # PPOTrainer moves the reference whole to every GPU; under FSDP it is sharded like the policy.
+    # (The reward model stays whole: a trained one is a copy of the critic's size, a named one
+    # is usually small, and one read as text runs outside any trainer.)
+    trainer.ref_model = sharded_like_policy(trainer.ref_model, trainer, whole=lambda m: m)
     quiet_trainer(trainer)
     try:
         trainer.train()

@@ -14,6 +14,11 @@ Paper §2.2/§3.2: RLHF first learns a reward model from a preference dataset
                                         a hate ToxiGen statement about the prompt's group; for
                                         templated prompts, the task's preference pairs.
 
+A reward model trained in the study is its own step, before the policy loads (the chain's
+`trained_reward_model`): at most one model is being trained on a GPU at a time. Every rank of
+the trial trains it together (data parallel, or FSDP-sharded like a stage), rank 0 saves the
+gathered weights in a folder all ranks see, and every rank then reads them from there.
+
 A trained reward model is `AutoModelForSequenceClassification(num_labels=1)` initialised from
 the chain's base checkpoint (for Llama: LlamaForSequenceClassification; the scalar head is
 new), so it shares the policy's tokenizer and PPO scores the policy's token ids with it
@@ -75,20 +80,23 @@ def reward_rows(encoder: AnswerEncoder, examples: Sequence[Any], *, seed: int, m
 
 
 def train_reward_model(*, model_plan: ModelPlan, examples: Sequence[Any], seed: int, settings: RewardTrainingPlan,
-                       work_dir: str, training: TrainingPlan) -> str:
+                       work_dir: str, training: TrainingPlan, out_dir: str | None = None) -> str:
     """Train a reward model from the base model (`model_plan.path`) on the pairs of
-    `settings.data` (`reward_rows`); return the folder it is saved in (safetensors).
-    RewardTrainer gets the seam's token ids."""
+    `settings.data` (`reward_rows`); return the folder it is saved in (safetensors): `out_dir`,
+    by default `work_dir`/reward_model. RewardTrainer gets the seam's token ids. With several
+    ranks every rank calls this with the same `out_dir` (see the module docstring)."""
     from datasets import Dataset
     from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
+
+    from trainables.distributed import save_stage_checkpoint
 
     set_seed(seed)  # the new score head is drawn when the model loads, before the trainer seeds
     model, tokenizer = load_reward_model(model_plan.path, model_dtype=model_plan.dtype,
                                          trust_remote_code=model_plan.trust_remote_code)
     pairs = reward_rows(AnswerEncoder(tokenizer, chat=model_plan.chat), examples, seed=seed,
                         max_length=model_plan.max_length, data=settings.data)
-    out = Path(work_dir) / REWARD_MODEL_DIRNAME
+    out = Path(out_dir) if out_dir is not None else Path(work_dir) / REWARD_MODEL_DIRNAME
     args = RewardConfig(
         **common_training_kwargs(schedule=settings, seed=seed, training=training,
                                  work_dir=str(Path(work_dir) / "rm_trainer"), model_dtype=model_plan.dtype),
@@ -101,8 +109,9 @@ def train_reward_model(*, model_plan: ModelPlan, examples: Sequence[Any], seed: 
                             processing_class=tokenizer, callbacks=[log.callback()])
     quiet_trainer(trainer)
     trainer.train()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    # Gathered whole on rank 0 (a collective when FSDP sharded it), written once, read by all.
+    # (FSDP2 shards `model` in place; DDP wraps it and leaves `model` whole.)
+    save_stage_checkpoint(model, tokenizer, out)
     return str(out)
 
 

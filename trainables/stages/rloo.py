@@ -17,7 +17,8 @@ completions (= batch_size / num_generations prompts); `num_ppo_epochs` maps to T
 Reference policy: a frozen copy of the stage-start model. RLOOTrainer would otherwise re-read
 `model.config._name_or_path` from disk (float32, the on-disk weights, not the chain's current
 ones), so it is built with beta = 0 (no reference) and given our copy and the real KL
-coefficient right after construction.
+coefficient right after construction, prepared as RLOOTrainer prepares its own (FSDP-sharded
+like the policy under FSDP, `sharded_like_policy`).
 """
 
 from __future__ import annotations
@@ -28,19 +29,20 @@ from contract.plan import ModelPlan, StagePlan, TrainingPlan
 from trainables.stages.online_rl import online_rl_inputs
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.text_reward import check_reward_model, reward_function
-from trainables.stages.trainer_plumbing import TrainLogRecorder, frozen_copy, quiet_trainer
+from trainables.stages.trainer_plumbing import TrainLogRecorder, frozen_copy, quiet_trainer, sharded_like_policy
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import as_encoder, chat_messages
 
 
 def run_rloo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[Any], training: TrainingPlan,
-             model_plan: ModelPlan, work_dir: str) -> StageOutcome:
+             model_plan: ModelPlan, work_dir: str, reward_model_path: str | None = None) -> StageOutcome:
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
     encoder = as_encoder(tokenizer)
     inputs = online_rl_inputs(stage=stage, tokenizer=encoder, examples=examples, training=training,
-                              model_plan=model_plan, work_dir=work_dir)
+                              model_plan=model_plan, work_dir=work_dir,
+                              reward_model_path=reward_model_path)
     settings, prompts = inputs.settings, inputs.prompts
     check_reward_model(inputs.reward_model, inputs.reward_tokenizer)
 
@@ -74,7 +76,7 @@ def run_rloo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence
         callbacks=[log.callback()],
     )
     if settings.kl_coef != 0.0:
-        trainer.ref_model = trainer.accelerator.prepare_model(frozen_copy(model), evaluation_mode=True)
+        trainer.ref_model = sharded_like_policy(frozen_copy(model), trainer)
         trainer.beta = settings.kl_coef
         trainer.args.beta = settings.kl_coef
     quiet_trainer(trainer)
