@@ -1,0 +1,126 @@
+"""Evaluation batch sizes from the memory model (issue #16 item 7): the scoring and generation
+estimate against hand-computed bytes, the batch chosen for Llama-2-7B (meta device) at 80 and
+40 GB, `training.eval_batch_size` / `generation.batch_size: auto` through validation, planning
+and `study run`'s resolution."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainables.memory_model import (CUDA_RUNTIME_BYTES, EVAL_BATCH_CAP, GB, EvalSetup, eval_estimate,
+                                     largest_eval_batch, layer_inference_bytes, model_shape)
+
+LLAMA2_7B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                 intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig
+
+    from trainables.tiny_model import TINY_ARCH
+
+    return model_shape(LlamaConfig(vocab_size=2048, **TINY_ARCH))
+
+
+@pytest.fixture(scope="module")
+def llama7b():
+    from transformers import LlamaConfig
+
+    return model_shape(LlamaConfig(**LLAMA2_7B))
+
+
+# ---------------------------------------------------------------- the estimate, by hand
+
+
+def test_tiny_scoring_estimate_by_hand(tiny):
+    """2 option rows of 16 tokens, 4 answer tokens, float32 weights under bf16 autocast."""
+    h, i, kv, v, p, layers = 64, 176, 64, 2048, 362816, 2
+    c, r = 2, 4
+    per_token = max(r * h + 8 * h + r * h,                                          # RMSNorm: 1024
+                    2 * r * h + c * h + c * (h + 2 * kv) + c * (h + kv) + c * h,    # attention: 1408
+                    2 * r * h + c * h + 3 * c * i)                                  # MLP: 1696
+    assert per_token == layer_inference_bytes(tiny, weight_bytes=4, compute_bytes=2) == 1696
+    token_kv = layers * 2 * kv * c  # 512: a key and a value per layer, bf16
+    weights, cast = 4 * p, 2 * v * h  # the LM head's bf16 cast is the largest weight cast
+    cache = 2 * (16 + 4) * token_kv
+    prefill = 2 * (16 * per_token + 3 * 16 * 16) + 2 * v * (2 + 8)  # layer, bool + bf16 mask; last logits
+    tail = 2 * (4 * per_token + 3 * 4 * 20 + 16 * token_kv // layers) + 2 * 4 * v * (2 + 8)
+    assert (prefill, tail) == (96768, 186080)
+    got = eval_estimate(tiny, EvalSetup(seq_len=16, answer_tokens=4), 2, "scoring")
+    assert got.phase == "scoring answer pass"
+    assert got.total == weights + cast + CUDA_RUNTIME_BYTES + cache + tail
+    assert (got.weights, got.weight_cast, got.kv_cache) == (weights, cast, cache)
+
+
+def test_tiny_generation_estimate_by_hand(tiny):
+    """2 prompts, 4 new tokens within 16, float32 scoring (no autocast): 4-byte activations."""
+    h, i, kv, v, p, layers = 64, 176, 64, 2048, 362816, 2
+    c, r = 4, 4
+    per_token = max(r * h + 8 * h + r * h, 2 * r * h + c * h + c * (h + 2 * kv) + c * (h + kv) + c * h,
+                    2 * r * h + c * h + 3 * c * i)
+    assert per_token == 2880
+    token_kv = layers * 2 * kv * c
+    cache = 2 * 16 * token_kv  # prompt (cut to 16 - 4 = 12) + 4 new tokens per row
+    prefill = 2 * (12 * per_token + 5 * 12 * 12) + 2 * v * (4 + 4)  # logits of the last position + float32 copy
+    decode = 2 * (per_token + 5 * 16 + 2 * 16 * token_kv // layers) + 2 * v * (4 + 4)
+    assert prefill > decode
+    got = eval_estimate(tiny, EvalSetup(seq_len=16, precision="float32", max_new_tokens=4), 2, "generation")
+    assert got.phase == "generation prefill" and got.weight_cast == 0
+    assert got.total == 4 * p + CUDA_RUNTIME_BYTES + cache + prefill
+
+
+def test_bf16_weights_halve_weights_and_cast_nothing(tiny):
+    fp32 = eval_estimate(tiny, EvalSetup(seq_len=16), 2)
+    bf16 = eval_estimate(tiny, EvalSetup(seq_len=16, dtype="bfloat16"), 2)
+    assert bf16.weights == fp32.weights / 2 and bf16.weight_cast == 0 and bf16.kv_cache == fp32.kv_cache
+
+
+def test_inference_mode_casts_weights_anew_each_call():
+    """The estimate keeps one weight cast at a time, not autocast's cache of every weight's bf16
+    copy (2 bytes per parameter): under torch.inference_mode autocast does not cache (on CPU as
+    on CUDA, the same caching rule); with grad or no_grad it would, 2 of 5 casts."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    linear, x = torch.nn.Linear(8, 8), torch.randn(2, 8)
+    counts = {}
+    for name, mode in (("no_grad", torch.no_grad), ("inference", torch.inference_mode)):
+        with mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(3):
+                    linear(x)
+        counts[name] = sum(e.name == "aten::_to_copy" for e in prof.events())
+    assert counts == {"no_grad": 3 + 2, "inference": 3 * 3}  # input each call; weight and bias once / each call
+
+
+# ---------------------------------------------------------------- Llama-2-7B
+
+
+@pytest.mark.parametrize("budget_gb, length, kind, expected", [
+    # Fixed: weights 6,738,415,616 × 4 = 26.95 GB + the head's bf16 cast 2·32000·4096 = 0.26 GB
+    # + runtime 1 GB = 28.22 GB. Per 2,048-token row (scoring): KV cache (2048 + 32) tokens ×
+    # 32 layers × 2 × 4096 × 2 B = 1.091 GB, one layer's transients 2048 × 107,008 B (the MLP
+    # phase: 2·4·4096 + 2·4096 + 3·2·11008) = 0.219 GB, mask 3 × 2048² = 0.013 GB: 1.323 GB.
+    (80, 2048, "scoring", 32),      # (80 - 28.22) / 1.323 = 39.1 rows -> 32
+    (40, 2048, "scoring", 8),       # (40 - 28.22) / 1.323 = 8.9 rows -> 8
+    # Per 256-token row: KV 288 × 524,288 = 0.151 GB + 256 × 107,008 = 0.027 GB (+ mask, logits): 0.179 GB.
+    (80, 256, "scoring", 256),      # 289 rows -> capped at EVAL_BATCH_CAP
+    (40, 256, "scoring", 64),       # 65.9 rows -> 64
+    # Generation: KV of 2048 tokens (1.074 GB) + prefill transients of 2016 (0.216 GB) + mask 0.012 GB.
+    (80, 2048, "generation", 32),   # (80 - 28.22) / 1.302 = 39.8 -> 32
+    (40, 2048, "generation", 8),    # 9.05 -> 8
+    # 256 tokens: KV 0.134 GB + 224 × 107,008 = 0.024 GB (+ mask 0.00015): 0.158 GB per row.
+    (40, 256, "generation", 64),    # 74.5 -> 64
+])
+def test_llama7b_batches_by_hand(llama7b, budget_gb, length, kind, expected):
+    setup = EvalSetup(seq_len=length)
+    assert largest_eval_batch(llama7b, setup, budget_gb * GB, kind) == expected
+    if expected < EVAL_BATCH_CAP:  # the next power of two does not fit
+        assert not eval_estimate(llama7b, setup, 2 * expected, kind).fits(budget_gb * GB)
+
+
+def test_llama7b_that_does_not_fit_gives_none(llama7b):
+    # 26.95 GB of float32 weights + runtime: nothing fits 28 GB; bf16 weights leave room.
+    assert largest_eval_batch(llama7b, EvalSetup(seq_len=2048), 28 * GB) is None
+    assert largest_eval_batch(llama7b, EvalSetup(seq_len=2048, dtype="bfloat16"), 28 * GB) == 8
