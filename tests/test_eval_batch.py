@@ -124,3 +124,142 @@ def test_llama7b_that_does_not_fit_gives_none(llama7b):
     # 26.95 GB of float32 weights + runtime: nothing fits 28 GB; bf16 weights leave room.
     assert largest_eval_batch(llama7b, EvalSetup(seq_len=2048), 28 * GB) is None
     assert largest_eval_batch(llama7b, EvalSetup(seq_len=2048, dtype="bfloat16"), 28 * GB) == 8
+
+
+# ---------------------------------------------------------------- the study file, plans and keys
+
+
+def _raw(**extra):
+    return {"name": "p", "model": "tiny", "chains": {"c": [{"task": "toxigen_qa"}]}, **extra}
+
+
+def _plans(spec, data_dir):
+    from study.planner import build_plans
+
+    return build_plans(spec, study_dir="/tmp/p", data_dir=str(data_dir), base_model_path="/m/tiny-0123456789ab",
+                       chat=False)
+
+
+GENERATES = {"toxigen_qa": {"eval_modes": ["score", "generate"]}}
+
+
+def test_auto_is_the_old_numbers_on_cpu(data_dir):
+    """A CPU study's auto plans, keys and measure keys equal those of the numbers it had before."""
+    from contract.keys import measure_keys
+    from study.spec_loading import spec_from_dict
+
+    auto = spec_from_dict(_raw(data_dir=str(data_dir), tasks=GENERATES))
+    assert (auto.training.eval_batch_size, auto.generation.batch_size) == ("auto", "auto")
+    pinned = spec_from_dict(_raw(data_dir=str(data_dir), tasks=GENERATES, training={"eval_batch_size": 32},
+                                 generation={"batch_size": 16}))
+    a, p = _plans(auto, data_dir)[0], _plans(pinned, data_dir)[0]
+    assert (a.training.eval_batch_size, a.generation.batch_size) == (32, 16)
+    assert a.to_dict() == p.to_dict() and measure_keys(a) == measure_keys(p)
+
+
+@pytest.fixture(scope="module")
+def llama7b_folder(tmp_path_factory):
+    from transformers import LlamaConfig
+
+    folder = tmp_path_factory.mktemp("llama7b")
+    LlamaConfig(**LLAMA2_7B).save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_gpu_study_plans_the_memory_models_batches(data_dir, llama7b_folder):
+    """Llama-2-7B at max_length 256 on 40 GB GPUs: auto = 64 for scoring (test above) and for
+    generation (prompt cut to 256 - 12: (40 - 28.22) GB / 0.160 GB a row = 73 -> 64)."""
+    from contract.keys import measure_keys
+    from study.orchestrate import check_memory, with_eval_batch_sizes
+    from study.spec_loading import spec_from_dict
+
+    raw = _raw(data_dir=str(data_dir), tasks=GENERATES, model={"name": llama7b_folder, "max_length": 256},
+               execution={"gpus_per_trial": 1, "gpu_memory_gb": 40})
+    spec = with_eval_batch_sizes(spec_from_dict(raw))
+    assert (spec.training.eval_batch_size, spec.generation.batch_size) == (64, 64)
+    plan = _plans(spec, data_dir)[0]
+    assert (plan.training.eval_batch_size, plan.generation.batch_size) == (64, 64)
+    unresolved = _plans(spec_from_dict(raw), data_dir)[0]  # planned without `study run`: the CPU numbers
+    assert measure_keys(plan) != measure_keys(unresolved)
+    assert with_eval_batch_sizes(spec) == spec  # numbers stay as they are
+    cpu = spec_from_dict({**raw, "execution": {"gpus_per_trial": 0}})
+    assert with_eval_batch_sizes(cpu) is cpu
+    from study.spec_loading import SpecError
+
+    with pytest.raises(SpecError) as err:  # SFT of a 7B model does not fit 40 GB; the evaluation lines say why not
+        check_memory(spec_from_dict(raw))
+    assert "training.eval_batch_size" not in err.value.render()
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("training", {"eval_batch_size": 0}, "training.eval_batch_size: must be ≥ 1 or auto (got 0)"),
+    ("training", {"eval_batch_size": "big"}, "training.eval_batch_size: must be an integer or one of 'auto' (got 'big')"),
+    ("training", {"eval_batch_size": True}, "training.eval_batch_size: must be an integer or one of 'auto'"),
+    ("generation", {"batch_size": 0}, "generation.batch_size: must be ≥ 1 (got 0)"),
+    ("generation", {"batch_size": "auto!"}, "generation.batch_size: must be an integer or one of 'auto'"),
+])
+def test_bad_batch_sizes_are_refused_at_their_field(field, value, message):
+    from study.spec_loading import SpecError, spec_from_dict
+
+    with pytest.raises(SpecError) as err:
+        spec_from_dict(_raw(**{field: value}))
+    assert message in err.value.render()
+
+
+# ---------------------------------------------------------------- `study validate`
+
+
+def _validate(capsys, *sets):
+    from study.cli import main
+
+    code = main(["validate", "paper-ordering", *[f"--set={s}" for s in sets]])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_validate_prints_the_resolved_batches(capsys, llama7b_folder):
+    fsdp8 = [f"model.name={llama7b_folder}", "execution.gpus_per_trial=8", "execution.workers_per_trial=8",
+             "execution.fsdp=true"]
+    code, out, _ = _validate(capsys, *fsdp8)
+    assert code == 0
+    # Evaluation runs the whole model on one 80 GB GPU at max_length 2048: 32 rows (test above).
+    assert "memory: evaluation: training.eval_batch_size: auto = 32 (the largest power of two up to 256" in out
+    assert "memory: evaluation: generation.batch_size: auto = 32" in out  # paper-ordering generates
+    code, _, err = _validate(capsys, *fsdp8, "training.eval_batch_size=64")
+    assert code == 2 and "training.eval_batch_size: scoring needs about" in err and "at most 32 fits" in err
+    code, out, _ = _validate(capsys, *fsdp8, "training.eval_batch_size=16")
+    assert code == 0 and "memory: evaluation: training.eval_batch_size: 16: scoring needs about" in out
+
+
+def test_validate_refuses_an_evaluation_that_fits_at_no_batch(capsys, llama7b_folder):
+    """float32 weights (27 GB) + runtime leave nothing on a 28 GB GPU; bf16 weights would fit."""
+    code, _, err = _validate(capsys, f"model.name={llama7b_folder}", "execution.gpus_per_trial=8",
+                             "execution.workers_per_trial=8", "execution.fsdp=true", "execution.gpu_memory_gb=28")
+    assert code == 2
+    assert "training.eval_batch_size: auto: scoring of one row needs about" in err
+    assert "it may fit with model.dtype: bfloat16" in err
+
+
+def test_cpu_studies_print_no_evaluation_lines(capsys):
+    code, out, _ = _validate(capsys, "model=tiny")
+    assert code == 0 and "memory" not in out
+
+
+def test_study_run_plans_with_the_resolved_batches(data_dir, tmp_path, monkeypatch):
+    """`study run` resolves auto before anything is planned: what reaches the planning step of a
+    tiny GPU study is an integer (the tiny model fits 256 rows of 128 tokens many times over)."""
+    import study.orchestrate as orchestrate
+    from study.spec_loading import spec_from_dict
+
+    seen = {}
+
+    def planned(spec, study_dir, **_):
+        seen["spec"] = spec
+        return orchestrate.RunOutcome(study_dir=study_dir, trials=0, failed=[], report=None)
+
+    monkeypatch.setattr(orchestrate, "_run_study", planned)
+    spec = spec_from_dict(_raw(data_dir=str(data_dir), storage=str(tmp_path), model={"name": "tiny", "max_length": 128},
+                               execution={"gpus_per_trial": 1}))
+    orchestrate.run_study(spec)
+    assert seen["spec"].training.eval_batch_size == EVAL_BATCH_CAP
+    assert seen["spec"].generation.batch_size == "auto"  # the study generates nothing: left to the planner
