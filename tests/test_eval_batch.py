@@ -141,6 +141,7 @@ def _plans(spec, data_dir):
 
 
 GENERATES = {"toxigen_qa": {"eval_modes": ["score", "generate"]}}
+AUTO = {"training": {"eval_batch_size": "auto"}, "generation": {"batch_size": "auto"}}
 
 
 def test_auto_is_the_old_numbers_on_cpu(data_dir):
@@ -148,10 +149,9 @@ def test_auto_is_the_old_numbers_on_cpu(data_dir):
     from contract.keys import measure_keys
     from study.spec_loading import spec_from_dict
 
-    auto = spec_from_dict(_raw(data_dir=str(data_dir), tasks=GENERATES))
+    auto = spec_from_dict(_raw(data_dir=str(data_dir), tasks=GENERATES, **AUTO))
     assert (auto.training.eval_batch_size, auto.generation.batch_size) == ("auto", "auto")
-    pinned = spec_from_dict(_raw(data_dir=str(data_dir), tasks=GENERATES, training={"eval_batch_size": 32},
-                                 generation={"batch_size": 16}))
+    pinned = spec_from_dict(_raw(data_dir=str(data_dir), tasks=GENERATES))  # the defaults: 32 and 16
     a, p = _plans(auto, data_dir)[0], _plans(pinned, data_dir)[0]
     assert (a.training.eval_batch_size, a.generation.batch_size) == (32, 16)
     assert a.to_dict() == p.to_dict() and measure_keys(a) == measure_keys(p)
@@ -174,7 +174,7 @@ def test_a_gpu_study_plans_the_memory_models_batches(data_dir, llama7b_folder):
     from study.spec_loading import spec_from_dict
 
     raw = _raw(data_dir=str(data_dir), tasks=GENERATES, model={"name": llama7b_folder, "max_length": 256},
-               execution={"gpus_per_trial": 1, "gpu_memory_gb": 40})
+               execution={"gpus_per_trial": 1, "gpu_memory_gb": 40}, **AUTO)
     spec = with_eval_batch_sizes(spec_from_dict(raw))
     assert (spec.training.eval_batch_size, spec.generation.batch_size) == (64, 64)
     plan = _plans(spec, data_dir)[0]
@@ -220,12 +220,14 @@ def _validate(capsys, *sets):
 def test_validate_prints_the_resolved_batches(capsys, llama7b_folder):
     fsdp8 = [f"model.name={llama7b_folder}", "execution.gpus_per_trial=8", "execution.workers_per_trial=8",
              "execution.fsdp=true"]
-    code, out, _ = _validate(capsys, *fsdp8)
+    code, out, _ = _validate(capsys, *fsdp8)  # the default numbers, checked: 32 and 16 rows fit
+    assert code == 0 and "memory: evaluation: training.eval_batch_size: 32: scoring needs about 70.5 GB" in out
+    code, out, _ = _validate(capsys, *fsdp8, "training.eval_batch_size=auto", "generation.batch_size=auto")
     assert code == 0
     # Evaluation runs the whole model on one 80 GB GPU at max_length 2048: 32 rows (test above).
     assert "memory: evaluation: training.eval_batch_size: auto = 32 (the largest power of two up to 256" in out
     assert "memory: evaluation: generation.batch_size: auto = 32" in out  # paper-ordering generates
-    code, _, err = _validate(capsys, *fsdp8, "training.eval_batch_size=64")
+    code, _, err = _validate(capsys, *fsdp8, "training.eval_batch_size=64")  # 64 rows need ~113 GB
     assert code == 2 and "training.eval_batch_size: scoring needs about" in err and "at most 32 fits" in err
     code, out, _ = _validate(capsys, *fsdp8, "training.eval_batch_size=16")
     assert code == 0 and "memory: evaluation: training.eval_batch_size: 16: scoring needs about" in out
@@ -236,8 +238,9 @@ def test_validate_refuses_an_evaluation_that_fits_at_no_batch(capsys, llama7b_fo
     code, _, err = _validate(capsys, f"model.name={llama7b_folder}", "execution.gpus_per_trial=8",
                              "execution.workers_per_trial=8", "execution.fsdp=true", "execution.gpu_memory_gb=28")
     assert code == 2
-    assert "training.eval_batch_size: auto: scoring of one row needs about" in err
+    assert "training.eval_batch_size: scoring of one row needs about 29.5 GB" in err
     assert "it may fit with model.dtype: bfloat16" in err
+    assert "generation.batch_size: generation of one row needs about" in err
 
 
 def test_cpu_studies_print_no_evaluation_lines(capsys):
@@ -259,7 +262,7 @@ def test_study_run_plans_with_the_resolved_batches(data_dir, tmp_path, monkeypat
 
     monkeypatch.setattr(orchestrate, "_run_study", planned)
     spec = spec_from_dict(_raw(data_dir=str(data_dir), storage=str(tmp_path), model={"name": "tiny", "max_length": 128},
-                               execution={"gpus_per_trial": 1}))
+                               execution={"gpus_per_trial": 1}, **AUTO))
     orchestrate.run_study(spec)
     assert seen["spec"].training.eval_batch_size == EVAL_BATCH_CAP
     assert seen["spec"].generation.batch_size == "auto"  # the study generates nothing: left to the planner

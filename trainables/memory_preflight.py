@@ -16,8 +16,8 @@ otherwise, downloading nothing.
 
 Evaluation is sized here too (`eval_batch_sizes`): a GPU study's `training.eval_batch_size` and
 `generation.batch_size` set to `auto` become the largest power of two whose evaluation fits one
-worker's GPU (trainables.memory_model.largest_eval_batch); a number that does not fit is a
-problem at its field. `study run` puts the resolved numbers into the spec before planning
+worker's GPU (trainables.memory_model.largest_eval_batch); a number (the defaults 32 and 16
+included) that does not fit is a problem at its field. `study run` puts the resolved numbers into the spec before planning
 (study.orchestrate.with_eval_batch_sizes).
 """
 
@@ -159,23 +159,23 @@ def _eval_batch(shape: Any, spec: Any, precision: str, kind: str, path: str, val
     setup = eval_setup(spec, precision, kind)
     largest = largest_eval_batch(shape, setup, budget, kind)
     where = f"over the {budget / GB:.0f} GB a worker's GPU has (execution.gpu_memory_gb)"
+    if largest is None:
+        fixes = [fix for fix, changed in (
+            ("model.dtype: bfloat16", replace(setup, dtype="bfloat16")),
+            ("evaluation.precision: float32", replace(setup, precision="float32")),
+            ("a shorter model.max_length", replace(setup, seq_len=max(64, setup.seq_len // 4))))
+            if eval_estimate(shape, changed, 1, kind).fits(budget)]
+        hint = f"; it may fit with {' or '.join(fixes)}" if fixes else ""
+        one = eval_estimate(shape, setup, 1, kind)
+        return None, Problem(path, f"{kind} of one row needs about {one.render()}, {where}{hint}"), ""
     if value == "auto":
-        if largest is None:
-            one = eval_estimate(shape, setup, 1, kind)
-            fixes = [fix for fix, changed in (
-                ("model.dtype: bfloat16", replace(setup, dtype="bfloat16")),
-                ("evaluation.precision: float32", replace(setup, precision="float32")),
-                ("a shorter model.max_length", replace(setup, seq_len=max(64, setup.seq_len // 4))))
-                if eval_estimate(shape, changed, 1, kind).fits(budget)]
-            hint = f"; it may fit with {' or '.join(fixes)}" if fixes else ""
-            return None, Problem(path, f"auto: {kind} of one row needs about {one.render()}, {where}{hint}"), ""
         line = (f"memory: evaluation: {path}: auto = {largest} (the largest power of two up to {EVAL_BATCH_CAP} "
                 f"that fits): {kind} needs about {eval_estimate(shape, setup, largest, kind).render()}")
         return largest, None, line
     breakdown = eval_estimate(shape, setup, int(value), kind)
     if not breakdown.fits(budget):
-        fit = f"; at most {largest} fits (or set auto)" if largest is not None else ""
-        return None, Problem(path, f"{kind} needs about {breakdown.render()}, {where}{fit}"), ""
+        return None, Problem(path, f"{kind} needs about {breakdown.render()}, {where}; at most {largest} fits "
+                                   "(or set auto)"), ""
     return int(value), None, f"memory: evaluation: {path}: {value}: {kind} needs about {breakdown.render()}"
 
 
