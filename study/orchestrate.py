@@ -219,8 +219,9 @@ def check_example_counts(spec: StudySpec) -> None:
 def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> list[str]:
     """The memory preflight (trainables.memory_preflight): a study whose steps do not fit its
     workers' GPUs raises SpecError (`study run` and `study validate` exit 2), each problem at its
-    stage's field path with what would fit. Returns the estimate of each distinct step (nothing
-    for a CPU study). With `local_files_only` (`study validate`) a model config that is not on
+    stage's field path with what would fit, and the evaluation batch sizes are checked against
+    one GPU (trainables.memory_preflight.eval_batch_sizes). Returns the estimate of each distinct
+    step and of the evaluation batches (nothing for a CPU study). With `local_files_only` (`study validate`) a model config that is not on
     this machine is not downloaded: the check is skipped with a line saying so."""
     from study.spec_loading import SpecError
     from trainables.memory_preflight import memory_preflight
