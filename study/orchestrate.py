@@ -112,6 +112,7 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     check_example_counts(spec)  # before anything is written
     check_memory(spec)
+    spec = with_eval_batch_sizes(spec)
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
         return _run_study(spec, study_dir, resume=resume, report=report, log=log)
@@ -218,22 +219,55 @@ def check_example_counts(spec: StudySpec) -> None:
 def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> list[str]:
     """The memory preflight (trainables.memory_preflight): a study whose steps do not fit its
     workers' GPUs raises SpecError (`study run` and `study validate` exit 2), each problem at its
-    stage's field path with what would fit. Returns the estimate of each distinct step (nothing
-    for a CPU study). With `local_files_only` (`study validate`) a model config that is not on
+    stage's field path with what would fit, and the evaluation batch sizes are checked against
+    one GPU (trainables.memory_preflight.eval_batch_sizes). Returns the estimate of each distinct
+    step and of the evaluation batches (nothing for a CPU study). With `local_files_only` (`study validate`) a model config that is not on
     this machine is not downloaded: the check is skipped with a line saying so."""
     from study.spec_loading import SpecError
     from trainables.memory_preflight import memory_preflight
 
     try:
         report = memory_preflight(spec, local_files_only=local_files_only)
+        evals = eval_batch_report(spec, local_files_only=local_files_only)
     except OSError as exc:
         if not local_files_only:
             raise
         return [f"memory: not checked: a model config is not on this machine ({exc.__class__.__name__}); "
                 "`study run` reads it and checks before anything runs"]
+    if report.problems or evals.problems:
+        raise SpecError(report.problems + evals.problems, source=f"study {spec.name!r} (memory per worker)")
+    return report.lines + evals.lines
+
+
+def eval_batch_report(spec: StudySpec, *, local_files_only: bool = False) -> Any:
+    """The evaluation batch sizes of a GPU study from the memory model
+    (trainables.memory_preflight.EvalBatchReport; empty for a CPU study)."""
+    from study.planner import uses_generation
+    from study.spec import eval_precision
+    from trainables.memory_preflight import eval_batch_sizes
+
+    return eval_batch_sizes(spec, precision=eval_precision(spec), generates=uses_generation(spec),
+                            local_files_only=local_files_only)
+
+
+def with_eval_batch_sizes(spec: StudySpec) -> StudySpec:
+    """`spec` with a GPU study's `auto` evaluation batch sizes replaced by the memory model's
+    numbers, so the planner (which never imports trainables) plans, keys and ships integers. A
+    CPU study is returned as it is: the planner gives its auto the CPU value
+    (study.spec.eval_batch_size). SpecError when a batch does not fit (`check_memory` says so first)."""
+    from study.spec_loading import SpecError
+
+    if not spec.execution.gpus_per_trial > 0:
+        return spec
+    report = eval_batch_report(spec)
     if report.problems:
         raise SpecError(report.problems, source=f"study {spec.name!r} (memory per worker)")
-    return report.lines
+    training, generation = spec.training, spec.generation
+    if training.eval_batch_size == "auto":
+        training = dataclasses.replace(training, eval_batch_size=report.eval_batch_size)
+    if generation.batch_size == "auto" and report.generation_batch_size is not None:
+        generation = dataclasses.replace(generation, batch_size=report.generation_batch_size)
+    return dataclasses.replace(spec, training=training, generation=generation)
 
 
 def check_tokenization(spec: StudySpec, base_model: str, data_dir: str | None, log) -> None:

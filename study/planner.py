@@ -32,7 +32,8 @@ from contract.plan import (PLAN_VERSION, REWARD_INPUT_VERSION, CurvaturePlan, Dp
                            ModelPlan, OnlineRLPlan, ReplayPlan, RewardPlan, RewardTrainingPlan, StagePlan, TrainingPlan,
                            TrialPlan)
 from study.points import config_point, grid_points, resolve_stages
-from study.spec import DPOSpec, RewardSpec, StageSpec, StudySpec, eval_precision, stage_seed
+from study.spec import (DPOSpec, RewardSpec, StageSpec, StudySpec, eval_batch_size, eval_precision,
+                        generation_batch_size, stage_seed)
 from study.spec_loading import spec_from_dict
 from study.start_points import apply_start_points
 from tasks import get_task, register_task_file, resolve_option_counts, reward_sources
@@ -61,7 +62,7 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
         "data_source": "mirror" if data_dir else "hub",
         "data_seed": spec.data_seed,
         # Its settings that came later enter only when set (contract.plan.TrainingPlan.key_payload).
-        "training": TrainingPlan(**dataclasses.asdict(spec.training)).key_payload(),
+        "training": training_plan(spec).key_payload(),
     }
     if spec.execution.fsdp:
         # FSDP computes in its own mixed-precision policy over sharded parameters, not DDP's
@@ -112,10 +113,10 @@ def trial_plan(spec: StudySpec, chain: str, point: Mapping[str, Any], seed: int,
         eval_tasks=tuple(eval_task_plan(spec, t) for t in spec.all_eval_tasks()),
         task_files=tuple(spec.task_files),
         # Measurement only, like the eval tasks: it enters measure keys, never stage keys.
-        generation=GenerationPlan(**dataclasses.asdict(spec.generation)) if uses_generation(spec) else None,
+        generation=generation_plan(spec) if uses_generation(spec) else None,
         data_dir=data_dir,
         data_seed=spec.data_seed,
-        training=TrainingPlan(**dataclasses.asdict(spec.training)),
+        training=training_plan(spec),
         # Measurement only: it does not change weights, so it is not part of any stage_key.
         curvature=CurvaturePlan(**dataclasses.asdict(spec.curvature)),
         study_dir=str(study_dir),
@@ -207,6 +208,16 @@ def eval_task_plan(spec: StudySpec, task: str) -> EvalTaskPlan:
     return EvalTaskPlan(task=task, size=settings.eval_size, version=get_task(task).keyed_version(),
                         limit=settings.limit, option_counts=option_counts_entry(task, settings.option_counts),
                         modes=tuple(settings.eval_modes))
+
+
+def training_plan(spec: StudySpec) -> TrainingPlan:
+    """The study's training settings as planned: eval_batch_size resolved (study.spec.eval_batch_size)."""
+    return TrainingPlan(**{**dataclasses.asdict(spec.training), "eval_batch_size": eval_batch_size(spec)})
+
+
+def generation_plan(spec: StudySpec) -> GenerationPlan:
+    """The study's generation settings as planned: batch_size resolved (study.spec.generation_batch_size)."""
+    return GenerationPlan(**{**dataclasses.asdict(spec.generation), "batch_size": generation_batch_size(spec)})
 
 
 def uses_generation(spec: StudySpec) -> bool:

@@ -109,7 +109,13 @@ class GenerationSpec:
     """Greedy continuation length for the safety tasks."""
     answer_max_new_tokens: int = 12
     """Greedy answer length in the 'generate' eval mode ("The best answer is A." is ~6 tokens)."""
-    batch_size: int = 16
+    batch_size: int | Literal["auto"] = 16
+    """Prompts per `generate` call (the safety tasks and the 'generate' eval mode). Its own field,
+    not derived from training.eval_batch_size: generation keeps a KV cache of prompt +
+    max_new_tokens per row where scoring keeps the context plus a few answer tokens, and its
+    measure-key history is its own. 'auto': 16 on CPU studies; on GPU studies the largest power of
+    two (≤ 256) whose generation estimate fits one GPU (study.orchestrate resolves it with
+    trainables.memory_model before planning; `study validate` prints it)."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +243,15 @@ class TrainingSpec:
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
-    eval_batch_size: int = 32
+    eval_batch_size: int | Literal["auto"] = 32
+    """Option rows per scoring batch. 'auto': 32 on CPU studies (their workers' memory is not
+    known to the driver); on GPU studies the largest power of two (≤ 256) whose scoring estimate
+    fits one GPU's execution.gpu_memory_gb at model.max_length in the evaluation precision
+    (trainables.memory_model.largest_eval_batch), resolved by `study run` before planning and
+    printed by `study validate`. The number planned enters the measure keys and (as every
+    eval_batch_size always has) the stage keys. Not the default: plan parts built from this
+    dataclass's defaults (tests, bench scripts) need a number, and a number keeps its keys when
+    execution.gpu_memory_gb changes. A GPU study's number that does not fit one GPU is refused."""
     micro_batch_size: int | None = None
     """Examples per forward/backward pass on one device. Each device's share of a stage's batch
     (batch_size / execution.workers_per_trial) is run as share / micro_batch_size passes whose
@@ -425,6 +439,25 @@ def eval_precision(spec: StudySpec) -> str:
         return spec.evaluation.precision
     gpu = spec.execution.gpus_per_trial > 0
     return "bfloat16" if gpu and spec.model.dtype != "float32" else "float32"
+
+
+def eval_batch_size(spec: StudySpec) -> int:
+    """training.eval_batch_size as the plan takes it: 'auto' is the field's default (32) here. A
+    GPU study's auto is replaced by its memory-model value before `study run` plans
+    (study.orchestrate.with_eval_batch_sizes); a plan built without that step (tests, bench
+    scripts calling build_plans) gets the CPU value."""
+    value = spec.training.eval_batch_size
+    return int(_default(TrainingSpec, "eval_batch_size") if value == "auto" else value)
+
+
+def generation_batch_size(spec: StudySpec) -> int:
+    """generation.batch_size as the plan takes it ('auto' = the field's default, 16, as in `eval_batch_size`)."""
+    value = spec.generation.batch_size
+    return int(_default(GenerationSpec, "batch_size") if value == "auto" else value)
+
+
+def _default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
 def round_sample(value: float) -> float:

@@ -228,8 +228,8 @@ def _training_problems(t: TrainingSpec) -> list[Problem]:
         out.append(Problem("training.warmup_steps", "must be ≥ 0"))
     if t.max_grad_norm <= 0:
         out.append(Problem("training.max_grad_norm", "must be > 0"))
-    if t.eval_batch_size < 1:
-        out.append(Problem("training.eval_batch_size", "must be ≥ 1"))
+    if t.eval_batch_size != "auto" and t.eval_batch_size < 1:
+        out.append(Problem("training.eval_batch_size", f"must be ≥ 1 or auto (got {t.eval_batch_size})"))
     if t.micro_batch_size is not None and t.micro_batch_size < 1:
         out.append(Problem("training.micro_batch_size", f"must be ≥ 1 or null (got {t.micro_batch_size})"))
     return out
@@ -377,7 +377,7 @@ def _generation_problems(g: GenerationSpec) -> list[Problem]:
     if not 0.0 < g.threshold < 1.0:
         out.append(Problem("generation.threshold", f"must be in (0, 1) (got {g.threshold})"))
     for attr in ("max_new_tokens", "answer_max_new_tokens", "batch_size"):
-        if getattr(g, attr) < 1:
+        if getattr(g, attr) != "auto" and getattr(g, attr) < 1:
             out.append(Problem(f"generation.{attr}", f"must be ≥ 1 (got {getattr(g, attr)})"))
     if not g.classifier.strip():
         out.append(Problem("generation.classifier", "must be 'local' or a Hugging Face classifier id or path"))

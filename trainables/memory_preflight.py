@@ -13,11 +13,17 @@ whose RAM the driver does not know, and CPU studies run small models. `study run
 anything is written (reading config.json from the Hub if needed); `study validate` checks when
 the configs are on this machine (a local path, 'tiny' or the Hugging Face cache) and says so
 otherwise, downloading nothing.
+
+Evaluation is sized here too (`eval_batch_sizes`): a GPU study's `training.eval_batch_size` and
+`generation.batch_size` set to `auto` become the largest power of two whose evaluation fits one
+worker's GPU (trainables.memory_model.largest_eval_batch); a number (the defaults 32 and 16
+included) that does not fit is a problem at its field. `study run` puts the resolved numbers into the spec before planning
+(study.orchestrate.with_eval_batch_sizes).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from contract.methods import DPO, ONLINE_RL_METHODS, dpo_precomputes_reference
@@ -119,3 +125,87 @@ def memory_preflight(spec: Any, *, local_files_only: bool = False,
         if not breakdown.fits(budget):
             problems.append(Problem(paths[0], describe_misfit(shape, setup, budget) + also))
     return MemoryReport(problems=problems, lines=lines)
+
+
+# ---------------------------------------------------------------- evaluation batch sizes
+
+
+@dataclass(frozen=True)
+class EvalBatchReport:
+    """A GPU study's evaluation batch sizes: `training.eval_batch_size` and (when the study
+    generates text) `generation.batch_size`, `auto` resolved from the memory model, with a
+    line each for `study validate` and a problem for a batch that does not fit one GPU."""
+
+    eval_batch_size: int | None
+    """The scoring batch (None for a CPU study, or an auto that nothing fits)."""
+    generation_batch_size: int | None
+    """The generation batch (None for a CPU study, a study that generates nothing, or no fit)."""
+    problems: list[Problem]
+    lines: list[str]
+
+
+def eval_setup(spec: Any, precision: str, kind: str) -> Any:
+    """The EvalSetup of a study's scoring or generation: model.max_length, model.dtype, the
+    resolved evaluation precision, and for generation the shorter of its two new-token lengths
+    (the longer prompt: prompt + new tokens are cut to max_length either way)."""
+    from trainables.memory_model import EvalSetup
+
+    g = spec.generation
+    return EvalSetup(seq_len=spec.model.max_length, dtype=spec.model.dtype, precision=precision,
+                     max_new_tokens=min(g.max_new_tokens, g.answer_max_new_tokens) if kind == "generation" else 32)
+
+
+def _eval_batch(shape: Any, spec: Any, precision: str, kind: str, path: str, value: Any,
+                budget: float) -> tuple[int | None, Problem | None, str]:
+    from trainables.memory_model import EVAL_BATCH_CAP, GB, eval_estimate, largest_eval_batch
+
+    setup = eval_setup(spec, precision, kind)
+    largest = largest_eval_batch(shape, setup, budget, kind)
+    where = f"over the {budget / GB:.0f} GB a worker's GPU has (execution.gpu_memory_gb)"
+    if largest is None:
+        fixes = [fix for fix, changed in (
+            ("model.dtype: bfloat16", replace(setup, dtype="bfloat16")),
+            ("evaluation.precision: float32", replace(setup, precision="float32")),
+            ("a shorter model.max_length", replace(setup, seq_len=max(64, setup.seq_len // 4))))
+            if eval_estimate(shape, changed, 1, kind).fits(budget)]
+        hint = f"; it may fit with {' or '.join(fixes)}" if fixes else ""
+        one = eval_estimate(shape, setup, 1, kind)
+        return None, Problem(path, f"{kind} of one row needs about {one.render()}, {where}{hint}"), ""
+    if value == "auto":
+        line = (f"memory: evaluation: {path}: auto = {largest} (the largest power of two up to {EVAL_BATCH_CAP} "
+                f"that fits): {kind} needs about {eval_estimate(shape, setup, largest, kind).render()}")
+        return largest, None, line
+    breakdown = eval_estimate(shape, setup, int(value), kind)
+    if not breakdown.fits(budget):
+        return None, Problem(path, f"{kind} needs about {breakdown.render()}, {where}; at most {largest} fits "
+                                   "(or set auto)"), ""
+    return int(value), None, f"memory: evaluation: {path}: {value}: {kind} needs about {breakdown.render()}"
+
+
+def eval_batch_sizes(spec: Any, *, precision: str, generates: bool, local_files_only: bool = False,
+                     read_config: Callable[[str], Any] | None = None) -> EvalBatchReport:
+    """Evaluation batch sizes of a GPU study (nothing for a CPU study, whose auto is the planner's
+    fixed value, study.spec.eval_batch_size). `precision`: the resolved evaluation.precision;
+    `generates`: whether some evaluation generates text. The whole model is evaluated on one
+    worker's GPU (`worker_budget`), whatever FSDP did in training. OSError when the model's
+    config cannot be read."""
+    if not spec.execution.gpus_per_trial > 0:
+        return EvalBatchReport(eval_batch_size=None, generation_batch_size=None, problems=[], lines=[])
+    from trainables.memory_model import load_config, model_shape
+
+    if read_config is not None:
+        config = read_config(spec.model.name)
+    else:
+        config = load_config(spec.model.name, trust_remote_code=spec.model.trust_remote_code,
+                             local_files_only=local_files_only)
+    shape, budget = model_shape(config), worker_budget(spec)
+    problems, lines, sizes = [], [], {}
+    wanted = [("scoring", "training.eval_batch_size", spec.training.eval_batch_size)]
+    if generates:
+        wanted.append(("generation", "generation.batch_size", spec.generation.batch_size))
+    for kind, path, value in wanted:
+        sizes[kind], problem, line = _eval_batch(shape, spec, precision, kind, path, value, budget)
+        problems.extend([problem] if problem is not None else [])
+        lines.extend([line] if line else [])
+    return EvalBatchReport(eval_batch_size=sizes.get("scoring"), generation_batch_size=sizes.get("generation"),
+                           problems=problems, lines=lines)
