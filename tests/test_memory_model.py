@@ -252,3 +252,25 @@ def test_readme_table_row_for_paper_ordering():
     assert table.fewest_workers(presets["paper-ordering"], 80) == 8
     assert table.fewest_workers(presets["paper-ordering"], 141) == 4
     assert table.with_execution(presets["paper-batch-size"], workers=4, gpu_gb=80, curvature=False) is None
+
+
+def test_a_rollout_is_a_phase_of_online_rl_by_hand(tiny):
+    """PPO/RLOO: the rollout adds the generation's KV cache and one layer's prefill transients, or
+    every position's logits and their float32 log-softmax, whichever is larger, plus PPO's kept
+    float32 scores of the generated tokens; it sets the peak when training's phases are small."""
+    from trainables.memory_model import kv_cache_token_bytes, layer_inference_bytes
+
+    setup = StepSetup(method="rloo", seq_len=64, batch_size=8, micro_batch_size=1, activation_checkpointing=True,
+                      rollout_tokens=16)
+    rloo = estimate(tiny, setup)
+    kv = 2 * 2 * 64 * 2  # layers × (key, value) × kv width 64 (4 heads of 16) × 2 bytes (bf16 autocast)
+    assert kv_cache_token_bytes(tiny, compute_bytes=2) == kv
+    generation = 8 * 64 * (kv + layer_inference_bytes(tiny, weight_bytes=4, compute_bytes=2))
+    scoring = 8 * 64 * 2048 * (2 + 4)  # bf16 logits + float32 log-softmax over the vocabulary
+    assert rloo.rollout == max(generation, scoring) == scoring
+    ppo = estimate(tiny, replace(setup, method="ppo", activation_checkpointing=False))
+    assert ppo.rollout == scoring + 8 * 16 * 2048 * 4
+    assert rloo.peak_phase == "rollout"
+    assert rloo.total == pytest.approx(rloo.weights + rloo.optimizer + rloo.extra_models + rloo.runtime + rloo.rollout)
+    sft = estimate(tiny, replace(setup, method="sft"))
+    assert sft.rollout == 0 and sft.peak_phase != "rollout"

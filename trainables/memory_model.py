@@ -38,10 +38,12 @@ tensor so a reader can check each term against the code it models:
   attention's probabilities; Lanczos on ARPACK (small operators) holds its float64 basis in host
   RAM (`arpack_host_bytes`), above that it runs in torch on the device.
 
-The peak of a training step is the larger of two phases: forward/backward (activations and
+The peak of a training step is the largest of its phases: forward/backward (activations and
 precision copies; gradients appear as activations are freed, so the larger of the two, both
-with gradient accumulation) and the optimizer step (gradients plus its temporaries), on top of
-what stays resident (weights, optimizer states, extra models, DDP buckets, the CUDA runtime).
+with gradient accumulation), the optimizer step (gradients plus its temporaries) and, for PPO
+and RLOO, the rollout (generation's KV cache, then every model's logits over the rollouts;
+`_rollout`), on top of what stays resident (weights, optimizer states, extra models, DDP
+buckets, the CUDA runtime).
 
 Evaluation (`eval_estimate`, `largest_eval_batch`) is its own arithmetic: one GPU holds the
 whole model's weights (no gradients, no optimizer) and, per batch row, the KV cache option
@@ -202,6 +204,8 @@ class StepSetup:
     on_gpu: bool = True
     reward: ModelShape | None = None
     """ppo/rloo: the reward model's shape (None = one trained in the study from the base model)."""
+    rollout_tokens: int = 16
+    """ppo/rloo: tokens generated per rollout (the stage's response_length)."""
     dpo_precompute: bool = False
     """dpo: the reference's log-probabilities precomputed, the reference freed before training."""
     curvature_params: int | None = None
@@ -261,7 +265,9 @@ class MemoryBreakdown:
     total: float
     host_ram: float
     peak_phase: str
-    """'forward/backward' or 'optimizer step': which phase sets `total`."""
+    """'forward/backward', 'optimizer step' or 'rollout': which phase sets `total`."""
+    rollout: float = 0.0
+    """ppo/rloo: what a rollout adds to the resident parts (`_rollout`)."""
 
     def fits(self, budget_bytes: float) -> bool:
         return self.total <= budget_bytes
@@ -413,6 +419,23 @@ def _curvature(shape: ModelShape, setup: StepSetup) -> MemoryBreakdown:
                            host_ram=_host_ram(shape, setup, total), peak_phase="Hessian-vector products")
 
 
+def _rollout(shape: ModelShape, setup: StepSetup) -> float:
+    """ppo/rloo: bytes of one rollout on one rank, outside autograd. The policy generates the
+    per-device batch's responses (TRL: PPO's `local_rollout_forward_batch_size`, RLOO's
+    generation batch): its KV cache over prompt + response (at most seq_len tokens) and one layer's
+    prefill transients (`layer_inference_bytes`); then each model scores the whole sequences in
+    one no-grad forward: the logits of every position in the compute dtype and their float32
+    log-softmax. PPO keeps the generated tokens' float32 scores (`logitss`, response × vocab)
+    through that pass. Gradients are freed by then (zero_grad sets them to None)."""
+    c = 2 if (setup.autocast or setup.weight_bytes == 2) else 4
+    batch, tokens = setup.per_device_batch, setup.seq_len
+    generation = batch * tokens * (kv_cache_token_bytes(shape, compute_bytes=c)
+                                   + layer_inference_bytes(shape, weight_bytes=setup.weight_bytes, compute_bytes=c))
+    scoring = batch * tokens * shape.vocab * (c + 4)
+    kept_scores = batch * setup.rollout_tokens * shape.vocab * 4 if setup.method == "ppo" else 0
+    return kept_scores + max(generation, scoring)
+
+
 def estimate(shape: ModelShape, setup: StepSetup) -> MemoryBreakdown:
     """Per-rank memory of one step (see the module docstring for every term)."""
     if setup.method == "curvature":
@@ -431,12 +454,15 @@ def estimate(shape: ModelShape, setup: StepSetup) -> MemoryBreakdown:
     moving = activations + copies
     backward = grads + moving if setup.accumulation > 1 else max(grads, moving)
     optimizer_step = grads + step_temporary
+    rollout = _rollout(shape, setup) if setup.method in ("ppo", "rloo") else 0.0
     resident = weights + optimizer + extra + ddp_buckets + runtime
-    phase = "forward/backward" if backward >= optimizer_step else "optimizer step"
-    total = resident + max(backward, optimizer_step)
+    phases = {"forward/backward": backward, "optimizer step": optimizer_step, "rollout": rollout}
+    phase = max(phases, key=phases.__getitem__)  # ties: the first (dicts keep their order)
+    total = resident + phases[phase]
     return MemoryBreakdown(weights=weights, grads=grads, optimizer=optimizer, activations=activations,
                            precision_copies=copies, extra_models=extra, temporaries=step_temporary + ddp_buckets,
-                           runtime=runtime, total=total, host_ram=_host_ram(shape, setup, total), peak_phase=phase)
+                           runtime=runtime, total=total, host_ram=_host_ram(shape, setup, total), peak_phase=phase,
+                           rollout=rollout)
 
 
 # ---------------------------------------------------------------- what would fit

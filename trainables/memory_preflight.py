@@ -73,9 +73,10 @@ def study_steps(spec: Any, *, local_files_only: bool = False,
         for i, stage in enumerate(stages):
             path = f"chains.{chain}[{i}]"
             batch = largest_batch(spec, i, stage.batch_size)
-            reward = None
+            reward, rollout = None, {}
             if stage.method in ONLINE_RL_METHODS:
                 settings = getattr(stage, stage.method)
+                rollout = {"rollout_tokens": settings.response_length}
                 if settings.reward.model is not None:
                     reward = classifier_shape(config_of(settings.reward.model))
                 else:
@@ -84,7 +85,7 @@ def study_steps(spec: Any, *, local_files_only: bool = False,
             precompute = stage.method == DPO and dpo_precomputes_reference(stage.dpo.precompute_reference,
                                                                             on_gpu=ex.gpus_per_trial > 0)
             steps.append((path, policy, StepSetup(method=stage.method, batch_size=batch, reward=reward,
-                                                  dpo_precompute=precompute, **common)))
+                                                  dpo_precompute=precompute, **rollout, **common)))
     cfg = spec.curvature
     if cfg.enabled:
         measured = None
