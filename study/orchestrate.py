@@ -249,11 +249,20 @@ def check_tokenization(spec: StudySpec, base_model: str, data_dir: str | None, l
 
 
 def check_curvature(spec: StudySpec, base_model: str) -> None:
-    """Refuse curvature over more parameters than its vectors may hold (SpecError on
+    """Refuse a CPU study's curvature over more parameters than its vectors may hold (SpecError on
     curvature.parameters, with a suggested regex: trainables.curvature.budget), from the base
-    model's config built on the meta device, before anything trains."""
+    model's config built on the meta device, before anything trains.
+
+    One judgement per study: a GPU study's curvature is judged by the memory preflight
+    (`check_memory`: the memory model's curvature step against the worker's whole GPU, whose
+    advice names the same kind of regex), so it is not judged here again. A CPU study has no
+    memory budget the driver knows (its workers run wherever Ray places them, and the memory
+    preflight checks no CPU study), so it keeps the fixed vector budget
+    (budget.CURVATURE_VECTOR_BUDGET_BYTES): the bound the measurement itself checks on a CPU
+    worker before its first Hessian-vector product (trainables.curvature.lm.check_fits), so what
+    this accepts runs."""
     c = spec.curvature
-    if not c.enabled:
+    if not c.enabled or spec.execution.gpus_per_trial > 0:
         return
     from study.spec_loading import SpecError
     from trainables.curvature.budget import model_parameter_sizes, subset_problem

@@ -6,7 +6,9 @@ config alone, at the study's settings: the largest batch the stage can take (its
 or a search's), `model.max_length` as the padded length (an upper bound: batches pad to their
 longest example), the workers, FSDP and the dtype. A step over the worker's share of a GPU
 (`execution.gpu_memory_gb` × the worker's GPUs, at most one: a worker uses one GPU) is a problem
-at the stage's field path, saying what would fit.
+at the stage's field path, saying what would fit. The curvature step is judged here alone for GPU
+studies (its advice names a `curvature.parameters` regex of the last decoder layers that fit);
+study/orchestrate.py's `check_curvature` judges CPU studies' curvature.
 
 Studies with `gpus_per_trial: 0` are not checked: their workers run wherever Ray places them,
 whose RAM the driver does not know, and CPU studies run small models. `study run` checks before
@@ -88,6 +90,16 @@ def study_steps(spec: Any, *, local_files_only: bool = False,
     return steps
 
 
+def _model_config(spec: Any, local_files_only: bool, read_config: Callable[[str], Any] | None) -> Any:
+    """The study's model's config, read as `study_steps` reads it."""
+    if read_config is not None:
+        return read_config(spec.model.name)
+    from trainables.memory_model import load_config
+
+    return load_config(spec.model.name, trust_remote_code=spec.model.trust_remote_code,
+                       local_files_only=local_files_only)
+
+
 def worker_budget(spec: Any) -> float:
     """Bytes of GPU memory one worker has: its share of the trial's GPUs, at most one GPU."""
     ex = spec.execution
@@ -114,5 +126,11 @@ def memory_preflight(spec: Any, *, local_files_only: bool = False,
         breakdown = estimate(shape, setup)
         lines.append(f"memory: {paths[0]}{also}: {setup.method}: {breakdown.render()}")
         if not breakdown.fits(budget):
-            problems.append(Problem(paths[0], describe_misfit(shape, setup, budget) + also))
+            named = None
+            if setup.method == "curvature":  # suggest a curvature.parameters regex the step fits with
+                from trainables.curvature.budget import named_parameter_sizes
+
+                named = named_parameter_sizes(_model_config(spec, local_files_only, read_config),
+                                              trust_remote_code=spec.model.trust_remote_code)
+            problems.append(Problem(paths[0], describe_misfit(shape, setup, budget, named) + also))
     return MemoryReport(problems=problems, lines=lines)
