@@ -33,7 +33,7 @@ from contract.plan import RunInfo, TrialPlan
 from contract.problems import Problem, TokenizationError
 from contract.records import FINISHED, RunCounts, RunRecord, TrialMarker, read_record, write_record
 from study.planner import SampledPlans, build_plans, collect_plans
-from study.spec import StudySpec
+from study.spec import StudySpec, fsdp_on
 from study.spec import study_dir as resolve_study_dir
 
 
@@ -111,7 +111,7 @@ def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: in
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     check_example_counts(spec)  # before anything is written
-    check_memory(spec)
+    spec, _ = check_memory(spec)  # 'auto' FSDP and checkpointing resolved before anything is planned
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
         return _run_study(spec, study_dir, resume=resume, report=report, log=log)
@@ -215,12 +215,16 @@ def check_example_counts(spec: StudySpec) -> None:
         raise SpecError(problems, source=f"study {spec.name!r} (Hub data)")
 
 
-def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> list[str]:
+def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> tuple[StudySpec, list[str]]:
     """The memory preflight (trainables.memory_preflight): a study whose steps do not fit its
     workers' GPUs raises SpecError (`study run` and `study validate` exit 2), each problem at its
-    stage's field path with what would fit. Returns the estimate of each distinct step (nothing
-    for a CPU study). With `local_files_only` (`study validate`) a model config that is not on
-    this machine is not downloaded: the check is skipped with a line saying so."""
+    stage's field path with what would fit. Returns the spec with execution.fsdp and
+    training.activation_checkpointing resolved ('auto' replaced by what the memory model chose for
+    a GPU study, by false for a CPU study: the values planning, the stage keys and the workers
+    read) and the lines `study validate` prints: what 'auto' resolved to and why, and the estimate
+    of each distinct step (nothing for a CPU study). With `local_files_only` (`study validate`) a
+    model config that is not on this machine is not downloaded: the check is skipped with a line
+    saying so, and a GPU study's 'auto' is left to `study run`."""
     from study.spec_loading import SpecError
     from trainables.memory_preflight import memory_preflight
 
@@ -229,11 +233,14 @@ def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> list[str
     except OSError as exc:
         if not local_files_only:
             raise
-        return [f"memory: not checked: a model config is not on this machine ({exc.__class__.__name__}); "
-                "`study run` reads it and checks before anything runs"]
+        return spec, [f"memory: not checked: a model config is not on this machine ({exc.__class__.__name__}); "
+                      "`study run` reads it and checks before anything runs (and resolves 'auto')"]
     if report.problems:
         raise SpecError(report.problems, source=f"study {spec.name!r} (memory per worker)")
-    return report.lines
+    resolved = dataclasses.replace(
+        spec, execution=dataclasses.replace(spec.execution, fsdp=report.fsdp),
+        training=dataclasses.replace(spec.training, activation_checkpointing=report.activation_checkpointing))
+    return resolved, report.lines
 
 
 def check_tokenization(spec: StudySpec, base_model: str, data_dir: str | None, log) -> None:
@@ -349,7 +356,7 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
     trainable = tune.with_resources(
         tune.with_parameters(chain_trial, plan_for=plan_for, executor=executor, cpus_per_worker=worker_cpus,
                              gpus_per_worker=worker_gpus, max_failures=ex.max_failures,
-                             workers=ex.workers_per_trial, fsdp=ex.fsdp),
+                             workers=ex.workers_per_trial, fsdp=fsdp_on(spec)),
         trial_resources,
     )
 

@@ -32,7 +32,7 @@ from contract.plan import (PLAN_VERSION, REWARD_INPUT_VERSION, CurvaturePlan, Dp
                            ModelPlan, OnlineRLPlan, ReplayPlan, RewardPlan, RewardTrainingPlan, StagePlan, TrainingPlan,
                            TrialPlan)
 from study.points import config_point, grid_points, resolve_stages
-from study.spec import RewardSpec, StageSpec, StudySpec, eval_precision, stage_seed
+from study.spec import RewardSpec, StageSpec, StudySpec, checkpointing_on, eval_precision, fsdp_on, stage_seed
 from study.spec_loading import spec_from_dict
 from study.start_points import apply_start_points
 from tasks import get_task, register_task_file, resolve_option_counts, reward_sources
@@ -61,14 +61,20 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
         "data_source": "mirror" if data_dir else "hub",
         "data_seed": spec.data_seed,
         # Its settings that came later enter only when set (contract.plan.TrainingPlan.key_payload).
-        "training": TrainingPlan(**dataclasses.asdict(spec.training)).key_payload(),
+        "training": training_plan(spec).key_payload(),
     }
-    if spec.execution.fsdp:
+    if fsdp_on(spec):
         # FSDP computes in its own mixed-precision policy over sharded parameters, not DDP's
         # autocast over whole ones. The worker count is not keyed: DDP averages the same global
         # batch's gradients on 1 or N workers (trainables.distributed), equal weights up to rounding.
         base["fsdp"] = True
     return base
+
+
+def training_plan(spec: StudySpec) -> TrainingPlan:
+    """The study's training settings as its plans carry them: activation checkpointing as the
+    trials run it (study.spec.checkpointing_on: 'auto' resolved, or off)."""
+    return TrainingPlan(**{**dataclasses.asdict(spec.training), "activation_checkpointing": checkpointing_on(spec)})
 
 
 def study_base_key(spec: StudySpec, data_dir: str | None, base_model_path: str | None, chat: bool) -> str:
@@ -115,7 +121,7 @@ def trial_plan(spec: StudySpec, chain: str, point: Mapping[str, Any], seed: int,
         generation=GenerationPlan(**dataclasses.asdict(spec.generation)) if uses_generation(spec) else None,
         data_dir=data_dir,
         data_seed=spec.data_seed,
-        training=TrainingPlan(**dataclasses.asdict(spec.training)),
+        training=training_plan(spec),
         # Measurement only: it does not change weights, so it is not part of any stage_key.
         curvature=CurvaturePlan(**dataclasses.asdict(spec.curvature)),
         study_dir=str(study_dir),

@@ -90,6 +90,13 @@ def coerce(value: Any, tp: Any, path: str, problems: list[Problem]) -> Any:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return coerce(value, inner[0], path, problems)
+        for option in inner:  # e.g. bool | Literal["auto"]: the first type that takes the value
+            tried: list[Problem] = []
+            coerced = coerce(value, option, path, tried)
+            if not tried:
+                return coerced
+        problems.append(Problem(path, f"must be {_type_name(tp)} (got {value!r})"))
+        return None
     if origin is Literal:
         if value in args:
             return value
