@@ -10,6 +10,11 @@ at the stage's field path, saying what would fit. The curvature step is judged h
 studies (its advice names a `curvature.parameters` regex of the last decoder layers that fit);
 study/orchestrate.py's `check_curvature` judges CPU studies' curvature.
 
+`execution.fsdp` and `training.activation_checkpointing` default to 'auto', resolved here for a
+GPU study before it is planned (`resolve_auto`: FSDP over the workers when some step does not fit
+without it, then checkpointing when one still does not, never with a PPO stage); the report
+carries the values the trials run with and a line saying why. Explicit values are kept.
+
 Studies with `gpus_per_trial: 0` are not checked: their workers run wherever Ray places them,
 whose RAM the driver does not know, and CPU studies run small models. `study run` checks before
 anything is written (reading config.json from the Hub if needed); `study validate` checks when
