@@ -168,7 +168,7 @@ def plans(model_path: Path, *, steps: int, seq_len: int, batch_size: int | None)
     from contract.plan import DpoPlan, ModelPlan, StagePlan, TrainingPlan
     from study.spec import DPOSpec, ModelSpec, StageSpec, TrainingSpec
 
-    training = TrainingPlan(**dataclasses.asdict(TrainingSpec()))
+    training = TrainingPlan(**{**dataclasses.asdict(TrainingSpec()), "activation_checkpointing": False})
     model = ModelPlan(name=str(model_path), max_length=seq_len, dtype=ModelSpec().dtype, trust_remote_code=False,
                       chat_template=False, path=str(model_path), chat=False)
     schedule = StageSpec(task="arc_easy")

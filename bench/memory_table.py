@@ -46,7 +46,8 @@ def with_execution(path, *, workers: int, gpu_gb: float, curvature: bool):
 
     sets = [f"execution.workers_per_trial={workers}", f"execution.gpus_per_trial={workers}",
             f"execution.fsdp={'true' if workers > 1 else 'false'}", f"execution.gpu_memory_gb={gpu_gb}",
-            f"curvature.enabled={'true' if curvature else 'false'}"]
+            f"curvature.enabled={'true' if curvature else 'false'}",
+            "training.activation_checkpointing=false"]  # the table counts FSDP workers without checkpointing
     try:
         return load_spec_file(path, sets)
     except SpecError:

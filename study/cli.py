@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "validate":
             spec = _load(args.file, args.overrides)
-            for line in check_memory(spec, local_files_only=True):  # GPU studies only; exit 2 when one does not fit
+            _, lines = check_memory(spec, local_files_only=True)  # GPU studies only; exit 2 when one does not fit
+            for line in lines:
                 print(line)
             n = len(spec.chains) * len(spec.seeds)
             if spec.search is not None:

@@ -33,7 +33,7 @@ from contract.plan import RunInfo, TrialPlan
 from contract.problems import Problem, TokenizationError
 from contract.records import FINISHED, RunCounts, RunRecord, TrialMarker, read_record, write_record
 from study.planner import SampledPlans, build_plans, collect_plans
-from study.spec import StudySpec
+from study.spec import StudySpec, fsdp_on
 from study.spec import study_dir as resolve_study_dir
 
 
@@ -111,8 +111,7 @@ def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: in
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     check_example_counts(spec)  # before anything is written
-    check_memory(spec)
-    spec = with_eval_batch_sizes(spec)
+    spec, _ = check_memory(spec)  # every 'auto' of the GPU budget resolved before anything is planned
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
         return _run_study(spec, study_dir, resume=resume, report=report, log=log)
@@ -216,13 +215,18 @@ def check_example_counts(spec: StudySpec) -> None:
         raise SpecError(problems, source=f"study {spec.name!r} (Hub data)")
 
 
-def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> list[str]:
+def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> tuple[StudySpec, list[str]]:
     """The memory preflight (trainables.memory_preflight): a study whose steps do not fit its
     workers' GPUs raises SpecError (`study run` and `study validate` exit 2), each problem at its
     stage's field path with what would fit, and the evaluation batch sizes are checked against
-    one GPU (trainables.memory_preflight.eval_batch_sizes). Returns the estimate of each distinct
-    step and of the evaluation batches (nothing for a CPU study). With `local_files_only` (`study validate`) a model config that is not on
-    this machine is not downloaded: the check is skipped with a line saying so."""
+    one GPU (trainables.memory_preflight.eval_batch_sizes). Returns the spec with execution.fsdp,
+    training.activation_checkpointing and (GPU studies) the evaluation batch sizes resolved
+    ('auto' replaced by what the memory model chose for a GPU study, by false for a CPU study:
+    the values planning, the stage keys and the workers read) and the lines `study validate` prints: what 'auto' resolved to and why, the estimate
+    of each distinct step and of the evaluation batches (nothing for a CPU study). With
+    `local_files_only` (`study validate`) a model config that is not on this machine is not
+    downloaded: the check is skipped with a line saying so, and a GPU study's 'auto' is left to
+    `study run`."""
     from study.spec_loading import SpecError
     from trainables.memory_preflight import memory_preflight
 
@@ -232,11 +236,16 @@ def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> list[str
     except OSError as exc:
         if not local_files_only:
             raise
-        return [f"memory: not checked: a model config is not on this machine ({exc.__class__.__name__}); "
-                "`study run` reads it and checks before anything runs"]
+        return spec, [f"memory: not checked: a model config is not on this machine ({exc.__class__.__name__}); "
+                      "`study run` reads it and checks before anything runs (and resolves 'auto')"]
     if report.problems or evals.problems:
         raise SpecError(report.problems + evals.problems, source=f"study {spec.name!r} (memory per worker)")
-    return report.lines + evals.lines
+    resolved = dataclasses.replace(
+        spec, execution=dataclasses.replace(spec.execution, fsdp=report.fsdp),
+        training=dataclasses.replace(spec.training, activation_checkpointing=report.activation_checkpointing))
+    if spec.execution.gpus_per_trial > 0:
+        resolved = _with_eval_batches(resolved, evals)
+    return resolved, report.lines + evals.lines
 
 
 def eval_batch_report(spec: StudySpec, *, local_files_only: bool = False) -> Any:
@@ -262,6 +271,11 @@ def with_eval_batch_sizes(spec: StudySpec) -> StudySpec:
     report = eval_batch_report(spec)
     if report.problems:
         raise SpecError(report.problems, source=f"study {spec.name!r} (memory per worker)")
+    return _with_eval_batches(spec, report)
+
+
+def _with_eval_batches(spec: StudySpec, report: Any) -> StudySpec:
+    """`spec` with its `auto` evaluation batch sizes replaced by `report`'s (an EvalBatchReport)."""
     training, generation = spec.training, spec.generation
     if training.eval_batch_size == "auto":
         training = dataclasses.replace(training, eval_batch_size=report.eval_batch_size)
@@ -283,11 +297,20 @@ def check_tokenization(spec: StudySpec, base_model: str, data_dir: str | None, l
 
 
 def check_curvature(spec: StudySpec, base_model: str) -> None:
-    """Refuse curvature over more parameters than its vectors may hold (SpecError on
+    """Refuse a CPU study's curvature over more parameters than its vectors may hold (SpecError on
     curvature.parameters, with a suggested regex: trainables.curvature.budget), from the base
-    model's config built on the meta device, before anything trains."""
+    model's config built on the meta device, before anything trains.
+
+    One judgement per study: a GPU study's curvature is judged by the memory preflight
+    (`check_memory`: the memory model's curvature step against the worker's whole GPU, whose
+    advice names the same kind of regex), so it is not judged here again. A CPU study has no
+    memory budget the driver knows (its workers run wherever Ray places them, and the memory
+    preflight checks no CPU study), so it keeps the fixed vector budget
+    (budget.CURVATURE_VECTOR_BUDGET_BYTES): the bound the measurement itself checks on a CPU
+    worker before its first Hessian-vector product (trainables.curvature.lm.check_fits), so what
+    this accepts runs."""
     c = spec.curvature
-    if not c.enabled:
+    if not c.enabled or spec.execution.gpus_per_trial > 0:
         return
     from study.spec_loading import SpecError
     from trainables.curvature.budget import model_parameter_sizes, subset_problem
@@ -374,7 +397,7 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
     trainable = tune.with_resources(
         tune.with_parameters(chain_trial, plan_for=plan_for, executor=executor, cpus_per_worker=worker_cpus,
                              gpus_per_worker=worker_gpus, max_failures=ex.max_failures,
-                             workers=ex.workers_per_trial, fsdp=ex.fsdp),
+                             workers=ex.workers_per_trial, fsdp=fsdp_on(spec)),
         trial_resources,
     )
 

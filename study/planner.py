@@ -32,8 +32,8 @@ from contract.plan import (PLAN_VERSION, REWARD_INPUT_VERSION, CurvaturePlan, Dp
                            ModelPlan, OnlineRLPlan, ReplayPlan, RewardPlan, RewardTrainingPlan, StagePlan, TrainingPlan,
                            TrialPlan)
 from study.points import config_point, grid_points, resolve_stages
-from study.spec import (DPOSpec, RewardSpec, StageSpec, StudySpec, eval_batch_size, eval_precision,
-                        generation_batch_size, stage_seed)
+from study.spec import (DPOSpec, RewardSpec, StageSpec, StudySpec, checkpointing_on, eval_batch_size,
+                        eval_precision, fsdp_on, generation_batch_size, stage_seed)
 from study.spec_loading import spec_from_dict
 from study.start_points import apply_start_points
 from tasks import get_task, register_task_file, resolve_option_counts, reward_sources
@@ -64,12 +64,20 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
         # Its settings that came later enter only when set (contract.plan.TrainingPlan.key_payload).
         "training": training_plan(spec).key_payload(),
     }
-    if spec.execution.fsdp:
+    if fsdp_on(spec):
         # FSDP computes in its own mixed-precision policy over sharded parameters, not DDP's
         # autocast over whole ones. The worker count is not keyed: DDP averages the same global
         # batch's gradients on 1 or N workers (trainables.distributed), equal weights up to rounding.
         base["fsdp"] = True
     return base
+
+
+def training_plan(spec: StudySpec) -> TrainingPlan:
+    """The study's training settings as its plans carry them: activation checkpointing as the
+    trials run it (study.spec.checkpointing_on: 'auto' resolved, or off) and eval_batch_size
+    resolved (study.spec.eval_batch_size)."""
+    return TrainingPlan(**{**dataclasses.asdict(spec.training), "activation_checkpointing": checkpointing_on(spec),
+                           "eval_batch_size": eval_batch_size(spec)})
 
 
 def study_base_key(spec: StudySpec, data_dir: str | None, base_model_path: str | None, chat: bool) -> str:
@@ -208,11 +216,6 @@ def eval_task_plan(spec: StudySpec, task: str) -> EvalTaskPlan:
     return EvalTaskPlan(task=task, size=settings.eval_size, version=get_task(task).keyed_version(),
                         limit=settings.limit, option_counts=option_counts_entry(task, settings.option_counts),
                         modes=tuple(settings.eval_modes))
-
-
-def training_plan(spec: StudySpec) -> TrainingPlan:
-    """The study's training settings as planned: eval_batch_size resolved (study.spec.eval_batch_size)."""
-    return TrainingPlan(**{**dataclasses.asdict(spec.training), "eval_batch_size": eval_batch_size(spec)})
 
 
 def generation_plan(spec: StudySpec) -> GenerationPlan:

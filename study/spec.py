@@ -258,11 +258,14 @@ class TrainingSpec:
     gradients are accumulated into one optimizer step, so the global batch stays batch_size (the
     paper's 16) and only the activations held at once shrink; the share must be divisible by it.
     null = the whole share in one pass."""
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool | Literal["auto"] = "auto"
     """Keep only each decoder layer's input in the forward pass and recompute the rest in the
     backward pass: far less activation memory for ~30% more compute, the same gradients. With
     execution.fsdp it is FSDP's own activation checkpointing. Not with PPO stages (TRL's
-    PPOTrainer runs its own loop, which never turns it on)."""
+    PPOTrainer runs its own loop, which never turns it on). 'auto' (the default): off for CPU
+    studies; on for a GPU study when, after execution.fsdp: auto, some step still does not fit
+    its GPU by the memory model (never with a PPO stage): resolved by `study run` / `study
+    validate` before planning (study.orchestrate.check_memory, `checkpointing_on`)."""
     optimizer: Literal["adamw_torch", "adamw_torch_fused"] = DEFAULT_OPTIMIZER  # = contract.plan.OPTIMIZERS (tests/test_micro_batches.py)
     """torch's AdamW: 'adamw_torch' (multi-tensor foreach step on a GPU, which holds a model-sized
     temporary) or 'adamw_torch_fused' (one fused kernel per step, no temporary; CPU and GPU)."""
@@ -350,8 +353,13 @@ class ExecutionSpec:
     """Let one-worker trials share a GPU (gpus_per_trial a fraction in (0, 1), e.g. 0.25 for four
     trials per GPU). Off by default: Ray splits GPUs by count, not memory, so two 7B trials would
     land on one GPU that holds neither; turn it on for models several of which fit one GPU."""
-    fsdp: bool = False
-    """With GPU workers: shard the model, gradients and optimizer state over them (FSDP2)."""
+    fsdp: bool | Literal["auto"] = "auto"
+    """With GPU workers: shard the model, gradients and optimizer state over them (FSDP2); it
+    enters the stage keys when on. 'auto' (the default): off for CPU studies and one-worker trials;
+    on for a GPU study with several workers when some step does not fit its GPU without it by the
+    memory model (trainables/memory_model.py): resolved by `study run` / `study validate` before
+    planning (study.orchestrate.check_memory, `fsdp_on`). An explicit false that does not fit is
+    refused with what would."""
     gpu_memory_gb: float = 80.0
     """Memory of one of the cluster's GPUs, in GB (1e9 bytes): a study whose steps need more per
     worker (trainables/memory_model.py) is refused before it runs. An "80 GB" A100/H100 holds
@@ -458,6 +466,19 @@ def generation_batch_size(spec: StudySpec) -> int:
 
 def _default(cls: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def fsdp_on(spec: StudySpec) -> bool:
+    """execution.fsdp as the study's trials run it: true only when set to true, or resolved to
+    true from 'auto' by study.orchestrate.check_memory (which `study run` applies before
+    planning). An unresolved 'auto' (a CPU study, or a spec planned without the memory check, as
+    tests do) plans as off, so the planner, the stage keys and the workers' STUDY_FSDP agree."""
+    return spec.execution.fsdp is True
+
+
+def checkpointing_on(spec: StudySpec) -> bool:
+    """training.activation_checkpointing as the study's trials run it (see `fsdp_on`)."""
+    return spec.training.activation_checkpointing is True
 
 
 def round_sample(value: float) -> float:

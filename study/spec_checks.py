@@ -246,7 +246,7 @@ def _training_method_problems(spec: StudySpec) -> list[Problem]:
                 out.append(Problem("training.padding_free",
                                    f"padding-free batches are for SFT stages only; chains.{chain}[{i}] is a "
                                    f"{stage.method} stage (TRL 1.12 supports them in SFTTrainer alone)"))
-            if t.activation_checkpointing and stage.method == PPO:
+            if t.activation_checkpointing is True and stage.method == PPO:  # 'auto' stays off with PPO
                 out.append(Problem("training.activation_checkpointing",
                                    f"chains.{chain}[{i}] is a ppo stage: TRL's PPOTrainer runs its own training loop, "
                                    "which never turns activation checkpointing on"))
@@ -330,7 +330,7 @@ def _worker_problems(spec: StudySpec) -> list[Problem]:
     n = e.workers_per_trial
     if n < 1:
         return [Problem("execution.workers_per_trial", f"must be ≥ 1 (got {n})")]
-    if e.fsdp and not e.gpus_per_trial:
+    if e.fsdp is True and not e.gpus_per_trial:  # 'auto' is off on CPU workers
         out.append(Problem("execution.fsdp", "FSDP needs GPU workers (gpus_per_trial > 0)"))
     micro = spec.training.micro_batch_size
     if micro is not None and micro < 1:

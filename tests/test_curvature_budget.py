@@ -170,3 +170,59 @@ def test_measurement_refuses_before_its_first_hvp(tiny_model_path, data_dir, mon
     with pytest.raises(ValueError, match="curvature.parameters: the Hessian over all of the model's"):
         measure_curvature(model, tokenizer, examples, **curvature_settings())
     assert hvps == []
+
+
+def test_a_gpu_studys_curvature_is_judged_once_by_the_memory_model(tmp_path, data_dir, monkeypatch):
+    """A GPU study whose curvature does not fit gets one problem, the memory model's (the fixed
+    32 GiB vector budget, made tiny here, is not asked again), naming a regex that fits."""
+    from transformers import LlamaConfig
+
+    from study.orchestrate import check_curvature, check_memory
+    from trainables.memory_model import GB, curvature_parameter_limit, estimate, model_shape
+    from trainables.memory_preflight import study_steps
+
+    config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False)
+    config.save_pretrained(tmp_path)
+    spec = spec_from_dict({
+        "name": "curv", "model": {"name": str(tmp_path), "max_length": 256}, "data_dir": str(data_dir),
+        "tasks": {"toxigen_qa": {"train_size": 8, "eval_size": 4}}, "chains": {"a": [{"task": "toxigen_qa"}]},
+        "curvature": {"enabled": True},
+        "execution": {"gpus_per_trial": 8, "workers_per_trial": 8, "fsdp": True}})
+    monkeypatch.setattr(budget, "CURVATURE_VECTOR_BUDGET_BYTES", 1000)
+    check_curvature(spec, str(tmp_path))  # a GPU study: not judged by the vector budget
+    with pytest.raises(SpecError) as err:
+        check_memory(spec)
+    (problem,) = err.value.problems
+    assert problem.path == "curvature"
+    assert "curvature needs about 839" in problem.message  # 25 vectors of 6.7e9 float32: 674 GB alone
+    # At batch 1, the most parameters whose vectors fit beside the rest; the last layer's MLP (3·4096·11008).
+    assert (r"curvature.parameters: '^model\.layers\.31\.mlp\.' (135,266,304 parameters, the last decoder layers "
+            "that fit: at most 181,804,620) with curvature.batch_size: 1") in problem.message
+    (_, _, setup), = [s for s in study_steps(spec) if s[0] == "curvature"]
+    one = type(setup)(**{**setup.__dict__, "curvature_batch_size": 1})
+    shape = model_shape(config)
+    limit = curvature_parameter_limit(shape, one, 80 * GB)
+    assert limit == 181_804_620
+    assert estimate(shape, type(one)(**{**one.__dict__, "curvature_params": limit})).fits(80 * GB)
+    assert not estimate(shape, type(one)(**{**one.__dict__, "curvature_params": limit + 1})).fits(80 * GB)
+
+
+def test_on_a_gpu_the_measurement_asks_the_free_memory_not_the_vector_budget(monkeypatch):
+    from types import SimpleNamespace
+
+    from trainables.curvature.lm import check_fits
+
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleList([torch.nn.Linear(10, 10), torch.nn.Linear(10, 10)])  # 220 parameters
+    operator = SimpleNamespace(device="cuda:0", size=220, dtype=torch.float32)
+    monkeypatch.setattr(budget, "CURVATURE_VECTOR_BUDGET_BYTES", 1000)  # would refuse on a CPU
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (7 * 220 * 4, 10**9))
+    check_fits(model, operator, None, algorithms=("power_iteration",), top_k=1, max_iterations=10, trace_samples=0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (7 * 110 * 4, 10**9))  # half of it
+    with pytest.raises(ValueError, match=r"select fewer parameters, e.g. '\^layers\\\.1\\\.' \(110 parameters\)"):
+        check_fits(model, operator, None, algorithms=("power_iteration",), top_k=1, max_iterations=10,
+                   trace_samples=0)
+    cpu = SimpleNamespace(device="cpu", size=220, dtype=torch.float32)
+    with pytest.raises(ValueError, match="curvature.parameters: the Hessian over all"):
+        check_fits(model, cpu, None, algorithms=("power_iteration",), top_k=1, max_iterations=10, trace_samples=0)

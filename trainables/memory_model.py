@@ -63,9 +63,10 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Sequence
 
-from trainables.curvature.budget import arpack_host_bytes, lanczos_backend, named_parameter_sizes, peak_vectors
+from trainables.curvature.budget import (CURVATURE_DTYPE_BYTES, arpack_host_bytes, lanczos_backend,
+                                         named_parameter_sizes, peak_vectors, suggest_subset)
 
 GB = 1e9
 CUDA_RUNTIME_BYTES = 1.0 * GB
@@ -491,10 +492,33 @@ def longest_fitting_length(shape: ModelShape, setup: StepSetup, budget: float) -
     return low * 64 or None
 
 
-def _curvature_changes(shape: ModelShape, setup: StepSetup, budget: float) -> list[str]:
+def curvature_parameter_limit(shape: ModelShape, setup: StepSetup, budget: float) -> int:
+    """The most parameters the curvature step may measure within `budget` bytes (0 when not even
+    one fits): the step grows linearly in them, by its algorithms' peak vectors of float32."""
+    per_parameter = peak_vectors(setup.curvature_algorithms, setup.curvature_top_k, setup.curvature_max_iterations,
+                                 setup.curvature_trace_samples) * CURVATURE_DTYPE_BYTES
+    fixed = estimate(shape, replace(setup, curvature_params=1)).total - per_parameter
+    return max(0, int((budget - fixed) // per_parameter))
+
+
+def _curvature_changes(shape: ModelShape, setup: StepSetup, budget: float,
+                       named_sizes: Sequence[tuple[str, int]] | None = None) -> list[str]:
+    """With `named_sizes` (the model's (name, entries), curvature.budget.named_parameter_sizes)
+    the subset is a regex of the last decoder layers that fit (curvature.budget.suggest_subset),
+    at the study's curvature.batch_size or else at 1; without, one decoder layer."""
     out = []
     if setup.curvature_batch_size > 1 and estimate(shape, replace(setup, curvature_batch_size=1)).fits(budget):
         out.append("curvature.batch_size: 1")
+    if named_sizes is not None:
+        for batch in sorted({setup.curvature_batch_size, 1}, reverse=True):
+            limit = curvature_parameter_limit(shape, replace(setup, curvature_batch_size=batch), budget)
+            suggestion = suggest_subset(named_sizes, limit) if limit else None
+            if suggestion is not None:
+                regex, size = suggestion
+                also = " with curvature.batch_size: 1" if batch != setup.curvature_batch_size else ""
+                out.append(f"curvature.parameters: '{regex}' ({size:,} parameters, the last decoder layers that "
+                           f"fit: at most {limit:,}){also}")
+                return out
     layer = replace(setup, curvature_params=shape.layer_params, curvature_batch_size=1)
     if shape.layer_params and (setup.curvature_params or shape.params) > shape.layer_params \
             and estimate(shape, layer).fits(budget):
@@ -506,11 +530,13 @@ def _curvature_changes(shape: ModelShape, setup: StepSetup, budget: float) -> li
     return out
 
 
-def fitting_changes(shape: ModelShape, setup: StepSetup, budget: float) -> list[str]:
+def fitting_changes(shape: ModelShape, setup: StepSetup, budget: float,
+                    named_sizes: Sequence[tuple[str, int]] | None = None) -> list[str]:
     """Changes of the study's settings under which the step fits `budget` bytes per GPU, most
-    direct first (empty when nothing tried fits)."""
+    direct first (empty when nothing tried fits). `named_sizes`: the model's parameter names and
+    sizes, for a curvature step's suggested `curvature.parameters` regex."""
     if setup.method == "curvature":
-        return _curvature_changes(shape, setup, budget)
+        return _curvature_changes(shape, setup, budget, named_sizes)
     out = []
     if setup.workers > 1 and not setup.fsdp and estimate(shape, replace(setup, fsdp=True)).fits(budget):
         out.append(f"execution.fsdp: true (shard over the {setup.workers} workers)")
@@ -540,10 +566,11 @@ def fitting_changes(shape: ModelShape, setup: StepSetup, budget: float) -> list[
     return out
 
 
-def describe_misfit(shape: ModelShape, setup: StepSetup, budget: float) -> str:
+def describe_misfit(shape: ModelShape, setup: StepSetup, budget: float,
+                    named_sizes: Sequence[tuple[str, int]] | None = None) -> str:
     """The problem message of a step that does not fit: the estimate and what would fit."""
     breakdown = estimate(shape, setup)
-    changes = fitting_changes(shape, setup, budget)
+    changes = fitting_changes(shape, setup, budget, named_sizes)
     fix = ("; it would fit with " + ", or ".join(changes)) if changes else \
         "; no change of workers (up to 64 with FSDP), checkpointing, micro-batch or max_length tried here fits"
     return (f"{setup.method} needs about {breakdown.render()}, over the {budget / GB:.0f} GB a worker's GPU "

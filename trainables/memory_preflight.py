@@ -6,7 +6,14 @@ config alone, at the study's settings: the largest batch the stage can take (its
 or a search's), `model.max_length` as the padded length (an upper bound: batches pad to their
 longest example), the workers, FSDP and the dtype. A step over the worker's share of a GPU
 (`execution.gpu_memory_gb` × the worker's GPUs, at most one: a worker uses one GPU) is a problem
-at the stage's field path, saying what would fit.
+at the stage's field path, saying what would fit. The curvature step is judged here alone for GPU
+studies (its advice names a `curvature.parameters` regex of the last decoder layers that fit);
+study/orchestrate.py's `check_curvature` judges CPU studies' curvature.
+
+`execution.fsdp` and `training.activation_checkpointing` default to 'auto', resolved here for a
+GPU study before it is planned (`resolve_auto`: FSDP over the workers when some step does not fit
+without it, then checkpointing when one still does not, never with a PPO stage); the report
+carries the values the trials run with and a line saying why. Explicit values are kept.
 
 Studies with `gpus_per_trial: 0` are not checked: their workers run wherever Ray places them,
 whose RAM the driver does not know, and CPU studies run small models. `study run` checks before
@@ -33,11 +40,19 @@ if TYPE_CHECKING:  # the model arithmetic loads torch: only GPU studies, which a
     from trainables.memory_model import ModelShape, StepSetup
 
 
+AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class MemoryReport:
     problems: list[Problem]
     lines: list[str]
-    """One line per distinct step: its estimate (printed by `study validate`)."""
+    """One line per distinct step: its estimate (printed by `study validate`), after the line
+    saying what 'auto' resolved to."""
+    fsdp: bool = False
+    activation_checkpointing: bool = False
+    """execution.fsdp and training.activation_checkpointing as the trials run them: the study's
+    own values, or what 'auto' resolved to (`resolve_auto`)."""
 
 
 def largest_batch(spec: Any, index: int, batch_size: int) -> int:
@@ -50,11 +65,13 @@ def largest_batch(spec: Any, index: int, batch_size: int) -> int:
     return max(int(v) for v in values)
 
 
-def study_steps(spec: Any, *, local_files_only: bool = False,
-                read_config: Callable[[str], Any] | None = None) -> list[tuple[str, ModelShape, StepSetup]]:
+def study_steps(spec: Any, *, local_files_only: bool = False, read_config: Callable[[str], Any] | None = None,
+                fsdp: bool | None = None,
+                activation_checkpointing: bool | None = None) -> list[tuple[str, ModelShape, StepSetup]]:
     """(field path, model shape, setup) of every step the study's trials run (OSError when a
     config cannot be read). `read_config(name)`: a model's config (default: `load_config`;
-    bench/memory_table.py gives the published configs instead of downloading them)."""
+    bench/memory_table.py gives the published configs instead of downloading them). `fsdp`,
+    `activation_checkpointing`: None = the study's value ('auto' as off)."""
     from trainables.memory_model import StepSetup, classifier_shape, load_config, model_shape, parameter_count
 
     def config_of(name: str) -> Any:
@@ -65,9 +82,13 @@ def study_steps(spec: Any, *, local_files_only: bool = False,
     ex = spec.execution
     policy = model_shape(config_of(spec.model.name))
     training = spec.training
-    common = dict(seq_len=spec.model.max_length, workers=ex.workers_per_trial, fsdp=ex.fsdp, dtype=spec.model.dtype,
+    if fsdp is None:
+        fsdp = ex.fsdp is True
+    if activation_checkpointing is None:
+        activation_checkpointing = training.activation_checkpointing is True
+    common = dict(seq_len=spec.model.max_length, workers=ex.workers_per_trial, fsdp=fsdp, dtype=spec.model.dtype,
                   on_gpu=ex.gpus_per_trial > 0, micro_batch_size=training.micro_batch_size,
-                  activation_checkpointing=training.activation_checkpointing, optimizer=training.optimizer)
+                  activation_checkpointing=activation_checkpointing, optimizer=training.optimizer)
     steps = []
     for chain, stages in spec.chains.items():
         for i, stage in enumerate(stages):
@@ -98,6 +119,16 @@ def study_steps(spec: Any, *, local_files_only: bool = False,
     return steps
 
 
+def _model_config(spec: Any, local_files_only: bool, read_config: Callable[[str], Any] | None) -> Any:
+    """The study's model's config, read as `study_steps` reads it."""
+    if read_config is not None:
+        return read_config(spec.model.name)
+    from trainables.memory_model import load_config
+
+    return load_config(spec.model.name, trust_remote_code=spec.model.trust_remote_code,
+                       local_files_only=local_files_only)
+
+
 def worker_budget(spec: Any) -> float:
     """Bytes of GPU memory one worker has: its share of the trial's GPUs, at most one GPU."""
     ex = spec.execution
@@ -106,26 +137,111 @@ def worker_budget(spec: Any) -> float:
     return ex.gpu_memory_gb * GB * min(1.0, ex.gpus_per_trial / ex.workers_per_trial)
 
 
+def _distinct(steps: list[tuple[str, ModelShape, StepSetup]], fsdp: bool,
+              checkpointing: bool) -> dict[tuple[ModelShape, StepSetup], list[str]]:
+    """The study's distinct steps under these two settings, each with its field paths."""
+    from dataclasses import replace
+
+    seen: dict[tuple[ModelShape, StepSetup], list[str]] = {}
+    for path, shape, setup in steps:
+        seen.setdefault((shape, replace(setup, fsdp=fsdp, activation_checkpointing=checkpointing)), []).append(path)
+    return seen
+
+
+def _misfits(seen: dict[tuple[ModelShape, StepSetup], list[str]], budget: float) -> list[tuple[str, float]]:
+    """(first field path, bytes per GPU) of each distinct step over `budget`."""
+    from trainables.memory_model import estimate
+
+    out = []
+    for (shape, setup), paths in seen.items():
+        total = estimate(shape, setup).total
+        if total > budget:
+            out.append((paths[0], total))
+    return out
+
+
+def resolve_auto(spec: Any, steps: list[tuple[str, ModelShape, StepSetup]], budget: float) -> tuple[bool, bool, str]:
+    """(fsdp, activation checkpointing, the line saying why) for a GPU study: its explicit values
+    kept, 'auto' resolved from the memory model. Tried in order, each only while some step does
+    not fit: both off; FSDP on (only with more than one worker: nothing to shard over otherwise);
+    activation checkpointing on as well (never with a PPO stage: TRL's PPOTrainer runs its own
+    loop, which never turns it on). The first setting under which every step fits wins; when none
+    does, the one with the fewest steps over budget, earliest on ties (so a step no setting of them
+    fixes, e.g. curvature, turns nothing on by itself), and the preflight refuses what is left."""
+    from contract.methods import PPO
+
+    ex, training = spec.execution, spec.training
+    fsdp_auto, checkpointing_auto = ex.fsdp == AUTO, training.activation_checkpointing == AUTO
+    fsdp, checkpointing = ex.fsdp is True, training.activation_checkpointing is True
+    ppo = any(stage.method == PPO for stages in spec.chains.values() for stage in stages)
+    tries = [(fsdp, checkpointing)]
+    if fsdp_auto and ex.workers_per_trial > 1:
+        tries.append((True, checkpointing))
+    if checkpointing_auto and not ppo:
+        tries.append((tries[-1][0], True))
+    over = [_misfits(_distinct(steps, *t), budget) for t in tries]
+    fitting = [i for i, misfits in enumerate(over) if not misfits]
+    chosen = fitting[0] if fitting else min(range(len(tries)), key=lambda i: (len(over[i]), i))
+    fsdp, checkpointing = tries[chosen]
+
+    def worst(i: int) -> str:
+        path, total = max(over[i], key=lambda m: m[1])
+        return f"{path} needs {total / 1e9:.0f} GB per GPU"
+
+    reasons = []
+    if fsdp_auto:
+        if ex.workers_per_trial == 1:
+            why = "one worker per trial: nothing to shard over"
+        elif fsdp:
+            why = f"without it {worst(0)}, over {budget / 1e9:.0f} GB"
+        else:
+            why = "every step fits without it" if not over[0] else "it fits no more steps"
+        reasons.append(f"execution.fsdp {str(fsdp).lower()} ({why})")
+    if checkpointing_auto:
+        before = chosen - 1 if checkpointing else chosen
+        if ppo:
+            why = "a PPO stage: TRL's PPOTrainer never turns it on"
+        elif checkpointing:
+            why = f"{'with FSDP ' if fsdp else ''}{'alone ' if fsdp else 'without it '}{worst(before)}"
+        else:
+            why = "every step fits without it" if not over[chosen] else "it fits no more steps"
+        reasons.append(f"training.activation_checkpointing {str(checkpointing).lower()} ({why})")
+    if not fitting:
+        reasons.append("no setting of them fits every step")
+    line = f"memory: auto resolved: {'; '.join(reasons)}" if reasons else ""
+    return fsdp, checkpointing, line
+
+
 def memory_preflight(spec: Any, *, local_files_only: bool = False,
                      read_config: Callable[[str], Any] | None = None) -> MemoryReport:
     """The study's memory problems (one per distinct step that does not fit, at its first field
-    path) and one estimate line per distinct step; nothing for a CPU study."""
-    if not spec.execution.gpus_per_trial > 0:
-        return MemoryReport(problems=[], lines=[])
+    path), one estimate line per distinct step (after the line saying what 'auto' resolved to),
+    and the FSDP and checkpointing settings the trials run with; for a CPU study no problems, no
+    lines, and 'auto' off (FSDP needs GPUs, and CPU studies run small models)."""
+    ex, training = spec.execution, spec.training
+    if not ex.gpus_per_trial > 0:
+        return MemoryReport(problems=[], lines=[], fsdp=ex.fsdp is True,
+                            activation_checkpointing=training.activation_checkpointing is True)
     from trainables.memory_model import describe_misfit, estimate
 
     budget = worker_budget(spec)
-    seen: dict[tuple[ModelShape, StepSetup], list[str]] = {}
-    for path, shape, setup in study_steps(spec, local_files_only=local_files_only, read_config=read_config):
-        seen.setdefault((shape, setup), []).append(path)
-    problems, lines = [], []
-    for (shape, setup), paths in seen.items():
+    steps = study_steps(spec, local_files_only=local_files_only, read_config=read_config)
+    fsdp, checkpointing, resolved = resolve_auto(spec, steps, budget)
+    problems, lines = [], [resolved] if resolved else []
+    for (shape, setup), paths in _distinct(steps, fsdp, checkpointing).items():
         also = f" (also {', '.join(paths[1:])})" if len(paths) > 1 else ""
         breakdown = estimate(shape, setup)
         lines.append(f"memory: {paths[0]}{also}: {setup.method}: {breakdown.render()}")
         if not breakdown.fits(budget):
-            problems.append(Problem(paths[0], describe_misfit(shape, setup, budget) + also))
-    return MemoryReport(problems=problems, lines=lines)
+            named = None
+            if setup.method == "curvature":  # suggest a curvature.parameters regex the step fits with
+                from trainables.curvature.budget import named_parameter_sizes
+
+                named = named_parameter_sizes(_model_config(spec, local_files_only, read_config),
+                                              trust_remote_code=spec.model.trust_remote_code)
+            auto = f" ({resolved.removeprefix('memory: ')})" if resolved else ""
+            problems.append(Problem(paths[0], describe_misfit(shape, setup, budget, named) + also + auto))
+    return MemoryReport(problems=problems, lines=lines, fsdp=fsdp, activation_checkpointing=checkpointing)
 
 
 # ---------------------------------------------------------------- evaluation batch sizes

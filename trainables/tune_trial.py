@@ -63,6 +63,8 @@ def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], 
     from ray import tune
 
     plan = plan_for(config)
+    if not isinstance(fsdp, bool):  # execution.fsdp 'auto' is resolved by study.orchestrate, never passed on
+        raise TypeError(f"fsdp must be true or false here (got {fsdp!r})")
     if workers < 1:
         raise ValueError(f"workers must be ≥ 1 (got {workers})")
     if executor == "function" and workers != 1:
@@ -120,8 +122,11 @@ def train_worker_loop(config: dict[str, Any]) -> None:
     from trainables.chain import run_chain
     from trainables.distributed import FSDP_ENV
 
+    fsdp = config.get("fsdp", False)
+    if not isinstance(fsdp, bool):  # 'auto' is resolved by study.orchestrate before any trial starts
+        raise TypeError(f"fsdp must be true or false in a worker (got {fsdp!r})")
     hide_gpus_unless_asked(config["gpus"])
-    os.environ[FSDP_ENV] = "1" if config.get("fsdp") else "0"
+    os.environ[FSDP_ENV] = "1" if fsdp else "0"
     _limit_threads(config["cpus"])
     run_chain(config["plan"], report=ray.train.report, executor="train")
 

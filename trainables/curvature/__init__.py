@@ -46,11 +46,12 @@ max_iterations)`:
     (ARPACK keeps 5 on the device and ncv + 7 float64 vectors on the host)
 
 A measurement runs its algorithms one after another, so its peak is the largest of them
-(`peak_vectors`). Times n × 4 bytes, it must fit in `CURVATURE_VECTOR_BUDGET_BYTES` (32 GiB:
-343M parameters at the defaults): `study run` refuses a larger Hessian before training, on
-`curvature.parameters` with a suggested regex (at 7B, Llama-2's last decoder layer), and
-`measure_curvature` refuses it (and, on a GPU, vectors beyond the free memory) before its first
-HVP. The model's weights and the double backward's activations are the memory model's to add.
+(`peak_vectors`). On a GPU the memory model judges the whole step (weights, activations and
+these vectors against the GPU, trainables/memory_model.py) when the study is validated, and
+`measure_curvature` refuses vectors beyond the GPU's free memory before its first HVP; on a CPU,
+n × 4 bytes times the count must fit in `CURVATURE_VECTOR_BUDGET_BYTES` (32 GiB: 343M parameters
+at the defaults), checked by `study run` before training and by `measure_curvature`. Each
+refusal names `curvature.parameters` with a suggested regex (at 7B, Llama-2's last layers).
 
 Dependencies: hessian-eigenthings (1.0.0a5) and scipy (ARPACK), imported when this package is.
 

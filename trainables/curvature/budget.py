@@ -28,12 +28,14 @@ they were; above that, torch on the operator's device.
 
 How large a subset may be (`max_subset_parameters`): the algorithms run one after the other, so
 the peak is the largest count among those asked; n × that count × 4 bytes must fit in
-CURVATURE_VECTOR_BUDGET_BYTES. Above it a study is refused with a problem naming
-`curvature.parameters` and a suggested regex (the last decoder layers that fit): at 7B the
-paper's full-model Hessian does not fit one GPU, and measuring a subset silently would change
-what the number means. `study run` checks it before anything trains (study/orchestrate.py,
-`check_curvature`, from the model's config built on the meta device);
-`measure_curvature` checks it again, with the GPU's free memory, before it spends an HVP.
+CURVATURE_VECTOR_BUDGET_BYTES. This fixed budget judges CPU studies: `study run` checks it before
+anything trains (study/orchestrate.py, `check_curvature`, from the model's config built on the
+meta device) and `measure_curvature` again on a CPU worker. A GPU study's curvature is judged once,
+by the memory model's curvature step against the whole GPU (trainables/memory_model.py, whose
+advice uses `suggest_subset` too), and on the GPU by its free memory before the first HVP. Above
+either a study is refused with a problem naming `curvature.parameters` and a suggested regex (the
+last decoder layers that fit): at 7B the paper's full-model Hessian does not fit one GPU, and
+measuring a subset silently would change what the number means.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ CURVATURE_DTYPE_BYTES = 4
 ARPACK_HOST_BYTES = 1 << 30
 """ARPACK (float64, on the host) is used while its vectors fit in this; torch Lanczos above."""
 CURVATURE_VECTOR_BUDGET_BYTES = 32 << 30
-"""What the algorithm's vectors may take on one GPU: an 80 GB GPU less a 7B model's float32
+"""What the algorithm's vectors may take on a CPU worker (GPU studies: the memory model). Sized as
+on one GPU: an 80 GB GPU less a 7B model's float32
 curvature copy (27 GB) and the double-backward activations of a curvature batch (~20 GB).
 At the default settings (25 vectors) that is 343M parameters: Llama-2-7B's last decoder layer
 (202M) fits, two (405M) do not."""

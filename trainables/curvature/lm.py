@@ -157,27 +157,31 @@ def measure_curvature(model: Any, tokenizer: Any, examples: Sequence[Any], *, al
 
 def check_fits(model: Any, operator: Any, param_regex: str | None, *, algorithms: Sequence[str], top_k: int,
                max_iterations: int, trace_samples: int) -> None:
-    """ValueError naming curvature.parameters when the Hessian is taken over more parameters than
-    the vector budget allows (`budget.subset_problem`, the check `study run` makes before
-    training), or, on a GPU, when the algorithms' vectors exceed its free memory."""
+    """ValueError naming curvature.parameters when the algorithms' vectors do not fit: on a GPU,
+    its free memory beside the model (the study was judged by the memory model before it ran);
+    elsewhere the fixed vector budget (`budget.subset_problem`, the check `study run` makes for
+    CPU studies before training). Both name a subset that would fit."""
     import torch
 
-    from trainables.curvature.budget import peak_vectors, subset_problem
+    from trainables.curvature.budget import CURVATURE_DTYPE_BYTES, peak_vectors, subset_problem, suggest_subset
 
     sizes = [(name, p.numel()) for name, p in model.named_parameters() if p.requires_grad]
-    problem = subset_problem(sizes, param_regex, algorithms=algorithms, top_k=top_k, max_iterations=max_iterations,
-                             trace_samples=trace_samples)
-    if problem is not None:
-        raise ValueError(f"curvature.parameters: {problem}")
     device = torch.device(operator.device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        vectors = peak_vectors(algorithms, top_k, max_iterations, trace_samples)
-        need = vectors * operator.size * operator.dtype.itemsize
-        if need > free:
-            raise ValueError(
-                f"curvature.parameters: {vectors} vectors of {operator.size:,} parameters need {need / 2**30:.1f} GiB, "
-                f"{device} has {free / 2**30:.1f} GiB free beside the model: select fewer parameters")
+    if device.type != "cuda":
+        problem = subset_problem(sizes, param_regex, algorithms=algorithms, top_k=top_k,
+                                 max_iterations=max_iterations, trace_samples=trace_samples)
+        if problem is not None:
+            raise ValueError(f"curvature.parameters: {problem}")
+        return
+    free, _ = torch.cuda.mem_get_info(device)
+    vectors = peak_vectors(algorithms, top_k, max_iterations, trace_samples)
+    need = vectors * operator.size * operator.dtype.itemsize
+    if need > free:
+        suggestion = suggest_subset(sizes, free // (vectors * CURVATURE_DTYPE_BYTES))
+        hint = f", e.g. '{suggestion[0]}' ({suggestion[1]:,} parameters)" if suggestion else ""
+        raise ValueError(
+            f"curvature.parameters: {vectors} vectors of {operator.size:,} parameters need {need / 2**30:.1f} GiB, "
+            f"{device} has {free / 2**30:.1f} GiB free beside the model: select fewer parameters{hint}")
 
 
 def load_model_for_curvature(path: str, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
