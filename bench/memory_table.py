@@ -9,7 +9,10 @@ device instead of downloaded ones: Llama-2-7B (meta-llama/Llama-2-7b-hf: hidden 
 32 heads, intermediate 11008, vocabulary 32000) and the paper's reward model
 OpenAssistant/reward-model-deberta-v3-large-v2 (DeBERTa-v3-large). Columns: the largest
 training step on one GPU, and the fewest FSDP workers (one GPU each) at which every training
-step fits 80 GB and 141 GB GPUs; curvature (paper-curvature) is reported on its own line.
+step fits 80 GB and 141 GB GPUs with the engine's defaults (`execution.fsdp` and
+`training.activation_checkpointing` left at `auto`: FSDP, then activation checkpointing, when a
+step does not fit; never checkpointing for PPO), and on 80 GB GPUs without checkpointing;
+curvature (paper-curvature) is reported on its own line.
 """
 
 from __future__ import annotations
@@ -39,26 +42,29 @@ def published_config(name: str):
     raise KeyError(f"no published config for {name!r} here")
 
 
-def with_execution(path, *, workers: int, gpu_gb: float, curvature: bool):
+def with_execution(path, *, workers: int, gpu_gb: float, curvature: bool, checkpointing: str = "false"):
     """The preset as `study validate` loads it with these --set values (its checks included:
-    e.g. every batch size of a grid must split over the workers); None when they refuse it."""
+    e.g. every batch size of a grid must split over the workers); None when they refuse it.
+    FSDP is on for several workers ('auto' would turn it on exactly when a step needs it, which
+    does not change which worker counts fit); `checkpointing`: 'auto' (the default) or 'false'."""
     from study.spec_loading import SpecError, load_spec_file
 
     sets = [f"execution.workers_per_trial={workers}", f"execution.gpus_per_trial={workers}",
             f"execution.fsdp={'true' if workers > 1 else 'false'}", f"execution.gpu_memory_gb={gpu_gb}",
             f"curvature.enabled={'true' if curvature else 'false'}",
-            "training.activation_checkpointing=false"]  # the table counts FSDP workers without checkpointing
+            f"training.activation_checkpointing={checkpointing}"]
     try:
         return load_spec_file(path, sets)
     except SpecError:
         return None
 
 
-def fewest_workers(path, gpu_gb: float, *, curvature: bool = False) -> int | None:
+def fewest_workers(path, gpu_gb: float, *, curvature: bool = False, checkpointing: str = "auto") -> int | None:
     from trainables.memory_preflight import memory_preflight
 
     for workers in WORKERS:
-        candidate = with_execution(path, workers=workers, gpu_gb=gpu_gb, curvature=curvature)
+        candidate = with_execution(path, workers=workers, gpu_gb=gpu_gb, curvature=curvature,
+                                   checkpointing=checkpointing)
         if candidate is not None and not memory_preflight(candidate, read_config=published_config).problems:
             return workers
     return None
@@ -81,21 +87,24 @@ def rows() -> list[str]:
     def fit(n):
         return "1 GPU" if n == 1 else (f"FSDP × {n}" if n else "none ≤ 16")
 
-    out = ["| preset | max_length | largest step (1 GPU) | per GPU | fits 80 GB | fits 141 GB |",
-           "|---|---|---|---|---|---|"]
+    out = ["| preset | max_length | largest step (1 GPU) | per GPU | fits 80 GB | fits 141 GB | "
+           "80 GB without checkpointing |",
+           "|---|---|---|---|---|---|---|"]
     for name, path in preset_paths().items():
         if not name.startswith("paper-"):
             continue
         spec = load_spec_file(path)
         step_path, setup, breakdown = largest_step(path)
         fits = [fit(fewest_workers(path, gb)) for gb in GPU_SIZES]
+        fits.append(fit(fewest_workers(path, 80, checkpointing="false")))
         out.append(f"| `{name}` | {spec.model.max_length} | {setup.method} ({step_path}, batch {setup.batch_size}) | "
-                   f"{breakdown.total / GB:.0f} GB | {fits[0]} | {fits[1]} |")
+                   f"{breakdown.total / GB:.0f} GB | {' | '.join(fits)} |")
         if spec.curvature.enabled:
             fits = [fit(fewest_workers(path, gb, curvature=True)) for gb in GPU_SIZES]
+            fits.append(fit(fewest_workers(path, 80, curvature=True, checkpointing="false")))
             out.append(f"| `{name}` with curvature | {spec.model.max_length} | curvature (after stage "
                        f"{', '.join(map(str, spec.curvature.stages))}) | {_curvature_gb(path):.0f} GB | "
-                       f"{fits[0]} | {fits[1]} |")
+                       f"{' | '.join(fits)} |")
     return out
 
 

@@ -237,8 +237,10 @@ def test_validate_downloads_no_config(capsys, monkeypatch):
 
 
 def test_readme_table_row_for_paper_ordering():
-    """bench/memory_table.py, which writes the README's table: paper-ordering needs FSDP over 8
-    GPUs of 80 GB, over 4 of 141 GB; paper-batch-size's batch-2 grid point allows 2 workers at most."""
+    """bench/memory_table.py, which writes the README's table: paper-ordering needs FSDP over 2
+    GPUs of 80 GB with the default checkpointing (68.4 GB per GPU), one of 141 GB (136.3 GB), and
+    FSDP over 8 GPUs of 80 GB without checkpointing; paper-batch-size's batch-2 grid point allows
+    2 workers at most."""
     import importlib.util
     from pathlib import Path
 
@@ -250,8 +252,9 @@ def test_readme_table_row_for_paper_ordering():
     spec.loader.exec_module(table)
     assert model_shape(table.published_config("meta-llama/Llama-2-7b-hf")).params == 6_738_415_616
     presets = preset_paths()
-    assert table.fewest_workers(presets["paper-ordering"], 80) == 8
-    assert table.fewest_workers(presets["paper-ordering"], 141) == 4
+    assert table.fewest_workers(presets["paper-ordering"], 80) == 2
+    assert table.fewest_workers(presets["paper-ordering"], 141) == 1
+    assert table.fewest_workers(presets["paper-ordering"], 80, checkpointing="false") == 8
     assert table.with_execution(presets["paper-batch-size"], workers=4, gpu_gb=80, curvature=False) is None
 
 

@@ -374,6 +374,17 @@ def test_models_go_to_the_ranks_own_device(cuda, count, local_rank, device, monk
     # Straight to the GPU (no full copy in host RAM first); on CPU the plain load.
     assert asked.get("device_map") == ({"": torch.device(device)} if cuda else None)
 
+    # A reward model too: this rank's GPU, not the node's first.
+    from types import SimpleNamespace
+
+    from trainables.stages.reward_model import load_reward_model
+
+    asked.clear()
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained",
+                        lambda path, **kwargs: asked.update(kwargs) or SimpleNamespace(config=SimpleNamespace()))
+    load_reward_model(str(tiny_model_path), model_dtype="auto")
+    assert asked.get("device_map") == ({"": torch.device(device)} if cuda else None)
+
 
 @pytest.fixture
 def restored_threads():

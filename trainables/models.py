@@ -102,6 +102,14 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
+def on_this_ranks_device() -> dict[str, Any]:
+    """`from_pretrained` arguments that load straight onto this rank's GPU (trainables.ranks), so
+    the weights never make a full copy in host RAM; none on CPU. One device in the map, so
+    transformers adds no dispatch hooks and a trainer may wrap the model."""
+    device = model_device()
+    return {"device_map": {"": device}} if device.type != "cpu" else {}
+
+
 def load_model_and_tokenizer(path: str, *, dtype: str = "auto", attn_implementation: str | None = None,
                              trust_remote_code: bool = False) -> tuple[Any, Any]:
     """A causal LM and its tokenizer from a local folder (safetensors only) or a Hub id.
@@ -111,14 +119,10 @@ def load_model_and_tokenizer(path: str, *, dtype: str = "auto", attn_implementat
     """
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": weights_dtype(dtype), **pretrained_kwargs(path, trust_remote_code=trust_remote_code)}
+    kwargs: dict[str, Any] = {"dtype": weights_dtype(dtype), **pretrained_kwargs(path, trust_remote_code=trust_remote_code),
+                              **on_this_ranks_device()}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    device = model_device()
-    if device.type != "cpu":
-        # Straight onto this rank's GPU: the weights never make a full copy in host RAM. One
-        # device in the map, so transformers adds no dispatch hooks and the trainer may wrap it.
-        kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     return model, tokenizer

@@ -45,21 +45,19 @@ def load_reward_model(path: str, *, model_dtype: str, trust_remote_code: bool = 
 
     Same safeguards as the policy (`trainables.models.pretrained_kwargs`): a local folder (the
     reward model trained here, or a local `reward.model` path) loads safetensors only, and
-    custom code runs only with `trust_remote_code=True`.
+    custom code runs only with `trust_remote_code=True`; loaded straight onto this rank's GPU,
+    as the policy is (not onto the first GPU of the node).
     """
-    import torch
     from transformers import AutoModelForSequenceClassification
 
-    from trainables.models import load_tokenizer, pretrained_kwargs, weights_dtype
+    from trainables.models import load_tokenizer, on_this_ranks_device, pretrained_kwargs, weights_dtype
 
-    kwargs = pretrained_kwargs(path, trust_remote_code=trust_remote_code)
+    kwargs = {**pretrained_kwargs(path, trust_remote_code=trust_remote_code), **on_this_ranks_device()}
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=weights_dtype(model_dtype),
                                                                **kwargs)
     # Llama's classification head pools the last non-pad token: it must know the pad id.
     model.config.pad_token_id = tokenizer.pad_token_id
-    if torch.cuda.is_available():
-        model = model.to("cuda")
     return model, tokenizer
 
 

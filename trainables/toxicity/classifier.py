@@ -68,10 +68,11 @@ class HubSequenceClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from trainables.models import pretrained_kwargs
+        from trainables.ranks import model_device
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or str(model_device())  # this rank's GPU (the writer's), else the CPU
         self.batch_size = batch_size
         self.max_length = max_length
         self.tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, trust_remote_code=bool(trust_remote_code))
