@@ -572,3 +572,68 @@ def test_dpo_precompute_and_reward_model_over_two_ranks(single_process, tiny_mod
     assert rank0["reward_weights"] == rank1["reward_weights"]
     assert rank0["plain_class"] == "LlamaForSequenceClassification" and rank0["plain_vs_full"] == 0.0
     assert "plain_class" not in rank1
+
+
+def _eval_plan(data_dir, model_path, study_dir):
+    from study.planner import build_plans
+    from study.spec_loading import spec_from_dict
+
+    spec = spec_from_dict({
+        "name": "ev", "model": {"name": "tiny", "max_length": 256}, "data_dir": str(data_dir),
+        "tasks": {"toxigen_qa": {"train_size": 8, "eval_size": 24, "eval_modes": ["score", "generate"]},
+                  "arc_easy": {"eval_size": 21}},
+        "eval_tasks": ["toxigen_qa", "arc_easy"],
+        "training": {"eval_batch_size": 4}, "generation": {"batch_size": 3, "answer_max_new_tokens": 6},
+        "chains": {"c": [{"task": "toxigen_qa"}]},
+    })
+    return build_plans(spec, study_dir=study_dir, data_dir=str(data_dir), base_model_path=str(model_path),
+                       chat=False)[0]
+
+
+def _shared_eval_worker(rank: int, world: int, port: int, model_path: str, data_dir: str, out_dir: str) -> None:
+    """One of two plain torch processes (gloo): the chain's evaluation of one model, every rank
+    running its share of the batches (evaluate_rows(shared=True))."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    from trainables import chain
+    from trainables.evaluation.dispatch import evaluate_rows
+    from trainables.models import load_model_and_tokenizer
+
+    batches = []  # one entry per forward pass this rank ran
+    plan = _eval_plan(data_dir, model_path, Path(out_dir) / "study")
+    model, tokenizer = load_model_and_tokenizer(model_path, dtype="float32")
+    model.register_forward_pre_hook(lambda module, args, kwargs: batches.append(1), with_kwargs=True)
+    evals, predictions = evaluate_rows(plan, model, tokenizer, chain.plan_eval_sets(plan), shared=True)
+    Path(out_dir, f"eval{rank}.json").write_text(json.dumps({"evals": evals, "predictions": predictions,
+                                                              "forwards": len(batches)}))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_evaluation_shared_over_two_ranks_equals_one_process(single_process, tiny_model_path, data_dir, tmp_path):
+    """Each rank runs every other batch of the option scoring and of the generated answers; the
+    rows both ranks end with are exactly one process's (same batches, same kernels), and each
+    rank ran only part of the forward passes."""
+    import torch.multiprocessing as mp
+
+    from trainables import chain
+    from trainables.evaluation.dispatch import evaluate_rows
+    from trainables.models import load_model_and_tokenizer
+
+    mp.spawn(_shared_eval_worker, args=(2, _free_port(), str(tiny_model_path), str(data_dir), str(tmp_path)), nprocs=2)
+    ranks_out = [json.loads((tmp_path / f"eval{r}.json").read_text()) for r in range(2)]
+
+    torch.set_num_threads(1)  # as each rank: the same kernels, bit for bit
+    plan = _eval_plan(data_dir, tiny_model_path, tmp_path / "one")
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
+    forwards = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: forwards.append(1), with_kwargs=True)
+    evals, predictions = evaluate_rows(plan, model, tokenizer, chain.plan_eval_sets(plan))
+    one = json.loads(json.dumps({"evals": evals, "predictions": predictions}))  # as the ranks wrote them
+    for out in ranks_out:
+        assert out["evals"] == one["evals"] and out["predictions"] == one["predictions"]
+    assert {p["mode"] for p in one["predictions"]} == {"score", "generate"}
+    assert 0 < ranks_out[0]["forwards"] < len(forwards) and 0 < ranks_out[1]["forwards"] < len(forwards)
+    assert ranks_out[0]["forwards"] + ranks_out[1]["forwards"] == len(forwards)

@@ -8,7 +8,8 @@ Reads top to bottom like the data flow in docs/architecture.md:
                         free the last stage's models ─► (online RL: train its reward model)
                         ─► load previous weights ─► train (method's runner) ─► checkpoint
                     ─► evaluate every eval task (stored per stage, reused too), in the study's
-                       one evaluation precision whether the model was trained here or loaded
+                       one evaluation precision whether the model was trained here or loaded,
+                       every rank of the trial running a share of the batches
                     ─► this trial's rows ─► Parquet ─► report metrics
 
 A stage whose loss or weights become non-finite is recorded as diverged (trials.status
@@ -80,7 +81,10 @@ def run_chain(plan: TrialPlan, *, report: Reporter | None = None, executor: str 
     register_plan_tasks(plan)
     if not ranks.is_writer():
         # Ranks > 0 of a multi-worker trial only train, when rank 0 says so (trainables.distributed).
-        distributed.follow({"train": lambda *args: follow_training(plan, *args), "report": lambda: report({})})
+        eval_sets: dict[str, list] = {}
+        distributed.follow({"train": lambda *args: follow_training(plan, *args),
+                            "evaluate": lambda path: follow_evaluation(plan, path, eval_sets),
+                            "report": lambda: report({})})
         return {}
     report = distributed.leading_report(report)
     chain = _ChainRun(plan, executor)
@@ -125,11 +129,7 @@ class _ChainRun:
 
     def eval_sets(self) -> dict[str, list]:
         if self._eval_sets is None:
-            self._eval_sets = {
-                e.task: load_examples(e.task, "eval", size=e.size, data_dir=self.plan.data_dir,
-                                      data_seed=self.plan.data_seed, limit=e.limit, option_counts=e.option_counts)
-                for e in self.plan.eval_tasks
-            }
+            self._eval_sets = plan_eval_sets(self.plan)
         return self._eval_sets
 
     def model_at(self, key: str, path: str | Path) -> tuple[Any, Any]:
@@ -300,7 +300,9 @@ class _ChainRun:
         if entry.has_measure("evals", self.keys.evals) and entry.has_measure("predictions", self.keys.evals):
             return
         model, tokenizer = self.model_at(key, path)
-        eval_rows, prediction_rows = evaluate_rows(self.plan, model, tokenizer, self.eval_sets())
+        # The other ranks load the same weights and run their share of every batch list with us.
+        distributed.lead("evaluate", str(path))
+        eval_rows, prediction_rows = evaluate_rows(self.plan, model, tokenizer, self.eval_sets(), shared=True)
         entry.write_measure("predictions", self.keys.evals, prediction_rows)
         entry.write_measure("evals", self.keys.evals, eval_rows)
 
@@ -433,6 +435,28 @@ def follow_training(plan: TrialPlan, stage: StagePlan, previous_path: str, stage
         shutil.rmtree(work_dir, ignore_errors=True)
         del inputs
         release_memory()  # the next stage this rank trains starts from an empty GPU
+
+
+def plan_eval_sets(plan: TrialPlan) -> dict[str, list]:
+    """Every eval task's examples, as each stage is evaluated on them."""
+    return {e.task: load_examples(e.task, "eval", size=e.size, data_dir=plan.data_dir, data_seed=plan.data_seed,
+                                  limit=e.limit, option_counts=e.option_counts)
+            for e in plan.eval_tasks}
+
+
+def follow_evaluation(plan: TrialPlan, path: str, eval_sets: dict[str, list]) -> None:
+    """A follower's part of an evaluation rank 0 leads: the same weights read from `path`, its
+    share of every batch (trainables.evaluation.over_ranks), no writes. `eval_sets`: the
+    follower's cache of the eval examples, filled on first use."""
+    if not eval_sets:
+        eval_sets.update(plan_eval_sets(plan))
+    model, tokenizer = load_model_and_tokenizer(path, dtype=plan.model.dtype,
+                                                trust_remote_code=plan.model.trust_remote_code)
+    try:
+        evaluate_rows(plan, model, tokenizer, eval_sets, shared=True)
+    finally:
+        del model
+        release_memory()
 
 
 def _train_examples(plan: TrialPlan, stage: StagePlan) -> list:

@@ -13,9 +13,10 @@ stage with the same weights. Nothing from `ray.train.huggingface` is needed: its
 `prepare_trainer` only adapts Ray Data datasets, and we pass HF datasets.
 
 Rank 0 (the "writer") runs the chain as with one worker: stage store locks, checkpoints, Parquet
-parts, evaluation, curvature. The other ranks ("followers") only train: rank 0 tells them what to
-do with `lead(command, *args)` and they run it in `follow(handlers)` (the training step of a
-stage, a report), until `release_followers()`. So rank 0's control flow (reuse or train, start
+parts, evaluation results, curvature. The other ranks ("followers") only train and evaluate:
+rank 0 tells them what to do with `lead(command, *args)` and they run it in `follow(handlers)`
+(the training step of a stage, their share of an evaluation's batches, a report), until
+`release_followers()`. So rank 0's control flow (reuse or train, start
 points, divergence) never has to be mirrored on the other ranks, only the collective parts are.
 
 Waiting: inside a Ray Train worker, every wait on rank 0 goes through Ray Train's own barrier

@@ -8,7 +8,8 @@ Which evaluator runs depends on the task's kind and the modes the study asked fo
 - generation tasks: greedy continuations judged by a toxicity classifier (safety.py, with the
   classifiers of trainables/toxicity/), metric safe.
 Every evaluator runs in the plan's evaluation precision (precision.py), whichever road the model
-came by (loaded, trained here, consolidated).
+came by (loaded, trained here, consolidated); in a multi-worker trial every rank runs a share of
+its batches (over_ranks.py).
 Rows come back with stage = -1; the chain fills in the stage number when it publishes them.
 """
 
@@ -23,6 +24,7 @@ from tasks import get_task
 from tasks.definition import PRIMARY_METRIC
 from trainables.evaluation import generated_answers
 from trainables.evaluation.option_scoring import evaluate_examples, grouped_accuracy_rows
+from trainables.evaluation.over_ranks import over_ranks
 from trainables.evaluation.precision import scoring
 from trainables.machine_cache import classifiers_cache
 from trainables.tokenization import encoder_for
@@ -32,14 +34,17 @@ def primary_metric(task: str) -> str:
     return PRIMARY_METRIC[get_task(task).kind]
 
 
-def evaluate_rows(plan: TrialPlan, model: Any, tokenizer: Any, eval_sets: dict[str, list]) -> tuple[list, list]:
+def evaluate_rows(plan: TrialPlan, model: Any, tokenizer: Any, eval_sets: dict[str, list], *,
+                  shared: bool = False) -> tuple[list, list]:
     """Rows of the evals and predictions tables for one model (stage column filled in later).
     Every task is tokenized through the plan model's AnswerEncoder (plain text or chat template),
-    and the model runs in the plan's evaluation precision (trainables.evaluation.precision)."""
+    and the model runs in the plan's evaluation precision (trainables.evaluation.precision).
+    `shared`: every rank of the trial calls this together, each running its share of the model's
+    batches (trainables.evaluation.over_ranks); every rank gets the same rows."""
     tokenizer = encoder_for(plan.model, tokenizer)
     eval_rows: list[dict[str, Any]] = []
     prediction_rows: list[dict[str, Any]] = []
-    with scoring(model, plan.eval_precision) as model:
+    with scoring(model, plan.eval_precision) as model, over_ranks(shared):
         for entry in plan.eval_tasks:
             name = entry.task
             items = eval_sets[name]

@@ -31,6 +31,7 @@ def generate_continuations(
     import torch
 
     from trainables.evaluation.option_scoring import left_padded
+    from trainables.evaluation.over_ranks import merged, my_batches
     from trainables.tokenization import as_encoder
 
     if max_new_tokens < 1:
@@ -40,14 +41,14 @@ def generate_continuations(
     tokenizer = encoder.tokenizer
     encoded = [ids[-budget:] for ids in encoder.prompt_ids(prompts)]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    outputs: list[str] = [""] * len(encoded)
+    mine: dict[int, str] = {}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
+            for start in my_batches(range(0, len(order), batch_size)):  # this rank's share (evaluation.over_ranks)
                 rows = order[start : start + batch_size]
                 # generate() derives position ids from the mask itself.
                 input_ids, attention, _ = left_padded([encoded[i] for i in rows], pad_id)
@@ -67,7 +68,8 @@ def generate_continuations(
                     top_k=None,
                 )
                 for r, i in enumerate(rows):
-                    outputs[i] = tokenizer.decode(generated[r, width:], skip_special_tokens=True)
+                    mine[i] = tokenizer.decode(generated[r, width:], skip_special_tokens=True)
     finally:
         model.train(was_training)
-    return outputs
+    outputs = merged(mine)
+    return [outputs[i] for i in range(len(encoded))]

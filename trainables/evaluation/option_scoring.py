@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from contract.schema import ACCURACY_METRIC, ALL, PRIMARY_GROUPING, PRIMARY_GROUPINGS
+from trainables.evaluation.over_ranks import merged, my_batches
 from trainables.tokenization import as_encoder, common_prefix_length
 
 Facet = tuple[str, str]
@@ -152,7 +153,8 @@ def _full_sequence_scores(model: Any, tokenizer: Any, pairs: list, scores: list[
     pad_id = _pad_id(tokenizer)
     # A Hugging Face model would otherwise build a KV cache of the whole batch for nothing.
     extra = {"use_cache": False} if can_share_context(model) else {}
-    for start in range(0, len(order), batch_size):
+    mine: dict[tuple[int, int], float] = {}
+    for start in my_batches(range(0, len(order), batch_size)):  # this rank's share (evaluation.over_ranks)
         batch = [pairs[i] for i in order[start : start + batch_size]]
         keep = max(p[3] for p in batch)
         # The model reads ids[:-1]; its last `keep` positions predict the last `keep` tokens.
@@ -172,7 +174,9 @@ def _full_sequence_scores(model: Any, tokenizer: Any, pairs: list, scores: list[
         scored = torch.arange(keep, device=logprobs.device)[None, :] >= (keep - n_scored)[:, None]
         sums = torch.where(scored, token_lp, 0.0).sum(-1).tolist()
         for (ei, oi, _, _), value in zip(batch, sums):
-            scores[ei][oi] = float(value)
+            mine[ei, oi] = float(value)
+    for (ei, oi), value in merged(mine).items():
+        scores[ei][oi] = value
 
 
 def left_padded(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, Any]:
@@ -207,7 +211,8 @@ def _shared_context_scores(model: Any, tokenizer: Any, units: list[_Unit], score
     pad_id = _pad_id(tokenizer)
     # Rows with nothing to score (max_length of 1) keep their score of 0.
     units = [_Unit(u.head, [r for r in u.rows if r[3] > 0]) for u in units if u.head]
-    for batch in _unit_batches([u for u in units if u.rows], batch_size):
+    mine: dict[tuple[int, int], float] = {}
+    for batch in my_batches(_unit_batches([u for u in units if u.rows], batch_size)):  # (evaluation.over_ranks)
         # 1. Every head once, left-padded; keep its cache and its last position's logits.
         head_ids, head_mask, positions = left_padded([u.head for u in batch], pad_id)
         out = model(
@@ -261,7 +266,9 @@ def _shared_context_scores(model: Any, tokenizer: Any, units: list[_Unit], score
             totals = totals.index_add(0, torch.tensor(long_rows, device=totals.device), rest.to(totals.device))
         del cache, out
         for (_, ei, oi, _, _), value in zip(rows, totals.tolist()):
-            scores[ei][oi] = float(value)
+            mine[ei, oi] = float(value)
+    for (ei, oi), value in merged(mine).items():
+        scores[ei][oi] = value
 
 
 def option_scores(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_size: int, max_length: int,
