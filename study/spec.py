@@ -247,7 +247,7 @@ class TrainingSpec:
     """Option rows per scoring batch. 'auto': 32 on CPU studies (their workers' memory is not
     known to the driver); on GPU studies the largest power of two (≤ 256) whose scoring estimate
     fits one GPU's execution.gpu_memory_gb at model.max_length in the evaluation precision
-    (trainables.memory_model.largest_eval_batch), resolved by `study run` before planning and
+    (trainables.eval_memory.largest_eval_batch), resolved by `study run` before planning and
     printed by `study validate`. The number planned enters the measure keys and (as every
     eval_batch_size always has) the stage keys. Not the default: plan parts built from this
     dataclass's defaults (tests, bench scripts) need a number, and a number keeps its keys when

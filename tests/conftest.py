@@ -52,3 +52,31 @@ def family_model_path(data_dir, tmp_path_factory):
         return ensure_family_model(name, corpus(), root)
 
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_shape():
+    """The tiny architecture's ModelShape (the memory model's view of it, tests/model_shapes.py)."""
+    from tests.model_shapes import tiny_config
+    from trainables.memory_model import model_shape
+
+    return model_shape(tiny_config())
+
+
+@pytest.fixture(scope="session")
+def llama7b():
+    """Llama-2-7B's ModelShape, from its published config on the meta device."""
+    from tests.model_shapes import llama7b_config
+    from trainables.memory_model import model_shape
+
+    return model_shape(llama7b_config())
+
+
+@pytest.fixture(scope="session")
+def llama7b_folder(tmp_path_factory):
+    """A folder with Llama-2-7B's config.json only (what the memory check reads)."""
+    from tests.model_shapes import llama7b_config
+
+    folder = tmp_path_factory.mktemp("llama7b")
+    llama7b_config().save_pretrained(folder)
+    return str(folder)

@@ -7,53 +7,33 @@ from __future__ import annotations
 
 import pytest
 
-from trainables.memory_model import (CUDA_RUNTIME_BYTES, EVAL_BATCH_CAP, GB, EvalSetup, eval_estimate,
-                                     largest_eval_batch, layer_inference_bytes, model_shape)
-
-LLAMA2_7B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-                 intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig
-
-    from trainables.tiny_model import TINY_ARCH
-
-    return model_shape(LlamaConfig(vocab_size=2048, **TINY_ARCH))
-
-
-@pytest.fixture(scope="module")
-def llama7b():
-    from transformers import LlamaConfig
-
-    return model_shape(LlamaConfig(**LLAMA2_7B))
-
+from trainables.eval_memory import EVAL_BATCH_CAP, EvalSetup, eval_estimate, largest_eval_batch
+from trainables.memory_model import CUDA_RUNTIME_BYTES, GB, layer_inference_bytes
 
 # ---------------------------------------------------------------- the estimate, by hand
 
 
-def test_tiny_scoring_estimate_by_hand(tiny):
+def test_tiny_scoring_estimate_by_hand(tiny_shape):
     """2 option rows of 16 tokens, 4 answer tokens, float32 weights under bf16 autocast."""
     h, i, kv, v, p, layers = 64, 176, 64, 2048, 362816, 2
     c, r = 2, 4
     per_token = max(r * h + 8 * h + r * h,                                          # RMSNorm: 1024
                     2 * r * h + c * h + c * (h + 2 * kv) + c * (h + kv) + c * h,    # attention: 1408
                     2 * r * h + c * h + 3 * c * i)                                  # MLP: 1696
-    assert per_token == layer_inference_bytes(tiny, weight_bytes=4, compute_bytes=2) == 1696
+    assert per_token == layer_inference_bytes(tiny_shape, weight_bytes=4, compute_bytes=2) == 1696
     token_kv = layers * 2 * kv * c  # 512: a key and a value per layer, bf16
     weights, cast = 4 * p, 2 * v * h  # the LM head's bf16 cast is the largest weight cast
     cache = 2 * (16 + 4) * token_kv
     prefill = 2 * (16 * per_token + 3 * 16 * 16) + 2 * v * (2 + 8)  # layer, bool + bf16 mask; last logits
     tail = 2 * (4 * per_token + 3 * 4 * 20 + 16 * token_kv // layers) + 2 * 4 * v * (2 + 8)
     assert (prefill, tail) == (96768, 186080)
-    got = eval_estimate(tiny, EvalSetup(seq_len=16, answer_tokens=4), 2, "scoring")
+    got = eval_estimate(tiny_shape, EvalSetup(seq_len=16, answer_tokens=4), 2, "scoring")
     assert got.phase == "scoring answer pass"
     assert got.total == weights + cast + CUDA_RUNTIME_BYTES + cache + tail
     assert (got.weights, got.weight_cast, got.kv_cache) == (weights, cast, cache)
 
 
-def test_tiny_generation_estimate_by_hand(tiny):
+def test_tiny_generation_estimate_by_hand(tiny_shape):
     """2 prompts, 4 new tokens within 16, float32 scoring (no autocast): 4-byte activations."""
     h, i, kv, v, p, layers = 64, 176, 64, 2048, 362816, 2
     c, r = 4, 4
@@ -65,14 +45,14 @@ def test_tiny_generation_estimate_by_hand(tiny):
     prefill = 2 * (12 * per_token + 5 * 12 * 12) + 2 * v * (4 + 4)  # logits of the last position + float32 copy
     decode = 2 * (per_token + 5 * 16 + 2 * 16 * token_kv // layers) + 2 * v * (4 + 4)
     assert prefill > decode
-    got = eval_estimate(tiny, EvalSetup(seq_len=16, precision="float32", max_new_tokens=4), 2, "generation")
+    got = eval_estimate(tiny_shape, EvalSetup(seq_len=16, precision="float32", max_new_tokens=4), 2, "generation")
     assert got.phase == "generation prefill" and got.weight_cast == 0
     assert got.total == 4 * p + CUDA_RUNTIME_BYTES + cache + prefill
 
 
-def test_bf16_weights_halve_weights_and_cast_nothing(tiny):
-    fp32 = eval_estimate(tiny, EvalSetup(seq_len=16), 2)
-    bf16 = eval_estimate(tiny, EvalSetup(seq_len=16, dtype="bfloat16"), 2)
+def test_bf16_weights_halve_weights_and_cast_nothing(tiny_shape):
+    fp32 = eval_estimate(tiny_shape, EvalSetup(seq_len=16), 2)
+    bf16 = eval_estimate(tiny_shape, EvalSetup(seq_len=16, dtype="bfloat16"), 2)
     assert bf16.weights == fp32.weights / 2 and bf16.weight_cast == 0 and bf16.kv_cache == fp32.kv_cache
 
 
@@ -155,15 +135,6 @@ def test_auto_is_the_old_numbers_on_cpu(data_dir):
     a, p = _plans(auto, data_dir)[0], _plans(pinned, data_dir)[0]
     assert (a.training.eval_batch_size, a.generation.batch_size) == (32, 16)
     assert a.to_dict() == p.to_dict() and measure_keys(a) == measure_keys(p)
-
-
-@pytest.fixture(scope="module")
-def llama7b_folder(tmp_path_factory):
-    from transformers import LlamaConfig
-
-    folder = tmp_path_factory.mktemp("llama7b")
-    LlamaConfig(**LLAMA2_7B).save_pretrained(folder)
-    return str(folder)
 
 
 def test_a_gpu_study_plans_the_memory_models_batches(data_dir, llama7b_folder):

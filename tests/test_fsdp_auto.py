@@ -25,19 +25,6 @@ from study.orchestrate import check_memory
 from study.planner import build_plans, study_base_key
 from study.spec_loading import SpecError, spec_from_dict
 
-LLAMA2_7B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-                 intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False)
-
-
-@pytest.fixture(scope="module")
-def llama7b_folder(tmp_path_factory):
-    from transformers import LlamaConfig
-
-    folder = tmp_path_factory.mktemp("llama7b")
-    LlamaConfig(**LLAMA2_7B).save_pretrained(folder)
-    return str(folder)
-
-
 def _spec(model: str, *, stage: dict | None = None, execution: dict | None = None, training: dict | None = None,
           max_length: int = 2048):
     return spec_from_dict({

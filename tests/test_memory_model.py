@@ -14,35 +14,15 @@ import pytest
 from trainables.memory_model import (CUDA_RUNTIME_BYTES, GB, HOST_PROCESS_BYTES, StepSetup, estimate,
                                      fitting_changes, layer_activation_bytes, model_shape)
 
-LLAMA2_7B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-                 intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig
-
-    from trainables.tiny_model import TINY_ARCH
-
-    return model_shape(LlamaConfig(vocab_size=2048, **TINY_ARCH))
-
-
-@pytest.fixture(scope="module")
-def llama7b():
-    from transformers import LlamaConfig
-
-    return model_shape(LlamaConfig(**LLAMA2_7B))
-
-
-def test_tiny_parameter_counts_by_hand(tiny):
+def test_tiny_parameter_counts_by_hand(tiny_shape):
     h, i, v = 64, 176, 2048
     layer = 4 * h * h + 3 * h * i + 2 * h  # q, k, v, o; gate, up, down; two RMSNorms
-    assert tiny.layer_params == layer == 50304
-    assert tiny.params == v * h + 2 * layer + h + v * h == 362816  # embeddings, layers, final norm, untied head
-    assert tiny.classifier_params == tiny.params - v * h + h  # the LM head replaced by a scalar score head
+    assert tiny_shape.layer_params == layer == 50304
+    assert tiny_shape.params == v * h + 2 * layer + h + v * h == 362816  # embeddings, layers, final norm, untied head
+    assert tiny_shape.classifier_params == tiny_shape.params - v * h + h  # the LM head replaced by a scalar score head
 
 
-def test_tiny_sft_estimate_by_hand(tiny):
+def test_tiny_sft_estimate_by_hand(tiny_shape):
     """SFT, 4 sequences of 32 tokens on one GPU, float32 weights under bf16 autocast, foreach AdamW."""
     h, i, kv, v, p = 64, 176, 64, 2048, 362816
     per_layer = (2 * (4 * h + 4 * h)        # two RMSNorms: float32 input and normalised output
@@ -50,7 +30,7 @@ def test_tiny_sft_estimate_by_hand(tiny):
                  + 2 * (2 * h + 2 * kv)     # SDPA keeps q, k, v and its output
                  + 2 * h                    # o_proj's contiguous input
                  + 4 * 2 * i)               # gate out, SiLU out, up out, their product
-    assert per_layer == layer_activation_bytes(tiny) == 3712
+    assert per_layer == layer_activation_bytes(tiny_shape) == 3712
     head_saved = (4 * h + 4 * h) + 2 * h + 4 * v  # final norm, the head's bf16 input, float32 log-softmax
     head_transient = (2 + 4 + 4) * v              # bf16 logits, their float32 copy, its gradient
     activations = 4 * 32 * (2 * per_layer + head_saved + head_transient)
@@ -58,7 +38,7 @@ def test_tiny_sft_estimate_by_hand(tiny):
     copies = 2 * p  # autocast's bf16 weight casts, kept for the backward
     total = weights + adam + CUDA_RUNTIME_BYTES + max(max(grads, activations + copies), grads + foreach)
 
-    b = estimate(tiny, StepSetup(method="sft", seq_len=32, batch_size=4))
+    b = estimate(tiny_shape, StepSetup(method="sft", seq_len=32, batch_size=4))
     assert (b.weights, b.grads, b.optimizer, b.temporaries) == (weights, grads, adam, foreach)
     assert (b.activations, b.precision_copies, b.extra_models) == (activations, copies, 0)
     assert b.total == total == 1_009_781_632
@@ -134,7 +114,7 @@ def test_ppo_under_fsdp_gathers_one_layer_at_a_time(llama7b):
     assert ppo.precision_copies < 0.1 * (p + cls) * 2  # far from gathering both models whole
 
 
-def test_curvature_vectors_where_lanczos_runs_and_what_fits(llama7b, tiny):
+def test_curvature_vectors_where_lanczos_runs_and_what_fits(llama7b, tiny_shape):
     """The vector counts are the ones the measurement is checked against (curvature.budget):
     power iteration 7, torch Lanczos 25 at 7B (its basis on the device, not ARPACK's float64
     basis on the host, which would take over a terabyte); ARPACK only for small subsets."""
@@ -144,8 +124,8 @@ def test_curvature_vectors_where_lanczos_runs_and_what_fits(llama7b, tiny):
     lanczos = estimate(llama7b, replace(setup, curvature_algorithms=("power_iteration", "lanczos")))
     assert lanczos.temporaries == 25 * llama7b.params * 4
     assert lanczos.host_ram == pytest.approx(HOST_PROCESS_BYTES + llama7b.params * 4)  # the float32 load only
-    small = estimate(tiny, StepSetup(method="curvature", seq_len=64, curvature_algorithms=("lanczos",), on_gpu=False))
-    arpack = 27 * tiny.params * 8  # ARPACK keeps ncv 20 + 7 float64 vectors on the host
+    small = estimate(tiny_shape, StepSetup(method="curvature", seq_len=64, curvature_algorithms=("lanczos",), on_gpu=False))
+    arpack = 27 * tiny_shape.params * 8  # ARPACK keeps ncv 20 + 7 float64 vectors on the host
     assert small.host_ram == pytest.approx(HOST_PROCESS_BYTES + arpack + small.total)  # on CPU the device is the host
     changes = fitting_changes(llama7b, StepSetup(method="curvature", seq_len=256), 80 * GB)
     assert any("curvature.parameters" in c for c in changes)
@@ -171,16 +151,6 @@ def test_autocast_follows_the_engines_rule(monkeypatch):
 
 
 # ---------------------------------------------------------------- the preflight through the CLI
-
-
-@pytest.fixture(scope="module")
-def llama7b_folder(tmp_path_factory):
-    """A folder with Llama-2-7B's config.json only (what the memory check reads)."""
-    from transformers import LlamaConfig
-
-    folder = tmp_path_factory.mktemp("llama7b")
-    LlamaConfig(**LLAMA2_7B).save_pretrained(folder)
-    return str(folder)
 
 
 def _validate(capsys, *sets):
@@ -258,7 +228,7 @@ def test_readme_table_row_for_paper_ordering():
     assert table.with_execution(presets["paper-batch-size"], workers=4, gpu_gb=80, curvature=False) is None
 
 
-def test_a_rollout_is_a_phase_of_online_rl_by_hand(tiny):
+def test_a_rollout_is_a_phase_of_online_rl_by_hand(tiny_shape):
     """PPO/RLOO: the rollout adds the generation's KV cache and one layer's prefill transients, or
     every position's logits and their float32 log-softmax, whichever is larger, plus PPO's kept
     float32 scores of the generated tokens; it sets the peak when training's phases are small."""
@@ -266,15 +236,15 @@ def test_a_rollout_is_a_phase_of_online_rl_by_hand(tiny):
 
     setup = StepSetup(method="rloo", seq_len=64, batch_size=8, micro_batch_size=1, activation_checkpointing=True,
                       rollout_tokens=16)
-    rloo = estimate(tiny, setup)
+    rloo = estimate(tiny_shape, setup)
     kv = 2 * 2 * 64 * 2  # layers × (key, value) × kv width 64 (4 heads of 16) × 2 bytes (bf16 autocast)
-    assert kv_cache_token_bytes(tiny, compute_bytes=2) == kv
-    generation = 8 * 64 * (kv + layer_inference_bytes(tiny, weight_bytes=4, compute_bytes=2))
+    assert kv_cache_token_bytes(tiny_shape, compute_bytes=2) == kv
+    generation = 8 * 64 * (kv + layer_inference_bytes(tiny_shape, weight_bytes=4, compute_bytes=2))
     scoring = 8 * 64 * 2048 * (2 + 4)  # bf16 logits + float32 log-softmax over the vocabulary
     assert rloo.rollout == max(generation, scoring) == scoring
-    ppo = estimate(tiny, replace(setup, method="ppo", activation_checkpointing=False))
+    ppo = estimate(tiny_shape, replace(setup, method="ppo", activation_checkpointing=False))
     assert ppo.rollout == scoring + 8 * 16 * 2048 * 4
     assert rloo.peak_phase == "rollout"
     assert rloo.total == pytest.approx(rloo.weights + rloo.optimizer + rloo.extra_models + rloo.runtime + rloo.rollout)
-    sft = estimate(tiny, replace(setup, method="sft"))
+    sft = estimate(tiny_shape, replace(setup, method="sft"))
     assert sft.rollout == 0 and sft.peak_phase != "rollout"

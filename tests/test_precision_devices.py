@@ -236,6 +236,17 @@ def _row_set(rows, columns=None):
     return sorted(json.dumps({k: r[k] for k in (columns or r)}, sort_keys=True) for r in rows)
 
 
+def _run_without_the_collector(chain, plan) -> None:
+    """Run the chain with the garbage collector off: only the chain's own collection
+    (trainables.models.release_memory) can free reference cycles."""
+    gc.collect()
+    gc.disable()
+    try:
+        chain.run_chain(plan)
+    finally:
+        gc.enable()
+
+
 def test_the_previous_stages_models_are_collected_before_the_next_stage_trains(tiny_model_path, data_dir, tmp_path,
                                                                                monkeypatch):
     """With the garbage collector off (so only the chain's own collection can free cycles), every
@@ -262,12 +273,7 @@ def test_the_previous_stages_models_are_collected_before_the_next_stage_trains(t
     monkeypatch.setattr(chain, "load_model_and_tokenizer", load)
     monkeypatch.setattr(chain, "train_stage", train)
     plan = _chain_plan(data_dir, tiny_model_path, tmp_path / "free", [{"task": "toxigen_qa"}, {"task": "arc_easy"}])
-    gc.collect()
-    gc.disable()
-    try:
-        chain.run_chain(plan)
-    finally:
-        gc.enable()
+    _run_without_the_collector(chain, plan)
     assert len(loaded) == 3  # base (evaluated), stage 1's start, stage 2's start
     assert alive_at_train == [[False], [False, False]]
     assert optimizers_at_train[1] == 0
@@ -317,12 +323,7 @@ def test_a_reward_model_is_trained_and_freed_before_the_policy_loads(tiny_model_
     plan = _chain_plan(data_dir, tiny_model_path, tmp_path / "rm", [{
         "task": "toxigen_qa", "method": "ppo", "steps": 1,
         "ppo": {"response_length": 4, "prompts": "templated", "reward": {"steps": 2, "batch_size": 4}}}])
-    gc.collect()
-    gc.disable()
-    try:
-        chain.run_chain(plan)
-    finally:
-        gc.enable()
+    _run_without_the_collector(chain, plan)
     # Trained (and loaded once by its trainer's step), freed, then the policy; the runner loads
     # the saved reward model once more, frozen.
     assert events[:2] == ["reward model", "policy"] and events[2:] == ["reward model"]

@@ -23,7 +23,7 @@ otherwise, downloading nothing.
 
 Evaluation is sized here too (`eval_batch_sizes`): a GPU study's `training.eval_batch_size` and
 `generation.batch_size` set to `auto` become the largest power of two whose evaluation fits one
-worker's GPU (trainables.memory_model.largest_eval_batch); a number (the defaults 32 and 16
+worker's GPU (trainables.eval_memory.largest_eval_batch); a number (the defaults 32 and 16
 included) that does not fit is a problem at its field. `study run` puts the resolved numbers into the spec before planning
 (study.orchestrate.with_eval_batch_sizes).
 """
@@ -265,7 +265,7 @@ def eval_setup(spec: Any, precision: str, kind: str) -> Any:
     """The EvalSetup of a study's scoring or generation: model.max_length, model.dtype, the
     resolved evaluation precision, and for generation the shorter of its two new-token lengths
     (the longer prompt: prompt + new tokens are cut to max_length either way)."""
-    from trainables.memory_model import EvalSetup
+    from trainables.eval_memory import EvalSetup
 
     g = spec.generation
     return EvalSetup(seq_len=spec.model.max_length, dtype=spec.model.dtype, precision=precision,
@@ -274,7 +274,8 @@ def eval_setup(spec: Any, precision: str, kind: str) -> Any:
 
 def _eval_batch(shape: Any, spec: Any, precision: str, kind: str, path: str, value: Any,
                 budget: float) -> tuple[int | None, Problem | None, str]:
-    from trainables.memory_model import EVAL_BATCH_CAP, GB, eval_estimate, largest_eval_batch
+    from trainables.eval_memory import EVAL_BATCH_CAP, eval_estimate, largest_eval_batch
+    from trainables.memory_model import GB
 
     setup = eval_setup(spec, precision, kind)
     largest = largest_eval_batch(shape, setup, budget, kind)
