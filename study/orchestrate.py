@@ -32,6 +32,7 @@ from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
 from contract.problems import Problem, TokenizationError
 from contract.records import FINISHED, RunCounts, RunRecord, TrialMarker, read_record, write_record
+from contract.secrets import redact
 from study.planner import SampledPlans, build_plans, collect_plans
 from study.spec import StudySpec, fsdp_on
 from study.spec import study_dir as resolve_study_dir
@@ -178,7 +179,7 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
     counts = run_counts(study_dir, plans, run.run_id, skipped=len(done))
     write_record(StudyLayout(study_dir).run(run.run_id), RunRecord(
         run_id=run.run_id, resume=bool(resume), started=started, finished=time.time(), counts=counts,
-        failed=tuple(failed)))
+        failed=tuple(redact(f) for f in failed)))  # Tune's error texts: no secret from the environment
     log(f"[study] stage trainings: {counts.stage_trainings_executed} executed, "
         f"{counts.stages_reused_from_earlier_runs} reused from earlier runs, "
         f"naive count {counts.stage_trainings_naive} ({counts.distinct_stages} distinct stages)")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from contract.layout import StudyLayout
+from contract.secrets import redacting
 from contract.plan import TrialPlan
 
 
@@ -53,6 +54,7 @@ def choose_executor(executor: str, *, workers: int, gpus: float) -> str:
     return "function" if workers == 1 and gpus == 0 else "train"
 
 
+@redacting  # a secret quoted by an exception never reaches Tune's error files (contract.secrets)
 def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], TrialPlan], executor: str, cpus_per_worker: float,
                 gpus_per_worker: float, max_failures: int, workers: int = 1, fsdp: bool = False) -> None:
     """Tune function trainable. `config` = {chain, seed, <grid axes>...}.
@@ -113,6 +115,7 @@ def scaling_config(*, workers: int, cpus_per_worker: float, gpus_per_worker: flo
     )
 
 
+@redacting
 def train_worker_loop(config: dict[str, Any]) -> None:
     """Ray Train worker entry (every rank): the chain loop, reporting with ray.train.report."""
     import os
