@@ -191,10 +191,9 @@ def _validate(capsys, *sets):
 def test_validate_prints_the_resolved_batches(capsys, llama7b_folder):
     fsdp8 = [f"model.name={llama7b_folder}", "execution.gpus_per_trial=8", "execution.workers_per_trial=8",
              "execution.fsdp=true"]
-    # A number is checked: 32 rows fit.
-    code, out, _ = _validate(capsys, *fsdp8, "training.eval_batch_size=32")
+    code, out, _ = _validate(capsys, *fsdp8)  # the default numbers, checked: 32 and 16 rows fit
     assert code == 0 and "memory: evaluation: training.eval_batch_size: 32: scoring needs about 70.5 GB" in out
-    code, out, _ = _validate(capsys, *fsdp8)  # the preset asks for auto
+    code, out, _ = _validate(capsys, *fsdp8, "training.eval_batch_size=auto", "generation.batch_size=auto")
     assert code == 0
     # Evaluation runs the whole model on one 80 GB GPU at max_length 2048: 32 rows (test above).
     assert "memory: evaluation: training.eval_batch_size: auto = 32 (the largest power of two up to 256" in out
