@@ -33,16 +33,20 @@ AUTO = "auto"
 PRECOMPUTE_SETTINGS = (AUTO, True, False)
 """`dpo.precompute_reference`: compute the reference's log-probabilities of every training pair
 once, before the first step, and free the reference for the whole training (True); keep the
-reference loaded and run it on every batch (False); or `auto`, which precomputes on GPU workers,
-where the reference's weights are memory the policy's training needs (a 7B model: 13-27 GB per
-GPU), and keeps today's behaviour on CPU."""
+reference loaded and run it on every batch (False); or `auto`, which precomputes on GPU workers
+without FSDP, where the reference's weights are memory the policy's training needs (a 7B model:
+13-27 GB per GPU), and keeps the reference loaded on CPU and under FSDP. Under FSDP the loaded
+reference is sharded like the policy and runs in FSDP's mixed precision as the policy does; a
+precompute runs the whole model under autocast, whose log-probabilities differ from the
+policy's by rounding at the first step (an explicit `true` does that knowingly)."""
 
 
-def dpo_precomputes_reference(setting: bool | str, *, on_gpu: bool) -> bool:
-    """What a DPO stage with `dpo.precompute_reference: setting` does on GPU (or CPU) workers:
-    the planner writes it into the stage's plan, the memory model leaves the reference out."""
+def dpo_precomputes_reference(setting: bool | str, *, on_gpu: bool, fsdp: bool) -> bool:
+    """What a DPO stage with `dpo.precompute_reference: setting` does on GPU (or CPU) workers,
+    with or without FSDP: the planner writes it into the stage's plan, the memory model leaves
+    the reference out."""
     if setting == AUTO:
-        return on_gpu
+        return on_gpu and not fsdp
     return bool(setting)
 
 

@@ -159,7 +159,8 @@ def stage_plan(spec: StudySpec, stage: StageSpec, number: int, trial_seed: int) 
         data_seed=spec.train_data_seed(seed) if spec.seed_scope != "order" else None,
         option_counts=option_counts_entry(stage.task, settings.option_counts),
         # Method settings enter the key only for their own method.
-        dpo=dpo_plan(stage.dpo, on_gpu=spec.execution.gpus_per_trial > 0) if stage.method == DPO else None,
+        dpo=dpo_plan(stage.dpo, on_gpu=spec.execution.gpus_per_trial > 0,
+                     fsdp=fsdp_on(spec) and spec.execution.workers_per_trial > 1) if stage.method == DPO else None,
         ppo=online_rl_settings if stage.method == PPO else None,
         rloo=online_rl_settings if stage.method == RLOO else None,
         stage_key="",  # StagePlan.keyed fills it in
@@ -167,10 +168,11 @@ def stage_plan(spec: StudySpec, stage: StageSpec, number: int, trial_seed: int) 
     )
 
 
-def dpo_plan(settings: DPOSpec, *, on_gpu: bool) -> DpoPlan:
+def dpo_plan(settings: DPOSpec, *, on_gpu: bool, fsdp: bool) -> DpoPlan:
     """A DPO stage's plan: `precompute_reference: auto` resolved for the trial's workers."""
     return DpoPlan(beta=settings.beta, reference=settings.reference,
-                   precompute_reference=dpo_precomputes_reference(settings.precompute_reference, on_gpu=on_gpu))
+                   precompute_reference=dpo_precomputes_reference(settings.precompute_reference, on_gpu=on_gpu,
+                                                                  fsdp=fsdp))
 
 
 def reward_plan(method: str, reward: RewardSpec, task: str, prompts: str) -> RewardPlan:

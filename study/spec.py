@@ -452,7 +452,7 @@ def eval_precision(spec: StudySpec) -> str:
 def eval_batch_size(spec: StudySpec) -> int:
     """training.eval_batch_size as the plan takes it: 'auto' is the field's default (32) here. A
     GPU study's auto is replaced by its memory-model value before `study run` plans
-    (study.orchestrate.with_eval_batch_sizes); a plan built without that step (tests, bench
+    (study.orchestrate.check_memory); a plan built without that step (tests, bench
     scripts calling build_plans) gets the CPU value."""
     value = spec.training.eval_batch_size
     return int(_default(TrainingSpec, "eval_batch_size") if value == "auto" else value)

@@ -238,7 +238,8 @@ def _training_problems(t: TrainingSpec) -> list[Problem]:
 def _training_method_problems(spec: StudySpec) -> list[Problem]:
     """Training settings a stage's method cannot honour in the installed TRL (1.12): padding-free
     batches exist for SFT only (DPOTrainer turns `padding_free` off, RewardTrainer, PPO and RLOO
-    have none), and TRL's PPOTrainer runs its own loop, which never turns activation checkpointing on."""
+    have none), and TRL's PPOTrainer runs its own loop, which never turns activation checkpointing on,
+    with its own accelerator, which never shards (FSDP) nor casts (bf16) from the training arguments."""
     t, out = spec.training, []
     for chain, stages in spec.chains.items():
         for i, stage in enumerate(stages):
@@ -250,6 +251,12 @@ def _training_method_problems(spec: StudySpec) -> list[Problem]:
                 out.append(Problem("training.activation_checkpointing",
                                    f"chains.{chain}[{i}] is a ppo stage: TRL's PPOTrainer runs its own training loop, "
                                    "which never turns activation checkpointing on"))
+            if spec.execution.fsdp is True and stage.method == PPO:  # 'auto' stays off with PPO
+                out.append(Problem("execution.fsdp",
+                                   f"chains.{chain}[{i}] is a ppo stage: TRL's PPOTrainer builds its own accelerator "
+                                   "from the environment, not from the training arguments, so it would not shard "
+                                   "(or shard with FSDP1 and no wrapping after an earlier FSDP trainer); "
+                                   "PPO stages run with DDP"))
     return out
 
 

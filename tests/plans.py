@@ -52,7 +52,7 @@ def stage_plan(fields: Mapping[str, Any]) -> StagePlan:
              "train_limit": None, "data_seed": None, "option_counts": None, "stage_key": "test", "start_from": None,
              **fields}
     if dpo is not None or method == "dpo":
-        stage["dpo"] = dpo_plan(dataclasses.replace(DPOSpec(), **(dpo or {})), on_gpu=False)
+        stage["dpo"] = dpo_plan(dataclasses.replace(DPOSpec(), **(dpo or {})), on_gpu=False, fsdp=False)
     for name, given in online.items():
         if given is not None or method == name:
             settings = {**dataclasses.asdict(ONLINE_RL_DEFAULTS[name]), **(given or {})}

@@ -252,11 +252,32 @@ def _precompute_pair(tiny_model_path, data_dir, tmp_path, reference: str, steps:
 
 
 @pytest.mark.parametrize("reference", ["stage_start", "base"])
-def test_precomputed_reference_trains_like_a_loaded_one_and_is_freed(tiny_model_path, data_dir, tmp_path, reference):
+def test_precomputed_reference_trains_like_a_loaded_one_and_is_freed(tiny_model_path, data_dir, tmp_path, reference,
+                                                                      monkeypatch):
     """Same losses and weights (float rounding: the reference's batches differ), and no reference
-    model held while training. The stage-start reference's first loss is −log σ(0): the
-    precompute ran on the model as the stage started."""
+    model held while training (a loaded 'base' reference is collected: nothing, accelerate's list
+    of prepared models included, keeps it). The stage-start reference's first loss is −log σ(0):
+    the precompute ran on the model as the stage started."""
+    import gc
+    import weakref
+
+    import trainables.stages.dpo as dpo
+
+    references = []
+    real_reference = dpo.reference_model
+
+    def reference_model(*args, **kwargs):
+        ref = real_reference(*args, **kwargs)
+        references.append(weakref.ref(ref))
+        return ref
+
+    monkeypatch.setattr(dpo, "reference_model", reference_model)
     runs = _precompute_pair(tiny_model_path, data_dir, tmp_path, reference)
+    gc.collect()
+    # Loaded for the loaded run (stage_start: a copy; base: from disk), and for the precomputed
+    # base run only; every precomputed one is gone.
+    assert len(references) == (1 if reference == "stage_start" else 2)
+    assert references[-1]() is None or reference == "stage_start"
     (loaded_losses, loaded_weights, loaded_ref, _), (pre_losses, pre_weights, pre_ref, trainer) = runs[False], runs[True]
     assert loaded_ref is not None and pre_ref is None
     assert "ref_chosen_logps" in trainer.train_dataset.column_names
@@ -310,14 +331,17 @@ def test_dpo_is_registered():
     assert STAGE_RUNNERS["dpo"] is run_dpo
 
 
-def _dpo_study_plan(tmp_path, data_dir, tiny_model_path, *, gpus: int = 0, **dpo):
+def _dpo_study_plan(tmp_path, data_dir, tiny_model_path, *, gpus: int = 0, workers: int = 1, fsdp: bool = False,
+                    **dpo):
     from study.planner import build_plans
     from study.spec_loading import spec_from_dict
 
     spec = spec_from_dict({
         "name": "d", "model": {"name": "tiny", "max_length": 256}, "data_dir": str(data_dir),
         "tasks": {"toxigen_qa": {"train_size": 16, "eval_size": 8}},
-        "execution": {"gpus_per_trial": gpus},
+        "stage_defaults": {"batch_size": 4},
+        "execution": {"gpus_per_trial": gpus, "workers_per_trial": workers, "fsdp": fsdp,
+                      **({"executor": "train"} if workers > 1 else {})},
         "chains": {"c": [{"task": "toxigen_qa", "method": "dpo", "dpo": dpo}]},
     })
     return build_plans(spec, study_dir=tmp_path / "s", data_dir=str(data_dir), base_model_path=str(tiny_model_path),
@@ -330,8 +354,10 @@ def test_precompute_reference_resolves_per_device_and_enters_the_key_only_when_o
     cpu_off = _dpo_study_plan(tmp_path, data_dir, tiny_model_path, precompute_reference=False)
     cpu_on = _dpo_study_plan(tmp_path, data_dir, tiny_model_path, precompute_reference=True)
     gpu_auto = _dpo_study_plan(tmp_path, data_dir, tiny_model_path, gpus=1)
+    fsdp_auto = _dpo_study_plan(tmp_path, data_dir, tiny_model_path, gpus=2, workers=2, fsdp=True)
     assert not cpu_auto.dpo.precompute_reference and cpu_on.dpo.precompute_reference
     assert gpu_auto.dpo.precompute_reference
+    assert not fsdp_auto.dpo.precompute_reference  # sharded reference, FSDP's precision as the policy's
     assert cpu_auto.stage_key == cpu_off.stage_key  # today's DPO stages keep their keys
     assert cpu_on.stage_key != cpu_off.stage_key
     assert "precompute_reference" not in cpu_off.to_dict()["dpo"]

@@ -102,16 +102,30 @@ def test_extra_models_per_method(llama7b):
     assert precomputed.extra_models == 0 and dpo.total - precomputed.total == pytest.approx(4 * p)
 
 
-def test_ppo_under_fsdp_gathers_one_layer_at_a_time(llama7b):
-    """The policy-and-value wrapper is sharded by decoder layer (the policy's layer classes named
-    for it): what is gathered at once is three layers (two in flight, one's gradients) plus the
-    root parameters of both models (embeddings, norms, LM head and score head), in bf16."""
+def test_ppo_never_shards_nor_casts_and_is_built_whole(llama7b):
+    """TRL's PPOTrainer builds its own accelerator (no FSDP, no bf16 from the training arguments):
+    PPO keeps every model whole in the weights' dtype whatever execution.fsdp says (validation
+    refuses FSDP with PPO), and building the trainer holds policy, reference, value and reward
+    model at once before any optimizer exists."""
     p, cls = llama7b.params, llama7b.classifier_params
-    ppo = estimate(llama7b, StepSetup(method="ppo", seq_len=256, workers=8, fsdp=True))
-    layer = llama7b.layer_params
-    root = (p + cls) - 2 * llama7b.layers * layer
-    assert ppo.precision_copies == (3 * layer + root) * 2
-    assert ppo.precision_copies < 0.1 * (p + cls) * 2  # far from gathering both models whole
+    one = estimate(llama7b, StepSetup(method="ppo", seq_len=256))
+    eight = estimate(llama7b, StepSetup(method="ppo", seq_len=256, workers=8, fsdp=True))
+    assert eight.weights == one.weights == 4 * (p + cls) and one.precision_copies == 0  # no bf16 casts
+    small = estimate(llama7b, StepSetup(method="ppo", seq_len=16, batch_size=8, micro_batch_size=1))
+    assert (4 * (2 * p + cls + cls) + CUDA_RUNTIME_BYTES) <= small.total  # construction: 4 whole models
+    sft = estimate(llama7b, StepSetup(method="sft", seq_len=16, batch_size=8, workers=8, fsdp=True,
+                                      activation_checkpointing=True))
+    assert sft.peak_phase == "trainer construction" and sft.total == 4 * p + CUDA_RUNTIME_BYTES  # loaded whole first
+
+
+def test_a_reference_sharded_by_trl_is_gathered_whole_for_each_forward(llama7b):
+    """prepare_fsdp shards DPO's (not precomputed) and RLOO's reference as one unit: its forward
+    gathers the whole model in bf16 beside the policy's gathered layers."""
+    p = llama7b.params
+    setup = StepSetup(method="dpo", seq_len=256, workers=8, fsdp=True)
+    loaded = estimate(llama7b, setup)
+    precomputed = estimate(llama7b, replace(setup, dpo_precompute=True))
+    assert loaded.precision_copies - precomputed.precision_copies == 2 * p
 
 
 def test_curvature_vectors_where_lanczos_runs_and_what_fits(llama7b, tiny_shape):
@@ -243,7 +257,7 @@ def test_a_rollout_is_a_phase_of_online_rl_by_hand(tiny_shape):
     scoring = 8 * 64 * 2048 * (2 + 4)  # bf16 logits + float32 log-softmax over the vocabulary
     assert rloo.rollout == max(generation, scoring) == scoring
     ppo = estimate(tiny_shape, replace(setup, method="ppo", activation_checkpointing=False))
-    assert ppo.rollout == scoring + 8 * 16 * 2048 * 4
+    assert ppo.rollout == 8 * 64 * 2048 * (4 + 4) + 8 * 16 * 2048 * 4  # PPO runs in float32 (no autocast)
     assert rloo.peak_phase == "rollout"
     assert rloo.total == pytest.approx(rloo.weights + rloo.optimizer + rloo.extra_models + rloo.runtime + rloo.rollout)
     sft = estimate(tiny_shape, replace(setup, method="sft"))

@@ -532,9 +532,12 @@ def _dpo_and_reward_worker(rank: int, world: int, port: int, model_path: str, da
     fully_shard(classifier)
     full = {name: p.full_tensor().detach().clone() for name, p in classifier.named_parameters()}  # collective
     plain = distributed.consolidate(classifier)
+    in_bf16 = distributed.consolidate(classifier, dtype=torch.bfloat16)  # the study's weights dtype
     if plain is not None:
         record["plain_class"] = type(plain).__name__
         record["plain_vs_full"] = max((plain.state_dict()[k] - v).abs().max().item() for k, v in full.items())
+        record["bf16_dtypes"] = sorted({str(p.dtype) for p in in_bf16.parameters()})
+        record["bf16_vs_full"] = max((in_bf16.state_dict()[k].float() - v).abs().max().item() for k, v in full.items())
     (out / f"dpo_reward{rank}.json").write_text(json.dumps(record))
     torch.distributed.destroy_process_group()
 
@@ -571,6 +574,7 @@ def test_dpo_precompute_and_reward_model_over_two_ranks(single_process, tiny_mod
     assert rank0["reward_path"] == rank1["reward_path"] == str(tmp_path / "reward_model")
     assert rank0["reward_weights"] == rank1["reward_weights"]
     assert rank0["plain_class"] == "LlamaForSequenceClassification" and rank0["plain_vs_full"] == 0.0
+    assert rank0["bf16_dtypes"] == ["torch.bfloat16"] and 0 < rank0["bf16_vs_full"] < 0.05  # bf16 rounding only
     assert "plain_class" not in rank1
 
 
@@ -581,9 +585,10 @@ def _eval_plan(data_dir, model_path, study_dir):
     spec = spec_from_dict({
         "name": "ev", "model": {"name": "tiny", "max_length": 256}, "data_dir": str(data_dir),
         "tasks": {"toxigen_qa": {"train_size": 8, "eval_size": 24, "eval_modes": ["score", "generate"]},
-                  "arc_easy": {"eval_size": 21}},
-        "eval_tasks": ["toxigen_qa", "arc_easy"],
-        "training": {"eval_batch_size": 4}, "generation": {"batch_size": 3, "answer_max_new_tokens": 6},
+                  "arc_easy": {"eval_size": 21}, "toxigen_prompts": {"eval_size": 10}},
+        "eval_tasks": ["toxigen_qa", "arc_easy", "toxigen_prompts"],
+        "training": {"eval_batch_size": 4},
+        "generation": {"batch_size": 3, "answer_max_new_tokens": 6, "max_new_tokens": 6},
         "chains": {"c": [{"task": "toxigen_qa"}]},
     })
     return build_plans(spec, study_dir=study_dir, data_dir=str(data_dir), base_model_path=str(model_path),
@@ -606,16 +611,20 @@ def _shared_eval_worker(rank: int, world: int, port: int, model_path: str, data_
     model, tokenizer = load_model_and_tokenizer(model_path, dtype="float32")
     model.register_forward_pre_hook(lambda module, args, kwargs: batches.append(1), with_kwargs=True)
     evals, predictions = evaluate_rows(plan, model, tokenizer, chain.plan_eval_sets(plan), shared=True)
+    from trainables.evaluation import dispatch
+
     Path(out_dir, f"eval{rank}.json").write_text(json.dumps({"evals": evals, "predictions": predictions,
-                                                              "forwards": len(batches)}))
+                                                              "forwards": len(batches),
+                                                              "judges": dispatch._classifier.cache_info().currsize}))
     torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_evaluation_shared_over_two_ranks_equals_one_process(single_process, tiny_model_path, data_dir, tmp_path):
-    """Each rank runs every other batch of the option scoring and of the generated answers; the
-    rows both ranks end with are exactly one process's (same batches, same kernels), and each
-    rank ran only part of the forward passes."""
+    """Each rank runs every other batch of the option scoring, the generated answers and the
+    safety generations; the rows rank 0 ends with are exactly one process's (same batches, same
+    kernels), rank 1's the same but for the safety rows (only the writer loads and runs the
+    toxicity judge), and each rank ran only part of the forward passes."""
     import torch.multiprocessing as mp
 
     from trainables import chain
@@ -632,8 +641,12 @@ def test_evaluation_shared_over_two_ranks_equals_one_process(single_process, tin
     model.register_forward_pre_hook(lambda module, args, kwargs: forwards.append(1), with_kwargs=True)
     evals, predictions = evaluate_rows(plan, model, tokenizer, chain.plan_eval_sets(plan))
     one = json.loads(json.dumps({"evals": evals, "predictions": predictions}))  # as the ranks wrote them
-    for out in ranks_out:
-        assert out["evals"] == one["evals"] and out["predictions"] == one["predictions"]
+    assert ranks_out[0]["evals"] == one["evals"] and ranks_out[0]["predictions"] == one["predictions"]
+    judged = {"toxigen_prompts"}
+    assert ranks_out[1]["evals"] == [r for r in one["evals"] if r["eval_task"] not in judged]
+    assert ranks_out[1]["predictions"] == [r for r in one["predictions"] if r["eval_task"] not in judged]
+    assert (ranks_out[0]["judges"], ranks_out[1]["judges"]) == (1, 0)
     assert {p["mode"] for p in one["predictions"]} == {"score", "generate"}
+    assert {p["eval_task"] for p in one["predictions"]} == {"toxigen_qa", "arc_easy", "toxigen_prompts"}
     assert 0 < ranks_out[0]["forwards"] < len(forwards) and 0 < ranks_out[1]["forwards"] < len(forwards)
     assert ranks_out[0]["forwards"] + ranks_out[1]["forwards"] == len(forwards)

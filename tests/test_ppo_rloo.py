@@ -200,26 +200,13 @@ def test_online_rl_raises_the_reward_of_sampled_responses(method, tiny_model_pat
 # ---------------------------------------------------------------- FSDP placement (routing only: FSDP training needs GPUs)
 
 
-def test_ppo_wrapper_is_sharded_by_the_policys_decoder_layers(tiny_model_path):
-    """PPOTrainer prepares a wrapper of policy and value model that names no layer classes, so
-    accelerate would shard it as one unit; the arguments name the policy's decoder layer, which
-    accelerate's wrap policy then finds in both models inside the wrapper."""
-    from accelerate.utils.dataclasses import get_module_class_from_name
-    from trl.experimental.ppo.ppo_trainer import PolicyAndValueWrapper
+def test_ppo_refuses_fsdp(monkeypatch, tiny_model_path, data_dir, tmp_path):
+    from trainables.stages.ppo import run_ppo
 
-    from trainables.models import load_model_and_tokenizer
-    from trainables.stages.ppo import value_model_from_policy
-    from trainables.stages.trainer_plumbing import wrap_decoder_layers
-
-    policy, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
-    wrapper = PolicyAndValueWrapper(policy, value_model_from_policy(policy, tokenizer.pad_token_id))
-    assert getattr(wrapper, "_no_split_modules", None) is None
-    assert wrap_decoder_layers({"bf16": False}, policy) == {"bf16": False}  # no FSDP: unchanged
-    kwargs = wrap_decoder_layers({"fsdp": True, "fsdp_config": {"version": 2}}, policy)
-    assert kwargs["fsdp_config"] == {"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}
-    layer_class = get_module_class_from_name(wrapper, "LlamaDecoderLayer")
-    layers = [m for m in wrapper.modules() if isinstance(m, layer_class)]
-    assert len(layers) == 2 * policy.config.num_hidden_layers  # the policy's and the critic's
+    monkeypatch.setenv("STUDY_FSDP", "1")
+    with pytest.raises(ValueError, match="does not shard"):
+        run_ppo(model=None, tokenizer=None, stage=stage_plan(_stage("ppo", "unused")), examples=[],
+                training=TRAINING, model_plan=model_plan(tiny_model_path, max_length=256), work_dir=str(tmp_path))
 
 
 def test_frozen_models_are_sharded_only_when_the_trainer_shards(monkeypatch):
@@ -236,6 +223,4 @@ def test_frozen_models_are_sharded_only_when_the_trainer_shards(monkeypatch):
     model = object()
     assert sharded_like_policy(model, SimpleNamespace(is_fsdp_enabled=True, accelerator=accelerator)) == "sharded"
     assert sharded_like_policy(model, SimpleNamespace(is_fsdp_enabled=False, accelerator=accelerator)) == "prepared"
-    assert sharded_like_policy(model, SimpleNamespace(is_fsdp_enabled=False, accelerator=accelerator),
-                               whole=lambda m: m) is model
     assert calls == [("fsdp", model), ("prepare", True)]

@@ -42,7 +42,7 @@ from trainables import distributed, ranks
 from trainables.evaluation.dispatch import evaluate_rows, primary_metric
 from trainables.evaluation.option_scoring import evaluate_examples
 from trainables.evaluation.precision import scoring, unwrapped
-from trainables.models import load_model_and_tokenizer, release_memory, save_checkpoint
+from trainables.models import load_model_and_tokenizer, release_memory, save_checkpoint, weights_dtype
 from trainables.replay import replay_rows, replay_sample
 from trainables.results_writer import write_part
 from trainables.stage_measurements import curvature_rows, weight_row
@@ -279,9 +279,12 @@ class _ChainRun:
         seconds = time.perf_counter() - start + inputs.reward_seconds
         del inputs  # `model` is the one reference left to the trained (maybe sharded) model
         shutil.rmtree(work_dir, ignore_errors=True)
-        model = distributed.consolidate(model)  # FSDP: the gathered weights as a plain model; else `model`
+        # FSDP: the gathered weights as a plain model, in the study's weights dtype (the dtype
+        # every rank loads the checkpoint in, to evaluate it or train the next stage); else `model`.
+        model = distributed.consolidate(model, dtype=weights_dtype(self.plan.model.dtype))
         # As if loaded from the checkpoint: without the bf16-autocast forward accelerate put on it.
         model = unwrapped(model)
+        release_memory()  # the trainer's cycles (a sharded model, its optimizer) before saving and evaluating
         entry.write_rows("train_log", [{"trial_id": self.trial_id, "stage": number, **row} for row in outcome.log_rows])
         facts = {"train_seconds": seconds, "n_train_examples": outcome.n_examples}
         reason = divergence(outcome.log_rows, model)

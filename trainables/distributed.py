@@ -219,10 +219,15 @@ def full_state_dict(model: Any) -> dict[str, Any] | None:
     return state if is_writer() else None
 
 
-def consolidate(model: Any) -> Any | None:
+def consolidate(model: Any, *, dtype: Any = None, to_device: bool = True) -> Any | None:
     """Every rank calls this right after a stage's training. Rank 0 gets a plain (unsharded)
     model with the trained weights: `model` itself after DDP, a new copy after FSDP. The other
-    ranks get None (after FSDP they took part in gathering the weights)."""
+    ranks get None (after FSDP they took part in gathering the weights).
+
+    `dtype`: the copy's dtype (the study's weights dtype: accelerate's FSDP2 preparation upcasts
+    trainable bfloat16 parameters to float32, so the gathered state is float32 even for
+    `model.dtype: bfloat16`); None keeps the gathered dtype. `to_device=False` leaves the copy on
+    the CPU (enough to save it; no second whole model on the GPU beside the shards)."""
     if not is_sharded(model):
         return model if is_writer() else None
     state = full_state_dict(model)
@@ -241,7 +246,9 @@ def consolidate(model: Any) -> Any | None:
     plain.load_state_dict(state, strict=True, assign=True)
     plain.tie_weights()
     plain.eval()
-    return plain.to(model_device())  # where every other model of this rank runs
+    if dtype is not None:
+        plain = plain.to(dtype)
+    return plain.to(model_device()) if to_device else plain  # where every other model of this rank runs
 
 
 def unsharded_class(model: Any) -> type:
@@ -260,7 +267,7 @@ def save_stage_checkpoint(model: Any, tokenizer: Any, out_dir: str | Path) -> Pa
     from trainables.models import save_checkpoint
 
     out_dir = Path(out_dir)
-    plain = consolidate(model)
+    plain = consolidate(model, to_device=False)
     if plain is not None:
         save_checkpoint(plain, tokenizer, out_dir)
     barrier()

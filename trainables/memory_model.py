@@ -24,12 +24,16 @@ tensor so a reader can check each term against the code it models:
   (one more gradient-sized buffer); FSDP (`execution.fsdp`) divides weights, grads, optimizer
   states and the optimizer temporary by the workers.
 - extra models, as each stage builds them (trainables/stages/*.py): DPO's frozen reference
-  (sharded with the policy under FSDP), none when its log-probabilities are precomputed
-  (`dpo.precompute_reference`: the reference is freed before the first step); PPO's and RLOO's
-  reference (sharded like the policy, `sharded_like_policy`) and reward model (whole on every
-  GPU); PPO's value model is trained with the policy and sharded with it layer by layer
-  (`wrap_decoder_layers`). A reward model trained in the study is its own step, before the
-  policy loads (chain.trained_reward_model): nothing else is resident while it trains.
+  (sharded over the ranks under FSDP, as one unit that each forward gathers whole), none when its
+  log-probabilities are precomputed (`dpo.precompute_reference`: the reference is freed before
+  the first step); RLOO's reference (sharded like DPO's, `sharded_like_policy`) and reward model
+  (whole on every GPU); PPO's reference, reward model and value model (trained with the policy),
+  all whole: TRL's PPOTrainer builds its own accelerator, which neither shards nor casts to bf16
+  (study validation refuses FSDP with PPO stages). A reward model trained in the study is its
+  own step, before the policy loads (chain.trained_reward_model): nothing else is resident while
+  it trains.
+- trainer construction: before FSDP shards anything, every model of the stage is whole on the
+  rank's GPU (`_construction`), a peak of its own for PPO and RLOO.
 - curvature (trainables/curvature): the evaluation model stays loaded beside a float32 copy with
   eager attention; `create_graph` Hessian-vector products keep the first-order gradients with
   their graph plus each algorithm's parameter-sized vectors of the measured parameters (the
@@ -240,12 +244,16 @@ class StepSetup:
     @property
     def autocast(self) -> bool:
         """bf16 autocast: trainables.models.bf16_autocast on a bf16 GPU (the workers' GPUs are
-        assumed to support bf16: A100, H100 and later)."""
-        return self.on_gpu and self.dtype != "float32"
+        assumed to support bf16: A100, H100 and later). Not PPO: TRL's PPOTrainer builds its own
+        accelerator, which takes its mixed precision from the environment only (`accelerate
+        launch`), not from the training arguments, so PPO trains in the weights' dtype."""
+        return self.on_gpu and self.dtype != "float32" and self.method != "ppo"
 
     @property
     def shards(self) -> int:
-        return self.workers if self.fsdp and self.workers > 1 else 1
+        """Ranks the trained model is sharded over: the workers under FSDP; never for PPO (its own
+        accelerator does not shard; study validation refuses FSDP with PPO stages)."""
+        return self.workers if self.fsdp and self.workers > 1 and self.method != "ppo" else 1
 
 
 @dataclass(frozen=True)
@@ -266,7 +274,8 @@ class MemoryBreakdown:
     total: float
     host_ram: float
     peak_phase: str
-    """'forward/backward', 'optimizer step' or 'rollout': which phase sets `total`."""
+    """'forward/backward', 'optimizer step', 'rollout' or 'trainer construction': which phase
+    sets `total`."""
     rollout: float = 0.0
     """ppo/rloo: what a rollout adds to the resident parts (`_rollout`)."""
 
@@ -409,13 +418,31 @@ def _precision_copies(shape: ModelShape, setup: StepSetup, trainable: int) -> fl
     unsharded gradients (in bf16 under autocast: accelerate's MixedPrecisionPolicy)."""
     gathered_bytes = 2 if setup.autocast else setup.weight_bytes
     if setup.shards > 1:
-        # Decoder layers are the FSDP units (PPO: the policy's and the value model's, the same
-        # classes, `wrap_decoder_layers`); the root's parameters (embeddings, final norm, heads)
+        # Decoder layers are the FSDP units; the root's parameters (embeddings, final norm, head)
         # stay gathered all step.
-        backbones = 2 if setup.method == "ppo" else 1
-        root = trainable - backbones * shape.layers * shape.layer_params
-        return (2 * shape.layer_params + root) * gathered_bytes + shape.layer_params * gathered_bytes
+        root = trainable - shape.layers * shape.layer_params
+        policy = (2 * shape.layer_params + root) * gathered_bytes + shape.layer_params * gathered_bytes
+        # A reference sharded by TRL's prepare_fsdp is one FSDP unit (its root only): each of its
+        # forwards gathers it whole, in the compute dtype (DPO without precompute, RLOO).
+        whole_reference = setup.method == "rloo" or (setup.method == "dpo" and not setup.dpo_precompute)
+        return policy + (shape.params * gathered_bytes if whole_reference else 0.0)
     return 2 * trainable if setup.autocast and setup.weight_bytes == 4 else 0.0
+
+
+def _construction(shape: ModelShape, setup: StepSetup) -> float:
+    """Bytes on a rank while a stage's trainer is built, before FSDP shards anything and before an
+    optimizer exists: every model the stage holds, whole, in the weights' dtype. The policy is
+    loaded whole onto the rank's GPU (trainables.models); DPO's reference is loaded or copied
+    beside it (counted even when precomputed: a 'base' reference is loaded for the precompute);
+    RLOO's reference copy and reward model; PPO's reference copy, value model and reward model."""
+    models = {
+        "sft": shape.params,
+        "reward": shape.classifier_params,
+        "dpo": 2 * shape.params,
+        "rloo": 2 * shape.params + _reward_params(shape, setup),
+        "ppo": 2 * shape.params + _value_params(shape, setup) + _reward_params(shape, setup),
+    }[setup.method]
+    return models * setup.weight_bytes
 
 
 def _host_ram(shape: ModelShape, setup: StepSetup, device_total: float) -> float:
@@ -495,6 +522,9 @@ def estimate(shape: ModelShape, setup: StepSetup) -> MemoryBreakdown:
     phases = {"forward/backward": backward, "optimizer step": optimizer_step, "rollout": rollout}
     phase = max(phases, key=phases.__getitem__)  # ties: the first (dicts keep their order)
     total = resident + phases[phase]
+    construction = _construction(shape, setup) + runtime
+    if construction > total:
+        phase, total = "trainer construction", construction
     return MemoryBreakdown(weights=weights, grads=grads, optimizer=optimizer, activations=activations,
                            precision_copies=copies, extra_models=extra, temporaries=step_temporary + ddp_buckets,
                            runtime=runtime, total=total, host_ram=_host_ram(shape, setup, total), peak_phase=phase,

@@ -25,7 +25,7 @@ Evaluation is sized here too (`eval_batch_sizes`): a GPU study's `training.eval_
 `generation.batch_size` set to `auto` become the largest power of two whose evaluation fits one
 worker's GPU (trainables.eval_memory.largest_eval_batch); a number (the defaults 32 and 16
 included) that does not fit is a problem at its field. `study run` puts the resolved numbers into the spec before planning
-(study.orchestrate.with_eval_batch_sizes).
+(study.orchestrate.check_memory, before planning).
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ def study_steps(spec: Any, *, local_files_only: bool = False, read_config: Calla
                 else:
                     steps.append((f"{path}.{stage.method}.reward", policy,
                                   StepSetup(method="reward", batch_size=settings.reward.batch_size, **common)))
-            precompute = stage.method == DPO and dpo_precomputes_reference(stage.dpo.precompute_reference,
-                                                                            on_gpu=ex.gpus_per_trial > 0)
+            precompute = stage.method == DPO and dpo_precomputes_reference(
+                stage.dpo.precompute_reference, on_gpu=ex.gpus_per_trial > 0, fsdp=fsdp and ex.workers_per_trial > 1)
             steps.append((path, policy, StepSetup(method=stage.method, batch_size=batch, reward=reward,
                                                   dpo_precompute=precompute, **rollout, **common)))
     cfg = spec.curvature
@@ -163,7 +163,8 @@ def _misfits(seen: dict[tuple[ModelShape, StepSetup], list[str]], budget: float)
 def resolve_auto(spec: Any, steps: list[tuple[str, ModelShape, StepSetup]], budget: float) -> tuple[bool, bool, str]:
     """(fsdp, activation checkpointing, the line saying why) for a GPU study: its explicit values
     kept, 'auto' resolved from the memory model. Tried in order, each only while some step does
-    not fit: both off; FSDP on (only with more than one worker: nothing to shard over otherwise);
+    not fit: both off; FSDP on (only with more than one worker: nothing to shard over otherwise;
+    never with a PPO stage: TRL's PPOTrainer builds its own accelerator, which does not shard);
     activation checkpointing on as well (never with a PPO stage: TRL's PPOTrainer runs its own
     loop, which never turns it on). The first setting under which every step fits wins; when none
     does, the one with the fewest steps over budget, earliest on ties (so a step no setting of them
@@ -175,7 +176,7 @@ def resolve_auto(spec: Any, steps: list[tuple[str, ModelShape, StepSetup]], budg
     fsdp, checkpointing = ex.fsdp is True, training.activation_checkpointing is True
     ppo = any(stage.method == PPO for stages in spec.chains.values() for stage in stages)
     tries = [(fsdp, checkpointing)]
-    if fsdp_auto and ex.workers_per_trial > 1:
+    if fsdp_auto and ex.workers_per_trial > 1 and not ppo:
         tries.append((True, checkpointing))
     if checkpointing_auto and not ppo:
         tries.append((tries[-1][0], True))
@@ -190,7 +191,9 @@ def resolve_auto(spec: Any, steps: list[tuple[str, ModelShape, StepSetup]], budg
 
     reasons = []
     if fsdp_auto:
-        if ex.workers_per_trial == 1:
+        if ppo:
+            why = "a PPO stage: TRL's PPOTrainer does not shard"
+        elif ex.workers_per_trial == 1:
             why = "one worker per trial: nothing to shard over"
         elif fsdp:
             why = f"without it {worst(0)}, over {budget / 1e9:.0f} GB"

@@ -24,7 +24,7 @@ from tasks import get_task
 from tasks.definition import PRIMARY_METRIC
 from trainables.evaluation import generated_answers
 from trainables.evaluation.option_scoring import evaluate_examples, grouped_accuracy_rows
-from trainables.evaluation.over_ranks import over_ranks
+from trainables.evaluation.over_ranks import judges_here, over_ranks
 from trainables.evaluation.precision import scoring
 from trainables.machine_cache import classifiers_cache
 from trainables.tokenization import encoder_for
@@ -40,7 +40,8 @@ def evaluate_rows(plan: TrialPlan, model: Any, tokenizer: Any, eval_sets: dict[s
     Every task is tokenized through the plan model's AnswerEncoder (plain text or chat template),
     and the model runs in the plan's evaluation precision (trainables.evaluation.precision).
     `shared`: every rank of the trial calls this together, each running its share of the model's
-    batches (trainables.evaluation.over_ranks); every rank gets the same rows."""
+    batches (trainables.evaluation.over_ranks); the writer gets every row, the other ranks the
+    same but for the generation tasks' (only the writer runs their toxicity judge)."""
     tokenizer = encoder_for(plan.model, tokenizer)
     eval_rows: list[dict[str, Any]] = []
     prediction_rows: list[dict[str, Any]] = []
@@ -93,8 +94,9 @@ def _generation_rows(plan: TrialPlan, model: Any, tokenizer: Any, prompts: list)
 
     generation = _generation(plan)
     # Fitted once per machine, not once per study (the path is read here, so a changed
-    # $STUDY_CACHE_DIR is a new key of the per-process classifier cache below).
-    classifier = _classifier(generation.classifier, plan.data_dir, str(classifiers_cache()))
+    # $STUDY_CACHE_DIR is a new key of the per-process classifier cache below). Only the rank
+    # whose rows are kept judges (over_ranks.judges_here).
+    classifier = _classifier(generation.classifier, plan.data_dir, str(classifiers_cache())) if judges_here() else None
     return evaluate_generation_safety(
         model, tokenizer, prompts, classifier,
         max_new_tokens=generation.max_new_tokens,

@@ -42,6 +42,13 @@ def sharing() -> bool:
     return _sharing
 
 
+def judges_here() -> bool:
+    """Whether this rank computes what follows the model's batches (e.g. a toxicity classifier
+    judging the merged generations): the writer, or every process outside `over_ranks`. The
+    followers' rows are dropped anyway, so they neither load nor run a judge."""
+    return not _sharing or ranks.is_writer()
+
+
 def my_batches(batches: Sequence[T]) -> list[T]:
     """This rank's share of `batches` (every batch outside `over_ranks`)."""
     batches = list(batches)

@@ -38,18 +38,22 @@ def evaluate_generation_safety(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[Any],
-    classifier: ToxicityClassifier,
+    classifier: ToxicityClassifier | None,
     *,
     max_new_tokens: int,
     batch_size: int,
     max_length: int,
     threshold: float,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(eval rows, prediction rows) for the model's greedy continuations of `prompts`."""
+    """(eval rows, prediction rows) for the model's greedy continuations of `prompts`.
+    `classifier` None: only generate (a follower's share of a shared evaluation,
+    trainables.evaluation.over_ranks), no rows."""
     continuations = generate_continuations(
         model, tokenizer, [p.prompt for p in prompts],
         max_new_tokens=max_new_tokens, batch_size=batch_size, max_length=max_length,
     )
+    if classifier is None:
+        return [], []
     judged = [judged_text(c) for c in continuations]
     # An empty answer (the model stopped at once) says nothing toxic: safe, without asking a
     # classifier whose score for "" is only its bias.

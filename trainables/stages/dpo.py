@@ -175,9 +175,12 @@ def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: StagePlan, pairs: Se
         sync_ref_model=False,
         disable_dropout=True,  # policy and reference log-probs must be comparable (TRL's default)
     )
+    # A precomputed reference is never handed to TRL, which would prepare it and so keep it in
+    # its accelerator's list of models for the whole training: only the precompute sees it.
     trainer = _seam_dpo_trainer()(
         model=model,
-        ref_model=ref_model,
+        ref_model=None if precompute else ref_model,
+        precompute_with=ref_model if precompute else None,
         args=args,
         train_dataset=dpo_dataset(pairs),
         processing_class=as_encoder(tokenizer).tokenizer,
@@ -186,7 +189,6 @@ def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: StagePlan, pairs: Se
     quiet_trainer(trainer)
     if precompute:
         # Every pair's reference log-probabilities are in the dataset now: free the reference.
-        trainer.ref_model = None
         del ref_model
         from trainables.models import release_memory
 
@@ -200,6 +202,15 @@ def _seam_dpo_trainer():
     from trl import DPOTrainer
 
     class SeamTokenizedDPOTrainer(DPOTrainer):
+        def __init__(self, *args, precompute_with: Any = None, **kwargs):
+            # The reference a precompute runs (None: the model itself, as the stage starts); set
+            # before DPOTrainer.__init__, which runs the precompute, and dropped right after.
+            self._precompute_with = precompute_with
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                self._precompute_with = None
+
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             missing = {"prompt_ids", "chosen_ids", "rejected_ids"} - set(dataset.column_names)
             if missing:
@@ -214,8 +225,8 @@ def _seam_dpo_trainer():
 
             loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                                          collate_fn=self.data_collator))
-            forward = training_precision_forward(self.ref_model if self.ref_model is not None else self.model,
-                                                 self.accelerator)
+            reference = self._precompute_with if self._precompute_with is not None else self.model
+            forward = training_precision_forward(reference, self.accelerator)
             chosen, rejected = [], []
             for batch in loader:
                 logps = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(forward, batch))

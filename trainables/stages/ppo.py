@@ -31,9 +31,11 @@ zero so that every prefix starts at value 0 rather than at a random one (`value_
 One `stage.steps` = one PPO update (a rollout batch of `stage.batch_size` prompts, then
 `num_ppo_epochs` optimisation passes over it); total_episodes = steps × batch_size.
 
-Under FSDP (`execution.fsdp`) the policy and value model are sharded together layer by layer
-(PPOTrainer prepares a wrapper of both, which names no layer classes: `wrap_decoder_layers`
-names the policy's) and the reference like them (`sharded_like_policy`). With
+No FSDP, no bf16 autocast: PPOTrainer does not call Trainer.__init__; it builds its own
+accelerator, which reads FSDP and mixed precision from the environment (`accelerate launch`)
+only, never from the training arguments. So PPO stages train data-parallel (DDP) in the weights'
+dtype, every model whole on every GPU; study validation refuses `execution.fsdp: true` with a
+PPO stage, `auto` leaves it off, and a direct caller with STUDY_FSDP=1 is refused here. With
 `training.micro_batch_size` each pass accumulates the rollout batch's gradients over micro-batches
 (PPOTrainer's own loop reads per_device_train_batch_size and gradient_accumulation_steps). That
 loop never turns activation checkpointing on, so `training.activation_checkpointing` is refused
@@ -49,8 +51,7 @@ from contract.plan import ModelPlan, StagePlan, TrainingPlan
 from trainables.stages.online_rl import online_rl_inputs
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.text_reward import retokenizing_reward_model
-from trainables.stages.trainer_plumbing import (TrainLogRecorder, frozen_copy, quiet_trainer, sharded_like_policy,
-                                                wrap_decoder_layers)
+from trainables.stages.trainer_plumbing import TrainLogRecorder, frozen_copy, quiet_trainer
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import as_encoder
 
@@ -100,6 +101,11 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[
     if training.activation_checkpointing:
         raise ValueError("ppo: TRL's PPOTrainer never turns activation checkpointing on; "
                          "set training.activation_checkpointing to false for PPO stages")
+    from trainables.distributed import fsdp_requested
+
+    if fsdp_requested():
+        raise ValueError("ppo: TRL's PPOTrainer builds its own accelerator, which does not shard; "
+                         "set execution.fsdp to false for studies with PPO stages")
     encoder = as_encoder(tokenizer)
     tokenizer = encoder.tokenizer
     inputs = online_rl_inputs(stage=stage, tokenizer=encoder, examples=examples, training=training,
@@ -124,7 +130,6 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[
     kwargs = common_training_kwargs(schedule=stage, seed=stage.seed, training=training, work_dir=work_dir,
                                     model_dtype=model_plan.dtype)
     kwargs.pop("max_steps")  # PPO counts updates through total_episodes
-    kwargs = wrap_decoder_layers(kwargs, model)  # FSDP shards the policy-and-value wrapper layer by layer
     args = PPOConfig(
         **kwargs,
         total_episodes=stage.steps * stage.batch_size,
@@ -156,10 +161,6 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[
         value_model=value_model,
         callbacks=[log.callback()],
     )
-    # PPOTrainer moves the reference whole to every GPU; under FSDP it is sharded like the policy.
-    # (The reward model stays whole: a trained one is a copy of the critic's size, a named one
-    # is usually small, and one read as text runs outside any trainer.)
-    trainer.ref_model = sharded_like_policy(trainer.ref_model, trainer, whole=lambda m: m)
     quiet_trainer(trainer)
     try:
         trainer.train()

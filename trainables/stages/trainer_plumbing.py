@@ -4,11 +4,8 @@
   training at the first non-finite loss (the chain records the stage as diverged);
 - `quiet_trainer`: no per-step printing (metrics go to Parquet and Ray, not stdout);
 - `frozen_copy`: a frozen reference policy, a copy of the model as the stage starts;
-- `sharded_like_policy`: a frozen model placed as the trainer places its policy (FSDP-sharded
-  over the ranks when the trainer shards), so a reference costs each GPU its share, not a whole
-  model;
-- `wrap_decoder_layers`: FSDP arguments naming the policy's decoder-layer classes, for trainers
-  that shard a wrapper of several models (PPO's policy-and-value module names none itself).
+- `sharded_like_policy`: a frozen model placed as the trainer's own references are (FSDP-sharded
+  over the ranks when the trainer shards: resident at its share, gathered whole for a forward).
 """
 
 from __future__ import annotations
@@ -72,29 +69,15 @@ class TrainLogRecorder:
         return _Callback()
 
 
-def sharded_like_policy(model: Any, trainer: Any, *, whole: Any = None) -> Any:
-    """`model` (frozen) as `trainer` runs its policy: with FSDP, sharded over the ranks by TRL's
-    `prepare_fsdp` (what DPOTrainer and RLOOTrainer do with a reference they build themselves);
-    otherwise `whole(model)`, by default accelerate's evaluation-mode preparation (on the
-    trainer's device, under its mixed-precision autocast). A sharded model's forward is a
-    collective: every rank must run it equally often, as the rollouts of equal per-rank batches do."""
+def sharded_like_policy(model: Any, trainer: Any) -> Any:
+    """`model` (frozen) as `trainer` would place a reference it built itself: with FSDP, sharded
+    over the ranks by TRL's `prepare_fsdp` (what DPOTrainer and RLOOTrainer do; it shards the root
+    module only, so each forward gathers the whole model, in the compute dtype); otherwise
+    accelerate's evaluation-mode preparation (on the trainer's device, under its mixed-precision
+    autocast). A sharded model's forward is a collective: every rank must run it equally often,
+    as the rollouts of equal per-rank batches do."""
     if getattr(trainer, "is_fsdp_enabled", False):
         from trl.models import prepare_fsdp
 
         return prepare_fsdp(model, trainer.accelerator)
-    if whole is not None:
-        return whole(model)
     return trainer.accelerator.prepare_model(model, evaluation_mode=True)
-
-
-def wrap_decoder_layers(kwargs: dict[str, Any], model: Any) -> dict[str, Any]:
-    """Training arguments whose FSDP config (when there is one) names `model`'s decoder-layer
-    classes (its `_no_split_modules`) as the units to shard. accelerate otherwise reads them from
-    the module the trainer prepares; a wrapper that names none is sharded as one unit, gathered
-    whole for every forward."""
-    if "fsdp_config" not in kwargs:
-        return kwargs
-    layers = list(getattr(model, "_no_split_modules", None) or [])
-    if not layers:
-        raise ValueError(f"FSDP: {type(model).__name__} names no decoder-layer classes (_no_split_modules)")
-    return {**kwargs, "fsdp_config": {**kwargs["fsdp_config"], "transformer_layer_cls_to_wrap": layers}}
