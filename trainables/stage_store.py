@@ -12,16 +12,18 @@ The paths are contract.layout's (StudyLayout.stage, StageLayout); this is how th
                                   settings), so changing the eval set re-measures, never retrains
         record.json               written last: the stage record (contract.records.StageRecord:
                                   who trained it, in which run, finished or diverged and why)
-        .lock                     flock: one trial trains a stage, the others wait and reuse it
-        holder.json               pid and host of the process holding the lock, while it does
+        .lock                     flock, the claim's fallback without a Ray coordinator
+        holder.json               pid, host and node of the process holding the claim, while it does
         .checkpoint.<pid>/        the checkpoint being saved, renamed to checkpoint/ when whole
 
-Why a file lock and not a scheduler: Tune runs trials concurrently in whatever order its grid
-gives; two trials whose chains start with the same stage may start together. The first takes
-the lock and trains; the second blocks on the lock, then finds `record.json` and reuses the
-stage. A holder that dies (SIGKILL, node loss) releases its flock with its process, and the
-next trial trains the stage itself. flock needs a filesystem that supports it (local disks,
-NFSv4, Lustre, most cluster filesystems).
+Why a claim and not a scheduler: Tune runs trials concurrently in whatever order its grid
+gives; two trials whose chains start with the same stage may start together, on one node or
+two. The first claims the stage and trains it; the second waits for the claim, then finds
+`record.json` and reuses the stage. A holder that dies (SIGKILL, node loss) loses its claim
+with its process, and the next trial trains the stage itself. In a `study run` the claim goes
+through a coordinator actor on the Ray cluster, which works whatever the shared filesystem's
+locks do; flock on `.lock` is the fallback outside one (trainables.stage_claims says which,
+and why).
 
 Which records count: a record made in the current run always does (so a retried trial, or a
 second trial sharing the prefix, reuses it). Records of earlier runs count only when the run
@@ -34,10 +36,8 @@ Stage 0 (the base model) is stored under `base-<hash of the model settings>`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -49,6 +49,7 @@ from contract.keys import BASE_KEY_PREFIX
 from contract.layout import StageLayout, StudyLayout
 from contract.plan import RunInfo
 from contract.records import FINISHED, StageRecord, read_record, write_record
+from trainables import stage_claims
 from trainables.results_writer import write_rows as write_parquet_rows
 
 
@@ -61,7 +62,7 @@ def read_rows(path: Path, trial_id: str) -> list[dict[str, Any]]:
 
 
 class StageEntry:
-    """One stage_key's folder. Use `StageStore.claim` to get one under its lock."""
+    """One stage_key's folder. Use `StageStore.claim` to get one under its claim."""
 
     def __init__(self, paths: StageLayout, run: RunInfo):
         self.paths = paths
@@ -88,7 +89,7 @@ class StageEntry:
                 return record
         return None
 
-    # -- writing (caller holds the lock) ------------------------------------------------------
+    # -- writing (caller holds the claim) ------------------------------------------------------
 
     def reset(self) -> None:
         """Forget an unusable earlier attempt before training again."""
@@ -155,19 +156,17 @@ class StageStore:
 
     @contextlib.contextmanager
     def claim(self, stage_key: str) -> Iterator[StageEntry]:
-        """The stage's entry, under an exclusive lock for as long as the block runs."""
+        """The stage's entry, held by this process alone for as long as the block runs (through
+        the study's Ray coordinator, or flock without one: trainables.stage_claims)."""
         entry = self.entry(stage_key)
         entry.paths.folder.mkdir(parents=True, exist_ok=True)
-        with open(entry.paths.lock, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with stage_claims.claim(self.layout.root, stage_key, entry.paths.lock):
             # Who holds the stage now (for `study status` and for fault-injection tests).
-            write_json_atomic(entry.paths.holder, {"pid": os.getpid(), "host": socket.gethostname(),
-                                                      "since": time.time()})
+            write_json_atomic(entry.paths.holder, stage_claims.holder_facts())
             try:
                 yield entry
             finally:
                 entry.paths.holder.unlink(missing_ok=True)
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def stage_records(study_dir: str | Path, keys: Iterable[str]) -> list[StageRecord]:
