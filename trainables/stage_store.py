@@ -123,7 +123,7 @@ class StageEntry:
         trained stage (a base entry is evaluated, not trained)."""
         record = StageRecord(stage_key=self.key, run_id=self.run.run_id, trained_by=trial_id, status=status,
                              reason=reason, finished_at=time.time(), train_seconds=train_seconds,
-                             n_train_examples=n_train_examples)
+                             n_train_examples=n_train_examples, trained_on=stage_claims.current_node())
         write_record(self.paths.record, record)
         return record
 
