@@ -25,6 +25,19 @@ through a coordinator actor on the Ray cluster, which works whatever the shared 
 locks do; flock on `.lock` is the fallback outside one (trainables.stage_claims says which,
 and why).
 
+How a stage is published, so that a reader on any node sees nothing of it or all of it: the
+record is the publication, and nothing is read before it (`usable_record`).
+1. The checkpoint is saved into `.checkpoint.<pid>/`, a name no reader looks at, flushed to
+   storage (fsync of every file and folder) and renamed to `checkpoint/` (`publish_checkpoint`).
+2. Each rows file is written under a temporary name and renamed (contract.atomic).
+3. The record is written last, by rename, after the rows are flushed (`finish`). A reader that
+   finds it finds the checkpoint and rows whole, even when the writer's node is lost right
+   after: shared filesystems (Lustre, NFS with async writes) and local disks may keep written
+   data in the writer's cache after close and rename, and the flush makes it storage's first.
+Measurements (evals, predictions, curvature) are added to a published stage under its claim,
+each file whole by rename and looked up by its name. `reset` unpublishes (record first) before
+a stage is trained again.
+
 Which records count: a record made in the current run always does (so a retried trial, or a
 second trial sharing the prefix, reuses it). Records of earlier runs count only when the run
 reuses them (`study run --resume`): a plain rerun retrains, in case the code changed.
@@ -36,6 +49,7 @@ Stage 0 (the base model) is stored under `base-<hash of the model settings>`
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -107,24 +121,32 @@ class StageEntry:
         return staging
 
     def publish_checkpoint(self, staging: Path) -> None:
-        """Rename a saved checkpoint into place. A plain rename, not contract.atomic.publish_folder:
-        the caller holds the stage's lock, so no other process publishes it meanwhile, and the
-        staging folder is read (weight rows) before it is published. A holder killed before
-        this leaves its `.checkpoint.<pid>` behind, for `reset` to remove."""
+        """Flush a saved checkpoint to storage, then rename it into place (publication, step 1).
+        A plain rename, not contract.atomic.publish_folder: the caller holds the stage's claim,
+        so no other process publishes it meanwhile, and the staging folder is read (weight rows)
+        before it is published. A holder killed before this leaves its `.checkpoint.<pid>`
+        behind, for `reset` to remove."""
+        flush_tree(staging)
         shutil.rmtree(self.checkpoint, ignore_errors=True)
         os.replace(staging, self.checkpoint)
+        flush_tree(self.paths.folder, recursive=False)
 
     def write_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         write_parquet_rows(self.paths.rows(table), table, rows)
 
     def finish(self, *, trial_id: str, status: str, reason: str | None = None, train_seconds: float | None = None,
                n_train_examples: int | None = None) -> StageRecord:
-        """Write the stage's record (last: it makes the entry usable). Training facts only for a
-        trained stage (a base entry is evaluated, not trained)."""
+        """Write the stage's record (publication, step 3: it makes the entry usable), once the rows
+        it vouches for are on storage. Training facts only for a trained stage (a base entry is
+        evaluated, not trained)."""
+        rows = self.paths.folder / StageLayout.ROWS
+        if rows.is_dir():
+            flush_tree(rows)
         record = StageRecord(stage_key=self.key, run_id=self.run.run_id, trained_by=trial_id, status=status,
                              reason=reason, finished_at=time.time(), train_seconds=train_seconds,
                              n_train_examples=n_train_examples, trained_on=stage_claims.current_node())
         write_record(self.paths.record, record)
+        flush_tree(self.paths.folder, recursive=False)
         return record
 
     # -- reading -------------------------------------------------------------------------------
@@ -167,6 +189,29 @@ class StageStore:
                 yield entry
             finally:
                 entry.paths.holder.unlink(missing_ok=True)
+
+
+def flush_tree(folder: Path, *, recursive: bool = True) -> None:
+    """fsync every file and folder under `folder`, then `folder` itself (with recursive=False
+    only `folder`: its entries, e.g. a rename just made in it), so that a rename or record that
+    follows publishes data already on storage."""
+    folders = [folder]
+    if recursive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_dir():
+                folders.append(path)
+            elif path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+    for path in reversed(folders):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        except OSError as error:  # some network filesystems cannot sync a folder; their renames are synchronous
+            if error.errno != errno.EINVAL:
+                raise
+        finally:
+            os.close(descriptor)
 
 
 def stage_records(study_dir: str | Path, keys: Iterable[str]) -> list[StageRecord]:
