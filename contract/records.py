@@ -111,6 +111,9 @@ class StageRecord:
     train_seconds: float | None = None
     n_train_examples: int | None = None
     """Training facts: written only for a trained stage (finished or diverged)."""
+    trained_on: str | None = None
+    """The node of the process that wrote the record (its Ray node id, or the host name outside
+    Ray); absent from records written before it existed."""
 
     def __post_init__(self) -> None:
         _check_status(self, STAGE_STATUSES)
@@ -122,13 +125,16 @@ class StageRecord:
             entry["train_seconds"] = self.train_seconds
         if self.n_train_examples is not None:
             entry["n_train_examples"] = self.n_train_examples
+        if self.trained_on is not None:
+            entry["trained_on"] = self.trained_on
         return entry
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "StageRecord":
         return cls(stage_key=data["stage_key"], run_id=data["run_id"], trained_by=data["trained_by"],
                    status=data["status"], reason=data["reason"], finished_at=data["finished_at"],
-                   train_seconds=data.get("train_seconds"), n_train_examples=data.get("n_train_examples"))
+                   train_seconds=data.get("train_seconds"), n_train_examples=data.get("n_train_examples"),
+                   trained_on=data.get("trained_on"))
 
 
 @dataclass(frozen=True)

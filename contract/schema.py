@@ -35,6 +35,9 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         # The seed that drew the stage's training subsample: data_seed under seed_scope 'order',
         # one derived from data_seed and stage_seed under 'order_and_data'.
         ("train_data_seed", INT),
+        # The node whose trial trained the stage (the stage record's trained_on: a Ray node id,
+        # or the host name outside Ray); null in rows written before it existed.
+        ("trained_on", STRING),
     ),
     "evals": (
         ("trial_id", STRING), ("stage", INT), ("eval_task", STRING), ("metric", STRING),

@@ -370,6 +370,7 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
           study_dir: Path) -> list:
     """One Tuner over `param_space` (+ search_alg/num_samples/metric/mode); its results."""
     from study.cluster import cluster_cpus, cluster_gpus, connect
+    from trainables.stage_claims import coordinating
     from trainables.tune_trial import chain_trial, choose_executor
 
     log(f"[study] {connect()}")
@@ -413,7 +414,9 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
         run_config=tune.RunConfig(name=spec.name, storage_path=str(StudyLayout(study_dir).tune),
                                   failure_config=tune.FailureConfig(max_failures=ex.max_failures), verbose=1),
     )
-    return list(tuner.fit())
+    # Trials claim their stages through this run's coordinator, on every node (trainables.stage_claims).
+    with coordinating(study_dir):
+        return list(tuner.fit())
 
 
 def _marker(study_dir: Path, trial_id: str) -> TrialMarker | None:

@@ -3,6 +3,8 @@ the same bytes, so old study folders stay readable and `--resume` continues them
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from contract.keys import MeasureKeys
@@ -82,3 +84,13 @@ def test_trial_summaries_of_plans_json(tmp_path):
                                          ' {"trial_id": "b"}]')
     summaries = read_trial_summaries(tmp_path / "plans.json")
     assert [(s.trial_id, s.stage_keys) for s in summaries] == [("a", ("k1",)), ("b", ())]
+
+
+def test_a_stage_record_keeps_the_node_that_trained_it(tmp_path):
+    """trained_on is written when known and read back; records without it read as None."""
+    record = StageRecord(stage_key="k", run_id="r", trained_by="t", status="finished", reason=None,
+                         finished_at=1.0, trained_on="node-a")
+    write_record(tmp_path / "record.json", record)
+    assert json.loads((tmp_path / "record.json").read_text())["trained_on"] == "node-a"
+    assert read_record(StageRecord, tmp_path / "record.json") == record
+    assert StageRecord.from_dict(json.loads(TRAINED_STAGE)).trained_on is None

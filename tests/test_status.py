@@ -15,7 +15,7 @@ def _trial_rows(trial_id: str, reused: list[bool]) -> list[dict]:
     columns = ("chain", "method", "method_settings", "task", "stage_key", "model", "grid_point", "executor",
                "trained_by", "failure", "start_from", "seed", "stage_seed", "learning_rate", "batch_size", "steps",
                "train_size", "n_train_examples", "data_seed", "replay_from_stage", "replay_fraction",
-               "train_seconds", "train_data_seed")
+               "train_seconds", "train_data_seed", "trained_on")
     return [{**{c: None for c in columns}, "trial_id": trial_id, "stage": i + 1, "status": "finished",
              "reused": r} for i, r in enumerate(reused)]
 

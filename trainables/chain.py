@@ -239,7 +239,7 @@ class _ChainRun:
         self.trial_rows[index] = _trial_row(
             self.plan, stage, self.executor, status=FINISHED if record.status == FINISHED else FAILED,
             seconds=record.train_seconds, n_train=record.n_train_examples,
-            trained_by=record.trained_by, reused=reused, failure=record.reason,
+            trained_by=record.trained_by, trained_on=record.trained_on, reused=reused, failure=record.reason,
             start_from=self.selection.get(number))
         if record.status != FINISHED:
             self.status, self.failure = FAILED, f"stage {number}: {record.reason}"
@@ -547,8 +547,9 @@ def _quiet_libraries() -> None:
 
 
 def _trial_row(plan: TrialPlan, stage: StagePlan, executor: str, *, status: str, seconds: float | None = None,
-               n_train: int | None = None, trained_by: str | None = None, reused: bool | None = None,
-               failure: str | None = None, start_from: str | None = None) -> dict[str, Any]:
+               n_train: int | None = None, trained_by: str | None = None, trained_on: str | None = None,
+               reused: bool | None = None, failure: str | None = None,
+               start_from: str | None = None) -> dict[str, Any]:
     return {
         "trial_id": plan.trial_id, "chain": plan.chain, "seed": plan.seed, "stage": stage.stage,
         # The method's own settings (e.g. DPO beta, PPO kl_coef), as JSON.
@@ -563,4 +564,5 @@ def _trial_row(plan: TrialPlan, stage: StagePlan, executor: str, *, status: str,
         "grid_point": json.dumps(plan.grid_point, sort_keys=True), "executor": executor,
         "train_seconds": seconds, "status": status,
         "trained_by": trained_by, "reused": reused, "failure": failure, "start_from": start_from,
+        "trained_on": trained_on,
     }

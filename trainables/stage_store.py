@@ -12,16 +12,31 @@ The paths are contract.layout's (StudyLayout.stage, StageLayout); this is how th
                                   settings), so changing the eval set re-measures, never retrains
         record.json               written last: the stage record (contract.records.StageRecord:
                                   who trained it, in which run, finished or diverged and why)
-        .lock                     flock: one trial trains a stage, the others wait and reuse it
-        holder.json               pid and host of the process holding the lock, while it does
+        .lock                     flock, the claim's fallback without a Ray coordinator
+        holder.json               pid, host and node of the process holding the claim, while it does
         .checkpoint.<pid>/        the checkpoint being saved, renamed to checkpoint/ when whole
 
-Why a file lock and not a scheduler: Tune runs trials concurrently in whatever order its grid
-gives; two trials whose chains start with the same stage may start together. The first takes
-the lock and trains; the second blocks on the lock, then finds `record.json` and reuses the
-stage. A holder that dies (SIGKILL, node loss) releases its flock with its process, and the
-next trial trains the stage itself. flock needs a filesystem that supports it (local disks,
-NFSv4, Lustre, most cluster filesystems).
+Why a claim and not a scheduler: Tune runs trials concurrently in whatever order its grid
+gives; two trials whose chains start with the same stage may start together, on one node or
+two. The first claims the stage and trains it; the second waits for the claim, then finds
+`record.json` and reuses the stage. A holder that dies (SIGKILL, node loss) loses its claim
+with its process, and the next trial trains the stage itself. In a `study run` the claim goes
+through a coordinator actor on the Ray cluster, which works whatever the shared filesystem's
+locks do; flock on `.lock` is the fallback outside one (trainables.stage_claims says which,
+and why).
+
+How a stage is published, so that a reader on any node sees nothing of it or all of it: the
+record is the publication, and nothing is read before it (`usable_record`).
+1. The checkpoint is saved into `.checkpoint.<pid>/`, a name no reader looks at, flushed to
+   storage (fsync of every file and folder) and renamed to `checkpoint/` (`publish_checkpoint`).
+2. Each rows file is written under a temporary name and renamed (contract.atomic).
+3. The record is written last, by rename, after the rows are flushed (`finish`). A reader that
+   finds it finds the checkpoint and rows whole, even when the writer's node is lost right
+   after: shared filesystems (Lustre, NFS with async writes) and local disks may keep written
+   data in the writer's cache after close and rename, and the flush makes it storage's first.
+Measurements (evals, predictions, curvature) are added to a published stage under its claim,
+each file whole by rename and looked up by its name. `reset` unpublishes (record first) before
+a stage is trained again.
 
 Which records count: a record made in the current run always does (so a retried trial, or a
 second trial sharing the prefix, reuses it). Records of earlier runs count only when the run
@@ -34,10 +49,9 @@ Stage 0 (the base model) is stored under `base-<hash of the model settings>`
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -49,6 +63,7 @@ from contract.keys import BASE_KEY_PREFIX
 from contract.layout import StageLayout, StudyLayout
 from contract.plan import RunInfo
 from contract.records import FINISHED, StageRecord, read_record, write_record
+from trainables import stage_claims
 from trainables.results_writer import write_rows as write_parquet_rows
 
 
@@ -61,7 +76,7 @@ def read_rows(path: Path, trial_id: str) -> list[dict[str, Any]]:
 
 
 class StageEntry:
-    """One stage_key's folder. Use `StageStore.claim` to get one under its lock."""
+    """One stage_key's folder. Use `StageStore.claim` to get one under its claim."""
 
     def __init__(self, paths: StageLayout, run: RunInfo):
         self.paths = paths
@@ -88,7 +103,7 @@ class StageEntry:
                 return record
         return None
 
-    # -- writing (caller holds the lock) ------------------------------------------------------
+    # -- writing (caller holds the claim) ------------------------------------------------------
 
     def reset(self) -> None:
         """Forget an unusable earlier attempt before training again."""
@@ -106,24 +121,32 @@ class StageEntry:
         return staging
 
     def publish_checkpoint(self, staging: Path) -> None:
-        """Rename a saved checkpoint into place. A plain rename, not contract.atomic.publish_folder:
-        the caller holds the stage's lock, so no other process publishes it meanwhile, and the
-        staging folder is read (weight rows) before it is published. A holder killed before
-        this leaves its `.checkpoint.<pid>` behind, for `reset` to remove."""
+        """Flush a saved checkpoint to storage, then rename it into place (publication, step 1).
+        A plain rename, not contract.atomic.publish_folder: the caller holds the stage's claim,
+        so no other process publishes it meanwhile, and the staging folder is read (weight rows)
+        before it is published. A holder killed before this leaves its `.checkpoint.<pid>`
+        behind, for `reset` to remove."""
+        flush_tree(staging)
         shutil.rmtree(self.checkpoint, ignore_errors=True)
         os.replace(staging, self.checkpoint)
+        flush_tree(self.paths.folder, recursive=False)
 
     def write_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         write_parquet_rows(self.paths.rows(table), table, rows)
 
     def finish(self, *, trial_id: str, status: str, reason: str | None = None, train_seconds: float | None = None,
                n_train_examples: int | None = None) -> StageRecord:
-        """Write the stage's record (last: it makes the entry usable). Training facts only for a
-        trained stage (a base entry is evaluated, not trained)."""
+        """Write the stage's record (publication, step 3: it makes the entry usable), once the rows
+        it vouches for are on storage. Training facts only for a trained stage (a base entry is
+        evaluated, not trained)."""
+        rows = self.paths.folder / StageLayout.ROWS
+        if rows.is_dir():
+            flush_tree(rows)
         record = StageRecord(stage_key=self.key, run_id=self.run.run_id, trained_by=trial_id, status=status,
                              reason=reason, finished_at=time.time(), train_seconds=train_seconds,
-                             n_train_examples=n_train_examples)
+                             n_train_examples=n_train_examples, trained_on=stage_claims.current_node())
         write_record(self.paths.record, record)
+        flush_tree(self.paths.folder, recursive=False)
         return record
 
     # -- reading -------------------------------------------------------------------------------
@@ -155,19 +178,40 @@ class StageStore:
 
     @contextlib.contextmanager
     def claim(self, stage_key: str) -> Iterator[StageEntry]:
-        """The stage's entry, under an exclusive lock for as long as the block runs."""
+        """The stage's entry, held by this process alone for as long as the block runs (through
+        the study's Ray coordinator, or flock without one: trainables.stage_claims)."""
         entry = self.entry(stage_key)
         entry.paths.folder.mkdir(parents=True, exist_ok=True)
-        with open(entry.paths.lock, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with stage_claims.claim(self.layout.root, stage_key, entry.paths.lock):
             # Who holds the stage now (for `study status` and for fault-injection tests).
-            write_json_atomic(entry.paths.holder, {"pid": os.getpid(), "host": socket.gethostname(),
-                                                      "since": time.time()})
+            write_json_atomic(entry.paths.holder, stage_claims.holder_facts())
             try:
                 yield entry
             finally:
                 entry.paths.holder.unlink(missing_ok=True)
-                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def flush_tree(folder: Path, *, recursive: bool = True) -> None:
+    """fsync every file and folder under `folder`, then `folder` itself (with recursive=False
+    only `folder`: its entries, e.g. a rename just made in it), so that a rename or record that
+    follows publishes data already on storage."""
+    folders = [folder]
+    if recursive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_dir():
+                folders.append(path)
+            elif path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+    for path in reversed(folders):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        except OSError as error:  # some network filesystems cannot sync a folder; their renames are synchronous
+            if error.errno != errno.EINVAL:
+                raise
+        finally:
+            os.close(descriptor)
 
 
 def stage_records(study_dir: str | Path, keys: Iterable[str]) -> list[StageRecord]:
