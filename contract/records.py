@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Protocol, TypeVar
 
 from contract.atomic import write_json_atomic
+from contract.file_digest import FileDigest
 from contract.keys import MeasureKeys
 
 # ---------------------------------------------------------------- statuses
@@ -111,6 +112,14 @@ class StageRecord:
     train_seconds: float | None = None
     n_train_examples: int | None = None
     """Training facts: written only for a trained stage (finished or diverged)."""
+    checkpoint_files: Mapping[str, FileDigest] | None = None
+    """Size and sha256 of every file of the stored checkpoint (contract.file_digest), by path
+    inside `checkpoint/`; checked before the checkpoint is reused. None in records written
+    before these were recorded (their checkpoint can only be checked for existence) and for
+    stages without a checkpoint (diverged, base entries)."""
+    replaced: str | None = None
+    """Why the stored copy this stage had before was discarded and the stage trained again (a
+    checkpoint that was missing or not as recorded); None when there was none to discard."""
 
     def __post_init__(self) -> None:
         _check_status(self, STAGE_STATUSES)
@@ -122,13 +131,20 @@ class StageRecord:
             entry["train_seconds"] = self.train_seconds
         if self.n_train_examples is not None:
             entry["n_train_examples"] = self.n_train_examples
+        if self.checkpoint_files is not None:
+            entry["checkpoint_files"] = {name: d.to_dict() for name, d in self.checkpoint_files.items()}
+        if self.replaced is not None:
+            entry["replaced"] = self.replaced
         return entry
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "StageRecord":
+        files = data.get("checkpoint_files")
         return cls(stage_key=data["stage_key"], run_id=data["run_id"], trained_by=data["trained_by"],
                    status=data["status"], reason=data["reason"], finished_at=data["finished_at"],
-                   train_seconds=data.get("train_seconds"), n_train_examples=data.get("n_train_examples"))
+                   train_seconds=data.get("train_seconds"), n_train_examples=data.get("n_train_examples"),
+                   checkpoint_files=None if files is None else {n: FileDigest.from_dict(d) for n, d in files.items()},
+                   replaced=data.get("replaced"))
 
 
 @dataclass(frozen=True)

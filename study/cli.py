@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted or extended study: skip finished trials, reuse stored stages")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    p.add_argument("--verify-checkpoints", action="store_true",
+                   help="before reusing a checkpoint stored by an earlier run, check its sha256 hashes against "
+                        "its stage record (file sizes are always checked)")
 
     p = sub.add_parser("report", help="write report.md/.html, tables and figures from a results folder")
     p.add_argument("results_dir")
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 spec = dataclasses.replace(spec, storage=args.storage)
             from study.orchestrate import run_study
 
-            outcome = run_study(spec, resume=args.resume, report=not args.no_report)
+            outcome = run_study(spec, resume=args.resume, report=not args.no_report,
+                                verify_checkpoints=args.verify_checkpoints)
             print(f"[study] results: {outcome.study_dir}")
             if outcome.report:
                 print(f"[study] report: {outcome.report}")

@@ -108,13 +108,18 @@ def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: in
     )
 
 
-def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
+def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, verify_checkpoints: bool = False,
+              log=print) -> RunOutcome:
+    """Run the study (see the module docstring). `verify_checkpoints`: hash every stored
+    checkpoint of an earlier run before reusing it (trainables.stage_store; sizes are always
+    checked)."""
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     check_example_counts(spec)  # before anything is written
     spec, _ = check_memory(spec)  # every 'auto' of the GPU budget resolved before anything is planned
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
-        return _run_study(spec, study_dir, resume=resume, report=report, log=log)
+        return _run_study(spec, study_dir, resume=resume, report=report, verify_checkpoints=verify_checkpoints,
+                          log=log)
 
 
 class StudyBusyError(RuntimeError):
@@ -137,7 +142,8 @@ def _exclusive_run(study_dir: Path):
         yield
 
 
-def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, log) -> RunOutcome:
+def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, verify_checkpoints: bool,
+               log) -> RunOutcome:
     import yaml
 
     from trainables.models import resolve_base_model
@@ -153,7 +159,8 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
     check_curvature(spec, base_model)
     write_text_atomic(StudyLayout(study_dir).study_file, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     chat = chat_format(spec, base_model)
-    run = RunInfo(run_id=uuid.uuid4().hex[:12], reuse_earlier_runs=bool(resume))
+    run = RunInfo(run_id=uuid.uuid4().hex[:12], reuse_earlier_runs=bool(resume),
+                  verify_checkpoints=bool(verify_checkpoints))
     started = time.time()
     if spec.search is None:
         plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model, chat=chat)
