@@ -74,13 +74,20 @@ class TrialMarker:
     stage_keys: tuple[str, ...]
     measure_keys: MeasureKeys
     """Written as top-level `evals` and `curvature` keys."""
+    resumable: bool = False
+    """The trial failed for a reason outside the study (a result, record or checkpoint could not
+    be written: contract.atomic.WriteError), so `study run --resume` runs it again; a trial that
+    failed for the study's own reason (a diverged stage) is not. Written only when true."""
 
     def __post_init__(self) -> None:
         _check_status(self, TRIAL_STATUSES)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trial_id": self.trial_id, "run_id": self.run_id, "status": self.status, "failure": self.failure,
-                "stage_keys": list(self.stage_keys), **self.measure_keys.to_dict()}
+        entry = {"trial_id": self.trial_id, "run_id": self.run_id, "status": self.status, "failure": self.failure,
+                 "stage_keys": list(self.stage_keys), **self.measure_keys.to_dict()}
+        if self.resumable:
+            entry["resumable"] = True
+        return entry
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialMarker":
@@ -89,7 +96,8 @@ class TrialMarker:
         do not match the plan's."""
         return cls(trial_id=data.get("trial_id"), run_id=data.get("run_id"), status=data["status"],
                    failure=data.get("failure"), stage_keys=tuple(data.get("stage_keys", ())),
-                   measure_keys=MeasureKeys(evals=data.get("evals"), curvature=data.get("curvature")))
+                   measure_keys=MeasureKeys(evals=data.get("evals"), curvature=data.get("curvature")),
+                   resumable=bool(data.get("resumable", False)))
 
 
 @dataclass(frozen=True)

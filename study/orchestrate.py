@@ -84,10 +84,11 @@ def plan_point(plan: TrialPlan) -> dict[str, Any]:
 
 def finished_trials(study_dir: Path, plans: list[TrialPlan]) -> set[str]:
     """Trials an earlier run finished (or saw fail deterministically, e.g. diverge) with the
-    same measurement settings: their rows are complete and need no new run."""
+    same measurement settings: their rows are complete and need no new run. A trial that failed
+    because something could not be written (its marker is `resumable`) runs again."""
     return {plan.trial_id for plan in plans
             if (marker := _marker(study_dir, plan.trial_id)) is not None
-            and marker.measure_keys == measure_keys(plan)}
+            and not marker.resumable and marker.measure_keys == measure_keys(plan)}
 
 
 def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: int) -> RunCounts:
