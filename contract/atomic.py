@@ -22,7 +22,9 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class WriteError(OSError):
@@ -108,3 +110,34 @@ def publish_folder(target: Path, build: Callable[[Path], None], *, marker: str, 
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_folder(target: str | Path, build: Callable[[Path], T]) -> T:
+    """Run build(staging folder), then swap the staging folder in for `target`; build's result.
+
+    For a folder one process rewrites as a whole (the report): it is built under a hidden name
+    beside `target`, so a build that fails or is killed leaves the previous `target` as it was
+    (a killed build leaves only its hidden staging folder). The swap is two renames (the old
+    folder aside, the new one in place) and then the old folder's removal; only a process
+    killed between the two renames leaves no `target`, with the previous one under its hidden
+    `.old` name beside it. OSErrors are raised as WriteError.
+    """
+    final = Path(target)
+    with writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(6)
+        staging = final.parent / f".{final.name}.staging-{token}"
+        old = final.parent / f".{final.name}.old-{token}"
+        staging.mkdir()  # mode 0777 less the umask, like every other folder
+        try:
+            result = build(staging)
+            if final.exists():
+                os.rename(final, old)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if old.exists() and not final.exists():
+                os.rename(old, final)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    return result

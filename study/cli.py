@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from contract.atomic import WriteError
 from contract.problems import TokenizationError
 from study.orchestrate import StudyBusyError, check_memory, tokenization_preview
 from study.presets import describe, preset_paths, resolve_study_file
@@ -108,9 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             return 0
         if args.command == "report":
-            from analysis.report import write_report
+            from analysis.report import ReportFolderError, write_report
 
-            path = write_report(Path(args.results_dir), Path(args.out) if args.out else None)
+            try:
+                path = write_report(Path(args.results_dir), Path(args.out) if args.out else None)
+            except ReportFolderError as exc:
+                print(f"study: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
             print(f"[study] report: {path}")
             return 0
         if args.command == "status":
@@ -136,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, TaskFileError) as exc:
         print(f"study: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except WriteError as exc:  # disk full, permission denied: nothing partial was left behind
+        print(f"study: {exc}", file=sys.stderr)
+        return 1
     except TokenizationError as exc:
         print(f"study: tokenization: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

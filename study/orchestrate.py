@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contract.atomic import write_json_atomic, write_text_atomic
+from contract.atomic import WriteError, write_json_atomic, write_text_atomic
 from contract.keys import measure_keys
 from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
@@ -196,7 +196,7 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
 
         try:
             report_path = write_report(study_dir)
-        except FileNotFoundError as exc:  # e.g. every trial failed before its first evaluation
+        except (FileNotFoundError, WriteError) as exc:  # e.g. every trial failed before its first evaluation
             log(f"[study] no report written: {exc}")
     return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path,
                       counts=counts.to_dict())

@@ -223,3 +223,43 @@ def test_a_results_folder_that_cannot_be_written(tiny_model_path, data_dir, tmp_
     rows = pl.read_parquet(StudyLayout(study).part("trials", plan.trial_id)).sort("stage")
     assert rows["failure"][0].startswith("stage 0 (base model evaluation): write failed: could not write ")
     _failed_then_resumed(plan, study, reference, reason="FileExistsError", stage=0, undo=blocked.unlink)
+
+
+# ---------------------------------------------------------------- the report, swapped in whole
+
+def test_a_crash_during_study_report_leaves_the_previous_report(tmp_path, monkeypatch, capsys):
+    """A first report is written; a second `study report` crashes while rendering: the first
+    report's files are all there, unchanged, and nothing half-built is left beside them. A
+    third replaces it whole. An output folder that is not a report is refused (exit 2)."""
+    import analysis.report as report
+    from study.cli import main
+    from tests.test_analysis_report import write_study
+
+    study = write_study(tmp_path / "study")
+    first = report.write_report(study)
+    folder = first.parent
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert Path("report.html") in before and any(p.suffix == ".png" for p in before)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while rendering")
+
+    monkeypatch.setattr(report, "render_html", crash)
+    with pytest.raises(RuntimeError, match="killed while rendering"):
+        main(["report", str(study)])
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".report")) == []
+    monkeypatch.undo()
+
+    (folder / "stale.txt").write_text("from an older report")
+    assert main(["report", str(study)]) == 0
+    assert not (folder / "stale.txt").exists() and (folder / "report.html").is_file()
+    assert stat.S_IMODE((folder / "report.md").stat().st_mode) == 0o666 & ~_umask()
+
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    capsys.readouterr()
+    assert main(["report", str(study), "--out", str(other)]) == 2
+    assert "is not a report folder" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["mine.txt"]
