@@ -45,6 +45,7 @@ from analysis.report_sections import report_blocks
 from analysis.results import ResultTables, load_results
 from analysis.transfer import accuracy_matrix, backward_transfer
 from analysis.uncertainty import forgetting_uncertainty
+from contract.atomic import replace_folder
 from contract.layout import StudyLayout
 
 # File names under the output folder; `study report` and the README point at these.
@@ -165,10 +166,19 @@ def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> None:
         frame.write_csv(folder / f"{name}.csv")
 
 
+class ReportFolderError(ValueError):
+    """The output folder holds something other than a report: it is not replaced."""
+
+
 def write_report(
     results_dir: str | Path, out_dir: str | Path | None = None, *, metric: str = PRIMARY
 ) -> Path:
     """Write the forgetting report of `results_dir` and return the path of report.md.
+
+    The report is built in a hidden folder beside the output folder and swapped in whole
+    (contract.atomic.replace_folder): a `study report` that crashes or is killed leaves the
+    previous report as it was. An output folder that exists and holds files but no report.md
+    is refused (ReportFolderError) rather than replaced.
 
     Into out_dir (default <results_dir>/report): report.md, report.html (figures embedded),
     tables/{forgetting_summary,group_forgetting,forgetting_curve,stage_accuracy,
@@ -192,7 +202,15 @@ def write_report(
             f"{StudyLayout(results.results_dir).table('trials')}"
         )
     out = Path(out_dir) if out_dir is not None else StudyLayout(results.results_dir).report
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_MD).is_file())):
+        raise ReportFolderError(f"{out} exists and is not a report folder (no {REPORT_MD}); the report replaces its "
+                                "output folder whole, so name a new or empty folder")
+    replace_folder(out, lambda staging: _build_report(results, staging, metric))
+    return out / REPORT_MD
+
+
+def _build_report(results: ResultTables, out: Path, metric: str) -> None:
+    """Every file of the report, written into `out` (write_report's staging folder)."""
     # Collect once: every table below is derived from these two small frames.
     trials, evals = results.trials.collect(), results.evals.collect()
     tables = {
@@ -243,7 +261,5 @@ def write_report(
     figures |= figures.pop("_curvature", {})
     axis_figures = {axis: figures.pop(hyperparameter_figure_name(axis)) for axis in axes}
     blocks = report_blocks(results.results_dir, tables, figures, axis_figures, tables_dir=TABLES_DIR)
-    report_md = out / REPORT_MD
-    report_md.write_text(render_markdown(blocks, out), encoding="utf-8")
+    (out / REPORT_MD).write_text(render_markdown(blocks, out), encoding="utf-8")
     (out / REPORT_HTML).write_text(render_html(blocks), encoding="utf-8")
-    return report_md

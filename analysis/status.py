@@ -4,7 +4,10 @@ Reads what the engine leaves in a study folder (the records: contract.records):
 - plans.json                   the trials of the latest `study run` and their stage keys
 - _ledger/<trial_id>.json      a trial's end marker: finished, or failed with the reason
 - trials/<trial_id>.parquet    per-stage status rows (pending while the trial runs)
-- stages/<stage_key>/record.json  whether each stage is trained (its record exists)
+- stages/<stage_key>/record.json  whether each stage is trained (its record exists), whether
+                               it was trained again because its stored checkpoint was missing
+                               or damaged (`replaced`), and whether its checkpoint can be checked
+                               (records written before checkpoint sizes were recorded cannot)
 - runs/<run id>.json           per-run counts (stage trainings executed vs the naive count)
 
 A trial with no end marker is "running" when its trials part exists (it has started and
@@ -14,6 +17,7 @@ writes its rows as it goes) and "pending" otherwise; after a driver crash "runni
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +40,10 @@ class StudyStatus:
     stages_trained: int = 0
     stage_uses_reused: int = 0
     last_run: RunRecord | None = None
+    checkpoint_warnings: dict[str, str] = field(default_factory=dict)
+    """stage key -> why its stored checkpoint was discarded and the stage trained again."""
+    unverifiable_checkpoints: int = 0
+    """Finished stages whose record predates checkpoint sizes: only their folder's existence is checked."""
 
 
 def study_status(results_dir: str | Path) -> StudyStatus:
@@ -60,7 +68,13 @@ def study_status(results_dir: str | Path) -> StudyStatus:
             pending.append(trial_id)
 
     keys = {key for p in plans for key in p.stage_keys}
-    trained = sum(1 for key in keys if layout.stage(key).record.is_file())
+    paths = [layout.stage(key).record for key in sorted(keys)]
+    # Read as plain JSON: status needs only a few fields and must not fail on a partial record.
+    records = {path.parent.name: json.loads(path.read_text()) for path in paths if path.is_file()}
+    trained = len(records)
+    warnings = {key: f"trained again in run {r.get('run_id')}: {r['replaced']}"
+                for key, r in records.items() if r.get("replaced")}
+    unverifiable = sum(1 for r in records.values() if r.get("status") == FINISHED and "checkpoint_files" not in r)
     reused = 0
     trial_files = [layout.part("trials", p.trial_id) for p in plans]
     trial_files = [f for f in trial_files if f.is_file()]
@@ -73,7 +87,7 @@ def study_status(results_dir: str | Path) -> StudyStatus:
         results_dir=root, trials=len(plans), finished=finished, failed=failed, running=running, pending=pending,
         stage_trainings_naive=sum(len(p.stage_keys) for p in plans), distinct_stages=len(keys),
         stages_trained=trained, stage_uses_reused=reused,
-        last_run=runs[-1] if runs else None,
+        last_run=runs[-1] if runs else None, checkpoint_warnings=warnings, unverifiable_checkpoints=unverifiable,
     )
 
 
@@ -92,6 +106,12 @@ def render_status(status: StudyStatus) -> str:
                      f"{counts.stage_trainings_executed} stage trainings executed, "
                      f"{counts.stages_reused_from_earlier_runs} reused from earlier runs, "
                      f"{counts.trials_skipped} trials skipped as finished")
+    if status.checkpoint_warnings:
+        lines.append("checkpoint warnings (a stored checkpoint was missing or damaged, never loaded):")
+        lines.extend(f"  {key}: {why}" for key, why in sorted(status.checkpoint_warnings.items()))
+    if status.unverifiable_checkpoints:
+        lines.append(f"{status.unverifiable_checkpoints} stored stages have records written before checkpoint sizes "
+                     "were recorded: only their checkpoint folder's existence is checked before reuse")
     if status.failed:
         lines.append("failures:")
         lines.extend(f"  {trial_id}: {reason}" for trial_id, reason in sorted(status.failed.items()))

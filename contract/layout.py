@@ -67,6 +67,7 @@ class StageLayout:
 
     RECORD = "record.json"
     HOLDER = "holder.json"
+    VERIFIED = "verified.json"
     LOCK = ".lock"
     CHECKPOINT = "checkpoint"
     ROWS = "rows"
@@ -90,6 +91,12 @@ class StageLayout:
     @property
     def lock(self) -> Path:
         return self.folder / self.LOCK
+
+    @property
+    def verified(self) -> Path:
+        """The run that last checked the checkpoint's hashes against the record (so a run checks
+        a stored checkpoint once, not once per trial that reuses it)."""
+        return self.folder / self.VERIFIED
 
     @property
     def checkpoint(self) -> Path:

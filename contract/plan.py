@@ -481,6 +481,9 @@ class RunInfo:
 
     run_id: str
     reuse_earlier_runs: bool = False  # `study run --resume` only
+    verify_checkpoints: bool = False
+    """`study run --verify-checkpoints`: a stored checkpoint of an earlier run is checked against
+    its recorded sha256 hashes (once per run) before it is reused, not only its file sizes."""
 
 
 AD_HOC_RUN = RunInfo(run_id="adhoc")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Protocol, TypeVar
 
 from contract.atomic import write_json_atomic
+from contract.file_digest import FileDigest
 from contract.keys import MeasureKeys
 
 # ---------------------------------------------------------------- statuses
@@ -73,13 +74,20 @@ class TrialMarker:
     stage_keys: tuple[str, ...]
     measure_keys: MeasureKeys
     """Written as top-level `evals` and `curvature` keys."""
+    resumable: bool = False
+    """The trial failed for a reason outside the study (a result, record or checkpoint could not
+    be written: contract.atomic.WriteError), so `study run --resume` runs it again; a trial that
+    failed for the study's own reason (a diverged stage) is not. Written only when true."""
 
     def __post_init__(self) -> None:
         _check_status(self, TRIAL_STATUSES)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trial_id": self.trial_id, "run_id": self.run_id, "status": self.status, "failure": self.failure,
-                "stage_keys": list(self.stage_keys), **self.measure_keys.to_dict()}
+        entry = {"trial_id": self.trial_id, "run_id": self.run_id, "status": self.status, "failure": self.failure,
+                 "stage_keys": list(self.stage_keys), **self.measure_keys.to_dict()}
+        if self.resumable:
+            entry["resumable"] = True
+        return entry
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialMarker":
@@ -88,7 +96,8 @@ class TrialMarker:
         do not match the plan's."""
         return cls(trial_id=data.get("trial_id"), run_id=data.get("run_id"), status=data["status"],
                    failure=data.get("failure"), stage_keys=tuple(data.get("stage_keys", ())),
-                   measure_keys=MeasureKeys(evals=data.get("evals"), curvature=data.get("curvature")))
+                   measure_keys=MeasureKeys(evals=data.get("evals"), curvature=data.get("curvature")),
+                   resumable=bool(data.get("resumable", False)))
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,14 @@ class StageRecord:
     trained_on: str | None = None
     """The node of the process that wrote the record (its Ray node id, or the host name outside
     Ray); absent from records written before it existed."""
+    checkpoint_files: Mapping[str, FileDigest] | None = None
+    """Size and sha256 of every file of the stored checkpoint (contract.file_digest), by path
+    inside `checkpoint/`; checked before the checkpoint is reused. None in records written
+    before these were recorded (their checkpoint can only be checked for existence) and for
+    stages without a checkpoint (diverged, base entries)."""
+    replaced: str | None = None
+    """Why the stored copy this stage had before was discarded and the stage trained again (a
+    checkpoint that was missing or not as recorded); None when there was none to discard."""
 
     def __post_init__(self) -> None:
         _check_status(self, STAGE_STATUSES)
@@ -127,14 +144,20 @@ class StageRecord:
             entry["n_train_examples"] = self.n_train_examples
         if self.trained_on is not None:
             entry["trained_on"] = self.trained_on
+        if self.checkpoint_files is not None:
+            entry["checkpoint_files"] = {name: d.to_dict() for name, d in self.checkpoint_files.items()}
+        if self.replaced is not None:
+            entry["replaced"] = self.replaced
         return entry
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "StageRecord":
+        files = data.get("checkpoint_files")
         return cls(stage_key=data["stage_key"], run_id=data["run_id"], trained_by=data["trained_by"],
                    status=data["status"], reason=data["reason"], finished_at=data["finished_at"],
                    train_seconds=data.get("train_seconds"), n_train_examples=data.get("n_train_examples"),
-                   trained_on=data.get("trained_on"))
+                   checkpoint_files=None if files is None else {n: FileDigest.from_dict(d) for n, d in files.items()},
+                   replaced=data.get("replaced"), trained_on=data.get("trained_on"))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from contract.atomic import WriteError
 from contract.problems import TokenizationError
 from study.orchestrate import StudyBusyError, check_memory, tokenization_preview
 from study.presets import describe, preset_paths, resolve_study_file
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted or extended study: skip finished trials, reuse stored stages")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    p.add_argument("--verify-checkpoints", action="store_true",
+                   help="before reusing a checkpoint stored by an earlier run, check its sha256 hashes against "
+                        "its stage record (file sizes are always checked)")
 
     p = sub.add_parser("report", help="write report.md/.html, tables and figures from a results folder")
     p.add_argument("results_dir")
@@ -93,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 spec = dataclasses.replace(spec, storage=args.storage)
             from study.orchestrate import run_study
 
-            outcome = run_study(spec, resume=args.resume, report=not args.no_report)
+            outcome = run_study(spec, resume=args.resume, report=not args.no_report,
+                                verify_checkpoints=args.verify_checkpoints)
             print(f"[study] results: {outcome.study_dir}")
             if outcome.report:
                 print(f"[study] report: {outcome.report}")
@@ -104,9 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             return 0
         if args.command == "report":
-            from analysis.report import write_report
+            from analysis.report import ReportFolderError, write_report
 
-            path = write_report(Path(args.results_dir), Path(args.out) if args.out else None)
+            try:
+                path = write_report(Path(args.results_dir), Path(args.out) if args.out else None)
+            except ReportFolderError as exc:
+                print(f"study: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
             print(f"[study] report: {path}")
             return 0
         if args.command == "status":
@@ -132,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, TaskFileError) as exc:
         print(f"study: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except WriteError as exc:  # disk full, permission denied: nothing partial was left behind
+        print(f"study: {exc}", file=sys.stderr)
+        return 1
     except TokenizationError as exc:
         print(f"study: tokenization: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contract.atomic import write_json_atomic, write_text_atomic
+from contract.atomic import WriteError, write_json_atomic, write_text_atomic
 from contract.keys import measure_keys
 from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
@@ -85,10 +85,11 @@ def plan_point(plan: TrialPlan) -> dict[str, Any]:
 
 def finished_trials(study_dir: Path, plans: list[TrialPlan]) -> set[str]:
     """Trials an earlier run finished (or saw fail deterministically, e.g. diverge) with the
-    same measurement settings: their rows are complete and need no new run."""
+    same measurement settings: their rows are complete and need no new run. A trial that failed
+    because something could not be written (its marker is `resumable`) runs again."""
     return {plan.trial_id for plan in plans
             if (marker := _marker(study_dir, plan.trial_id)) is not None
-            and marker.measure_keys == measure_keys(plan)}
+            and not marker.resumable and marker.measure_keys == measure_keys(plan)}
 
 
 def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: int) -> RunCounts:
@@ -109,13 +110,18 @@ def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: in
     )
 
 
-def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
+def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, verify_checkpoints: bool = False,
+              log=print) -> RunOutcome:
+    """Run the study (see the module docstring). `verify_checkpoints`: hash every stored
+    checkpoint of an earlier run before reusing it (trainables.stage_store; sizes are always
+    checked)."""
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     check_example_counts(spec)  # before anything is written
     spec, _ = check_memory(spec)  # every 'auto' of the GPU budget resolved before anything is planned
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
-        return _run_study(spec, study_dir, resume=resume, report=report, log=log)
+        return _run_study(spec, study_dir, resume=resume, report=report, verify_checkpoints=verify_checkpoints,
+                          log=log)
 
 
 class StudyBusyError(RuntimeError):
@@ -138,7 +144,8 @@ def _exclusive_run(study_dir: Path):
         yield
 
 
-def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, log) -> RunOutcome:
+def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, verify_checkpoints: bool,
+               log) -> RunOutcome:
     import yaml
 
     from trainables.models import resolve_base_model
@@ -154,7 +161,8 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
     check_curvature(spec, base_model)
     write_text_atomic(StudyLayout(study_dir).study_file, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     chat = chat_format(spec, base_model)
-    run = RunInfo(run_id=uuid.uuid4().hex[:12], reuse_earlier_runs=bool(resume))
+    run = RunInfo(run_id=uuid.uuid4().hex[:12], reuse_earlier_runs=bool(resume),
+                  verify_checkpoints=bool(verify_checkpoints))
     started = time.time()
     if spec.search is None:
         plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model, chat=chat)
@@ -189,7 +197,7 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
 
         try:
             report_path = write_report(study_dir)
-        except FileNotFoundError as exc:  # e.g. every trial failed before its first evaluation
+        except (FileNotFoundError, WriteError) as exc:  # e.g. every trial failed before its first evaluation
             log(f"[study] no report written: {exc}")
     return RunOutcome(study_dir=study_dir, trials=len(plans), failed=failed, report=report_path,
                       counts=counts.to_dict())

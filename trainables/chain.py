@@ -14,7 +14,9 @@ Reads top to bottom like the data flow in docs/architecture.md:
 
 A stage whose loss or weights become non-finite is recorded as diverged (trials.status
 "failed" with the reason in trials.failure); the trial stops there and ends normally, so the
-rest of the study goes on. The same function runs inside a Ray Train worker (TorchTrainer) or
+rest of the study goes on. A write that fails (a Parquet part, a record, a checkpoint:
+contract.atomic.WriteError, nothing partial left behind) fails the trial the same way, with the
+reason in trials.failure and a `resumable` ledger marker, so `study run --resume` runs it again. The same function runs inside a Ray Train worker (TorchTrainer) or
 directly inside a Tune trial; `report` is whatever sends metrics to Ray there. Plans are
 `contract.plan.TrialPlan`s built by `study.planner`, every setting filled, so this module never
 imports `study` and restates no default.
@@ -25,11 +27,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
 
-from contract.atomic import write_json_atomic
+from contract.atomic import WriteError, write_json_atomic, writing
 from contract.keys import base_stage_key, measure_keys, validation_key
 from contract.layout import StudyLayout, stage_part, trial_part
 from contract.plan import StagePlan, TrialPlan
@@ -88,15 +91,22 @@ def run_chain(plan: TrialPlan, *, report: Reporter | None = None, executor: str 
         return {}
     report = distributed.leading_report(report)
     chain = _ChainRun(plan, executor)
-    metrics = chain.base_stage()
-    chain.resolve_start_points()
-    report(metrics)
-    for index in range(len(chain.plan.stages)):
-        metrics = chain.stage(index)
+    try:
+        chain.start()
+        metrics = chain.base_stage()
+        chain.resolve_start_points()
         report(metrics)
-        if metrics["status"] != FINISHED:
-            break
-    chain.finish()
+        for index in range(len(chain.plan.stages)):
+            metrics = chain.stage(index)
+            report(metrics)
+            if metrics["status"] != FINISHED:
+                break
+        chain.finish()
+    except WriteError as exc:
+        metrics = chain.write_failed(exc)  # raises again when even its marker cannot be written
+        if ranks.world_size() > 1:
+            raise  # the other ranks may sit in a collective: let Ray Train end the worker group
+        report(metrics)
     # Only on a normal end: after an exception rank 0 must not wait at the followers' barrier
     # (they may sit in a collective); the error propagates and Ray Train ends the worker group.
     distributed.release_followers()
@@ -117,13 +127,18 @@ class _ChainRun:
         self._eval_sets: dict[str, list] | None = None
         self._loaded: tuple[str, Any, Any] | None = None  # (stage key, model, tokenizer)
         self.accuracy: dict[int, dict[str, dict[str, float]]] = {}  # stage -> task -> group -> acc
-        # Marker first: a kill between the two must not leave "finished" beside no rows.
-        StudyLayout(self.study_dir).trial_marker(self.trial_id).unlink(missing_ok=True)
-        clear_trial_parts(self.study_dir, self.trial_id)
         self.trial_rows = [_trial_row(plan, s, executor, status=PENDING) for s in plan.stages]
-        write_part(self.study_dir, "trials", trial_part(self.trial_id), self.trial_rows)
         self.status, self.failure = FINISHED, None
         self.selection: dict[int, str] = {}  # stage -> how its start point was chosen (JSON)
+        self.at = 0  # the stage being worked on (0: the base model), named when a write fails
+
+    def start(self) -> None:
+        """Forget this trial's earlier rows and marker; write its pending trials rows."""
+        # Marker first: a kill between the two must not leave "finished" beside no rows.
+        with writing(StudyLayout(self.study_dir).ledger):
+            StudyLayout(self.study_dir).trial_marker(self.trial_id).unlink(missing_ok=True)
+            clear_trial_parts(self.study_dir, self.trial_id)
+        write_part(self.study_dir, "trials", trial_part(self.trial_id), self.trial_rows)
 
     # -- models and data, loaded only when something must be computed -------------------------
 
@@ -168,6 +183,7 @@ class _ChainRun:
             start = stage.start_from
             if start is None:
                 continue
+            self.at = index  # the candidates' prefixes end at stage `index`
             # This trial's own candidate first: the seeds' trials then train their candidates
             # in parallel instead of queueing on the same lock.
             own = [c for c in start.candidates if c[-1].seed == stages[index - 1].seed]
@@ -230,6 +246,7 @@ class _ChainRun:
     def stage(self, index: int) -> dict[str, Any]:
         stage = self.plan.stages[index]
         number = stage.stage
+        self.at = number
         entry, record = self._ensure_stage(self.plan.stages, index)
         reused = not (record.trained_by == self.trial_id and record.run_id == self.store.run.run_id)
         for table in STAGE_TABLES:
@@ -290,10 +307,18 @@ class _ChainRun:
         reason = divergence(outcome.log_rows, model)
         if reason:
             return entry.finish(trial_id=self.trial_id, status=DIVERGED, reason=reason, **facts)
-        staging = entry.checkpoint_staging()
-        save_checkpoint(model, tokenizer, staging)
-        entry.write_rows("weights", [weight_row(self.trial_id, number, staging, previous_path, self.plan.model.path)])
-        entry.publish_checkpoint(staging)
+        staging = None
+        try:
+            with writing(entry.checkpoint):
+                staging = entry.checkpoint_staging()
+                save_checkpoint(model, tokenizer, staging)
+            entry.write_rows("weights", [weight_row(self.trial_id, number, staging, previous_path, self.plan.model.path)])
+            with writing(entry.checkpoint):
+                entry.publish_checkpoint(staging)
+        except BaseException:
+            if staging is not None:  # a partial checkpoint is not kept, not even under its hidden name
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
         self._loaded = (entry.key, model, tokenizer)
         return entry.finish(trial_id=self.trial_id, status=FINISHED, **facts)
 
@@ -345,11 +370,33 @@ class _ChainRun:
         metrics.update(forgetting_metrics(trained, evaluated, self.accuracy, number))
         return metrics
 
-    def finish(self) -> None:
+    def finish(self, *, resumable: bool = False) -> None:
         write_record(StudyLayout(self.study_dir).trial_marker(self.trial_id), TrialMarker(
             trial_id=self.trial_id, run_id=self.store.run.run_id, status=self.status, failure=self.failure,
-            stage_keys=tuple(s.stage_key for s in self.plan.stages), measure_keys=self.keys))
+            stage_keys=tuple(s.stage_key for s in self.plan.stages), measure_keys=self.keys, resumable=resumable))
         shutil.rmtree(StudyLayout(self.study_dir).work(self.trial_id), ignore_errors=True)
+
+    def write_failed(self, error: WriteError) -> dict[str, Any]:
+        """End the trial as failed because something could not be written: the stage it was at
+        is "failed" with the reason in trials.failure (stage 0, the base model's evaluation,
+        on the first stage's row), the later ones "skipped", and its ledger marker is
+        `resumable`, so `study run --resume` runs it again. The trials part is written if it
+        can be; the marker must be (a WriteError from it propagates: the trial errors in Tune)."""
+        number = self.at
+        reason = f"write failed: {error}" if number else f"stage 0 (base model evaluation): write failed: {error}"
+        self.status, self.failure = FAILED, f"stage {number}: write failed: {error}"
+        failing = max(number, 1) - 1
+        self.trial_rows[failing] = {**self.trial_rows[failing], "status": FAILED, "failure": reason}
+        for later in range(failing + 1, len(self.trial_rows)):
+            self.trial_rows[later] = {**self.trial_rows[later], "status": SKIPPED, "failure": f"stage {number} failed"}
+        print(f"[chain] trial {self.trial_id}: stage {number}: {error}; `study run --resume` runs it again",
+              file=sys.stderr, flush=True)
+        try:
+            write_part(self.study_dir, "trials", trial_part(self.trial_id), self.trial_rows)
+        except WriteError:
+            pass  # e.g. the trials folder is what cannot be written: the marker still says why
+        self.finish(resumable=True)
+        return {**self._metrics(number), "status": FAILED, "failure": self.failure}
 
 
 @dataclasses.dataclass

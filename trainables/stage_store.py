@@ -11,7 +11,9 @@ The paths are contract.layout's (StudyLayout.stage, StageLayout); this is how th
                                   keyed by what they depend on (eval tasks and sizes, curvature
                                   settings), so changing the eval set re-measures, never retrains
         record.json               written last: the stage record (contract.records.StageRecord:
-                                  who trained it, in which run, finished or diverged and why)
+                                  who trained it, in which run, finished or diverged and why,
+                                  the size and sha256 of every checkpoint file)
+        verified.json             the run that last checked the checkpoint's hashes
         .lock                     flock, the claim's fallback without a Ray coordinator
         holder.json               pid, host and node of the process holding the claim, while it does
         .checkpoint.<pid>/        the checkpoint being saved, renamed to checkpoint/ when whole
@@ -42,6 +44,15 @@ Which records count: a record made in the current run always does (so a retried 
 second trial sharing the prefix, reuses it). Records of earlier runs count only when the run
 reuses them (`study run --resume`): a plain rerun retrains, in case the code changed.
 
+Checkpoint integrity: a finished stage's record lists its checkpoint files with their sizes
+and sha256 (contract.file_digest). Before a stored checkpoint is reused its files' sizes are
+compared with the record (a stat per file); with `study run --verify-checkpoints` a checkpoint
+of an earlier run is also hashed, once per run (verified.json). A checkpoint that is missing or
+not as recorded is never loaded: the stage is trained again under the same key, and its new
+record says why (`replaced`, listed by `study status`). A record written before sizes were
+recorded can only be checked for its checkpoint folder's existence (`study status` says how
+many such stages a study has).
+
 Stage 0 (the base model) is stored under `base-<hash of the model settings>`
 (contract.keys.base_stage_key): its evaluation is shared the same way.
 """
@@ -50,8 +61,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -59,6 +72,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import pyarrow.parquet as pq
 
 from contract.atomic import write_json_atomic
+from contract.file_digest import folder_digests, folder_problems
 from contract.keys import BASE_KEY_PREFIX
 from contract.layout import StageLayout, StudyLayout
 from contract.plan import RunInfo
@@ -81,6 +95,8 @@ class StageEntry:
     def __init__(self, paths: StageLayout, run: RunInfo):
         self.paths = paths
         self.run = run
+        self.discarded: str | None = None
+        """Why `usable_record` refused the stored checkpoint (written into the next record)."""
 
     @property
     def key(self) -> str:
@@ -99,15 +115,45 @@ class StageEntry:
         if record is None:
             return None
         if record.run_id == self.run.run_id or self.run.reuse_earlier_runs:
-            if record.status != FINISHED or self.checkpoint.is_dir() or self.key.startswith(BASE_KEY_PREFIX):
+            if record.status != FINISHED or self.key.startswith(BASE_KEY_PREFIX):
                 return record
+            problem = self.checkpoint_problem(record)
+            if problem is None:
+                return record
+            self.discarded = f"the checkpoint stored by run {record.run_id} was not used: {problem}"
+            print(f"[stage store] warning: stage {self.key}: {self.discarded}; training the stage again",
+                  file=sys.stderr, flush=True)
         return None
 
-    # -- writing (caller holds the claim) ------------------------------------------------------
+    def checkpoint_problem(self, record: StageRecord) -> str | None:
+        """What is wrong with the stored checkpoint of a finished stage, or None: its files
+        against the record's sizes, and its hashes when this run verifies checkpoints and has
+        not hashed this one yet (a checkpoint this run wrote is not hashed again). A record
+        without sizes (written before they were recorded) is only checked for the folder."""
+        if record.checkpoint_files is None:
+            return None if self.checkpoint.is_dir() else f"{self.checkpoint} is missing"
+        hashes = (self.run.verify_checkpoints and record.run_id != self.run.run_id
+                  and not self._hashed_in_this_run(record))
+        problems = folder_problems(self.checkpoint, record.checkpoint_files, hashes=hashes)
+        if problems:
+            return "; ".join(problems)
+        if hashes:
+            write_json_atomic(self.paths.verified, {"run_id": self.run.run_id, "record_finished_at": record.finished_at})
+        return None
+
+    def _hashed_in_this_run(self, record: StageRecord) -> bool:
+        try:
+            verified = json.loads(self.paths.verified.read_text())
+        except (OSError, ValueError):
+            return False
+        return verified == {"run_id": self.run.run_id, "record_finished_at": record.finished_at}
+
+    # -- writing (caller holds the claim) -----------------------------------------------------
 
     def reset(self) -> None:
         """Forget an unusable earlier attempt before training again."""
         self.paths.record.unlink(missing_ok=True)
+        self.paths.verified.unlink(missing_ok=True)
         for sub in (StageLayout.CHECKPOINT, StageLayout.ROWS, StageLayout.MEASURES):
             shutil.rmtree(self.paths.folder / sub, ignore_errors=True)
         for staging in self.paths.folder.glob(f"{StageLayout.CHECKPOINT_STAGING_PREFIX}*"):  # left by a holder that was killed
@@ -138,13 +184,16 @@ class StageEntry:
                n_train_examples: int | None = None) -> StageRecord:
         """Write the stage's record (publication, step 3: it makes the entry usable), once the rows
         it vouches for are on storage. Training facts only for a trained stage (a base entry is
-        evaluated, not trained)."""
+        evaluated, not trained); the size and sha256 of every checkpoint file when a checkpoint is
+        stored; why an earlier copy was discarded."""
         rows = self.paths.folder / StageLayout.ROWS
         if rows.is_dir():
             flush_tree(rows)
+        files = folder_digests(self.checkpoint) if status == FINISHED and self.checkpoint.is_dir() else None
         record = StageRecord(stage_key=self.key, run_id=self.run.run_id, trained_by=trial_id, status=status,
                              reason=reason, finished_at=time.time(), train_seconds=train_seconds,
-                             n_train_examples=n_train_examples, trained_on=stage_claims.current_node())
+                             n_train_examples=n_train_examples, trained_on=stage_claims.current_node(),
+                             checkpoint_files=files, replaced=self.discarded)
         write_record(self.paths.record, record)
         flush_tree(self.paths.folder, recursive=False)
         return record
