@@ -42,6 +42,11 @@ class FileRows:
         return FileRows(tuple(change(row) for row in self.rows), self.lines, self.problems)
 
 
+def _reason(exc: json.JSONDecodeError) -> str:
+    # json's messages end in " at" where they name a position ("Invalid control character at").
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+
+
 def read_jsonl(path: Path, parse: Callable[[str], Any] | None = None) -> FileRows:
     """One JSON object per line (blank lines skipped). `parse` reads a line (default: json.loads);
     a line it cannot read, or that is not an object, is a problem at its line."""
@@ -53,7 +58,7 @@ def read_jsonl(path: Path, parse: Callable[[str], Any] | None = None) -> FileRow
             try:
                 row = parse(line) if parse is not None else json.loads(line)
             except json.JSONDecodeError as exc:
-                problems.append(bad_row(str(path), number, f"not valid JSON: {exc.msg} at column {exc.colno}"))
+                problems.append(bad_row(str(path), number, f"not valid JSON: {_reason(exc)}"))
                 continue
             if not isinstance(row, Mapping):
                 problems.append(bad_row(str(path), number, f"not a JSON object (a {type(row).__name__})"))
@@ -91,7 +96,7 @@ def read_json_list(path: Path) -> FileRows:
         try:
             row, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as exc:
-            raise refused(exc.lineno, f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+            raise refused(exc.lineno, f"not valid JSON: {_reason(exc)}") from None
         if isinstance(row, Mapping):
             rows.append(row)
             lines.append(line)
