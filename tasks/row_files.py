@@ -55,8 +55,9 @@ def read_jsonl(path: Path, parse: Callable[[str], Any] | None = None) -> FileRow
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            text = line.rstrip("\r\n")
             try:
-                row = parse(line) if parse is not None else json.loads(line)
+                row = parse(text) if parse is not None else json.loads(text)
             except json.JSONDecodeError as exc:
                 problems.append(bad_row(str(path), number, f"not valid JSON: {_reason(exc)}"))
                 continue
