@@ -121,7 +121,7 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log
     spec, _ = check_memory(spec)  # every 'auto' of the GPU budget resolved before anything is planned
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
-        return _run_study(spec, study_dir, data, resume=resume, report=report, log=log)
+        return _run_study(spec, study_dir, data=data, resume=resume, report=report, log=log)
 
 
 def check_study_data(spec: StudySpec) -> Any:
@@ -170,7 +170,7 @@ def _exclusive_run(study_dir: Path):
         yield
 
 
-def _run_study(spec: StudySpec, study_dir: Path, data: Any, *, resume: bool, report: bool, log) -> RunOutcome:
+def _run_study(spec: StudySpec, study_dir: Path, *, data: Any, resume: bool, report: bool, log) -> RunOutcome:
     import yaml
 
     from trainables.models import resolve_base_model

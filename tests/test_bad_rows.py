@@ -319,3 +319,44 @@ def test_skipped_rows_in_the_run_record_and_study_status(tmp_path):
     write_record(layout.run("r2"), RunRecord(run_id="r2", resume=False, started=3.0, finished=4.0, counts=counts,
                                              failed=()))
     assert "skipped_rows" not in json.loads(layout.run("r2").read_text())
+
+
+@pytest.mark.slow
+def test_a_skip_study_runs_on_ray_and_records_what_it_skipped(ray_cluster, data_dir, tmp_path):
+    """data.bad_rows: skip through a real `study run`: the trial trains on the other rows, the run
+    record and `study status` list the skipped rows, plans.json carries them, and its stage keys
+    differ from the same study's on the clean mirror."""
+    from analysis.status import render_status, study_status
+    from contract.layout import StudyLayout
+    from study.orchestrate import run_study
+    from study.planner import build_plans
+    from study.spec_loading import spec_from_dict
+
+    mirror = mirror_copy(data_dir, tmp_path / "m", ARC_TRAIN)
+    edit_line(mirror / ARC_TRAIN, 7, break_json)
+    edit_line(mirror / ARC_TRAIN, 9, drop_field("answerKey"))
+
+    def spec(data, bad_rows):
+        return spec_from_dict({
+            "name": "skip", "model": {"name": "tiny", "max_length": 256},
+            "tasks": {"arc_easy": {"train_size": 32, "eval_size": 20}}, "eval_tasks": ["arc_easy"],
+            "stage_defaults": {"learning_rate": 3e-3, "batch_size": 8, "steps": 2},
+            "chains": {"arc": [{"task": "arc_easy"}]}, "seeds": [0], "data_dir": str(data),
+            "storage": str(tmp_path / "results"), "execution": {"executor": "function", "cpus_per_trial": 1},
+            "data": {"bad_rows": bad_rows},
+        })
+
+    outcome = run_study(spec(mirror, "skip"), report=False)
+    assert outcome.failed == []
+    layout = StudyLayout(outcome.study_dir)
+    (run_file,) = layout.runs.glob("*.json")
+    record = json.loads(run_file.read_text())
+    assert record["rows_skipped"] == 2
+    assert [(r["file"], r["line"]) for r in record["skipped_rows"]] == [(ARC_TRAIN, 7), (ARC_TRAIN, 9)]
+    text = render_status(study_status(outcome.study_dir))
+    assert "skipped data rows (data.bad_rows: skip): 2" in text and f"{ARC_TRAIN}:9: missing field" in text
+    (plan,) = json.loads(layout.plans.read_text())
+    assert plan["bad_rows"]["skipped"] == 2
+    clean = build_plans(spec(data_dir, "error"), study_dir=outcome.study_dir, data_dir=str(data_dir),
+                        base_model_path=plan["model"]["path"], chat=False)
+    assert clean[0].stages[0].stage_key != plan["stages"][0]["stage_key"]
