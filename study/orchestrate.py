@@ -114,10 +114,10 @@ def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: in
 
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, log=print) -> RunOutcome:
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
+    check_example_counts(spec)  # before anything is written
     data = check_study_data(spec)  # every file the study reads; bad rows refused (or skipped) before anything is written
     for line in skipped_lines(data.bad):
         log(f"[study] {line}")
-    check_example_counts(spec)  # before anything is written
     spec, _ = check_memory(spec)  # every 'auto' of the GPU budget resolved before anything is planned
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
