@@ -9,6 +9,7 @@ Reads what the engine leaves in a study folder (the records: contract.records):
                                or damaged (`replaced`), and whether its checkpoint can be checked
                                (records written before checkpoint sizes were recorded cannot)
 - runs/<run id>.json           per-run counts (stage trainings executed vs the naive count)
+                               and the data rows a run left out under data.bad_rows: skip
 
 A trial with no end marker is "running" when its trials part exists (it has started and
 writes its rows as it goes) and "pending" otherwise; after a driver crash "running" means
@@ -25,6 +26,10 @@ import polars as pl
 
 from contract.layout import PLANS_FILE, StudyLayout
 from contract.records import FINISHED, RunRecord, TrialMarker, read_record, read_trial_summaries
+
+
+SKIPPED_ROWS_SHOWN = 50
+"""Skipped data rows `study status` lists; the run record holds them all."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,13 @@ def render_status(status: StudyStatus) -> str:
     if status.unverifiable_checkpoints:
         lines.append(f"{status.unverifiable_checkpoints} stored stages have records written before checkpoint sizes "
                      "were recorded: only their checkpoint folder's existence is checked before reuse")
+    if status.last_run and status.last_run.skipped_rows:
+        skipped = status.last_run.skipped_rows
+        lines.append(f"skipped data rows (data.bad_rows: skip): {len(skipped)}")
+        lines.extend(f"  {row}" for row in skipped[:SKIPPED_ROWS_SHOWN])
+        if len(skipped) > SKIPPED_ROWS_SHOWN:
+            lines.append(f"  ... and {len(skipped) - SKIPPED_ROWS_SHOWN} more "
+                         f"(runs/{status.last_run.run_id}.json lists them all)")
     if status.failed:
         lines.append("failures:")
         lines.extend(f"  {trial_id}: {reason}" for trial_id, reason in sorted(status.failed.items()))

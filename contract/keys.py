@@ -9,7 +9,8 @@ unreachable, so they are written once, here, and tests/test_keys.py pins their v
 - trial id:         `<chain>-<seed>-<hash of the chain's stage keys>` (study.planner, study.start_points)
 - base stage key:   `base-<hash of the model as loaded>`: stage 0's entry in the stage store
 - measure keys:     what a stage's stored measurements depend on besides its weights (the
-                    evaluation precision among them, when not float32)
+                    evaluation precision among them, when not float32, and the skipped rows
+                    under data.bad_rows: skip)
 - validation key:   a best_seed candidate's stored validation accuracy
 
 The stage key itself is `StagePlan.keyed` (contract.plan: the hash of a stage's own settings and
@@ -69,11 +70,16 @@ def measure_keys(plan: TrialPlan) -> MeasureKeys:
         parts.append(plan.generation.to_dict())
     if plan.eval_precision != DEFAULT_EVAL_PRECISION:  # float32 evaluations keep their keys
         parts.append({"precision": plan.eval_precision})
+    if plan.bad_rows is not None:  # eval sets with rows left out (data.bad_rows: skip)
+        parts.append({"bad_rows": plan.bad_rows.to_dict()})
     # How answers are tokenized (trainables.tokenization): a new rule re-measures stored stages.
     tokens = {"tokenization": TOKENIZATION_VERSION, "chat": plan.model.chat}
+    curvature = [plan.curvature.to_dict(), plan.model.max_length, tokens]
+    if plan.bad_rows is not None:  # its sample is drawn from training data with rows left out
+        curvature.append({"bad_rows": plan.bad_rows.to_dict()})
     return MeasureKeys(
         evals=content_hash(parts + [tokens], MEASURE_KEY_DIGITS),
-        curvature=content_hash([plan.curvature.to_dict(), plan.model.max_length, tokens], MEASURE_KEY_DIGITS),
+        curvature=content_hash(curvature, MEASURE_KEY_DIGITS),
     )
 
 

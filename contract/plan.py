@@ -9,7 +9,7 @@ The dict form is the plans.json format and the payload of stage keys, trial ids 
 keys, so it never changes shape: a setting that entered no key before it existed is written only
 when it is set (`train_limit`, a stage's `data_seed`, `option_counts`, an eval task's `limit` and
 `modes`, a reward's `data` and `input`, the training settings micro_batch_size,
-activation_checkpointing, optimizer and padding_free, a trial's `eval_precision`), and a method's settings (`dpo`, `ppo`, `rloo`) only on
+activation_checkpointing, optimizer and padding_free, a trial's `eval_precision` and `bad_rows`), and a method's settings (`dpo`, `ppo`, `rloo`) only on
 a stage of that method. `to_dict` writes each class's keys in the order plans.json has them.
 
 Also here: the versions that enter stage and measurement keys and that `study` needs without
@@ -475,6 +475,24 @@ class StartFromPlan:
 
 
 @dataclass(frozen=True)
+class BadRowsPlan:
+    """A study with `data.bad_rows: skip` (None in a plan otherwise): every load of its trials
+    leaves bad rows out, and `digest` (of the skipped rows' files, lines and reasons, from the
+    driver's data check: study.data_check) enters the study's base key and the measure keys, so
+    its stages and measurements are never shared with a study that read other rows."""
+
+    skipped: int
+    digest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": "skip", "skipped": self.skipped, "digest": self.digest}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "BadRowsPlan":
+        return cls(skipped=data["skipped"], digest=data["digest"])
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """The `study run` invocation a trial belongs to (stamped by study.orchestrate; never in
     plans.json): stages stored by earlier runs are reused only when `reuse_earlier_runs`."""
@@ -513,6 +531,8 @@ class TrialPlan:
     study_dir: str
     eval_precision: str = DEFAULT_EVAL_PRECISION
     """One of EVAL_PRECISIONS: how every model of the trial is scored and generated from."""
+    bad_rows: BadRowsPlan | None = None
+    """data.bad_rows: skip, with what the data check skipped; None: bad rows are an error."""
     run: RunInfo = AD_HOC_RUN
 
     def train_data_seed(self, stage: StagePlan) -> int:
@@ -520,8 +540,13 @@ class TrialPlan:
         'order_and_data', else the study's data_seed."""
         return self.data_seed if stage.data_seed is None else stage.data_seed
 
+    @property
+    def bad_rows_policy(self) -> str:
+        """What the trial's loads do with a bad row (tasks.bad_rows): "skip" or "error"."""
+        return "error" if self.bad_rows is None else "skip"
+
     def to_dict(self) -> dict[str, Any]:
-        """The plans.json form (without `run`; `eval_precision` only when not the default)."""
+        """The plans.json form (without `run`; `eval_precision` and `bad_rows` only when set)."""
         entry = {
             "trial_id": self.trial_id, "study": self.study, "chain": self.chain, "seed": self.seed,
             "grid_point": dict(self.grid_point), "model": self.model.to_dict(),
@@ -533,6 +558,8 @@ class TrialPlan:
         }
         if self.eval_precision != DEFAULT_EVAL_PRECISION:
             entry["eval_precision"] = self.eval_precision
+        if self.bad_rows is not None:
+            entry["bad_rows"] = self.bad_rows.to_dict()
         return entry
 
     @classmethod
@@ -548,4 +575,5 @@ class TrialPlan:
             data_dir=data["data_dir"], data_seed=data["data_seed"], training=TrainingPlan.from_dict(data["training"]),
             curvature=CurvaturePlan.from_dict(data["curvature"]), study_dir=data["study_dir"],
             eval_precision=data.get("eval_precision", DEFAULT_EVAL_PRECISION),
+            bad_rows=BadRowsPlan.from_dict(data["bad_rows"]) if data.get("bad_rows") is not None else None,
         )

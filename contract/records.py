@@ -179,9 +179,23 @@ class RunCounts:
 
 
 @dataclass(frozen=True)
+class SkippedRow:
+    """A row of task data a run left out under `data.bad_rows: skip`: its file (relative to the
+    data dir; for the Hub, hub:<dataset>/<split>), its 1-based line (a Hub row's position) and why."""
+
+    file: str
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}" if self.line is not None else f"{self.file}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One `study run` (`runs/<run id>.json`), written when it ends: when, whether it resumed,
-    its counts and the trials that failed (`<trial id>: <why>`)."""
+    its counts and the trials that failed (`<trial id>: <why>`); under `data.bad_rows: skip`, the
+    rows it left out (`rows_skipped` and `skipped_rows`, written only when there are some)."""
 
     SORTED_KEYS: ClassVar[bool] = False  # written in field order, counts flattened in
 
@@ -191,16 +205,22 @@ class RunRecord:
     finished: float
     counts: RunCounts
     failed: tuple[str, ...]
+    skipped_rows: tuple[SkippedRow, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "resume": self.resume, "started": self.started, "finished": self.finished,
-                **self.counts.to_dict(), "failed": list(self.failed)}
+        entry = {"run_id": self.run_id, "resume": self.resume, "started": self.started, "finished": self.finished,
+                 **self.counts.to_dict(), "failed": list(self.failed)}
+        if self.skipped_rows:
+            entry["rows_skipped"] = len(self.skipped_rows)
+            entry["skipped_rows"] = [asdict(row) for row in self.skipped_rows]
+        return entry
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunRecord":
         counts = RunCounts(**{name: data[name] for name in RunCounts.__dataclass_fields__})
         return cls(run_id=data["run_id"], resume=data["resume"], started=data["started"], finished=data["finished"],
-                   counts=counts, failed=tuple(data["failed"]))
+                   counts=counts, failed=tuple(data["failed"]),
+                   skipped_rows=tuple(SkippedRow(**row) for row in data.get("skipped_rows", ())))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """`study` command line: validate, run, report, status, presets, tasks (also `python -m study ...`).
 
 Exit codes: 0 success; 1 the study ran but some trials failed; 2 bad input (invalid study
-file, bad --set, missing results folder), reported with file, line and field path.
+file, bad --set, missing results folder, a bad row of task data), reported with file, line and
+field path.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 from contract.atomic import WriteError
@@ -16,7 +18,8 @@ from contract.problems import TokenizationError
 from study.orchestrate import StudyBusyError, check_memory, tokenization_preview
 from study.presets import describe, preset_paths, resolve_study_file
 from study.spec_loading import SpecError, load_spec_file
-from tasks.task_file_problems import TaskFileError  # pure data, no torch
+from tasks.bad_rows import BadRowsError  # pure data, no torch
+from tasks.task_file_problems import TaskFileError
 
 EXIT_BAD_INPUT = 2
 
@@ -31,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--show-tokens", action="store_true",
                    help="also load the model's tokenizer and show what the model will see: one example of each task "
                         "rendered, each option's scored tokens, and tokenization warnings and errors")
+    p.add_argument("--data", action="store_true",
+                   help="also read every data file the study needs and report every bad row (FILE:LINE); "
+                        "exit 2 on one unless data.bad_rows is skip")
 
     p = sub.add_parser("run", help="run a study on the Ray cluster in RAY_ADDRESS, or a local one")
     p.add_argument("file", help="study file (YAML) or preset name")
@@ -67,6 +73,21 @@ def _show_tokens(spec) -> int:
     return 0
 
 
+def _check_data(spec) -> None:
+    """`study validate --data`: every split the study reads, read and checked row by row; a bad
+    row raises BadRowsError (exit 2) unless data.bad_rows is skip, which lists what it leaves out."""
+    from study.orchestrate import check_study_data, skipped_lines
+
+    started = time.perf_counter()
+    check = check_study_data(spec)
+    where = check.data_dir or "the Hugging Face Hub"
+    for line in skipped_lines(check.bad):
+        print(line)
+    print(f"data: {len(check.reads)} splits of {len({task for task, _ in check.reads})} tasks read from {where} "
+          f"in {time.perf_counter() - started:.1f} s: "
+          f"{f'{len(check.bad)} bad rows skipped' if check.bad else 'no bad rows'}")
+
+
 def _load(file: str, overrides: list[str]):
     return load_spec_file(resolve_study_file(file), overrides)
 
@@ -83,10 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             if spec.search is not None:
                 n *= spec.search.num_samples
                 print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' (Optuna search: up to {n} trials)")
+                if args.data:
+                    _check_data(spec)
                 return 0
             for values in spec.grid.values():
                 n *= len(values)
             print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' ({n} trials)")
+            if args.data:
+                _check_data(spec)
             if args.show_tokens:
                 return _show_tokens(spec)
             return 0
@@ -140,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except (FileNotFoundError, TaskFileError) as exc:
         print(f"study: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BadRowsError as exc:
+        print(f"study: {exc.render()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except WriteError as exc:  # disk full, permission denied: nothing partial was left behind
         print(f"study: {exc}", file=sys.stderr)

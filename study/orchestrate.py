@@ -4,6 +4,10 @@
          ─► Tune param_space {point: grid_search([{chain, seed, stage<k>.<field>…}, …])} ─► one trial per plan
          ─► results/<study>/{trials,evals,predictions,train_log}/*.parquet ─► report
 
+Before anything is written, every file the study reads is checked (study.data_check): a bad
+row stops the run with its FILE:LINE (exit 2), or, under data.bad_rows: skip, is left out,
+recorded in the run record and keyed into every stage.
+
 Everything under `<storage>/<study name>/`: the resolved study file (study.yaml), the plans
 (plans.json), Parquet tables, the stage store (stages/<stage_key>/: checkpoints and stored
 rows, shared by every trial whose chain starts with that stage), the trial ledger (_ledger/),
@@ -31,7 +35,7 @@ from contract.keys import measure_keys
 from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
 from contract.problems import Problem, TokenizationError
-from contract.records import FINISHED, RunCounts, RunRecord, TrialMarker, read_record, write_record
+from contract.records import FINISHED, RunCounts, RunRecord, SkippedRow, TrialMarker, read_record, write_record
 from contract.secrets import redact
 from study.planner import SampledPlans, build_plans, collect_plans
 from study.spec import StudySpec, fsdp_on
@@ -117,11 +121,40 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, ver
     checked)."""
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     check_example_counts(spec)  # before anything is written
+    data = check_study_data(spec)  # every file the study reads; bad rows refused (or skipped) before anything is written
+    for line in skipped_lines(data.bad):
+        log(f"[study] {line}")
     spec, _ = check_memory(spec)  # every 'auto' of the GPU budget resolved before anything is planned
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
-        return _run_study(spec, study_dir, resume=resume, report=report, verify_checkpoints=verify_checkpoints,
-                          log=log)
+        return _run_study(spec, study_dir, data=data, resume=resume, report=report,
+                          verify_checkpoints=verify_checkpoints, log=log)
+
+
+def check_study_data(spec: StudySpec) -> Any:
+    """The data check (study.data_check.check_data) of every split the study reads, the tiny
+    model's tokenizer corpus included: BadRowsError under data.bad_rows: error when a row is bad
+    (`study run` and `study validate --data` exit 2); under skip, the DataCheck with the rows
+    the trials will leave out."""
+    from study.data_check import check_data
+
+    extra: tuple[tuple[str, str], ...] = ()
+    if spec.model.name == "tiny":
+        from trainables.tiny_model import CORPUS_TASKS
+
+        extra = tuple((task, "train") for task in CORPUS_TASKS)
+    return check_data(spec, extra)
+
+
+def skipped_lines(bad: tuple[Problem, ...], limit: int = 20) -> list[str]:
+    """What a run prints about the rows data.bad_rows: skip leaves out: how many, the first `limit`."""
+    if not bad:
+        return []
+    lines = [f"data.bad_rows: skip: {len(bad)} bad row{'s' if len(bad) != 1 else ''} left out:"]
+    lines += [f"  {p}" for p in bad[:limit]]
+    if len(bad) > limit:
+        lines.append(f"  ... and {len(bad) - limit} more (runs/<run id>.json lists them all)")
+    return lines
 
 
 class StudyBusyError(RuntimeError):
@@ -144,7 +177,7 @@ def _exclusive_run(study_dir: Path):
         yield
 
 
-def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, verify_checkpoints: bool,
+def _run_study(spec: StudySpec, study_dir: Path, *, data: Any, resume: bool, report: bool, verify_checkpoints: bool,
                log) -> RunOutcome:
     import yaml
 
@@ -155,7 +188,10 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
     log(f"[study] {spec.name}: data from {data_dir or 'the Hugging Face Hub'}")
     # Built inside the study folder: on a multi-node cluster every trial finds it in storage.
-    base_model = resolve_base_model(spec.model.name, data_dir, cache_dir=StudyLayout(study_dir).models)
+    skip = spec.data.bad_rows == "skip"
+    bad_rows = data.plan() if skip else None
+    base_model = resolve_base_model(spec.model.name, data_dir, cache_dir=StudyLayout(study_dir).models,
+                                    bad_rows=spec.data.bad_rows)
     log(f"[study] base model: {base_model}")
     check_tokenization(spec, base_model, data_dir, log)
     check_curvature(spec, base_model)
@@ -165,7 +201,8 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
                   verify_checkpoints=bool(verify_checkpoints))
     started = time.time()
     if spec.search is None:
-        plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model, chat=chat)
+        plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model, chat=chat,
+                            bad_rows=bad_rows)
         write_plans(study_dir, plans)
         done = finished_trials(study_dir, plans) if resume else set()
         pending = [p for p in plans if p.trial_id not in done]
@@ -177,7 +214,7 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
         # lists the trials that ran. With --resume, stages stored by earlier runs are reused
         # (the seeded sampler proposes the same first points again, with the same stage keys).
         done = set()
-        lookup = SampledPlans(spec, study_dir, data_dir, base_model, chat=chat)
+        lookup = SampledPlans(spec, study_dir, data_dir, base_model, chat=chat, bad_rows=bad_rows)
         plans, failed = _run_search(spec, lookup, run, log)
         write_plans(study_dir, plans)
         pending = plans
@@ -187,7 +224,8 @@ def _run_study(spec: StudySpec, study_dir: Path, *, resume: bool, report: bool, 
     counts = run_counts(study_dir, plans, run.run_id, skipped=len(done))
     write_record(StudyLayout(study_dir).run(run.run_id), RunRecord(
         run_id=run.run_id, resume=bool(resume), started=started, finished=time.time(), counts=counts,
-        failed=tuple(redact(f) for f in failed)))  # Tune's error texts: no secret from the environment
+        failed=tuple(redact(f) for f in failed),  # Tune's error texts: no secret from the environment
+        skipped_rows=tuple(SkippedRow(*row) for row in data.rows()) if skip else ()))
     log(f"[study] stage trainings: {counts.stage_trainings_executed} executed, "
         f"{counts.stages_reused_from_earlier_runs} reused from earlier runs, "
         f"naive count {counts.stage_trainings_naive} ({counts.distinct_stages} distinct stages)")
@@ -341,7 +379,8 @@ def tokenization_preview(spec: StudySpec) -> tuple[str, str | None]:
     from trainables.token_preflight import preflight
 
     data_dir = resolve_data_dir(spec.data_dir)
-    report = preflight(spec, resolve_base_model(spec.model.name, str(data_dir) if data_dir else None),
+    report = preflight(spec, resolve_base_model(spec.model.name, str(data_dir) if data_dir else None,
+                                                bad_rows=spec.data.bad_rows),
                        str(data_dir) if data_dir else None)
     return report.render(show_tokens=True, errors=False), report.error_message() if report.errors else None
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 from contract.content_hash import content_hash
 from contract.keys import trial_id
 from contract.methods import DPO, ONLINE_RL_METHODS, PPO, RLOO, dpo_precomputes_reference
-from contract.plan import (PLAN_VERSION, REWARD_INPUT_VERSION, CurvaturePlan, DpoPlan, EvalTaskPlan, GenerationPlan,
+from contract.plan import (PLAN_VERSION, REWARD_INPUT_VERSION, BadRowsPlan, CurvaturePlan, DpoPlan, EvalTaskPlan, GenerationPlan,
                            ModelPlan, OnlineRLPlan, ReplayPlan, RewardPlan, RewardTrainingPlan, StagePlan, TrainingPlan,
                            TrialPlan)
 from study.points import config_point, grid_points, resolve_stages
@@ -39,10 +39,12 @@ from study.start_points import apply_start_points
 from tasks import get_task, register_task_file, resolve_option_counts, reward_sources
 
 
-def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | None, chat: bool) -> dict[str, Any]:
+def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | None, chat: bool,
+                  bad_rows: BadRowsPlan | None = None) -> dict[str, Any]:
     """What every stage_key of the study starts from. `chat`: whether the model is prompted
     through its chat template (model.chat_template resolved by the caller, which can load the
-    tokenizer: study.orchestrate.chat_format)."""
+    tokenizer: study.orchestrate.chat_format). `bad_rows`: under data.bad_rows: skip, the rows the
+    data check left out (study.data_check); it enters the key only then."""
     model = spec.model.name
     if model == "tiny" and base_model_path:
         model = Path(base_model_path).name  # tiny-<content hash>: tokenizer corpus and init included
@@ -69,6 +71,8 @@ def base_identity(spec: StudySpec, data_dir: str | None, base_model_path: str | 
         # autocast over whole ones. The worker count is not keyed: DDP averages the same global
         # batch's gradients on 1 or N workers (trainables.distributed), equal weights up to rounding.
         base["fsdp"] = True
+    if bad_rows is not None:
+        base["bad_rows"] = bad_rows.to_dict()
     return base
 
 
@@ -80,18 +84,20 @@ def training_plan(spec: StudySpec) -> TrainingPlan:
                            "eval_batch_size": eval_batch_size(spec)})
 
 
-def study_base_key(spec: StudySpec, data_dir: str | None, base_model_path: str | None, chat: bool) -> str:
+def study_base_key(spec: StudySpec, data_dir: str | None, base_model_path: str | None, chat: bool,
+                   bad_rows: BadRowsPlan | None = None) -> str:
     """The parent key of every first stage of the study: the hash of `base_identity`."""
-    return content_hash(base_identity(spec, data_dir, base_model_path, chat))
+    return content_hash(base_identity(spec, data_dir, base_model_path, chat, bad_rows))
 
 
 def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None, base_model_path: str | None = None,
-                chat: bool) -> list[TrialPlan]:
+                chat: bool, bad_rows: BadRowsPlan | None = None) -> list[TrialPlan]:
     """All trial plans: chains × grid points × seeds, in that order. `base_model_path`: where
-    stage 0 loads the model from (None: its name); `chat`: the resolved prompt format."""
+    stage 0 loads the model from (None: its name); `chat`: the resolved prompt format;
+    `bad_rows`: what the data check skipped under data.bad_rows: skip (None otherwise)."""
     register_task_files(spec)
-    base_key = study_base_key(spec, data_dir, base_model_path, chat)
-    plans = [trial_plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path, chat)
+    base_key = study_base_key(spec, data_dir, base_model_path, chat, bad_rows)
+    plans = [trial_plan(spec, chain, point, seed, base_key, study_dir, data_dir, base_model_path, chat, bad_rows)
              for chain in spec.chains for point in grid_points(spec) for seed in spec.seeds]
     if any(stage.start_from == "best_seed" for stages in spec.chains.values() for stage in stages):
         plans = apply_start_points(spec, plans)
@@ -102,7 +108,8 @@ def build_plans(spec: StudySpec, *, study_dir: str | Path, data_dir: str | None,
 
 
 def trial_plan(spec: StudySpec, chain: str, point: Mapping[str, Any], seed: int, base_key: str, study_dir: str | Path,
-               data_dir: str | None, base_model_path: str | None, chat: bool) -> TrialPlan:
+               data_dir: str | None, base_model_path: str | None, chat: bool,
+               bad_rows: BadRowsPlan | None = None) -> TrialPlan:
     """The plan of one trial (before any best_seed start point is resolved)."""
     parent = base_key
     stages = []
@@ -129,6 +136,7 @@ def trial_plan(spec: StudySpec, chain: str, point: Mapping[str, Any], seed: int,
         curvature=CurvaturePlan(**dataclasses.asdict(spec.curvature)),
         study_dir=str(study_dir),
         eval_precision=eval_precision(spec),
+        bad_rows=bad_rows,
     )
 
 
@@ -235,10 +243,10 @@ def uses_generation(spec: StudySpec) -> bool:
 
 
 def plan_for_config(spec: StudySpec, config: Mapping[str, Any], *, study_dir: str | Path, data_dir: str | None,
-                    base_model_path: str | None = None, chat: bool) -> TrialPlan:
+                    base_model_path: str | None = None, chat: bool, bad_rows: BadRowsPlan | None = None) -> TrialPlan:
     """The plan of one Tune config (a sampled point, or a grid point): the same plan, stage keys
     and trial id that build_plans gives for that chain, point and seed."""
-    return SampledPlans(spec, study_dir, data_dir, base_model_path, chat=chat)(config)
+    return SampledPlans(spec, study_dir, data_dir, base_model_path, chat=chat, bad_rows=bad_rows)(config)
 
 
 class SampledPlans:
@@ -249,19 +257,20 @@ class SampledPlans:
     to rebuild it."""
 
     def __init__(self, spec: StudySpec | Mapping[str, Any], study_dir: str | Path, data_dir: str | None,
-                 base_model_path: str | None = None, *, chat: bool):
+                 base_model_path: str | None = None, *, chat: bool, bad_rows: BadRowsPlan | None = None):
         self.spec = spec if isinstance(spec, StudySpec) else spec_from_dict(spec)
         self.study_dir = str(study_dir)
         self.data_dir = data_dir
         self.base_model_path = base_model_path
         self.chat = chat
-        self._base_key = study_base_key(self.spec, data_dir, base_model_path, chat)
+        self.bad_rows = bad_rows
+        self._base_key = study_base_key(self.spec, data_dir, base_model_path, chat, bad_rows)
 
     def __call__(self, config: Mapping[str, Any]) -> TrialPlan:
         register_task_files(self.spec)  # called in the trial's worker, which knows only built-in tasks
         chain, seed, point = config_point(self.spec, config)
         return trial_plan(self.spec, chain, point, seed, self._base_key, self.study_dir, self.data_dir,
-                          self.base_model_path, self.chat)
+                          self.base_model_path, self.chat, self.bad_rows)
 
 
 def collect_plans(configs: Iterable[Mapping[str, Any] | None],

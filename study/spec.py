@@ -132,6 +132,17 @@ class EvaluationSpec:
 
 
 @dataclass(frozen=True)
+class DataSpec:
+    """How the study treats its task data (README: "Bad data rows")."""
+
+    bad_rows: Literal["error", "skip"] = "error"  # = tasks.bad_rows.POLICIES
+    """A row of the data the study reads that cannot be parsed or made into an item: 'error'
+    refuses the study before anything runs (`FILE:LINE: what is wrong`, exit 2); 'skip' leaves
+    such rows out, lists them in the run record and `study status`, and keys the study's stages
+    by them (never shared with a study that read the rows whole)."""
+
+
+@dataclass(frozen=True)
 class DPOSpec:
     """Settings of a `method: dpo` stage (TRL DPOTrainer, sigmoid loss)."""
 
@@ -403,6 +414,7 @@ class StudySpec:
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    data: DataSpec = field(default_factory=DataSpec)
 
     def task_settings(self, task: str) -> TaskSpec:
         return self.tasks.get(task, TaskSpec())

@@ -153,7 +153,7 @@ def example_count_problems(spec: StudySpec, data_dir: str | None) -> list[Proble
         settings = spec.task_settings(task)
         try:
             return len(load_examples(task, split, data_dir=data_dir, limit=settings.limit,
-                                     option_counts=settings.option_counts))
+                                     option_counts=settings.option_counts, bad_rows=spec.data.bad_rows))
         except (OSError, ValueError) as exc:  # e.g. a YAML task's rows that do not parse
             out.append(Problem(path, f"cannot read task '{task}' ({split} split): {exc}"))
             return None
@@ -165,7 +165,7 @@ def example_count_problems(spec: StudySpec, data_dir: str | None) -> list[Proble
         path = f"tasks.{name}.option_counts"
         for split in [s for s in SPLITS if s in needed[name]]:
             if count(name, split, path) == 0:
-                have = "; ".join(f"{k} with {n} options" for n, k in option_count_histogram(name, split, data_dir).items())
+                have = "; ".join(f"{k} with {n} options" for n, k in option_count_histogram(name, split, data_dir, spec.data.bad_rows).items())
                 out.append(Problem(path, f"{list(counts)} keeps no item of task '{name}': its {split} split has "
                                          f"{have or 'no items'}"))
                 emptied.add(name)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .definition import TaskDefinition
 from .example import Example
+from .bad_rows import RowError
 from .source import HubSource, MirrorSource, Row
 from .templates import multiple_choice_example
 
@@ -56,7 +57,7 @@ def example_from_row(row: Row, task_name: str = TASK_NAME) -> Example:
     stem, texts, labels = _stem_and_choices(row)
     answer_key = str(row["answerKey"])
     if answer_key not in labels:
-        raise ValueError(f"ARC item {row['id']}: answerKey {answer_key!r} not among labels {labels}")
+        raise RowError(f"ARC item {row['id']}: answerKey {answer_key!r} not among labels {labels}", "answerKey")
     # Some items label options 1-4; the template letters options by position, so the
     # answer is located by position too, whatever the source labels are.
     return multiple_choice_example(
@@ -65,6 +66,12 @@ def example_from_row(row: Row, task_name: str = TASK_NAME) -> Example:
         option_texts=[text.strip() for text in texts],
         label=labels.index(answer_key),
     )
+
+
+def check_row(row: Row) -> None:
+    """Raises when a row makes no item (tasks.bad_rows): a missing field, a choice without text,
+    an answerKey that names no option."""
+    example_from_row(row)
 
 
 def examples_from_rows(rows: tuple[Row, ...], split: str) -> list[Example]:
@@ -87,6 +94,7 @@ DEFINITIONS = (
         template="multiple_choice",
         group_field=None,
         examples_from_rows=examples_from_rows,
+        check_row=check_row,
         splits=("train", "validation", "eval"),
         validation=VALIDATION,
         option_counts=PAPER_OPTION_COUNTS,
@@ -101,6 +109,7 @@ DEFINITIONS = (
         template="multiple_choice",
         group_field=None,
         examples_from_rows=challenge_examples_from_rows,
+        check_row=check_row,
         splits=("validation", "eval"),
         validation=VALIDATION,
         option_counts=PAPER_OPTION_COUNTS,

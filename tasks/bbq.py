@@ -51,6 +51,7 @@ import re
 from collections.abc import Sequence
 
 from . import bbq_bias, bbq_training
+from .bad_rows import RowError
 from .definition import ACCURACY, Metric, TaskDefinition
 from .example import Example
 from .holdout import side_of
@@ -139,7 +140,7 @@ def unknown_index(row: Row) -> int:
     """The option whose answer_info tag is "unknown"; every BBQ item has exactly one."""
     found = [i for i in range(3) if _answer_info(row, i)[1].lower() == UNKNOWN_TAG]
     if len(found) != 1:
-        raise ValueError(f"BBQ item {row.get('category')}/{row.get('example_id')}: {len(found)} 'unknown' options")
+        raise RowError(f"BBQ item {row.get('category')}/{row.get('example_id')}: {len(found)} 'unknown' options", "answer_info")
     return found[0]
 
 
@@ -164,7 +165,8 @@ def stereotyped_option(row: Row, unknown: int) -> int | None:
 
 def _checked(value: str, allowed: Sequence[str], what: str, row: Row) -> str:
     if value not in allowed:
-        raise ValueError(f"BBQ item {row.get('category')}/{row.get('example_id')}: {what} {value!r} not in {allowed}")
+        raise RowError(f"BBQ item {row.get('category')}/{row.get('example_id')}: {what} {value!r} not in {allowed}",
+                       what)
     return value
 
 
@@ -199,8 +201,17 @@ def example_from_row(row: Row) -> Example:
 def _category_of(row: Row) -> str:
     category = canonical_category(row["category"])
     if category not in CATEGORIES and category not in INTERSECTIONAL_CATEGORIES:
-        raise ValueError(f"BBQ item {row.get('example_id')}: unknown category {row['category']!r}")
+        raise RowError(f"BBQ item {row.get('example_id')}: unknown category {row['category']!r}", "category")
     return category
+
+
+def check_row(row: Row) -> None:
+    """Raises when a row makes no item (tasks.bad_rows): an unknown category, a missing field, an
+    unexpected condition or polarity, not exactly one "unknown" option. Rows of the intersectional
+    files, which are dropped, need only their category."""
+    if _category_of(row) in CATEGORIES:
+        split_key(row)
+        example_from_row(row)
 
 
 def examples_from_rows(rows: tuple[Row, ...], split: str) -> list[Example]:
@@ -228,6 +239,7 @@ DEFINITIONS = (
         template="multiple_choice",
         group_field="category",
         examples_from_rows=examples_from_rows,
+        check_row=check_row,
         splits=("train", "validation", "eval"),
         validation=VALIDATION,
         groupings=("condition", "polarity"),

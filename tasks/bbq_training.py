@@ -37,7 +37,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -46,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .example import Example
+from .row_files import FileRows, read_jsonl
 from .source import Row
 
 HUMAN_VALIDATED_FIELD = "_human_validated"
@@ -127,13 +127,19 @@ def row_content_key(row: Row) -> ContentKey | None:
     return content_key(row["category"], row["context"], row["question"], answers, int(row["label"]))
 
 
-def read_mirror_file(path: Path) -> tuple[Row, ...]:
+def read_mirror_file(path: Path) -> FileRows:
     """A release data/*.jsonl file, each row marked human-validated (True / False), or None
-    when the mirror lacks the validation files."""
+    when the mirror lacks the validation files; rows with their lines (tasks.row_files)."""
     keys = validated_keys(str(path.parent.parent / VALIDATION_DIR))
-    with open(path, encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
-    return tuple({**row, HUMAN_VALIDATED_FIELD: None if keys is None else row_content_key(row) in keys} for row in rows)
+    return read_jsonl(path).mapped(
+        lambda row: {**row, HUMAN_VALIDATED_FIELD: None if keys is None else _validated(row, keys)})
+
+
+def _validated(row: Row, keys: frozenset[ContentKey]) -> bool | None:
+    try:
+        return row_content_key(row) in keys
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # a row without the fields of its key: the task's row check reports it
 
 
 # --- the training-set rule -------------------------------------------------------------------

@@ -85,6 +85,10 @@ class TaskDefinition:
     # (pool, size, data_seed) -> the training set; None: stratified_sample (sampling.py).
     train_selection: Callable[[Sequence[Any], int, int], list[Any]] | None = field(default=None, repr=False, compare=False)
     origin: str = "built-in"  # or the YAML file that defined it
+    # One source row -> raises (tasks.bad_rows.RowError, KeyError, ...) when the task cannot make
+    # an item of it, before examples_from_rows sees the rows: a bad row is then reported with its
+    # file and line, and `data.bad_rows: skip` can leave it out. None: every row that parses is used.
+    check_row: Callable[[Row], Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

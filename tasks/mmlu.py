@@ -19,13 +19,14 @@ Two row layouts reach this module:
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
+from .bad_rows import BadRowsError, RowError
 from .definition import TaskDefinition
 from .example import Example
+from .row_files import FileRows, read_csv
 from .source import HubSource, MirrorSource, Row
 from .templates import LETTERS, multiple_choice_example
 
@@ -72,25 +73,27 @@ SUBJECTS = tuple(sorted(SUBJECT_CATEGORY))
 _MIRROR_SUFFIXES = ("_test", "_val")
 _CSV_COLUMNS = ("question", "A", "B", "C", "D", "answer")
 
-def read_release_csv(path: Path) -> tuple[Row, ...]:
-    """One release CSV (no header) as rows keyed by column name.
+def release_csv_rows(path: Path) -> FileRows:
+    """One release CSV (no header) as rows keyed by column name, with their lines; a record
+    with another number of columns is a bad row at its line (tasks.bad_rows).
 
     The csv module is needed, not a split on commas: questions and options hold quoted
     commas and line breaks.
     """
-    with open(path, encoding="utf-8", newline="") as handle:
-        records = list(csv.reader(handle))
-    rows = []
-    for line_no, record in enumerate(records, start=1):
-        if len(record) != len(_CSV_COLUMNS):
-            raise ValueError(f"{path}: record {line_no} has {len(record)} columns, expected {len(_CSV_COLUMNS)}")
-        rows.append(dict(zip(_CSV_COLUMNS, record)))
-    return tuple(rows)
+    return read_csv(path, _CSV_COLUMNS, what="columns")
+
+
+def read_release_csv(path: Path) -> tuple[Row, ...]:
+    """The rows of one release CSV; BadRowsError (a ValueError) on any bad record."""
+    read = release_csv_rows(path)
+    if read.problems:
+        raise BadRowsError(read.problems, source=str(path))
+    return read.rows
 
 
 HUB = HubSource(path="cais/mmlu", config="all", splits={"validation": "validation", "eval": "test"})
 MIRROR = MirrorSource(files={"validation": "mmlu/val/*_val.csv", "eval": "mmlu/test/*_test.csv"},
-                      reader=read_release_csv)
+                      reader=release_csv_rows)
 
 
 def _subject_of(row: Row) -> str:
@@ -100,7 +103,7 @@ def _subject_of(row: Row) -> str:
         stem = str(row["_source_file"])
         subject = next((stem.removesuffix(s) for s in _MIRROR_SUFFIXES if stem.endswith(s)), stem)
     if subject not in SUBJECT_CATEGORY:
-        raise ValueError(f"MMLU row of unknown subject {subject!r} (known: the 57 of CATEGORY_SUBJECTS)")
+        raise RowError(f"MMLU row of unknown subject {subject!r} (known: the 57 of CATEGORY_SUBJECTS)", "subject")
     return subject
 
 
@@ -113,9 +116,9 @@ def _choices_and_label(row: Row, where: str) -> tuple[list[str], int]:
         texts, answer = [row[letter] for letter in LETTERS[:N_OPTIONS]], str(row["answer"]).strip()
         label = LETTERS.index(answer) if len(answer) == 1 and answer in LETTERS[:N_OPTIONS] else -1
     if len(texts) != N_OPTIONS:
-        raise ValueError(f"{where}: {len(texts)} options, expected {N_OPTIONS}")
+        raise RowError(f"{where}: {len(texts)} options, expected {N_OPTIONS}", "choices")
     if label < 0:
-        raise ValueError(f"{where}: answer {answer!r} names none of the {N_OPTIONS} options")
+        raise RowError(f"{where}: answer {answer!r} names none of the {N_OPTIONS} options", "answer")
     return texts, label
 
 
@@ -154,6 +157,12 @@ def _indexed_by_subject(rows: Iterable[Row]) -> Iterable[tuple[Row, int]]:
         yield row, index
 
 
+def check_row(row: Row) -> None:
+    """Raises when a row makes no question (tasks.bad_rows): an unknown subject, a missing
+    column, an answer that names no option."""
+    example_from_row(row, 0)
+
+
 def examples_from_rows(rows: tuple[Row, ...], split: str) -> list[Example]:
     # Each split is its own release files, so every row counts.
     return [example_from_row(row, index, split) for row, index in _indexed_by_subject(rows)]
@@ -175,6 +184,7 @@ DEFINITIONS = (
         template="multiple_choice",
         group_field="subject",
         examples_from_rows=examples_from_rows,
+        check_row=check_row,
         groupings=("category",),
     ),
 )

@@ -57,9 +57,11 @@ import json
 import warnings
 from pathlib import Path
 
+from .bad_rows import RowError
 from .definition import SAFE, TaskDefinition
 from .example import GenerationPrompt
 from .holdout import unit_point
+from .row_files import FileRows, read_jsonl, read_text_lines
 from .source import HubSource, MirrorSource, Row
 from .toxigen import CANONICAL_GROUPS, canonical_group
 
@@ -91,10 +93,15 @@ PROMPTS_HUB = HubSource(
 )
 
 
-def _read_prompt_file(path: Path) -> list[Row]:
+def _read_prompt_file(path: Path) -> FileRows:
     # One prompt per line; the statements inside a prompt are separated by a literal "\n".
-    with open(path, encoding="utf-8") as handle:
-        return [{"prompt": line.rstrip("\r\n")} for line in handle]
+    return read_text_lines(path, lambda line: {"prompt": line.rstrip("\r\n")})
+
+
+def check_prompt_row(row: Row) -> None:
+    """Raises when a row holds no prompt text (tasks.bad_rows): a Hub row without its field."""
+    if not isinstance(row["prompt"], str):
+        raise RowError("the prompt must be text", "prompt")
 
 
 PROMPTS_MIRROR = MirrorSource(
@@ -245,15 +252,19 @@ def parse_parlai_line(line: str) -> dict[str, object]:
     return message
 
 
-def _read_dialogue_file(path: Path) -> list[Row]:
+def _read_dialogue_file(path: Path) -> FileRows:
     """JSON lines of ParlAI messages (the mirror's fixture form), or ParlAI text lines (the
-    release form): a full copy of the test split may be dropped in under the mirror's name."""
-    rows: list[Row] = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                rows.append(json.loads(line) if line.lstrip().startswith("{") else parse_parlai_line(line))
-    return rows
+    release form): a full copy of the test split may be dropped in under the mirror's name.
+    A line that starts like JSON but is not is a bad row at its line (tasks.row_files)."""
+    return read_jsonl(path, parse=lambda line: json.loads(line) if line.lstrip().startswith("{")
+                      else parse_parlai_line(line))
+
+
+def check_dialogue_row(row: Row) -> None:
+    """Raises when a row is no dialogue (tasks.bad_rows): a message whose text is not text."""
+    message = _message_of(row)
+    if message is not None and not isinstance(message.get("text", ""), str):
+        raise RowError("the dialogue text must be text", "text")
 
 
 DIALOGUES_MIRROR = MirrorSource(files={"eval": "saferdialogues/saferdialogues_test.yml.jsonl"}, reader=_read_dialogue_file)
@@ -332,6 +343,7 @@ DEFINITIONS = (
         template="none",
         group_field="_source_file",  # the group is in the file (or Hub split) name: <type>_<group>_1k
         examples_from_rows=prompts_from_rows,
+        check_row=check_prompt_row,
         kind="generation",
         groupings=("prompt_type",),
         metrics=(SAFE,),
@@ -348,6 +360,7 @@ DEFINITIONS = (
         template="none",
         group_field=None,
         examples_from_rows=dialogues_from_rows,
+        check_row=check_dialogue_row,
         kind="generation",
         splits=("eval",),
         metrics=(SAFE,),

@@ -3,17 +3,23 @@
 Real users load from the Hub. Machines without network point a data dir (the study spec's
 ``data_dir`` field, or ``STUDY_DATA_DIR``) at a mirror of the original release files.
 Parsed files are cached in-process because every trial of a study re-loads the same tasks.
+Rows are read with where each came from (`read_source`: file and line, or Hub split and
+position), so a row a task cannot use is reported as FILE:LINE (tasks.bad_rows).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from contract.problems import Problem
+
+from .bad_rows import BadRowsError
+from .row_files import FileRows, read_json_list, read_jsonl
 
 DATA_DIR_ENV = "STUDY_DATA_DIR"
 
@@ -61,8 +67,9 @@ def is_glob(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
 
 
-# A mirror reader for formats other than json/jsonl: one file -> its rows.
-FileReader = Callable[[Path], "tuple[Row, ...]"]
+# A mirror reader for formats other than json/jsonl: one file -> its rows, with their lines
+# (row_files.FileRows) or without (a plain sequence: each row's line is then unknown).
+FileReader = Callable[[Path], "FileRows | Sequence[Row]"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ class MirrorSource:
     ("mmlu/test/*_test.csv") when the release splits a dataset over several files. Files are
     read in sorted order; each row of a glob match carries the matched file's stem under
     ``_source_file`` (MMLU takes its subject from it). ``reader`` parses one file (default:
-    json / jsonl by extension).
+    jsonl, or a JSON list, by extension: tasks.row_files).
     """
 
     files: Mapping[str, str] = field(hash=False)
@@ -98,28 +105,65 @@ class MirrorSource:
         return [path]
 
 
-def read_rows(hub: HubSource, mirror: MirrorSource, data_dir: Path | None, split: str) -> tuple[Row, ...]:
-    """Raw source rows of one split, from the mirror when a data dir is given, else the Hub."""
+@dataclass(frozen=True)
+class SourceRows:
+    """The rows of one split as read, before any task looks at them: each row with where it came
+    from (`files[i]`, `lines[i]`: a mirror file and the line the row starts at; for the Hub, the
+    dataset and split and the row's 1-based position), and the problems of lines that hold no
+    row (tasks.bad_rows)."""
+
+    rows: tuple[Row, ...]
+    files: tuple[str, ...]
+    lines: tuple[int | None, ...]
+    problems: tuple[Problem, ...] = ()
+
+
+def read_source(hub: HubSource, mirror: MirrorSource, data_dir: Path | None, split: str) -> SourceRows:
+    """Raw rows of one split with their origins, from the mirror when a data dir is given, else the Hub."""
     if data_dir is None:
-        return _load_hub_rows(hub.path, hub.config, hub.data_files, hub.splits[split])
+        rows = _load_hub_rows(hub.path, hub.config, hub.data_files, hub.splits[split])
+        where = hub_origin(hub, split)
+        return SourceRows(rows, (where,) * len(rows), tuple(range(1, len(rows) + 1)))
     paths = mirror.paths(data_dir, split)
-    if len(paths) == 1 and not is_glob(mirror.files[split]):
-        return _read_mirror_file(str(paths[0]), mirror.reader)
+    tagged = len(paths) > 1 or is_glob(mirror.files[split])
     rows: list[Row] = []
+    files: list[str] = []
+    lines: list[int | None] = []
+    problems: list[Problem] = []
     for path in paths:
-        rows.extend({**row, "_source_file": path.stem} for row in _read_mirror_file(str(path), mirror.reader))
-    return tuple(rows)
+        read = _read_mirror_file(str(path), mirror.reader)
+        rows.extend(({**row, "_source_file": path.stem} for row in read.rows) if tagged else read.rows)
+        files.extend([str(path)] * len(read.rows))
+        lines.extend(read.lines)
+        problems.extend(read.problems)
+    return SourceRows(tuple(rows), tuple(files), tuple(lines), tuple(problems))
+
+
+def read_rows(hub: HubSource, mirror: MirrorSource, data_dir: Path | None, split: str) -> tuple[Row, ...]:
+    """Raw source rows of one split, from the mirror when a data dir is given, else the Hub.
+    BadRowsError when a line of a mirror file holds no row (tasks.bad_rows)."""
+    read = read_source(hub, mirror, data_dir, split)
+    if read.problems:
+        raise BadRowsError(read.problems)
+    return read.rows
+
+
+def hub_origin(hub: HubSource, split: str) -> str:
+    """What a Hub row's problem names as its file: hub:<path>[/<config>]/<the source's split>."""
+    name = hub.path if hub.config is None else f"{hub.path}/{hub.config}"
+    return f"hub:{name}/{hub.splits[split]}"
 
 
 @functools.lru_cache(maxsize=128)
-def _read_mirror_file(path: str, reader: FileReader | None = None) -> tuple[Row, ...]:
+def _read_mirror_file(path: str, reader: FileReader | None = None) -> FileRows:
     # Cached rows are shared between callers: treat them as read-only.
-    if reader is not None:
-        return tuple(reader(Path(path)))
-    with open(path, encoding="utf-8") as handle:
-        if path.endswith(".jsonl"):
-            return tuple(json.loads(line) for line in handle if line.strip())
-        return tuple(json.load(handle))
+    if reader is None:
+        return read_jsonl(Path(path)) if path.endswith(".jsonl") else read_json_list(Path(path))
+    read = reader(Path(path))
+    if isinstance(read, FileRows):
+        return read
+    rows = tuple(read)
+    return FileRows(rows, (None,) * len(rows))
 
 
 @functools.lru_cache(maxsize=16)

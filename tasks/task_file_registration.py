@@ -19,7 +19,7 @@ from . import registry
 from .definition import ACCURACY, TaskDefinition
 from .task_file import HOLDOUT_VALIDATION, TaskFile, read_task_file
 from .task_file_problems import TaskFileError
-from .task_file_rows import DeclaredMirror, RowParser, RowReader
+from .task_file_rows import DeclaredMirror, RowCheck, RowParser, RowReader
 
 
 def load_task_file(path: str | Path) -> TaskDefinition:
@@ -68,6 +68,7 @@ def _task_definition(task_file: TaskFile) -> TaskDefinition:
         template="multiple_choice",
         group_field=", ".join(task_file.fields.groups) or None,
         examples_from_rows=RowParser(task_file),
+        check_row=RowCheck(task_file),
         kind="choice",
         splits=task_file.splits,
         validation=validation,

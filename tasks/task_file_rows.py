@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,9 @@ from contract.problems import Problem
 from contract.schema import ALL
 
 from .example import Example
+from .bad_rows import RowError
 from .holdout import normalized_text, side_of
+from .row_files import FileRows, read_csv, read_json_list, read_jsonl
 from .source import MirrorSource, Row
 from .task_file import EXTENSION_FORMATS, HOLDOUT_FRACTION, MAX_OPTIONS, MIN_OPTIONS, TaskFile
 from .task_file_problems import TaskFileError, describe
@@ -37,69 +37,22 @@ _MAX_ROW_PROBLEMS = 20  # a broken field mapping fails every row: the first few 
 
 @dataclass(frozen=True)
 class RowReader:
-    """Reads one mirror file of a declared task. Frozen and hashable, so the source's file
+    """Reads one mirror file of a declared task into rows with their lines (tasks.row_files: a
+    line that holds no row is a bad row at its line). Frozen and hashable, so the source's file
     cache can key on it, and equal for the same declaration, so re-registering a file is a no-op."""
 
     format: str | None  # None: from the file's extension
     columns: tuple[str, ...] | None = None  # csv without a header row
 
-    def __call__(self, path: Path) -> tuple[Row, ...]:
+    def __call__(self, path: Path) -> FileRows:
         fmt = self.format or EXTENSION_FORMATS.get(path.suffix.lower())
         if fmt == "csv":
-            return _read_csv(path, self.columns)
+            return read_csv(path, self.columns)
         if fmt == "jsonl":
-            return _read_jsonl(path)
+            return read_jsonl(path)
         if fmt == "json":
-            return _read_json(path)
+            return read_json_list(path)
         raise ValueError(f"{path}: cannot tell the file format from its extension (set source.mirror.format)")
-
-
-def _read_jsonl(path: Path) -> tuple[Row, ...]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line_no}: each line must be a JSON object (got {type(row).__name__})")
-            rows.append(row)
-    return tuple(rows)
-
-
-def _read_json(path: Path) -> tuple[Row, ...]:
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-        raise ValueError(f"{path}: must hold a JSON list of objects, one per row")
-    return tuple(data)
-
-
-def _read_csv(path: Path, columns: tuple[str, ...] | None) -> tuple[Row, ...]:
-    # newline="" lets the csv module keep line breaks inside quoted cells.
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        records = csv.reader(handle)
-        names = columns
-        if names is None:
-            header = next(records, None)
-            if header is None:
-                raise ValueError(f"{path}: empty csv file (no header row)")
-            names = tuple(header)
-        rows = []
-        for record in records:
-            if not record:
-                continue  # a blank line
-            if len(record) != len(names):
-                raise ValueError(f"{path}:{records.line_num}: {len(record)} cells, expected {len(names)} "
-                                 f"({', '.join(names)})")
-            rows.append(dict(zip(names, record)))
-    return tuple(rows)
 
 
 @dataclass(frozen=True)
@@ -186,6 +139,22 @@ class RowParser:
         if self.task_file.holdout and split in ("train", "validation"):
             return [example for example in examples if holdout_side(example, self.task_file.name) == split]
         return examples
+
+    def check_row(self, row: Row) -> None:
+        """Raises RowError when a row makes no item (tasks.bad_rows), naming the row field to
+        blame: the task's check_row, run before the rows reach __call__."""
+        try:
+            self._example(row, self._row_id(row, 0))
+        except _RowProblem as exc:
+            raise RowError(exc.message, self._field_path(exc.field_name)) from None
+
+    def _field_path(self, key: str) -> str:
+        """The row field a mapping key reads ("question" -> its dotted path), or the key itself."""
+        fields = self.task_file.fields
+        paths = {"question": fields.question, "answer": fields.answer, "context": fields.context, "id": fields.id}
+        if key == "choices" and fields.choices_in_one_field:
+            return fields.choices[0]
+        return paths.get(key) or key
 
     # -- one row --
 
@@ -302,6 +271,17 @@ class RowParser:
         line = task_file.field_lines.get(f"fields.{exc.field_name}")
         where = f"row {row_id!r} (row {position} of split {split!r}, from {data})"
         return Problem(path=f"fields.{exc.field_name}", message=f"{where}: {exc.message}", line=line, file=task_file.file)
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """check_row for one declared task (RowParser.check_row as a comparable, picklable object:
+    re-registering an unchanged file keeps its definition equal)."""
+
+    task_file: TaskFile
+
+    def __call__(self, row: Row) -> None:
+        RowParser(self.task_file).check_row(row)
 
 
 def _shuffled(example_id: str, texts: list[str], label: int) -> tuple[list[str], int]:

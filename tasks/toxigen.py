@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .bad_rows import RowError
 from .definition import TaskDefinition
 from .example import Example
 from .holdout import normalized_text, side_of
@@ -79,7 +80,7 @@ def split_of(statement: str) -> str:
 def _is_toxic(row: Row) -> bool:
     label = row["label"]
     if label not in _IS_TOXIC:
-        raise ValueError(f"ToxiGen item {row['id']}: unexpected label {label!r} (expected 'hate' or 'neutral')")
+        raise RowError(f"ToxiGen item {row['id']}: unexpected label {label!r} (expected 'hate' or 'neutral')", "label")
     return _IS_TOXIC[label]
 
 
@@ -109,6 +110,16 @@ def statement_example(copies: list[Row]) -> Example:
     return toxicity_example(f"{TASK_NAME}/{first['id']}", first["text"].strip(), _is_toxic(first), groups)
 
 
+def check_row(row: Row) -> None:
+    """Raises when a row makes no statement (tasks.bad_rows): a missing field, a label other than
+    hate or neutral, text or groups of the wrong type."""
+    if not isinstance(row["text"], str):
+        raise RowError(f"ToxiGen item {row['id']}: the text must be a string", "text")
+    if not isinstance(row["target_groups"], (list, tuple)):
+        raise RowError(f"ToxiGen item {row['id']}: target_groups must be a list", "target_groups")
+    statement_example([row])
+
+
 def examples_from_rows(rows: tuple[Row, ...], split: str) -> list[Example]:
     return [statement_example(copies) for copies in statements(rows)
             if split_of(copies[0]["text"]) == split]
@@ -128,6 +139,7 @@ DEFINITIONS = (
         template="toxicity",
         group_field="target_groups",
         examples_from_rows=examples_from_rows,
+        check_row=check_row,
         splits=("train", "validation", "eval"),
         validation=VALIDATION,
     ),

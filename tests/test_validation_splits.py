@@ -170,7 +170,7 @@ def test_best_seed_scores_a_stratified_sample_of_the_validation_split_filtered_l
     from tests.plans import stage_plan
     from trainables.chain import validation_examples
 
-    plan = SimpleNamespace(data_dir=str(MIRROR), data_seed=0)  # the parts of a TrialPlan it reads
+    plan = SimpleNamespace(data_dir=str(MIRROR), data_seed=0, bad_rows_policy="error")  # the parts of a TrialPlan it reads
     stage = {"task": "arc_easy", "train_size": 2241}
     picked = validation_examples(plan, stage_plan(stage), 200)
     validation = {e.example_id for e in load_examples("arc_easy", "validation", data_dir=MIRROR)}

@@ -490,7 +490,7 @@ def follow_training(plan: TrialPlan, stage: StagePlan, previous_path: str, stage
 def plan_eval_sets(plan: TrialPlan) -> dict[str, list]:
     """Every eval task's examples, as each stage is evaluated on them."""
     return {e.task: load_examples(e.task, "eval", size=e.size, data_dir=plan.data_dir, data_seed=plan.data_seed,
-                                  limit=e.limit, option_counts=e.option_counts)
+                                  limit=e.limit, option_counts=e.option_counts, bad_rows=plan.bad_rows_policy)
             for e in plan.eval_tasks}
 
 
@@ -514,7 +514,7 @@ def _train_examples(plan: TrialPlan, stage: StagePlan) -> list:
     reward model included), what replay from it draws from, and the pool of its curvature sample."""
     return load_examples(stage.task, "train", size=stage.train_size, data_dir=plan.data_dir,
                          data_seed=plan.train_data_seed(stage), limit=stage.train_limit,
-                         option_counts=stage.option_counts)
+                         option_counts=stage.option_counts, bad_rows=plan.bad_rows_policy)
 
 
 def validation_examples(plan: TrialPlan, stage: StagePlan, size: int) -> list:
@@ -522,7 +522,8 @@ def validation_examples(plan: TrialPlan, stage: StagePlan, size: int) -> list:
     task's validation split, filtered as its training data is (option counts, limit). Never
     fewer than asked: study validation refuses such a selection_size, and so does this."""
     examples = load_examples(stage.task, SELECTION_SPLIT, size=size, data_dir=plan.data_dir,
-                             data_seed=plan.data_seed, limit=stage.train_limit, option_counts=stage.option_counts)
+                             data_seed=plan.data_seed, limit=stage.train_limit, option_counts=stage.option_counts,
+                             bad_rows=plan.bad_rows_policy)
     if len(examples) < size:
         raise ValueError(f"start_from best_seed: task {stage.task!r} has {len(examples)} validation examples, "
                          f"fewer than selection_size {size}; lower selection_size")

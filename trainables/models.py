@@ -17,12 +17,14 @@ from typing import Any
 from trainables.ranks import model_device
 
 
-def resolve_base_model(model_name: str, data_dir: str | None, cache_dir: str | Path | None = None) -> str:
-    """The path or Hub id trials load as stage 0. 'tiny' is built (once per cache dir)."""
+def resolve_base_model(model_name: str, data_dir: str | None, cache_dir: str | Path | None = None,
+                       bad_rows: str = "error") -> str:
+    """The path or Hub id trials load as stage 0. 'tiny' is built (once per cache dir) from the
+    task data, its bad rows refused or left out as `bad_rows` (the study's data.bad_rows) says."""
     if model_name == "tiny":
         from trainables.tiny_model import ensure_tiny_model
 
-        return str(ensure_tiny_model(data_dir, cache_dir))
+        return str(ensure_tiny_model(data_dir, cache_dir, bad_rows=bad_rows))
     return model_name
 
 

@@ -37,19 +37,20 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 TINY_BUILD_VERSION = 1
 
 
-def tiny_corpus(data_dir: str | None) -> list[str]:
+def tiny_corpus(data_dir: str | None, bad_rows: str = "error") -> list[str]:
     from tasks import load_examples
 
     texts: list[str] = []
     for task in CORPUS_TASKS:
-        for ex in load_examples(task, "train", size=None, data_dir=data_dir, data_seed=0):
+        for ex in load_examples(task, "train", size=None, data_dir=data_dir, data_seed=0, bad_rows=bad_rows):
             texts.append(ex.prompt + "".join(ex.answer_prefix + o for o in ex.options))
     return texts
 
 
-def ensure_tiny_model(data_dir: str | None, cache_dir: str | Path | None = None) -> Path:
-    """Build (once) and return the folder of the tiny model: config, safetensors weights, tokenizer."""
-    corpus = tiny_corpus(data_dir)
+def ensure_tiny_model(data_dir: str | None, cache_dir: str | Path | None = None, *, bad_rows: str = "error") -> Path:
+    """Build (once) and return the folder of the tiny model: config, safetensors weights, tokenizer.
+    `bad_rows`: what a bad row of the corpus's task data does (tasks.bad_rows: error or skip)."""
+    corpus = tiny_corpus(data_dir, bad_rows)
     digest = hashlib.sha256()
     digest.update(json.dumps([TINY_ARCH, TINY_VOCAB_SIZE, TINY_INIT_SEED, TINY_BUILD_VERSION]).encode())
     for text in corpus:

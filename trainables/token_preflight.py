@@ -193,12 +193,14 @@ def study_examples(spec: Any, data_dir: str | None) -> dict[str, tuple[list[str]
         train = {ex.example_id: ex
                  for seed in spec.train_data_seeds(task)
                  for ex in load_examples(task, "train", size=settings.train_size, data_dir=data_dir, data_seed=seed,
-                                         limit=settings.limit, option_counts=settings.option_counts)}
+                                         limit=settings.limit, option_counts=settings.option_counts,
+                                         bad_rows=spec.data.bad_rows)}
         out[task] = (["train"], list(train.values()), len(train))
     for task in spec.all_eval_tasks():
         settings = spec.task_settings(task)
         examples = load_examples(task, "eval", size=settings.eval_size, data_dir=data_dir, data_seed=spec.data_seed,
-                                 limit=settings.limit, option_counts=settings.option_counts)
+                                 limit=settings.limit, option_counts=settings.option_counts,
+                                 bad_rows=spec.data.bad_rows)
         splits, known, n_train = out.get(task, ([], [], 0))
         out[task] = (splits + ["eval"], known + examples, n_train)
     return out

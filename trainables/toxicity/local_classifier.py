@@ -28,7 +28,6 @@ the Hub or from the mirror shares one entry, and any change to either refits.
 from __future__ import annotations
 
 import ast
-import csv
 import dataclasses
 import hashlib
 import json
@@ -42,6 +41,7 @@ import numpy as np
 
 from contract.atomic import publish_folder
 from tasks.holdout import unit_point
+from tasks.row_files import FileRows, read_csv
 from tasks.source import HubSource, MirrorSource, Row, read_rows, resolve_data_dir
 from tasks.toxigen import ANNOTATED_MIRROR_FILE
 from trainables.machine_cache import classifiers_cache
@@ -52,9 +52,10 @@ ANNOTATED_HUB = HubSource(path="toxigen/toxigen-data", config="annotated", split
 FORMAT_VERSION = 1  # of the cache files; bump when their layout changes
 
 
-def _read_csv(path: Path) -> list[Row]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+def _read_csv(path: Path) -> FileRows:
+    # With each row's line: a record with the wrong number of cells is reported at its line
+    # (tasks.bad_rows), not filled with None as csv.DictReader would.
+    return read_csv(path)
 
 
 ANNOTATED_MIRROR = MirrorSource(files={"train": ANNOTATED_MIRROR_FILE}, reader=_read_csv)
