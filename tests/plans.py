@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
-from contract.plan import ModelPlan, OnlineRLPlan, RewardPlan, StagePlan, TrainingPlan
+from contract.plan import ModelPlan, OnlineRLPlan, RewardPlan, StagePlan, TrainingPlan, TrialPlan
 from study.planner import dpo_plan
 from study.spec import CurvatureSpec, DPOSpec, ModelSpec, OnlineRLSpec, RLOOSpec, StageSpec, TrainingSpec
 
@@ -58,3 +58,37 @@ def stage_plan(fields: Mapping[str, Any]) -> StagePlan:
             settings = {**dataclasses.asdict(ONLINE_RL_DEFAULTS[name]), **(given or {})}
             stage[name] = OnlineRLPlan(**{**settings, "reward": RewardPlan.from_dict(settings["reward"])})
     return StagePlan(**{"dpo": None, "ppo": None, "rloo": None, **stage})
+
+
+def small_chain_plan(tiny_model_path: str | Path, data_dir: str | Path, study: str | Path, name: str) -> TrialPlan:
+    """The one trial of a small study: the tiny model, ToxiGenQA then ARC-Easy, 2 steps of batch 4
+    on 16 examples each, 8 eval examples per task (seconds on a CPU)."""
+    from study.planner import build_plans
+    from study.spec_loading import spec_from_dict
+
+    spec = spec_from_dict({
+        "name": name, "model": {"name": "tiny", "max_length": 256},
+        "tasks": {"toxigen_qa": {"train_size": 16, "eval_size": 8}, "arc_easy": {"train_size": 16, "eval_size": 8}},
+        "stage_defaults": {"learning_rate": 1e-3, "batch_size": 4, "steps": 2},
+        "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]}, "data_dir": str(data_dir),
+    })
+    [plan] = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path),
+                         chat=False)
+    return plan
+
+
+RUN_DEPENDENT_COLUMNS = ("seconds", "train_seconds", "trained_by", "reused", "trained_on")
+"""Columns that legitimately differ between two runs of the same trials (timings, who trained)."""
+
+
+def comparable_tables(study: str | Path, tables: tuple[str, ...]) -> dict[str, Any]:
+    """Each of a study folder's `tables` without RUN_DEPENDENT_COLUMNS, rows sorted: equal for two
+    runs that produced the same results."""
+    import polars as pl
+
+    out = {}
+    for table in tables:
+        frame = pl.read_parquet(Path(study) / table / "*.parquet")
+        frame = frame.drop([c for c in RUN_DEPENDENT_COLUMNS if c in frame.columns])
+        out[table] = frame.sort(frame.columns)
+    return out

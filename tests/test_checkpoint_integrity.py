@@ -19,9 +19,8 @@ from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
 from contract.records import StageRecord, read_record
 from study.orchestrate import write_plans
-from study.planner import build_plans
-from study.spec_loading import spec_from_dict
 from trainables.chain import run_chain
+from tests.plans import comparable_tables, small_chain_plan
 
 TABLES = ("trials", "evals", "predictions", "train_log", "weights")
 
@@ -64,14 +63,7 @@ def test_stage_records_without_digests_read_and_write_as_before():
 # ---------------------------------------------------------------- a stored chain, damaged
 
 def _plan(tiny_model_path, data_dir, study: Path) -> TrialPlan:
-    spec = spec_from_dict({
-        "name": "integrity", "model": {"name": "tiny", "max_length": 256},
-        "tasks": {"toxigen_qa": {"train_size": 16, "eval_size": 8}, "arc_easy": {"train_size": 16, "eval_size": 8}},
-        "stage_defaults": {"learning_rate": 1e-3, "batch_size": 4, "steps": 2},
-        "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]}, "data_dir": str(data_dir),
-    })
-    [plan] = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path),
-                         chat=False)
+    plan = small_chain_plan(tiny_model_path, data_dir, study, "integrity")
     write_plans(study, [plan])  # for `study status`
     return plan
 
@@ -81,13 +73,7 @@ def _run(plan: TrialPlan, run_id: str, **run) -> None:
 
 
 def _tables(study: Path) -> dict[str, pl.DataFrame]:
-    """Every table without the columns that legitimately differ between runs."""
-    out = {}
-    for table in TABLES:
-        frame = pl.read_parquet(study / table / "*.parquet")
-        frame = frame.drop([c for c in ("seconds", "train_seconds", "trained_by", "reused") if c in frame.columns])
-        out[table] = frame.sort(frame.columns)
-    return out
+    return comparable_tables(study, TABLES)
 
 
 def _record(study: Path, key: str) -> StageRecord:

@@ -23,9 +23,8 @@ from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
 from contract.records import TrialMarker, read_record
 from study.orchestrate import finished_trials
-from study.planner import build_plans
-from study.spec_loading import spec_from_dict
 from trainables.chain import run_chain
+from tests.plans import comparable_tables, small_chain_plan
 
 TABLES = ("trials", "evals", "predictions", "train_log", "weights")
 
@@ -84,14 +83,7 @@ def test_a_folder_that_is_a_file_or_read_only_is_a_write_error(tmp_path):
 # ---------------------------------------------------------------- a trial whose writes fail
 
 def _plan(tiny_model_path, data_dir, study: Path) -> TrialPlan:
-    spec = spec_from_dict({
-        "name": "writes", "model": {"name": "tiny", "max_length": 256},
-        "tasks": {"toxigen_qa": {"train_size": 16, "eval_size": 8}, "arc_easy": {"train_size": 16, "eval_size": 8}},
-        "stage_defaults": {"learning_rate": 1e-3, "batch_size": 4, "steps": 2},
-        "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]}, "data_dir": str(data_dir),
-    })
-    [plan] = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path),
-                         chat=False)
+    plan = small_chain_plan(tiny_model_path, data_dir, study, "writes")
     return plan
 
 
@@ -100,12 +92,7 @@ def _run(plan: TrialPlan, run_id: str) -> dict:
 
 
 def _tables(study: Path) -> dict[str, pl.DataFrame]:
-    out = {}
-    for table in TABLES:
-        frame = pl.read_parquet(study / table / "*.parquet")
-        frame = frame.drop([c for c in ("seconds", "train_seconds", "trained_by", "reused") if c in frame.columns])
-        out[table] = frame.sort(frame.columns)
-    return out
+    return comparable_tables(study, TABLES)
 
 
 def _partial_files(study: Path) -> list[str]:
