@@ -178,7 +178,8 @@ def test_a_gpu_studys_curvature_is_judged_once_by_the_memory_model(tmp_path, dat
     from transformers import LlamaConfig
 
     from study.orchestrate import check_curvature, check_memory
-    from trainables.memory_model import GB, curvature_parameter_limit, estimate, model_shape
+    from trainables.memory_fit import curvature_parameter_limit
+    from trainables.memory_model import GB, estimate, model_shape
     from trainables.memory_preflight import study_steps
 
     config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,

@@ -11,8 +11,9 @@ from dataclasses import replace
 
 import pytest
 
+from trainables.memory_fit import fitting_changes
 from trainables.memory_model import (CUDA_RUNTIME_BYTES, GB, HOST_PROCESS_BYTES, StepSetup, estimate,
-                                     fitting_changes, layer_activation_bytes, model_shape)
+                                     layer_activation_bytes, model_shape)
 
 def test_tiny_parameter_counts_by_hand(tiny_shape):
     h, i, v = 64, 176, 2048

@@ -228,7 +228,7 @@ def test_objective_metrics_must_be_reported_by_every_trial(metric, fragment):
 
 
 def test_forgetting_objective_needs_the_task_evaluated():
-    """Trials report forgetting only of tasks they evaluate (trainables.chain.forgetting_metrics)."""
+    """Trials report forgetting only of tasks they evaluate (trainables.trial_reports.forgetting_metrics)."""
     from study.spec_checks_axes import objective_metrics
 
     raw = {"name": "m", "chains": {"tqa_arc": TWO_STAGE["tqa_arc"]}, "eval_tasks": ["arc_easy"],

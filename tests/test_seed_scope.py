@@ -14,7 +14,8 @@ import study.planner as plan_module
 from contract.plan import TrialPlan
 from study.planner import build_plans
 from study.spec_loading import spec_from_dict
-from trainables.chain import _trial_row, stage_examples
+from trainables.chain import stage_examples
+from trainables.trial_reports import trial_row
 from tasks.sampling import derived_data_seed
 
 BASE = {
@@ -182,8 +183,8 @@ def test_replay_draws_from_the_trials_own_first_stage_subsample(data_dir):
 def test_trials_rows_record_the_training_subsample_seed():
     order, data = _by(_plans(), "fixed", 1), _by(_plans(seed_scope="order_and_data"), "fixed", 1)
     order, data = TrialPlan.from_dict(order), TrialPlan.from_dict(data)
-    assert [_trial_row(order, s, "function", status="pending")["train_data_seed"] for s in order.stages] == [0, 0]
-    assert [_trial_row(data, s, "function", status="pending")["train_data_seed"] for s in data.stages] == \
+    assert [trial_row(order, s, "function", status="pending")["train_data_seed"] for s in order.stages] == [0, 0]
+    assert [trial_row(data, s, "function", status="pending")["train_data_seed"] for s in data.stages] == \
            [derived_data_seed(0, 7), derived_data_seed(0, 1)]
 
 

@@ -19,7 +19,8 @@ from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
 from study.planner import build_plans
 from study.spec_loading import spec_from_dict
-from trainables.chain import divergence, forgetting_metrics, run_chain
+from trainables.chain import run_chain
+from trainables.trial_reports import divergence, forgetting_metrics
 from trainables.stage_store import StageStore
 
 

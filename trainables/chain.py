@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Collection, Sequence
+from typing import Any, Callable
 
 from contract.atomic import WriteError, write_json_atomic, writing
 from contract.keys import base_stage_key, measure_keys, validation_key
@@ -38,7 +38,7 @@ from contract.layout import StudyLayout, stage_part, trial_part
 from contract.plan import StagePlan, TrialPlan
 from contract.records import DIVERGED, FAILED, FINISHED, PENDING, SKIPPED, StageRecord, TrialMarker, write_record
 from contract.methods import ONLINE_RL_METHODS
-from contract.schema import ALL, FORGETTING_METRICS, PRIMARY_GROUPINGS, STAGE_TABLES, TABLE_NAMES
+from contract.schema import ALL, PRIMARY_GROUPINGS, STAGE_TABLES, TABLE_NAMES
 from tasks import load_examples
 from tasks.definition import SELECTION_SPLIT
 from trainables import distributed, ranks
@@ -52,6 +52,7 @@ from trainables.stage_measurements import curvature_rows, weight_row
 from trainables.stage_store import StageEntry, StageStore
 from trainables.stages import get_runner
 from trainables.tokenization import encoder_for
+from trainables.trial_reports import divergence, forgetting_metrics, trial_row
 
 Reporter = Callable[[dict[str, Any]], None]
 
@@ -127,7 +128,7 @@ class _ChainRun:
         self._eval_sets: dict[str, list] | None = None
         self._loaded: tuple[str, Any, Any] | None = None  # (stage key, model, tokenizer)
         self.accuracy: dict[int, dict[str, dict[str, float]]] = {}  # stage -> task -> group -> acc
-        self.trial_rows = [_trial_row(plan, s, executor, status=PENDING) for s in plan.stages]
+        self.trial_rows = [trial_row(plan, s, executor, status=PENDING) for s in plan.stages]
         self.status, self.failure = FINISHED, None
         self.selection: dict[int, str] = {}  # stage -> how its start point was chosen (JSON)
         self.at = 0  # the stage being worked on (0: the base model), named when a write fails
@@ -253,7 +254,7 @@ class _ChainRun:
             rows = entry.rows(table, self.trial_id)
             if rows:
                 write_part(self.study_dir, table, stage_part(self.trial_id, number), rows)
-        self.trial_rows[index] = _trial_row(
+        self.trial_rows[index] = trial_row(
             self.plan, stage, self.executor, status=FINISHED if record.status == FINISHED else FAILED,
             seconds=record.train_seconds, n_train=record.n_train_examples,
             trained_by=record.trained_by, trained_on=record.trained_on, reused=reused, failure=record.reason,
@@ -530,47 +531,8 @@ def validation_examples(plan: TrialPlan, stage: StagePlan, size: int) -> list:
     return examples
 
 
-def forgetting_metrics(trained: Sequence[tuple[int, str]], evaluated: Collection[str],
-                       accuracy: dict[int, dict[str, dict[str, float]]], number: int) -> dict[str, float]:
-    """Forgetting of every evaluated task a stage trains, at stage `number` (paper §2.4):
-    F = Acc(θ after the stage that last trained the task) − Acc(θ now); WG = max over groups
-    of the per-group F; biased = WG − F (the maximum BiasedForgetting). NaN before the
-    task's stage or when an accuracy is missing. `trained`: (stage number, task) of every
-    stage of the chain, in order; `evaluated`: the tasks evaluated after each stage."""
-    nan = float("nan")
-    out: dict[str, float] = {}
-    for task in dict.fromkeys(task for _, task in trained):
-        if task not in evaluated:
-            continue
-        trained_at = [stage for stage, t in trained if t == task and stage <= number]
-        values = {name: nan for name in FORGETTING_METRICS}
-        if trained_at and trained_at[-1] in accuracy and number in accuracy:
-            then, now = accuracy[trained_at[-1]].get(task, {}), accuracy[number].get(task, {})
-            if ALL in then and ALL in now:
-                values["forgetting"] = then[ALL] - now[ALL]
-                groups = [g for g in then if g != ALL and g in now]
-                if groups:
-                    values["wg_forgetting"] = max(then[g] - now[g] for g in groups)
-                    values["biased_forgetting"] = values["wg_forgetting"] - values["forgetting"]
-        out.update({f"{name}/{task}": value for name, value in values.items()})
-    return out
 
 
-def divergence(log_rows: list[dict], model: Any) -> str | None:
-    """Why a stage's training diverged (a non-finite logged loss or gradient norm, or
-    non-finite weights), or None."""
-    import math
-
-    import torch
-
-    for row in log_rows:
-        # grad_norm is NaN when a trainer does not log it: only an infinite one counts.
-        if not math.isfinite(row["loss"]) or math.isinf(row.get("grad_norm", 0.0)):
-            return f"non-finite loss ({row['loss']}) or gradient norm ({row.get('grad_norm')}) at step {row['step']}"
-    for name, param in model.named_parameters():
-        if not torch.isfinite(param).all():
-            return f"non-finite weights in {name} after training"
-    return None
 
 
 def clear_trial_parts(study_dir: Path, trial_id: str) -> None:
@@ -592,25 +554,3 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-
-
-def _trial_row(plan: TrialPlan, stage: StagePlan, executor: str, *, status: str, seconds: float | None = None,
-               n_train: int | None = None, trained_by: str | None = None, trained_on: str | None = None,
-               reused: bool | None = None, failure: str | None = None,
-               start_from: str | None = None) -> dict[str, Any]:
-    return {
-        "trial_id": plan.trial_id, "chain": plan.chain, "seed": plan.seed, "stage": stage.stage,
-        # The method's own settings (e.g. DPO beta, PPO kl_coef), as JSON.
-        "method": stage.method, "method_settings": json.dumps(stage.method_settings(), sort_keys=True),
-        "task": stage.task, "learning_rate": stage.learning_rate,
-        "batch_size": stage.batch_size, "steps": stage.steps, "stage_seed": stage.seed,
-        "train_size": stage.train_size, "n_train_examples": n_train, "data_seed": plan.data_seed,
-        "train_data_seed": plan.train_data_seed(stage),
-        "replay_from_stage": stage.replay.from_stage if stage.replay is not None else None,
-        "replay_fraction": stage.replay.fraction if stage.replay is not None else None,
-        "stage_key": stage.stage_key, "model": plan.model.name,
-        "grid_point": json.dumps(plan.grid_point, sort_keys=True), "executor": executor,
-        "train_seconds": seconds, "status": status,
-        "trained_by": trained_by, "reused": reused, "failure": failure, "start_from": start_from,
-        "trained_on": trained_on,
-    }

@@ -225,7 +225,8 @@ def memory_preflight(spec: Any, *, local_files_only: bool = False,
     if not ex.gpus_per_trial > 0:
         return MemoryReport(problems=[], lines=[], fsdp=ex.fsdp is True,
                             activation_checkpointing=training.activation_checkpointing is True)
-    from trainables.memory_model import describe_misfit, estimate
+    from trainables.memory_fit import describe_misfit
+    from trainables.memory_model import estimate
 
     budget = worker_budget(spec)
     steps = study_steps(spec, local_files_only=local_files_only, read_config=read_config)
