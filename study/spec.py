@@ -409,6 +409,14 @@ class StudySpec:
     are drawn by data_seed under both, so every trial is measured on the same examples."""
     storage: str = "results"
     """Results root, any path; the study folder is <storage>/<name> and must resolve inside it."""
+    keep_checkpoints: Literal["needed", "final", "all"] = "needed"
+    """Which stage checkpoints the stage store keeps. 'needed': a checkpoint is removed as soon
+    as nothing the study plans still needs it (every planned stage that starts from it is
+    stored, and its own evaluation, curvature and best-seed validation are stored); 'final':
+    as 'needed', but the last stage of every chain keeps its checkpoint; 'all': none is
+    removed. Rows, records and measurements always stay, so reports, `--resume` and stage
+    sharing work the same; a later extension that needs a removed checkpoint retrains that
+    stage. Storage only: never part of a stage key."""
     training: TrainingSpec = field(default_factory=TrainingSpec)
     curvature: CurvatureSpec = field(default_factory=CurvatureSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
