@@ -9,20 +9,17 @@ on ToxiGenQA (60 steps, lr 3e-3; the paper's setting, Hessian of the first task'
 training on it). For each:
 
 (a) a tightly converged reference top-|λ| (ARPACK, tol 1e-10);
-(b) the HVPs each method needs to reach 1e-3 relative error against it:
-    power iteration (the paper's method) — per-iteration Rayleigh quotients recorded from one
-    run, counted up to the first HVP after which the error stays ≤ 1e-3 (an oracle stopping
-    rule; hessian_eigenthings' own test, which also needs the residual below tol, stops later
-    and is printed too);
-    Lanczos (scipy eigsh, tol 1e-3) — runs with a growing Krylov size ncv (maxiter 1: one
-    factorization, ARPACK's check, at most one restart); the count is the fewest HVPs (ARPACK's + 1
-    for the residual check) of a run whose result is within 1e-3; the default run
-    (ncv 20, what measure_curvature does) is printed too, and the torch thick-restart Lanczos
-    that operators above ~5M parameters get (checks convergence after every HVP);
+(b) the HVPs each method spends to 1e-3: power iteration (the paper's method) stopped by
+    hessian_eigenthings' own test (relative change and residual below tol), and by an oracle
+    that knows the answer (the first HVP after which its error stays ≤ 1e-3); Lanczos as the
+    engine runs it (torch thick restart, stopped at the first HVP where the top eigenvalue is
+    known to tol, its error against the reference printed); ARPACK's eigsh at the same tol for
+    comparison (it tests only after each ncv-step factorization: ≥ 22 HVPs);
 (c) the wall time of one HVP vs one forward+backward (gradient) of the same batch, median of 10,
     interleaved.
 
-Targets: HVPs Lanczos / power ≤ 0.3; seconds HVP / forward+backward ≤ 2.5.
+Targets (own stops): HVPs Lanczos / power ≤ 1.2 after SFT (a wide gap), ≤ 0.3 untrained (a
+small one). The oracle ratio is printed too: no stopping test can beat the oracle.
 How many HVPs power iteration needs depends on |λ2/λ1| (error ~ |λ2/λ1|^(2k)); when the top
 eigenvalue is well separated (the trained model here) it needs a handful and no Krylov method
 can do much better. An exact HVP by double backward costs about 3 gradients' worth of matmuls
@@ -49,7 +46,6 @@ from tests.plans import model_plan, stage_plan  # noqa: E402
 TRAINING = TrainingPlan.from_dict({"adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1, "lr_scheduler": "cosine",
                                     "warmup_steps": 0, "max_grad_norm": 1.0, "eval_batch_size": 32})
 REL_ERR = 1e-3
-LANCZOS_NCV = (2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24, 30, 40)
 
 
 def first_stable_hit(errors: list[float], threshold: float) -> int | None:
@@ -90,24 +86,17 @@ def measure(operator, model, *, power_max: int, repeats: int) -> dict:
           f"converged={power.converged} after {power.hvp_count} HVPs, rel. error {rel(power.eigenvalues[0]):.1e}")
     print("    power estimates: " + ", ".join(f"{i} HVPs {power_errors[i - 1]:.1e}" for i in (1, 2, 5, 10, 20, 50, 100)
                                              if i <= len(power_errors)))
-    lanczos_hvps = None
-    for ncv in LANCZOS_NCV:
-        if lanczos_hvps is not None and ncv + 2 >= lanczos_hvps:
-            break  # a larger Krylov space cannot need fewer HVPs (ncv + 1, + 1 for the residual)
-        # One ncv-step Lanczos factorization, ARPACK's convergence check, at most one restart.
-        run = lanczos(operator, ncv=ncv, maxiter=1, tol=REL_ERR, seed=0)
-        err = rel(run.eigenvalues[0]) if run.eigenvalues else float("nan")
-        print(f"    Lanczos ncv {ncv:>2} (maxiter 1): {run.hvp_count:>3} HVPs, converged={run.converged}, "
-              f"rel. error {err:.1e}")
-        if run.eigenvalues and err <= REL_ERR:
-            lanczos_hvps = min(run.hvp_count, lanczos_hvps or run.hvp_count)
-    default = lanczos(operator, max_iterations=100, tol=REL_ERR, seed=0)
-    print(f"    Lanczos as measure_curvature runs it (max_iterations 100, tol {REL_ERR:g}): {default.hvp_count} HVPs, "
-          f"converged={default.converged}, rel. error {rel(default.eigenvalues[0]):.1e}")
-    # The large-model path (torch thick-restart Lanczos, what operators over ~5M parameters get).
-    on_device = lanczos(operator, max_iterations=100, tol=REL_ERR, seed=0, backend="torch")
-    print(f"    Lanczos in torch (backend='torch', same budget and tol): {on_device.hvp_count} HVPs, "
-          f"converged={on_device.converged}, rel. error {rel(on_device.eigenvalues[0]):.1e}")
+    # Lanczos as the engine runs it (torch, stops after the first HVP at which the top eigenvalue
+    # is known to tol), and ARPACK's eigsh at the same tol (its test runs only after each ncv-step
+    # factorization: what the engine ran before).
+    engine = lanczos(operator, max_iterations=100, tol=REL_ERR, seed=0)
+    print(f"    Lanczos as the engine runs it (max_iterations 100, tol {REL_ERR:g}): {engine.hvp_count} HVPs, "
+          f"converged={engine.converged}, rel. error {rel(engine.eigenvalues[0]):.1e}")
+    arpack = lanczos(operator, max_iterations=100, tol=REL_ERR, seed=0, backend="arpack")
+    print(f"    ARPACK eigsh (ncv 20, same tol): {arpack.hvp_count} HVPs, converged={arpack.converged}, "
+          f"rel. error {rel(arpack.eigenvalues[0]):.1e}")
+    if rel(engine.eigenvalues[0]) > REL_ERR:
+        print(f"    WARNING: the engine's Lanczos stopped {rel(engine.eigenvalues[0]):.1e} from the reference")
 
     # (c) seconds per HVP vs per forward+backward of the same batch
     params = [p for p in model.parameters() if p.requires_grad]  # the operator's parameters (no param_regex)
@@ -126,27 +115,33 @@ def measure(operator, model, *, power_max: int, repeats: int) -> dict:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {"power": power_hvps, "lanczos": lanczos_hvps, "power_stop": power.hvp_count if power.converged else None,
-            "lanczos_stop": default.hvp_count if default.converged else None,
-            "torch_stop": on_device.hvp_count if on_device.converged else None, "t_hvp": statistics.median(times["hvp"]),
+    return {"power": power_hvps, "power_stop": power.hvp_count if power.converged else None,
+            "lanczos": engine.hvp_count if engine.converged else None, "lanczos_error": rel(engine.eigenvalues[0]),
+            "arpack": arpack.hvp_count if arpack.converged else None, "t_hvp": statistics.median(times["hvp"]),
             "t_fb": statistics.median(times["fb"])}
 
 
-def report(title: str, r: dict) -> None:
-    ratio_hvps = r["lanczos"] / r["power"] if r["lanczos"] and r["power"] else float("nan")
-    ratio_time = r["t_hvp"] / r["t_fb"]
+def report(title: str, r: dict, most: float) -> None:
+    """The headline: the engine's Lanczos against power iteration, each stopped by its own test
+    at the same tol (what each really spends), target `most`; also against power iteration
+    stopped by an oracle that knows the answer (the fewest HVPs it could have spent)."""
+    def ratio(a, b):
+        return a / b if a and b else float("nan")
+
+    own = ratio(r["lanczos"], r["power_stop"])
+    oracle = ratio(r["lanczos"], r["power"])
     print(f"--- {title}")
-    print(f"HVPs power iteration (to {REL_ERR:g} rel. error)  {r['power']}")
-    print(f"HVPs Lanczos         (to {REL_ERR:g} rel. error)  {r['lanczos']}")
-    print(f"ratio Lanczos/power                     {ratio_hvps:.3f}   target <= 0.3: "
-          f"{'met' if ratio_hvps <= 0.3 else 'NOT met'}")
-    stop = (r["lanczos_stop"] / r["power_stop"]) if r["lanczos_stop"] and r["power_stop"] else float("nan")
-    print(f"  (each method's own stopping test at tol {REL_ERR:g}: power {r['power_stop']}, "
-          f"Lanczos {r['lanczos_stop']} HVPs, ratio {stop:.3f}; Lanczos in torch {r['torch_stop']} HVPs)")
-    print(f"seconds per HVP                         {r['t_hvp']:.4f}")
-    print(f"seconds per forward+backward            {r['t_fb']:.4f}")
-    print(f"ratio HVP/(forward+backward)            {ratio_time:.2f}    target <= 2.5: "
-          f"{'met' if ratio_time <= 2.5 else 'NOT met'}")
+    print(f"HVPs power iteration, its own stop (tol {REL_ERR:g})      {r['power_stop']}")
+    print(f"HVPs power iteration, oracle stop (error <= {REL_ERR:g})  {r['power']}")
+    print(f"HVPs Lanczos as the engine runs it (tol {REL_ERR:g})      {r['lanczos']}   (rel. error {r['lanczos_error']:.1e}; "
+          f"ARPACK eigsh: {r['arpack']})")
+    print(f"ratio Lanczos / power (own stops)               {own:.3f}   target <= {most:g}: "
+          f"{'met' if own <= most else 'NOT met'}")
+    print(f"ratio Lanczos / power (oracle stop)             {oracle:.3f}")
+    ratio_time = r["t_hvp"] / r["t_fb"]
+    print(f"seconds per HVP                                 {r['t_hvp']:.4f}")
+    print(f"seconds per forward+backward                    {r['t_fb']:.4f}")
+    print(f"ratio HVP/(forward+backward)                    {ratio_time:.2f}")
 
 
 def main() -> None:
@@ -196,9 +191,9 @@ def main() -> None:
     trained = measure(operator, model, power_max=args.power_max, repeats=args.repeats)
 
     print()
-    report("after SFT (the paper's setting: Hessian of the first task's loss after training on it)", trained)
+    report("after SFT (the paper's setting: Hessian of the first task's loss after training on it)", trained, 1.2)
     if base is not None:
-        report("untrained model (small spectral gap)", base)
+        report("untrained model (small spectral gap)", base, 0.3)
     print(f"(total {time.perf_counter() - wall:.0f} s)")
 
 

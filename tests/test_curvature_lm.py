@@ -101,8 +101,11 @@ def test_power_iteration_and_lanczos_agree_and_nothing_changes(tiny, data_dir):
     assert (power.algorithm, lanczos.algorithm) == ("power_iteration", "lanczos")
     assert lanczos.converged and lanczos.hvp_count <= 50
     assert power.hvp_count == power.iterations <= 50
-    assert abs(power.eigenvalues[0]) == pytest.approx(abs(lanczos.eigenvalues[0]), rel=0.02)
-    assert lanczos.residual < 1e-3 * abs(lanczos.eigenvalues[0])
+    # Power iteration's test bounds its residual by tol·|λ| (an eigenvalue within 1e-3); Lanczos's
+    # bounds its eigenvalue's error by tol (Kato-Temple), taken once its residual is ≤ √tol·|θ|.
+    assert power.converged and power.residual <= 1e-3 * abs(power.eigenvalues[0])
+    assert abs(power.eigenvalues[0]) == pytest.approx(abs(lanczos.eigenvalues[0]), rel=2e-3)
+    assert lanczos.residual <= 1e-3 ** 0.5 * abs(lanczos.eigenvalues[0])
 
 
 def test_param_regex_restricts_the_operator(tiny, data_dir):

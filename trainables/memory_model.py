@@ -39,8 +39,7 @@ tensor so a reader can check each term against the code it models:
   their graph plus each algorithm's parameter-sized vectors of the measured parameters (the
   counts are trainables.curvature.budget's `peak_vectors`, the ones the measurement itself is
   checked against); forward activations are kept twice (the double backward) with eager
-  attention's probabilities; Lanczos on ARPACK (small operators) holds its float64 basis in host
-  RAM (`arpack_host_bytes`), above that it runs in torch on the device.
+  attention's probabilities; Lanczos runs in torch on the device (its basis is among those vectors).
 
 The peak of a training step is the largest of its phases: forward/backward (activations and
 precision copies; gradients appear as activations are freed, so the larger of the two, both
@@ -70,8 +69,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from trainables.curvature.budget import (arpack_host_bytes, lanczos_backend,
-                                         named_parameter_sizes, peak_vectors)
+from trainables.curvature.budget import named_parameter_sizes, peak_vectors
 
 GB = 1e9
 CUDA_RUNTIME_BYTES = 1.0 * GB
@@ -449,18 +447,13 @@ def _construction(shape: ModelShape, setup: StepSetup) -> float:
 def _host_ram(shape: ModelShape, setup: StepSetup, device_total: float) -> float:
     """A worker's host RAM at its peak: every rank reads the whole model to the host before
     moving it to its GPU (no cpu_ram_efficient_loading); FSDP's consolidation gathers the full
-    state dict on rank 0's host; ARPACK Lanczos keeps its basis in float64 on the host. On CPU
-    the device memory is host memory too."""
+    state dict on rank 0's host. On CPU the device memory is host memory too."""
     load = shape.params * setup.weight_bytes
     if setup.method == "curvature":
         load = shape.params * 4
     peaks = [load]
     if setup.shards > 1:
         peaks.append(shape.params * setup.weight_bytes)
-    if setup.method == "curvature" and "lanczos" in setup.curvature_algorithms:
-        n = setup.curvature_params or shape.params
-        if lanczos_backend(n, setup.curvature_top_k, setup.curvature_max_iterations) == "arpack":
-            peaks.append(arpack_host_bytes(n, setup.curvature_top_k, setup.curvature_max_iterations))
     return HOST_PROCESS_BYTES + max(peaks) + (0.0 if setup.on_gpu else device_total)
 
 

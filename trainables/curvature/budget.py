@@ -1,4 +1,4 @@
-"""How many model-sized vectors curvature keeps, where Lanczos runs, and how many parameters it may cover.
+"""How many model-sized vectors curvature keeps and how many parameters it may cover.
 
 A "vector" is one tensor of n entries, n = the parameters the Hessian is taken over (all of the
 model's, or those `curvature.parameters` selects), in the operator's dtype: float32, the dtype
@@ -13,18 +13,12 @@ or the activations of the double backward (the memory model adds those).
   output (still bound while the next HVP runs) and the HVP's 4 = 7; with top_k > 1 (deflation)
   also the k − 1 eigenvectors found so far: max(k + 6, 2k) (the 2k: the eigenvectors as a
   list and as a matrix when it returns).
-- lanczos, torch (`torch_lanczos`, the path of large operators): the basis of ncv + 1
-  vectors and the HVP's 4: ncv + 5, with ncv = min(max(2k + 1, 20), max(max_iterations, k + 1)).
-  25 at the defaults (top_k 1, max_iterations ≥ 20).
-- lanczos, ARPACK (small operators only): on the device the HVP's input and its 4 = 5; on the
-  host, in float64, ARPACK's basis, its three work vectors, the residual, the start vector and
-  two conversions: ncv + 7 (see `arpack_host_bytes`).
+- lanczos (`torch_lanczos`, what the engine runs): the basis of ncv + 1 vectors and the HVP's 4:
+  ncv + 5, with ncv = min(max(2k + 1, 20), max(max_iterations, k + 1)). 25 at the defaults
+  (top_k 1, max_iterations ≥ 20). (The ARPACK backend, a reference for tests and benchmarks,
+  keeps 5 on the device and its float64 basis on the host.)
 - hutchinson (hessian_eigenthings): its shape probe, the probe vector, the previous HVP's
   output and the HVP's 4 = 7.
-
-Where Lanczos runs (`lanczos_backend`): ARPACK while its float64 host vectors fit in
-ARPACK_HOST_BYTES (1 GiB: ~5M parameters at ncv 20), which keeps the tiny model's results as
-they were; above that, torch on the operator's device.
 
 How large a subset may be (`max_subset_parameters`): the algorithms run one after the other, so
 the peak is the largest count among those asked; n × that count × 4 bytes must fit in
@@ -48,8 +42,6 @@ OPERATOR_VECTORS = 4
 """Vectors one HVP keeps besides its input (see the module docstring)."""
 CURVATURE_DTYPE_BYTES = 4
 """Bytes per entry: the curvature copy is float32."""
-ARPACK_HOST_BYTES = 1 << 30
-"""ARPACK (float64, on the host) is used while its vectors fit in this; torch Lanczos above."""
 CURVATURE_VECTOR_BUDGET_BYTES = 32 << 30
 """What the algorithm's vectors may take on a CPU worker (GPU studies: the memory model). Sized as
 on one GPU: an 80 GB GPU less a 7B model's float32
@@ -81,17 +73,6 @@ def peak_vectors(algorithms: Sequence[str], top_k: int, max_iterations: int, tra
     """The largest count among the algorithms a measurement runs (one after the other)."""
     names = list(algorithms) + (["hutchinson"] if trace_samples > 0 else [])
     return max(curvature_vectors(a, top_k, max_iterations) for a in names)
-
-
-def arpack_host_bytes(size: int, top_k: int, max_iterations: int) -> int:
-    """Host bytes of ARPACK's float64 vectors for an operator of `size` entries."""
-    ncv, _ = lanczos_steps_budget(max_iterations, top_k, size)
-    return (ncv + 7) * int(size) * 8
-
-
-def lanczos_backend(size: int, top_k: int, max_iterations: int) -> str:
-    """'arpack' while ARPACK's host vectors fit in ARPACK_HOST_BYTES, else 'torch'."""
-    return "arpack" if arpack_host_bytes(size, top_k, max_iterations) <= ARPACK_HOST_BYTES else "torch"
 
 
 def max_subset_parameters(algorithms: Sequence[str], top_k: int, max_iterations: int, trace_samples: int = 0,
