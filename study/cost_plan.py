@@ -64,7 +64,8 @@ class StageCost:
     task: str
     method: str
     action: str
-    """'train', 'reuse' (stored record, checkpoint there or no longer needed) or 'evaluate' (base model)."""
+    """'train', 'reuse' (stored record, checkpoint there or no longer needed; the base model: its
+    evaluation stored) or 'evaluate' (the base model)."""
     train_examples: int = 0
     """The training subsample as trained (examples that fit max_length): a stage record's n_train_examples."""
     examples_fed: int = 0
@@ -198,6 +199,8 @@ def count_plan(plans: list[TrialPlan], counter: Counter, *, checkpoint_bytes: in
     for key, plan in bases.items():
         cost = StageCost(key=key, label="base model (stage 0)", number=0, task="-", method="-", action="evaluate")
         evaluate(cost, plan)
+        if not cost.eval_by_task:
+            cost.action = "reuse"  # its evaluation is stored
         out.append(cost)
 
     def retrain(key: str) -> bool:

@@ -497,10 +497,13 @@ def plan_costs(spec: StudySpec, *, fresh: bool = False, chars_per_token: float, 
     params = checkpoint_parameters(built, trust_remote_code=spec.model.trust_remote_code)
     if params is None:
         params = model_params.get(spec.model.name)
-    files = CHECKPOINT_FILES_BYTES
-    if Path(built).is_dir():  # a local model: its tokenizer and config files as they are
-        files = sum(f.stat().st_size for f in Path(built).iterdir() if f.is_file() and f.suffix != ".safetensors")
     weight_bytes = 2 if spec.model.dtype == "bfloat16" else 4  # trainables.models.weights_dtype
+    files = CHECKPOINT_FILES_BYTES
+    if Path(built).is_dir() and params:  # a local model (the tiny one): its files as they are
+        sizes = [(f.suffix, f.stat().st_size) for f in Path(built).iterdir() if f.is_file()]
+        files = sum(n for suffix, n in sizes if suffix != ".safetensors")
+        header = sum(n for suffix, n in sizes if suffix == ".safetensors") - params * weight_bytes
+        files += header if 0 <= header < 10**7 else 0  # safetensors' header, when saved in the same dtype
     counter = load_counter(built, chat=chat, trust_remote_code=spec.model.trust_remote_code,
                            chars_per_token=chars_per_token)
     cost = count_plan(plans, counter, checkpoint_bytes=(params or 0) * weight_bytes + files,
