@@ -1,4 +1,4 @@
-"""`study` command line: validate, run, report, status, presets, tasks (also `python -m study ...`).
+"""`study` command line: validate, plan, run, report, status, presets, tasks (also `python -m study ...`).
 
 Exit codes: 0 success; 1 the study ran but some trials failed; 2 bad input (invalid study
 file, bad --set, missing results folder, a bad row of task data), reported with file, line and
@@ -37,6 +37,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="store_true",
                    help="also read every data file the study needs and report every bad row (FILE:LINE); "
                         "exit 2 on one unless data.bad_rows is skip")
+
+    p = sub.add_parser("plan", help="what a study will train, score and write, and its estimated GPU-hours; "
+                                    "trains nothing, loads no weights")
+    p.add_argument("files", nargs="*", metavar="FILE", help="study files (YAML) or preset names; "
+                   "several: one line each and a total")
+    p.add_argument("--paper", action="store_true", help="every paper-* preset, one line each and a total")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--storage", help="results root whose stored stages are reused (overrides the file's storage)")
+    p.add_argument("--fresh", action="store_true", help="plan a run without --resume: every stage trained again")
+    p.add_argument("--gpu", help="GPU kind of the throughput table (default: A100-80GB; cpu for the tiny model)")
+    p.add_argument("--throughput", metavar="FILE", help="throughput table (default: study/throughput.yaml)")
+    p.add_argument("--throughput-from", metavar="RESULTS_FOLDER",
+                   help="rates measured in a finished study's timings instead of the table's")
 
     p = sub.add_parser("run", help="run a study on the Ray cluster in RAY_ADDRESS, or a local one")
     p.add_argument("file", help="study file (YAML) or preset name")
@@ -115,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.show_tokens:
                 return _show_tokens(spec)
             return 0
+        if args.command == "plan":
+            from study.plan_command import plan_command
+
+            return plan_command(args)
         if args.command == "run":
             spec = _load(args.file, args.overrides)
             if args.storage:

@@ -468,3 +468,52 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
 
 def _marker(study_dir: Path, trial_id: str) -> TrialMarker | None:
     return read_record(TrialMarker, StudyLayout(study_dir).trial_marker(trial_id))
+
+
+def plan_costs(spec: StudySpec, *, fresh: bool = False, chars_per_token: float, model_params: dict[str, int]) -> Any:
+    """`study plan`: the study's plans counted (study.cost_plan.CostPlan) without training or
+    loading weights and without writing to storage: the tiny model is built in this machine's
+    cache (its plans name the folder `study run` builds it in, so the keys match); a Hub model's
+    tokenizer and config are read only when they are on this machine (else tokens are estimated
+    from `chars_per_token` and parameters come from `model_params`, by model name)."""
+    from study.cost_plan import count_plan
+    from tasks import resolve_data_dir
+    from trainables.models import resolve_base_model
+    from trainables.token_counts import checkpoint_parameters, load_counter
+
+    spec, _ = check_memory(spec, local_files_only=True)
+    study_dir = resolve_study_dir(spec)
+    data_dir = resolve_data_dir(spec.data_dir)
+    data_dir = str(Path(data_dir).resolve()) if data_dir else None
+    built = resolve_base_model(spec.model.name, data_dir, bad_rows=spec.data.bad_rows)
+    base_model = str(StudyLayout(study_dir).models / Path(built).name) if spec.model.name == "tiny" else built
+    try:
+        chat = chat_format(spec, built)
+    except OSError:  # a chat model's tokenizer not on this machine: planned as plain text
+        chat = False
+    bad_rows = check_study_data(spec).plan() if spec.data.bad_rows == "skip" else None
+    plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model, chat=chat,
+                        bad_rows=bad_rows)
+    params = checkpoint_parameters(built, trust_remote_code=spec.model.trust_remote_code)
+    if params is None:
+        params = model_params.get(spec.model.name)
+    weight_bytes = 2 if spec.model.dtype == "bfloat16" else 4  # trainables.models.weights_dtype
+    files = CHECKPOINT_FILES_BYTES
+    if Path(built).is_dir() and params:  # a local model (the tiny one): its files as they are
+        sizes = [(f.suffix, f.stat().st_size) for f in Path(built).iterdir() if f.is_file()]
+        files = sum(n for suffix, n in sizes if suffix != ".safetensors")
+        header = sum(n for suffix, n in sizes if suffix == ".safetensors") - params * weight_bytes
+        files += header if 0 <= header < 10**7 else 0  # safetensors' header, when saved in the same dtype
+    counter = load_counter(built, chat=chat, trust_remote_code=spec.model.trust_remote_code,
+                           chars_per_token=chars_per_token)
+    cost = count_plan(plans, counter, checkpoint_bytes=(params or 0) * weight_bytes + files,
+                      policy=spec.keep_checkpoints, study=spec.name, fresh=fresh)
+    if params is None:
+        cost.notes.append(f"checkpoint size unknown: no config of {spec.model.name} on this machine "
+                          "and no parameter count in the throughput table")
+    return cost, params
+
+
+CHECKPOINT_FILES_BYTES = 3_000_000
+"""A Hub model's tokenizer and config files in a checkpoint when they are not on this machine
+(Llama-2's tokenizer.json, tokenizer.model and configs: about 2.4 MB), an estimate."""
