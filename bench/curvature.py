@@ -67,7 +67,7 @@ def measure(operator, model, *, power_max: int, repeats: int) -> dict:
     batch = operator.dataloader[0]
     model.eval()
     # (a) reference
-    ref = lanczos(operator, top_k=3, max_iterations=1000, tol=1e-10)
+    ref = lanczos(operator, top_k=3, max_iterations=1000, tol=1e-10, backend="arpack")
     lam = ref.eigenvalues[0]
     print(f"(a) reference top-3 eigenvalues {', '.join(f'{x:.6g}' for x in ref.eigenvalues)} "
           f"(eigsh tol 1e-10: converged={ref.converged}, {ref.hvp_count} HVPs, top residual {ref.residual:.1e}); "
