@@ -183,6 +183,35 @@ def test_status_shows_checkpoint_bytes_kept_and_freed(studies):
     assert "checkpoints: 0 kept (0 B), 6 removed by keep_checkpoints" in render_status(study_status(studies["needed"][0]))
 
 
+def test_best_seed_candidates_and_curvature_under_needed_leave_no_checkpoint_and_the_rows_of_all(
+        tiny_model_path, data_dir, tmp_path):
+    """Two seeds, stage 2 starting from the best first stage, curvature after stage 2: under
+    `needed` the candidates go once both second stages are stored (after their validation), the
+    second stages once their curvature is; the rows equal those under `all`."""
+    spec = {
+        "name": "best", "model": {"name": "tiny", "max_length": 256},
+        "tasks": {"toxigen_qa": {"train_size": 16, "eval_size": 8}, "arc_easy": {"train_size": 16, "eval_size": 8}},
+        "stage_defaults": {"learning_rate": 1e-3, "batch_size": 4, "steps": 1}, "seeds": [0, 1],
+        "seed_scope": "order_and_data",
+        "chains": {"c": [TQA, {"task": "arc_easy", "start_from": "best_seed", "selection_size": 8}]},
+        "curvature": {"enabled": True, "stages": [2], "n_samples": 4, "algorithms": ["power_iteration"],
+                      "max_iterations": 2},
+        "data_dir": str(data_dir)}
+    tables = {}
+    for policy in ("needed", "all"):
+        study = tmp_path / policy
+        plans = build_plans(spec_from_dict(spec), study_dir=study, data_dir=str(data_dir),
+                            base_model_path=str(tiny_model_path), chat=False)
+        write_plans(study, plans)
+        _run(plans, policy)
+        assert len(_records(study)) == 4
+        assert _with_checkpoint(study) == kept_at_end([p.to_dict() for p in plans], policy)
+        tables[policy] = comparable_tables(study, TABLES + ("curvature", "trials"))
+    assert len(_with_checkpoint(tmp_path / "all")) == 4 and not _with_checkpoint(tmp_path / "needed")
+    for table, frame in tables["all"].items():
+        assert tables["needed"][table].equals(frame), table
+
+
 # ---------------------------------------------------------------- extending a study
 
 def test_an_extension_retrains_a_removed_prefix_once_with_identical_weights_and_rows(
