@@ -7,7 +7,9 @@ Reads what the engine leaves in a study folder (the records: contract.records):
 - stages/<stage_key>/record.json  whether each stage is trained (its record exists), whether
                                it was trained again because its stored checkpoint was missing
                                or damaged (`replaced`), and whether its checkpoint can be checked
-                               (records written before checkpoint sizes were recorded cannot)
+                               (records written before checkpoint sizes were recorded cannot);
+                               the checkpoint's bytes and whether the keep_checkpoints policy
+                               removed it (bytes kept and freed)
 - runs/<run id>.json           per-run counts (stage trainings executed vs the naive count)
                                and the data rows a run left out under data.bad_rows: skip
 
@@ -49,6 +51,12 @@ class StudyStatus:
     """stage key -> why its stored checkpoint was discarded and the stage trained again."""
     unverifiable_checkpoints: int = 0
     """Finished stages whose record predates checkpoint sizes: only their folder's existence is checked."""
+    checkpoints_kept: int = 0
+    checkpoint_bytes_kept: int = 0
+    """Stage checkpoints stored now, and their bytes (as their records say)."""
+    checkpoints_freed: int = 0
+    checkpoint_bytes_freed: int = 0
+    """Stage checkpoints the keep_checkpoints policy removed, and the bytes that freed."""
 
 
 def study_status(results_dir: str | Path) -> StudyStatus:
@@ -80,6 +88,9 @@ def study_status(results_dir: str | Path) -> StudyStatus:
     warnings = {key: f"trained again in run {r.get('run_id')}: {r['replaced']}"
                 for key, r in records.items() if r.get("replaced")}
     unverifiable = sum(1 for r in records.values() if r.get("status") == FINISHED and "checkpoint_files" not in r)
+    stored = [r for r in records.values() if r.get("status") == FINISHED]
+    freed = [r for r in stored if r.get("checkpoint_removed_at") is not None]
+    kept = [r for r in stored if r.get("checkpoint_removed_at") is None]
     reused = 0
     trial_files = [layout.part("trials", p.trial_id) for p in plans]
     trial_files = [f for f in trial_files if f.is_file()]
@@ -93,7 +104,26 @@ def study_status(results_dir: str | Path) -> StudyStatus:
         stage_trainings_naive=sum(len(p.stage_keys) for p in plans), distinct_stages=len(keys),
         stages_trained=trained, stage_uses_reused=reused,
         last_run=runs[-1] if runs else None, checkpoint_warnings=warnings, unverifiable_checkpoints=unverifiable,
+        checkpoints_kept=len(kept), checkpoint_bytes_kept=sum(map(_checkpoint_bytes, kept)),
+        checkpoints_freed=len(freed), checkpoint_bytes_freed=sum(map(_checkpoint_bytes, freed)),
     )
+
+
+def _checkpoint_bytes(record: dict) -> int:
+    """A stage record's checkpoint size (from its files in records older than checkpoint_bytes; 0 unknown)."""
+    if record.get("checkpoint_bytes") is not None:
+        return int(record["checkpoint_bytes"])
+    return sum(int(d.get("size", 0)) for d in (record.get("checkpoint_files") or {}).values())
+
+
+def byte_size(count: int) -> str:
+    """Bytes in binary units, e.g. '1.5 GiB'."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def render_status(status: StudyStatus) -> str:
@@ -105,6 +135,9 @@ def render_status(status: StudyStatus) -> str:
         f"(naive count {status.stage_trainings_naive}: every trial training its whole chain); "
         f"{status.stage_uses_reused} stage uses reused a stored stage",
     ]
+    lines.append(f"checkpoints: {status.checkpoints_kept} kept ({byte_size(status.checkpoint_bytes_kept)}), "
+                 f"{status.checkpoints_freed} removed by keep_checkpoints "
+                 f"({byte_size(status.checkpoint_bytes_freed)} freed)")
     if status.last_run:
         run, counts = status.last_run, status.last_run.counts
         lines.append(f"last run {run.run_id}{' (resume)' if run.resume else ''}: "

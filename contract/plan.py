@@ -502,6 +502,10 @@ class RunInfo:
     verify_checkpoints: bool = False
     """`study run --verify-checkpoints`: a stored checkpoint of an earlier run is checked against
     its recorded sha256 hashes (once per run) before it is reused, not only its file sizes."""
+    keep_checkpoints: str = "all"
+    """The study file's `keep_checkpoints` (contract.checkpoint_needs.POLICIES): which stage
+    checkpoints the trial removes once nothing the study plans needs them. A plan run outside
+    `study run` (AD_HOC_RUN: tests, benchmarks) keeps every checkpoint."""
 
 
 AD_HOC_RUN = RunInfo(run_id="adhoc")

@@ -131,6 +131,16 @@ class StageRecord:
     replaced: str | None = None
     """Why the stored copy this stage had before was discarded and the stage trained again (a
     checkpoint that was missing or not as recorded); None when there was none to discard."""
+    checkpoint_bytes: int | None = None
+    """The stored checkpoint's size in bytes (the sum of `checkpoint_files`); None where no
+    checkpoint is stored and in records written before it was recorded."""
+    checkpoint_removed_at: float | None = None
+    """time.time() when the `keep_checkpoints` policy removed the checkpoint (nothing the study
+    planned needed it any more); its rows and measurements stay, and the stage is reused as
+    before. None while the checkpoint is kept."""
+    retrained: str | None = None
+    """Why the stage was trained again after the policy had removed its checkpoint (what needed
+    the checkpoint); None when it was not."""
 
     def __post_init__(self) -> None:
         _check_status(self, STAGE_STATUSES)
@@ -148,7 +158,24 @@ class StageRecord:
             entry["checkpoint_files"] = {name: d.to_dict() for name, d in self.checkpoint_files.items()}
         if self.replaced is not None:
             entry["replaced"] = self.replaced
+        for name in ("checkpoint_bytes", "checkpoint_removed_at", "retrained"):
+            if getattr(self, name) is not None:
+                entry[name] = getattr(self, name)
         return entry
+
+    @property
+    def checkpoint_removed(self) -> bool:
+        """The stage finished and its checkpoint was removed by the `keep_checkpoints` policy."""
+        return self.checkpoint_removed_at is not None
+
+    def stored_bytes(self) -> int | None:
+        """The checkpoint's size in bytes (from `checkpoint_files` in records older than
+        `checkpoint_bytes`); None when the record does not say."""
+        if self.checkpoint_bytes is not None:
+            return self.checkpoint_bytes
+        if self.checkpoint_files is not None:
+            return sum(d.size for d in self.checkpoint_files.values())
+        return None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "StageRecord":
@@ -157,7 +184,9 @@ class StageRecord:
                    status=data["status"], reason=data["reason"], finished_at=data["finished_at"],
                    train_seconds=data.get("train_seconds"), n_train_examples=data.get("n_train_examples"),
                    checkpoint_files=None if files is None else {n: FileDigest.from_dict(d) for n, d in files.items()},
-                   replaced=data.get("replaced"), trained_on=data.get("trained_on"))
+                   replaced=data.get("replaced"), trained_on=data.get("trained_on"),
+                   checkpoint_bytes=data.get("checkpoint_bytes"),
+                   checkpoint_removed_at=data.get("checkpoint_removed_at"), retrained=data.get("retrained"))
 
 
 @dataclass(frozen=True)

@@ -197,8 +197,14 @@ def _run_study(spec: StudySpec, study_dir: Path, *, data: Any, resume: bool, rep
     check_curvature(spec, base_model)
     write_text_atomic(StudyLayout(study_dir).study_file, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     chat = chat_format(spec, base_model)
+    # An Optuna search samples its trials as it goes: no trial knows which stages later ones
+    # start from, so none of its checkpoints is removed (contract.checkpoint_needs needs the plans).
+    keep = spec.keep_checkpoints if spec.search is None else "all"
+    if keep != spec.keep_checkpoints:
+        log(f"[study] keep_checkpoints: {spec.keep_checkpoints} applies to grid studies; "
+            "a search keeps every stage checkpoint")
     run = RunInfo(run_id=uuid.uuid4().hex[:12], reuse_earlier_runs=bool(resume),
-                  verify_checkpoints=bool(verify_checkpoints))
+                  verify_checkpoints=bool(verify_checkpoints), keep_checkpoints=keep)
     started = time.time()
     if spec.search is None:
         plans = build_plans(spec, study_dir=study_dir, data_dir=data_dir, base_model_path=base_model, chat=chat,

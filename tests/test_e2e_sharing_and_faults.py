@@ -58,7 +58,7 @@ def test_four_chains_sharing_two_first_stages_train_six_stages_then_extend_train
     chains = {"tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}],
               "arc_tqa": [{"task": "arc_easy"}, {"task": "toxigen_qa"}]}
     spec = spec_from_dict(_spec_dict(tmp_path, data_dir, name="share", chains=chains,
-                                     grid={"stage2.learning_rate": [3e-3, 1e-3]}))
+                                     grid={"stage2.learning_rate": [3e-3, 1e-3]}, keep_checkpoints="all"))
     first = run_study(spec, report=False)
     assert not first.failed
     assert first.counts["stage_trainings_naive"] == 8
@@ -68,7 +68,7 @@ def test_four_chains_sharing_two_first_stages_train_six_stages_then_extend_train
     assert trials.select("trial_id", "stage").is_unique().all()
 
     extended = spec_from_dict(_spec_dict(tmp_path, data_dir, name="share", chains=chains,
-                                         grid={"stage2.learning_rate": [3e-3, 1e-3, 5e-4]}))
+                                         grid={"stage2.learning_rate": [3e-3, 1e-3, 5e-4]}, keep_checkpoints="all"))
     second = run_study(extended, resume=True, report=False)
     assert not second.failed
     assert second.counts["trials_skipped"] == 4

@@ -27,6 +27,7 @@ def _spec(data_dir, storage: Path, lrs):
         "chains": {"tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]},
         "grid": {"stage2.learning_rate": list(lrs)}, "seeds": [0], "data_dir": str(data_dir),
         "storage": str(storage), "execution": {"executor": "function", "cpus_per_trial": 1, "max_failures": 1},
+        "keep_checkpoints": "all",
     })
 
 

@@ -445,7 +445,7 @@ def test_study_with_two_workers_per_trial_matches_one_worker(ray_cluster, data_d
             "stage_defaults": {"method": "sft", "learning_rate": 3e-3, "batch_size": 16, "steps": 8},
             "chains": {"tqa_arc": [{"task": "toxigen_qa"},
                                    {"task": "arc_easy", "replay": {"from_stage": 1, "fraction": 0.25}}]},
-            "storage": str(storage), "execution": execution,
+            "storage": str(storage), "execution": execution, "keep_checkpoints": "all",
         }), report=False)
         assert outcome.failed == []
         return outcome.study_dir

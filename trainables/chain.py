@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from contract.atomic import WriteError, write_json_atomic, writing
+from contract.checkpoint_needs import ALL as KEEP_ALL
+from contract.checkpoint_needs import VALIDATION_SUFFIX, StageNeeds, removable, stage_needs
 from contract.keys import base_stage_key, measure_keys, validation_key
 from contract.layout import StudyLayout, stage_part, trial_part
 from contract.plan import StagePlan, TrialPlan
@@ -57,6 +59,28 @@ from trainables.trial_reports import divergence, forgetting_metrics, trial_row
 Reporter = Callable[[dict[str, Any]], None]
 
 
+
+
+def study_checkpoint_needs(plan: TrialPlan) -> dict[str, StageNeeds] | None:
+    """What the study plans to do with each stage's checkpoint (contract.checkpoint_needs), from
+    the study's plans.json (every trial of the study, written by `study run` before any trial
+    starts) and this trial's own plan; None under keep_checkpoints 'all'."""
+    if plan.run.keep_checkpoints == KEEP_ALL:
+        return None
+    path = StudyLayout(Path(plan.study_dir)).plans
+    plans = json.loads(path.read_text()) if path.is_file() else []
+    if plan.trial_id not in {p.get("trial_id") for p in plans}:
+        plans.append(plan.to_dict())
+    return stage_needs(plans)
+
+
+def _start_keys(stages: tuple[StagePlan, ...], index: int) -> list[str]:
+    """The stages whose checkpoint stage `index` may start from: the previous one, or every
+    candidate of a best_seed stage."""
+    start = stages[index].start_from
+    if start is not None:
+        return [candidate[-1].stage_key for candidate in start.candidates]
+    return [stages[index - 1].stage_key] if index else []
 
 
 def register_plan_tasks(plan: TrialPlan) -> None:
@@ -132,6 +156,7 @@ class _ChainRun:
         self.status, self.failure = FINISHED, None
         self.selection: dict[int, str] = {}  # stage -> how its start point was chosen (JSON)
         self.at = 0  # the stage being worked on (0: the base model), named when a write fails
+        self.needs = study_checkpoint_needs(plan)  # None: every checkpoint is kept
 
     def start(self) -> None:
         """Forget this trial's earlier rows and marker; write its pending trials rows."""
@@ -194,7 +219,7 @@ class _ChainRun:
                         break  # diverged: its later stages have no checkpoint to start from
             scores, n_validation = [], None
             for candidate in start.candidates:  # in seed order
-                measured = self._validation_accuracy(candidate[-1], start.validation_size)
+                measured = self._validation_accuracy(candidate, start.validation_size)
                 if measured is not None:  # None: the candidate diverged
                     score, n_validation = measured
                     scores.append((score, candidate))
@@ -208,18 +233,28 @@ class _ChainRun:
             stages = tuple(best) + tuple(stages[index:])
         self.plan = dataclasses.replace(self.plan, stages=stages)
 
-    def _validation_accuracy(self, stage: StagePlan, size: int) -> tuple[float | None, int] | None:
-        """(accuracy, examples scored) of a stage's model on a stratified sample of `size`
-        examples of its task's validation split, stored with the stage; None if it diverged."""
-        entry = self.store.entry(stage.stage_key)
+    def _validation_accuracy(self, candidate: tuple[StagePlan, ...], size: int) -> tuple[float | None, int] | None:
+        """(accuracy, examples scored) of a candidate prefix's last model on a stratified sample
+        of `size` examples of its task's validation split, stored with the stage (scored under
+        the stage's claim); None if it diverged."""
+        stage = candidate[-1]
         key = validation_key(SELECTION_SPLIT, size, self.keys)
-        path = entry.paths.measure("validation", key, ".json")
-        if path.is_file():
-            stored = json.loads(path.read_text())
-            return stored["accuracy"], stored["n"]
-        record = entry.usable_record()
-        if record is None or record.status != FINISHED:
-            return None
+        path = self.store.entry(stage.stage_key).paths.measure("validation", key, VALIDATION_SUFFIX)
+        if not path.is_file():
+            with self.store.claim(stage.stage_key) as entry:
+                if not path.is_file():
+                    record = entry.usable_record()
+                    if record is None or record.status != FINISHED:
+                        return None
+                    if record.checkpoint_removed:
+                        self._retrain(entry, candidate, len(candidate) - 1,
+                                      f"its best_seed validation on {size} {SELECTION_SPLIT} examples is not stored")
+                    self._score_validation(entry, stage, size, path)
+                    self._release(entry, stage.stage_key)
+        stored = json.loads(path.read_text())
+        return stored["accuracy"], stored["n"]
+
+    def _score_validation(self, entry: StageEntry, stage: StagePlan, size: int, path: Path) -> None:
         examples = validation_examples(self.plan, stage, size)
         model, tokenizer = self.model_at(stage.stage_key, entry.checkpoint)
         with scoring(model, self.plan.eval_precision) as model:  # as the stage's evals are
@@ -228,21 +263,92 @@ class _ChainRun:
                                        max_length=self.plan.model.max_length)
         accuracy = sum(s.correct for s in scored) / len(scored) if scored else None
         write_json_atomic(path, {"accuracy": accuracy, "n": len(scored), "split": SELECTION_SPLIT})
-        return accuracy, len(scored)
 
     def _ensure_stage(self, stages: tuple[StagePlan, ...], index: int) -> tuple[StageEntry, StageRecord]:
-        """Stage `index` of `stages`, stored: reused, or trained here under its lock."""
+        """Stage `index` of `stages`, stored and measured: reused, or trained here under its
+        lock (trained again when a measurement is missing and the policy removed its
+        checkpoint); then the checkpoints nothing planned needs any more are removed."""
         stage = stages[index]
-        previous_path = self.store.entry(stages[index - 1].stage_key).checkpoint if index else self.plan.model.path
         with self.store.claim(stage.stage_key) as entry:
             record = entry.usable_record()
             if record is None:
-                entry.reset()
-                record = self._train(entry, stage, previous_path, stages)
+                entry.reset()  # unpublished first: from now on no trial removes the start checkpoint
+                record = self._train(entry, stage, self._start_checkpoint(stages, index), stages)
             if record.status == FINISHED:
+                missing = self._missing_measurement(entry, stage)
+                if missing is not None and record.checkpoint_removed:
+                    record = self._retrain(entry, stages, index, missing)
                 self._ensure_evals(entry, stage.stage_key, entry.checkpoint)
                 self._ensure_curvature(entry, stage)
+                record = self._release(entry, stage.stage_key) or record
+        for parent in _start_keys(stages, index) if self.needs is not None else ():
+            # After this stage's claim is released: claims are only ever nested child to parent.
+            with self.store.claim(parent) as parent_entry:
+                self._release(parent_entry, parent)
         return entry, record
+
+    # -- the checkpoint budget (contract.checkpoint_needs) --------------------------------------
+
+    def _start_checkpoint(self, stages: tuple[StagePlan, ...], index: int) -> Path | str:
+        """Where stage `index` starts from: the base model, or the previous stage's checkpoint,
+        trained again (under its claim) if the policy removed it. The caller holds stage
+        `index`'s claim and its record is unpublished, so nobody removes that checkpoint until
+        the stage is stored again."""
+        if index == 0:
+            return self.plan.model.path
+        parent = stages[index - 1]
+        entry = self.store.entry(parent.stage_key)
+        record = entry.record()
+        if record is not None and record.checkpoint_removed:
+            with self.store.claim(parent.stage_key) as entry:
+                record = entry.usable_record()
+                if record is not None and record.checkpoint_removed:
+                    self._retrain(entry, stages, index - 1, f"stage {stages[index].stage_key} starts from it")
+        return entry.checkpoint
+
+    def _retrain(self, entry: StageEntry, stages: tuple[StagePlan, ...], index: int, why: str) -> StageRecord:
+        """Train stage `index` again because the policy removed its checkpoint and `why` needs
+        it (the caller holds its claim): same key, same inputs, so the same weights on a CPU;
+        its measurements stay, its rows and record are written anew."""
+        stage = stages[index]
+        print(f"[chain] trial {self.trial_id}: training stage {stage.stage_key} again "
+              f"(its checkpoint was removed by keep_checkpoints): {why}", file=sys.stderr, flush=True)
+        entry.reset(keep_measures=True)
+        record = self._train(entry, stage, self._start_checkpoint(stages, index), stages, retrained=why)
+        if record.status != FINISHED:
+            raise RuntimeError(f"stage {stage.stage_key}, trained again because {why}, did not finish this "
+                               f"time: {record.reason}")
+        return record
+
+    def _missing_measurement(self, entry: StageEntry, stage: StagePlan) -> str | None:
+        """What this trial measures on a stored stage that is not stored yet, or None."""
+        if not (entry.has_measure("evals", self.keys.evals) and entry.has_measure("predictions", self.keys.evals)):
+            return f"its evaluations for this study's eval tasks (key {self.keys.evals}) are not stored"
+        if self.plan.curvature.measures(stage.stage) and not entry.has_measure("curvature", self.keys.curvature):
+            return f"its curvature (key {self.keys.curvature}) is not stored"
+        return None
+
+    def _release(self, entry: StageEntry, key: str) -> StageRecord | None:
+        """Under `key`'s claim: remove its checkpoint if the policy allows it now (every planned
+        stage starting from it stored, its planned measurements stored); the new record, or None."""
+        needs = None if self.needs is None else self.needs.get(key)
+        if needs is None:
+            return None
+        record = entry.record()
+        if (record is None or record.status != FINISHED or record.checkpoint_removed or not entry.reusable(record)
+                or not entry.checkpoint.is_dir()):
+            return None
+
+        def stored(consumer: str) -> bool:
+            found = self.store.entry(consumer).record()
+            return found is not None and entry.reusable(found)
+
+        def measured(m) -> bool:
+            return entry.paths.measure(m.table, m.key, m.suffix).is_file()
+
+        if not removable(needs, self.plan.run.keep_checkpoints, stored, measured):
+            return None
+        return entry.remove_checkpoint(record)
 
     def stage(self, index: int) -> dict[str, Any]:
         stage = self.plan.stages[index]
@@ -280,8 +386,9 @@ class _ChainRun:
         return metrics
 
     def _train(self, entry: StageEntry, stage: StagePlan, previous_path: Path | str,
-               stages: tuple[StagePlan, ...]) -> StageRecord:
-        """Train one stage from the previous stage's checkpoint; store checkpoint, rows, record."""
+               stages: tuple[StagePlan, ...], retrained: str | None = None) -> StageRecord:
+        """Train one stage from the previous stage's checkpoint; store checkpoint, rows, record
+        (`retrained`: why a stage whose checkpoint the policy removed is trained again)."""
         number = stage.stage
         # Always from the stored checkpoint (not a model still in memory): a trial that trained
         # the previous stage and one that reused it must start from bit-identical states.
@@ -304,7 +411,7 @@ class _ChainRun:
         model = unwrapped(model)
         release_memory()  # the trainer's cycles (a sharded model, its optimizer) before saving and evaluating
         entry.write_rows("train_log", [{"trial_id": self.trial_id, "stage": number, **row} for row in outcome.log_rows])
-        facts = {"train_seconds": seconds, "n_train_examples": outcome.n_examples}
+        facts = {"train_seconds": seconds, "n_train_examples": outcome.n_examples, "retrained": retrained}
         reason = divergence(outcome.log_rows, model)
         if reason:
             return entry.finish(trial_id=self.trial_id, status=DIVERGED, reason=reason, **facts)

@@ -53,6 +53,12 @@ record says why (`replaced`, listed by `study status`). A record written before 
 recorded can only be checked for its checkpoint folder's existence (`study status` says how
 many such stages a study has).
 
+Checkpoint budget: under the study's `keep_checkpoints` policy (contract.checkpoint_needs) a
+checkpoint nothing planned needs any more is removed under the stage's claim
+(`remove_checkpoint`); the record stays, marked `checkpoint_removed_at`, and with it the rows
+and measurements, so the stage is reused as before. A trial that needs the checkpoint again
+trains the stage again under its claim, keeping its measurements (`reset(keep_measures=True)`).
+
 Stage 0 (the base model) is stored under `base-<hash of the model settings>`
 (contract.keys.base_stage_key): its evaluation is shared the same way.
 """
@@ -60,6 +66,7 @@ Stage 0 (the base model) is stored under `base-<hash of the model settings>`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -114,8 +121,8 @@ class StageEntry:
         record = self.record()
         if record is None:
             return None
-        if record.run_id == self.run.run_id or self.run.reuse_earlier_runs:
-            if record.status != FINISHED or self.key.startswith(BASE_KEY_PREFIX):
+        if self.reusable(record):
+            if record.status != FINISHED or self.key.startswith(BASE_KEY_PREFIX) or record.checkpoint_removed:
                 return record
             problem = self.checkpoint_problem(record)
             if problem is None:
@@ -125,11 +132,19 @@ class StageEntry:
                   file=sys.stderr, flush=True)
         return None
 
+    def reusable(self, record: StageRecord) -> bool:
+        """Whether this run may reuse a record at all: one of this run, or any with `--resume`."""
+        return record.run_id == self.run.run_id or self.run.reuse_earlier_runs
+
     def checkpoint_problem(self, record: StageRecord) -> str | None:
         """What is wrong with the stored checkpoint of a finished stage, or None: its files
         against the record's sizes, and its hashes when this run verifies checkpoints and has
         not hashed this one yet (a checkpoint this run wrote is not hashed again). A record
-        without sizes (written before they were recorded) is only checked for the folder."""
+        without sizes (written before they were recorded) is only checked for the folder. A
+        checkpoint the `keep_checkpoints` policy removed is no problem: the record says so, and
+        whoever needs it again trains the stage again (trainables.chain)."""
+        if record.checkpoint_removed:
+            return None
         if record.checkpoint_files is None:
             return None if self.checkpoint.is_dir() else f"{self.checkpoint} is missing"
         hashes = (self.run.verify_checkpoints and record.run_id != self.run.run_id
@@ -150,11 +165,15 @@ class StageEntry:
 
     # -- writing (caller holds the claim) -----------------------------------------------------
 
-    def reset(self) -> None:
-        """Forget an unusable earlier attempt before training again."""
+    def reset(self, *, keep_measures: bool = False) -> None:
+        """Forget an unusable earlier attempt before training again. `keep_measures`: only
+        unpublish the record (and the checkpoint, rows and verification) before a stage whose
+        checkpoint the policy removed is trained again under the same key: its measurements
+        describe the same stage and stay."""
         self.paths.record.unlink(missing_ok=True)
         self.paths.verified.unlink(missing_ok=True)
-        for sub in (StageLayout.CHECKPOINT, StageLayout.ROWS, StageLayout.MEASURES):
+        subs = (StageLayout.CHECKPOINT, StageLayout.ROWS) + (() if keep_measures else (StageLayout.MEASURES,))
+        for sub in subs:
             shutil.rmtree(self.paths.folder / sub, ignore_errors=True)
         for staging in self.paths.folder.glob(f"{StageLayout.CHECKPOINT_STAGING_PREFIX}*"):  # left by a holder that was killed
             shutil.rmtree(staging, ignore_errors=True)
@@ -181,11 +200,12 @@ class StageEntry:
         write_parquet_rows(self.paths.rows(table), table, rows)
 
     def finish(self, *, trial_id: str, status: str, reason: str | None = None, train_seconds: float | None = None,
-               n_train_examples: int | None = None) -> StageRecord:
+               n_train_examples: int | None = None, retrained: str | None = None) -> StageRecord:
         """Write the stage's record (publication, step 3: it makes the entry usable), once the rows
         it vouches for are on storage. Training facts only for a trained stage (a base entry is
         evaluated, not trained); the size and sha256 of every checkpoint file when a checkpoint is
-        stored; why an earlier copy was discarded."""
+        stored (and their total); why an earlier copy was discarded; why a stage whose checkpoint
+        the policy had removed was trained again."""
         rows = self.paths.folder / StageLayout.ROWS
         if rows.is_dir():
             flush_tree(rows)
@@ -193,10 +213,24 @@ class StageEntry:
         record = StageRecord(stage_key=self.key, run_id=self.run.run_id, trained_by=trial_id, status=status,
                              reason=reason, finished_at=time.time(), train_seconds=train_seconds,
                              n_train_examples=n_train_examples, trained_on=stage_claims.current_node(),
-                             checkpoint_files=files, replaced=self.discarded)
+                             checkpoint_files=files, replaced=self.discarded,
+                             checkpoint_bytes=None if files is None else sum(d.size for d in files.values()),
+                             retrained=retrained)
         write_record(self.paths.record, record)
         flush_tree(self.paths.folder, recursive=False)
         return record
+
+    def remove_checkpoint(self, record: StageRecord) -> StageRecord:
+        """Remove the checkpoint under the `keep_checkpoints` policy (the caller holds the claim
+        and has checked that nothing planned needs it: trainables.chain). The record says so
+        first (`checkpoint_removed_at`), so no reader ever loads a half-removed folder; a
+        removal cut short leaves files that a retraining replaces."""
+        removed = dataclasses.replace(record, checkpoint_removed_at=time.time())
+        write_record(self.paths.record, removed)
+        flush_tree(self.paths.folder, recursive=False)
+        self.paths.verified.unlink(missing_ok=True)
+        shutil.rmtree(self.checkpoint, ignore_errors=True)
+        return removed
 
     # -- reading -------------------------------------------------------------------------------
 
