@@ -83,6 +83,15 @@ def measure_keys(plan: TrialPlan) -> MeasureKeys:
     )
 
 
+def same_measurements(stored: MeasureKeys, plan: TrialPlan) -> bool:
+    """Whether a trial's stored rows were measured as `plan` measures them: the evals key, and
+    the curvature key only where the plan measures curvature (a study without curvature keeps
+    its trials when a curvature default changes, as when curvature's default `algorithms`
+    became Lanczos alone)."""
+    planned = measure_keys(plan)
+    return stored.evals == planned.evals and (not plan.curvature.enabled or stored.curvature == planned.curvature)
+
+
 def validation_key(split: str, size: int, keys: MeasureKeys) -> str:
     """Key of a best_seed candidate's stored validation accuracy: the split and sample size it
     is scored on, and how its evaluations are measured (the evals key)."""

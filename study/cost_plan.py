@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
+from contract import checkpoint_needs
 from contract.keys import base_stage_key, measure_keys, validation_key
 from contract.layout import StudyLayout
 from contract.methods import SFT
@@ -45,7 +46,7 @@ from contract.plan import StagePlan, TrialPlan
 from contract.records import FINISHED, StageRecord, read_record
 from tasks.definition import SELECTION_SPLIT
 
-POLICIES = ("needed", "final", "all")
+POLICIES = checkpoint_needs.POLICIES
 
 
 class Counter(Protocol):
@@ -123,22 +124,9 @@ class CostPlan:
 
 def kept_at_end(plans: list[TrialPlan], policy: str) -> set[str]:
     """Stage keys whose checkpoints a fully successful run of `plans` leaves in the stage store
-    under keep_checkpoints `policy`:
-
-    - `needed`: none: each checkpoint is removed once every planned stage that starts from it
-      (directly or as a best-seed candidate) is stored and its own measurements are stored;
-    - `final`: the last stage of every chain (one per distinct last stage key);
-    - `all`: every distinct stage of the plans (best-seed candidates included).
-
-    Diverged stages write no checkpoint; a run that fails keeps the prefixes `--resume` needs.
-    """
-    if policy not in POLICIES:
-        raise ValueError(f"keep_checkpoints must be one of {POLICIES}, got {policy!r}")
-    if policy == "needed":
-        return set()
-    if policy == "final":
-        return {p.stages[-1].stage_key for p in plans if p.stages}
-    return {stage.stage_key for _, stage, _ in planned_stages(plans)}
+    under keep_checkpoints `policy`: the engine's own rule (contract.checkpoint_needs), which
+    the chain applies as it runs."""
+    return checkpoint_needs.kept_at_end([plan.to_dict() for plan in plans], policy)
 
 
 def planned_stages(plans: Iterable[TrialPlan]) -> list[tuple[TrialPlan, StagePlan, tuple[str, ...]]]:

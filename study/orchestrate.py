@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.atomic import WriteError, write_json_atomic, write_text_atomic
-from contract.keys import measure_keys
+from contract.keys import same_measurements
 from contract.layout import StudyLayout
 from contract.plan import RunInfo, TrialPlan
 from contract.problems import Problem, TokenizationError
@@ -93,7 +93,7 @@ def finished_trials(study_dir: Path, plans: list[TrialPlan]) -> set[str]:
     because something could not be written (its marker is `resumable`) runs again."""
     return {plan.trial_id for plan in plans
             if (marker := _marker(study_dir, plan.trial_id)) is not None
-            and not marker.resumable and marker.measure_keys == measure_keys(plan)}
+            and not marker.resumable and same_measurements(marker.measure_keys, plan)}
 
 
 def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: int) -> RunCounts:

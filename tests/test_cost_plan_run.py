@@ -95,13 +95,3 @@ def test_demo_plan_counts_equal_what_the_run_records(ray_cluster, data_dir, tmp_
     again = _plan(spec)
     assert [s.action for s in again.stages] == ["reuse"] * 9
     assert again.total("eval_examples") == 0 and again.bytes_written == 0
-
-
-@pytest.mark.slow
-@pytest.mark.skip(reason="enable once keep_checkpoints: needed removes checkpoints from the stage store")
-def test_demo_under_needed_keeps_no_checkpoint(ray_cluster, data_dir, tmp_path):
-    spec = _demo(tmp_path, "needed")
-    plan = _plan(spec)
-    outcome = run_study(spec, report=False)
-    assert outcome.failed == []
-    assert _checkpoint_bytes(outcome.study_dir) == (plan.kept["needed"], plan.bytes_kept("needed")) == (0, 0)
