@@ -1,8 +1,11 @@
-"""Shipped study files (study/presets/*.yaml), addressable by name: `study run demo`."""
+"""Shipped study files (study/presets/*.yaml), addressable by name: `study run demo`; a
+mistyped name is refused with the closest preset (`UnknownPresetError`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from contract.problems import did_you_mean
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -19,10 +22,20 @@ def describe(path: Path) -> str:
     return ""
 
 
+class UnknownPresetError(FileNotFoundError):
+    """A name that is neither a file nor a preset (the CLI exits 2 on it)."""
+
+
 def resolve_study_file(name_or_path: str) -> Path:
-    """A path to an existing file, else a preset name; otherwise the path as given (load reports it)."""
+    """A path to an existing file, else a preset name; a path with a suffix or a folder as given
+    (loading reports it); UnknownPresetError for a bare name that is no preset."""
     path = Path(name_or_path)
     if path.exists():
         return path
     presets = preset_paths()
-    return presets.get(name_or_path, presets.get(path.stem, path) if path.suffix == "" else path)
+    if name_or_path in presets:
+        return presets[name_or_path]
+    if path.suffix or len(path.parts) != 1:
+        return path
+    raise UnknownPresetError(f"no study file or preset named {name_or_path!r}{did_you_mean(name_or_path, presets)} "
+                             f"(presets: {', '.join(presets)}; `study presets` describes them)")
