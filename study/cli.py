@@ -19,6 +19,7 @@ from study.orchestrate import StudyBusyError, check_memory, tokenization_preview
 from study.presets import describe, preset_paths, resolve_study_file
 from study.spec_loading import SpecError, load_spec_file
 from tasks.bad_rows import BadRowsError  # pure data, no torch
+from tasks.source import DataUnavailableError, data_source_line
 from tasks.task_file_problems import TaskFileError
 
 EXIT_BAD_INPUT = 2
@@ -96,9 +97,16 @@ def _check_data(spec) -> None:
     where = check.data_dir or "the Hugging Face Hub"
     for line in skipped_lines(check.bad):
         print(line)
-    print(f"data: {len(check.reads)} splits of {len({task for task, _ in check.reads})} tasks read from {where} "
+    n_tasks = len({task for task, _ in check.reads})
+    print(f"data: {len(check.reads)} split{'s' if len(check.reads) != 1 else ''} of {n_tasks} "
+          f"task{'s' if n_tasks != 1 else ''} read from {where} "
           f"in {time.perf_counter() - started:.1f} s: "
           f"{f'{len(check.bad)} bad rows skipped' if check.bad else 'no bad rows'}")
+
+
+def _trials(n: int) -> str:
+    """'1 trial', '4 trials'."""
+    return f"{n} trial{'s' if n != 1 else ''}"
 
 
 def _load(file: str, overrides: list[str]):
@@ -116,13 +124,16 @@ def main(argv: list[str] | None = None) -> int:
             n = len(spec.chains) * len(spec.seeds)
             if spec.search is not None:
                 n *= spec.search.num_samples
-                print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' (Optuna search: up to {n} trials)")
+                print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' "
+                      f"(Optuna search: up to {_trials(n)})")
+                print(data_source_line(spec.data_dir))
                 if args.data:
                     _check_data(spec)
                 return 0
             for values in spec.grid.values():
                 n *= len(values)
-            print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' ({n} trials)")
+            print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' ({_trials(n)})")
+            print(data_source_line(spec.data_dir))
             if args.data:
                 _check_data(spec)
             if args.show_tokens:
@@ -145,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.report:
                 print(f"[study] report: {outcome.report}")
             if outcome.failed:
-                print(f"[study] {len(outcome.failed)} of {outcome.trials} trials failed:", file=sys.stderr)
+                print(f"[study] {len(outcome.failed)} of {_trials(outcome.trials)} failed:", file=sys.stderr)
                 for line in outcome.failed:
                     print(f"  {line}", file=sys.stderr)
                 return 1
@@ -179,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except SpecError as exc:
         print(exc.render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DataUnavailableError as exc:
+        print(f"study: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (FileNotFoundError, TaskFileError) as exc:
         print(f"study: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ from study.spec_checks_tasks import needed_splits
 from tasks import get_task, resolve_data_dir
 from tasks.bad_rows import ERROR, BadRowsError, unique
 from tasks.loading import split_bad_rows
+from tasks.source import DataUnavailableError
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,30 @@ class DataCheck:
 def check_data(spec: StudySpec, extra: Iterable[tuple[str, str]] = ()) -> DataCheck:
     """Read every split `spec` needs (and the `extra` (task, split) pairs) and collect every bad
     row. BadRowsError under data.bad_rows: error when there is one, or when a file cannot be
-    read at all (under either policy); FileNotFoundError for a missing mirror file."""
+    read at all (under either policy); FileNotFoundError for a missing mirror file;
+    DataUnavailableError naming every dataset the Hub could not give (no mirror configured)."""
     root = resolve_data_dir(spec.data_dir)
     reads = [(task, split) for task, splits in needed_splits(spec).items() for split in sorted(splits)]
     for task, split in extra:
         if (task, split) not in reads and split in get_task(task).splits:
             reads.append((task, split))
     bad: list[Problem] = []
+    unreachable: dict[str, tuple[list[str], str]] = {}  # dataset -> (tasks, first error)
     for task, split in reads:
-        bad.extend(split_bad_rows(task, split, None if root is None else os.fspath(root)))
+        if root is None:  # the Hub: a dataset it cannot give is tried once, and every one is named
+            dataset = get_task(task).hub.describe()
+            if dataset in unreachable:
+                if task not in unreachable[dataset][0]:
+                    unreachable[dataset][0].append(task)
+                continue
+            try:
+                bad.extend(split_bad_rows(task, split, None))
+            except OSError as exc:  # no network, offline mode, a gated or missing dataset
+                unreachable[dataset] = ([task], f"{type(exc).__name__}: {exc}")
+            continue
+        bad.extend(split_bad_rows(task, split, os.fspath(root)))
+    if unreachable:
+        raise DataUnavailableError([(dataset, tasks, error) for dataset, (tasks, error) in unreachable.items()])
     check = DataCheck(unique(bad), root, tuple(reads))
     if check.bad and spec.data.bad_rows == ERROR:
         raise BadRowsError(check.bad, source=f"study {spec.name!r} (task data)")
