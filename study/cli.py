@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,13 +17,17 @@ from pathlib import Path
 from contract.atomic import WriteError
 from contract.problems import TokenizationError
 from study.orchestrate import StudyBusyError, check_memory, tokenization_preview
-from study.presets import describe, preset_paths, resolve_study_file
+from study.presets import render_presets, resolve_study_file
 from study.spec_loading import SpecError, load_spec_file
 from tasks.bad_rows import BadRowsError  # pure data, no torch
 from tasks.source import DataUnavailableError, data_source_line
 from tasks.task_file_problems import TaskFileError
 
 EXIT_BAD_INPUT = 2
+
+SET_HELP = ("change a field of the study file without editing it: a dotted field path and a YAML value, "
+            "e.g. --set model=tiny, --set stage_defaults.learning_rate=1e-4, --set seeds=[0,1,2], "
+            "--set grid.stage1.learning_rate=[1e-3,2e-3]; repeat it for several, applied in order")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a study file; starts nothing")
     p.add_argument("file", help="study file (YAML) or preset name")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--show-tokens", action="store_true",
                    help="also load the model's tokenizer and show what the model will see: one example of each task "
                         "rendered, each option's scored tokens, and tokenization warnings and errors")
@@ -44,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", metavar="FILE", help="study files (YAML) or preset names; "
                    "several: one line each and a total")
     p.add_argument("--paper", action="store_true", help="every paper-* preset, one line each and a total")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--storage", help="results root whose stored stages are reused (overrides the file's storage)")
     p.add_argument("--fresh", action="store_true", help="plan a run without --resume: every stage trained again")
     p.add_argument("--gpu", help="GPU kind of the throughput table (default: A100-80GB; cpu for the tiny model)")
@@ -55,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a study on the Ray cluster in RAY_ADDRESS, or a local one")
     p.add_argument("file", help="study file (YAML) or preset name")
     p.add_argument("--storage", help="results root (overrides the file's storage)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted or extended study: skip finished trials, reuse stored stages")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
@@ -177,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             print(render_status(study_status(Path(args.results_dir))))
             return 0
         if args.command == "presets":
-            for name, path in preset_paths().items():
-                print(f"{name:24s} {describe(path)}  ({path})")
+            print(render_presets(shutil.get_terminal_size().columns if sys.stdout.isatty() else None))
             return 0
         if args.command == "tasks":
             from study.task_listing import render_tasks

@@ -3,6 +3,7 @@ mistyped name is refused with the closest preset (`UnknownPresetError`)."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from contract.problems import did_you_mean
@@ -20,6 +21,20 @@ def describe(path: Path) -> str:
         if line.startswith("#"):
             return line.lstrip("# ").strip()
     return ""
+
+
+def render_presets(width: int | None = None) -> str:
+    """`study presets`: each preset's name, description and file; wrapped to `width` columns (a
+    terminal's), or one line each when None (output read by a program)."""
+    lines = []
+    for name, path in preset_paths().items():
+        text = f"{name:24s} {describe(path)}  ({path})"
+        if width is None:
+            lines.append(text)
+        else:
+            lines.extend(textwrap.wrap(text, width=max(width, 50), subsequent_indent=" " * 25,
+                                       break_long_words=False, break_on_hyphens=False))
+    return "\n".join(lines)
 
 
 class UnknownPresetError(FileNotFoundError):

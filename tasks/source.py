@@ -136,6 +136,15 @@ class MirrorSource:
             )
         return [path]
 
+    def presence(self, data_dir: Path, split: str) -> tuple[int, int] | None:
+        """(files, rows) of a split's file or glob matches under `data_dir` (rows as read, each
+        file once per process), or None when it is missing (`study tasks`)."""
+        try:
+            paths = self.paths(data_dir, split)
+        except FileNotFoundError:
+            return None
+        return len(paths), sum(len(_read_mirror_file(str(p), self.reader).rows) for p in paths)
+
 
 @dataclass(frozen=True)
 class SourceRows:
