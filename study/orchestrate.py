@@ -123,10 +123,9 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, ver
 
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     log(data_source_line(spec.data_dir))
-    # Every file the study reads (a dataset the Hub cannot give named), bad rows refused (or
-    # skipped), then the checks that count examples: all before anything is written.
-    data = check_study_data(spec)
-    check_example_counts(spec)
+    check_hub_data(spec)  # no mirror: every dataset the study reads fetched, those the Hub cannot give named
+    check_example_counts(spec)  # before anything is written
+    data = check_study_data(spec)  # every file the study reads; bad rows refused (or skipped) before anything is written
     for line in skipped_lines(data.bad):
         log(f"[study] {line}")
     spec, _ = check_memory(spec)  # every 'auto' of the GPU budget resolved before anything is planned
@@ -143,12 +142,26 @@ def check_study_data(spec: StudySpec) -> Any:
     the trials will leave out."""
     from study.data_check import check_data
 
-    extra: tuple[tuple[str, str], ...] = ()
-    if spec.model.name == "tiny":
-        from trainables.tiny_model import CORPUS_TASKS
+    return check_data(spec, _extra_reads(spec))
 
-        extra = tuple((task, "train") for task in CORPUS_TASKS)
-    return check_data(spec, extra)
+
+def check_hub_data(spec: StudySpec) -> None:
+    """With no mirror configured, every dataset the study reads (the tiny model's corpus
+    included) fetched from the Hub: DataUnavailableError (exit 2) naming those it cannot give."""
+    from study.data_check import check_hub, needed_reads
+    from tasks import resolve_data_dir
+
+    if resolve_data_dir(spec.data_dir) is None:
+        check_hub(needed_reads(spec, _extra_reads(spec)))
+
+
+def _extra_reads(spec: StudySpec) -> tuple[tuple[str, str], ...]:
+    """What a study reads beyond its stages and eval sets: the tiny model's tokenizer corpus."""
+    if spec.model.name != "tiny":
+        return ()
+    from trainables.tiny_model import CORPUS_TASKS
+
+    return tuple((task, "train") for task in CORPUS_TASKS)
 
 
 def skipped_lines(bad: tuple[Problem, ...], limit: int = 20) -> list[str]:
