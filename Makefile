@@ -5,11 +5,14 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-# The local dataset mirror beside the checkout (no Hub access here); unset it to use the Hub.
+# Task data: a local mirror when ../shared/data exists beside the checkout (or STUDY_DATA_DIR
+# is set), otherwise the Hugging Face Hub; `study run` and `study validate` say which.
+ifneq ($(wildcard ../shared/data/.),)
 STUDY_DATA_DIR ?= $(abspath ../shared/data)
 export STUDY_DATA_DIR
+endif
 
-.PHONY: venv demo test test-fast bench paper-presets clean
+.PHONY: venv demo test test-fast bench paper-presets clean data-source
 
 venv: $(STAMP)
 
@@ -21,6 +24,10 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/study run demo
+
+# Where the data of `make demo` and `make test` comes from (the mirror, or empty: the Hub).
+data-source:
+	@echo "STUDY_DATA_DIR=$${STUDY_DATA_DIR}"
 
 # Both tiers: the fast unit tests and the slow end-to-end tests on a local Ray cluster.
 test: $(STAMP)

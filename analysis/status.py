@@ -143,7 +143,7 @@ def render_status(status: StudyStatus) -> str:
         lines.append(f"last run {run.run_id}{' (resume)' if run.resume else ''}: "
                      f"{counts.stage_trainings_executed} stage trainings executed, "
                      f"{counts.stages_reused_from_earlier_runs} reused from earlier runs, "
-                     f"{counts.trials_skipped} trials skipped as finished")
+                     f"{counts.trials_skipped} trial{'s' if counts.trials_skipped != 1 else ''} skipped as finished")
     if status.checkpoint_warnings:
         lines.append("checkpoint warnings (a stored checkpoint was missing or damaged, never loaded):")
         lines.extend(f"  {key}: {why}" for key, why in sorted(status.checkpoint_warnings.items()))

@@ -56,9 +56,15 @@ class TokenizationError(ValueError):
 
 
 def closest(word: Any, choices: Iterable[str]) -> str | None:
-    """The choice `word` most likely misspells, or None."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return close[0] if close else None
+    """The choice `word` most likely misspells (difflib), else the one it abbreviates (`lr` for
+    learning_rate: the initials of its '_'-separated words), or None."""
+    choices = list(choices)
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    word = str(word).lower()
+    initials = [c for c in choices if len(word) > 1 and "".join(p[:1] for p in str(c).lower().split("_") if p) == word]
+    return initials[0] if len(initials) == 1 else None
 
 
 def did_you_mean(word: Any, choices: Iterable[str]) -> str:

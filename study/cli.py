@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,12 +17,17 @@ from pathlib import Path
 from contract.atomic import WriteError
 from contract.problems import TokenizationError
 from study.orchestrate import StudyBusyError, check_memory, tokenization_preview
-from study.presets import describe, preset_paths, resolve_study_file
+from study.presets import render_presets, resolve_study_file
 from study.spec_loading import SpecError, load_spec_file
 from tasks.bad_rows import BadRowsError  # pure data, no torch
+from tasks.source import DataUnavailableError, data_source_line
 from tasks.task_file_problems import TaskFileError
 
 EXIT_BAD_INPUT = 2
+
+SET_HELP = ("change a field of the study file without editing it: a dotted field path and a YAML value, "
+            "e.g. --set model=tiny, --set stage_defaults.learning_rate=1e-4, --set seeds=[0,1,2], "
+            "--set grid.stage1.learning_rate=[1e-3,2e-3]; repeat it for several, applied in order")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a study file; starts nothing")
     p.add_argument("file", help="study file (YAML) or preset name")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--show-tokens", action="store_true",
                    help="also load the model's tokenizer and show what the model will see: one example of each task "
                         "rendered, each option's scored tokens, and tokenization warnings and errors")
@@ -43,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", metavar="FILE", help="study files (YAML) or preset names; "
                    "several: one line each and a total")
     p.add_argument("--paper", action="store_true", help="every paper-* preset, one line each and a total")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--storage", help="results root whose stored stages are reused (overrides the file's storage)")
     p.add_argument("--fresh", action="store_true", help="plan a run without --resume: every stage trained again")
     p.add_argument("--gpu", help="GPU kind of the throughput table (default: A100-80GB; cpu for the tiny model)")
@@ -54,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a study on the Ray cluster in RAY_ADDRESS, or a local one")
     p.add_argument("file", help="study file (YAML) or preset name")
     p.add_argument("--storage", help="results root (overrides the file's storage)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted or extended study: skip finished trials, reuse stored stages")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
@@ -96,9 +102,16 @@ def _check_data(spec) -> None:
     where = check.data_dir or "the Hugging Face Hub"
     for line in skipped_lines(check.bad):
         print(line)
-    print(f"data: {len(check.reads)} splits of {len({task for task, _ in check.reads})} tasks read from {where} "
+    n_tasks = len({task for task, _ in check.reads})
+    print(f"data: {len(check.reads)} split{'s' if len(check.reads) != 1 else ''} of {n_tasks} "
+          f"task{'s' if n_tasks != 1 else ''} read from {where} "
           f"in {time.perf_counter() - started:.1f} s: "
           f"{f'{len(check.bad)} bad rows skipped' if check.bad else 'no bad rows'}")
+
+
+def _trials(n: int) -> str:
+    """'1 trial', '4 trials'."""
+    return f"{n} trial{'s' if n != 1 else ''}"
 
 
 def _load(file: str, overrides: list[str]):
@@ -116,13 +129,16 @@ def main(argv: list[str] | None = None) -> int:
             n = len(spec.chains) * len(spec.seeds)
             if spec.search is not None:
                 n *= spec.search.num_samples
-                print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' (Optuna search: up to {n} trials)")
+                print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' "
+                      f"(Optuna search: up to {_trials(n)})")
+                print(data_source_line(spec.data_dir))
                 if args.data:
                     _check_data(spec)
                 return 0
             for values in spec.grid.values():
                 n *= len(values)
-            print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' ({n} trials)")
+            print(f"{resolve_study_file(args.file)}: valid study '{spec.name}' ({_trials(n)})")
+            print(data_source_line(spec.data_dir))
             if args.data:
                 _check_data(spec)
             if args.show_tokens:
@@ -145,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.report:
                 print(f"[study] report: {outcome.report}")
             if outcome.failed:
-                print(f"[study] {len(outcome.failed)} of {outcome.trials} trials failed:", file=sys.stderr)
+                print(f"[study] {len(outcome.failed)} of {_trials(outcome.trials)} failed:", file=sys.stderr)
                 for line in outcome.failed:
                     print(f"  {line}", file=sys.stderr)
                 return 1
@@ -166,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             print(render_status(study_status(Path(args.results_dir))))
             return 0
         if args.command == "presets":
-            for name, path in preset_paths().items():
-                print(f"{name:24s} {describe(path)}  ({path})")
+            print(render_presets(shutil.get_terminal_size().columns if sys.stdout.isatty() else None))
             return 0
         if args.command == "tasks":
             from study.task_listing import render_tasks
@@ -179,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except SpecError as exc:
         print(exc.render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DataUnavailableError as exc:
+        print(f"study: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (FileNotFoundError, TaskFileError) as exc:
         print(f"study: {exc}", file=sys.stderr)

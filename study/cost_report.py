@@ -24,8 +24,9 @@ def count(n: float | None) -> str:
 def render_plan(cost: CostPlan, hours: Hours, rate: Rate, *, model: str, params: int | None,
                 gpus_per_trial: float) -> str:
     """The whole plan: trials, stages after sharing, per-stage and total work, checkpoints, hours."""
-    lines = [f"study '{cost.study}': {cost.trials} trials, model {model}"
-             f" ({count(params)} parameters)" if params else f"study '{cost.study}': {cost.trials} trials, model {model}",
+    trials = f"{cost.trials} trial{'s' if cost.trials != 1 else ''}"
+    lines = [f"study '{cost.study}': {trials}, model {model}"
+             f" ({count(params)} parameters)" if params else f"study '{cost.study}': {trials}, model {model}",
              f"stages: {cost.distinct_stages} distinct of {cost.stage_trainings_naive} in the chains; "
              f"{len(cost.trainings)} stage trainings, {len(cost.reused)} stored stages reused"]
     lines += [f"note: {n}" for n in cost.notes]

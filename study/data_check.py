@@ -27,6 +27,7 @@ from study.spec_checks_tasks import needed_splits
 from tasks import get_task, resolve_data_dir
 from tasks.bad_rows import ERROR, BadRowsError, unique
 from tasks.loading import split_bad_rows
+from tasks.source import DataUnavailableError
 
 
 @dataclass(frozen=True)
@@ -56,15 +57,43 @@ class DataCheck:
             return file
 
 
-def check_data(spec: StudySpec, extra: Iterable[tuple[str, str]] = ()) -> DataCheck:
-    """Read every split `spec` needs (and the `extra` (task, split) pairs) and collect every bad
-    row. BadRowsError under data.bad_rows: error when there is one, or when a file cannot be
-    read at all (under either policy); FileNotFoundError for a missing mirror file."""
-    root = resolve_data_dir(spec.data_dir)
+def needed_reads(spec: StudySpec, extra: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """(task, split) of every split `spec` reads, then the `extra` pairs, each once."""
     reads = [(task, split) for task, splits in needed_splits(spec).items() for split in sorted(splits)]
     for task, split in extra:
         if (task, split) not in reads and split in get_task(task).splits:
             reads.append((task, split))
+    return reads
+
+
+def check_hub(reads: Iterable[tuple[str, str]]) -> None:
+    """With no mirror configured: fetch every (task, split) of `reads` from the Hub (each dataset
+    tried until it fails once; what is fetched stays cached for the readers after), and raise
+    DataUnavailableError naming every dataset it could not give and the tasks that read it."""
+    unreachable: dict[str, tuple[list[str], str]] = {}  # dataset -> (tasks, first error)
+    for task, split in reads:
+        dataset = get_task(task).hub.describe()
+        if dataset in unreachable:
+            if task not in unreachable[dataset][0]:
+                unreachable[dataset][0].append(task)
+            continue
+        try:
+            split_bad_rows(task, split, None)
+        except OSError as exc:  # no network, offline mode, a gated or missing dataset
+            unreachable[dataset] = ([task], f"{type(exc).__name__}: {exc}")
+    if unreachable:
+        raise DataUnavailableError([(dataset, tasks, error) for dataset, (tasks, error) in unreachable.items()])
+
+
+def check_data(spec: StudySpec, extra: Iterable[tuple[str, str]] = ()) -> DataCheck:
+    """Read every split `spec` needs (and the `extra` (task, split) pairs) and collect every bad
+    row. BadRowsError under data.bad_rows: error when there is one, or when a file cannot be
+    read at all (under either policy); FileNotFoundError for a missing mirror file;
+    DataUnavailableError naming every dataset the Hub could not give (no mirror configured)."""
+    root = resolve_data_dir(spec.data_dir)
+    reads = needed_reads(spec, extra)
+    if root is None:
+        check_hub(reads)
     bad: list[Problem] = []
     for task, split in reads:
         bad.extend(split_bad_rows(task, split, None if root is None else os.fspath(root)))

@@ -119,7 +119,11 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, ver
     """Run the study (see the module docstring). `verify_checkpoints`: hash every stored
     checkpoint of an earlier run before reusing it (trainables.stage_store; sizes are always
     checked)."""
+    from tasks.source import data_source_line
+
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
+    log(data_source_line(spec.data_dir))
+    check_hub_data(spec)  # no mirror: every dataset the study reads fetched, those the Hub cannot give named
     check_example_counts(spec)  # before anything is written
     data = check_study_data(spec)  # every file the study reads; bad rows refused (or skipped) before anything is written
     for line in skipped_lines(data.bad):
@@ -138,12 +142,26 @@ def check_study_data(spec: StudySpec) -> Any:
     the trials will leave out."""
     from study.data_check import check_data
 
-    extra: tuple[tuple[str, str], ...] = ()
-    if spec.model.name == "tiny":
-        from trainables.tiny_model import CORPUS_TASKS
+    return check_data(spec, _extra_reads(spec))
 
-        extra = tuple((task, "train") for task in CORPUS_TASKS)
-    return check_data(spec, extra)
+
+def check_hub_data(spec: StudySpec) -> None:
+    """With no mirror configured, every dataset the study reads (the tiny model's corpus
+    included) fetched from the Hub: DataUnavailableError (exit 2) naming those it cannot give."""
+    from study.data_check import check_hub, needed_reads
+    from tasks import resolve_data_dir
+
+    if resolve_data_dir(spec.data_dir) is None:
+        check_hub(needed_reads(spec, _extra_reads(spec)))
+
+
+def _extra_reads(spec: StudySpec) -> tuple[tuple[str, str], ...]:
+    """What a study reads beyond its stages and eval sets: the tiny model's tokenizer corpus."""
+    if spec.model.name != "tiny":
+        return ()
+    from trainables.tiny_model import CORPUS_TASKS
+
+    return tuple((task, "train") for task in CORPUS_TASKS)
 
 
 def skipped_lines(bad: tuple[Problem, ...], limit: int = 20) -> list[str]:
@@ -186,7 +204,6 @@ def _run_study(spec: StudySpec, study_dir: Path, *, data: Any, resume: bool, rep
 
     data_dir = resolve_data_dir(spec.data_dir)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
-    log(f"[study] {spec.name}: data from {data_dir or 'the Hugging Face Hub'}")
     # Built inside the study folder: on a multi-node cluster every trial finds it in storage.
     skip = spec.data.bad_rows == "skip"
     bad_rows = data.plan() if skip else None
@@ -213,7 +230,8 @@ def _run_study(spec: StudySpec, study_dir: Path, *, data: Any, resume: bool, rep
         done = finished_trials(study_dir, plans) if resume else set()
         pending = [p for p in plans if p.trial_id not in done]
         if done:
-            log(f"[study] resume: {len(done)} of {len(plans)} trials already finished; running {len(pending)}")
+            log(f"[study] resume: {len(done)} of {len(plans)} trial{'s' if len(plans) != 1 else ''} already finished; "
+                f"running {len(pending)}")
         failed = _run_trials(spec, plans, pending, run, log) if pending else []
     else:
         # Points are sampled while the study runs: plans are built per trial, and plans.json
@@ -446,7 +464,8 @@ def _tune(spec: StudySpec, lookup, param_space: dict, search_kwargs: dict, run: 
     limit = ex.max_concurrent_trials or max(1, int(cluster_cpus() // ex.cpus_per_trial))
     if ex.gpus_per_trial:
         limit = min(limit, max(1, int(cluster_gpus() // ex.gpus_per_trial)))
-    log(f"[study] {'up to ' if spec.search else ''}{trials} trials to run, executor={executor}, up to {limit} at a time")
+    log(f"[study] {'up to ' if spec.search else ''}{trials} trial{'s' if trials != 1 else ''} to run, "
+        f"executor={executor}, up to {limit} at a time")
 
     plan_for = RunPlans(lookup, run)
     trainable = tune.with_resources(

@@ -13,6 +13,11 @@ every chain gets its own Optuna study, and seeds are replicates of a sampled poi
 paper's seed means. Samplers of all chains share `search.seed`, so their first (random, TPE
 startup) points are the same across chains: paired comparisons of chain orders.
 
+The sampler's options are spelled out (`tpe_sampler`), not left to Optuna's defaults, which
+changed in Optuna 5 (multivariate TPE and the constant liar became the defaults for one
+objective): a seeded search proposes the same points under every Optuna version the project
+admits (pyproject.toml: optuna 5.x, whose Parzen-estimator bandwidth is no option).
+
 A search study's plans are built per sampled config by `study.planner.SampledPlans`; after
 `tuner.fit()` the driver collects the plans that ran with `study.planner.collect_plans`.
 """
@@ -80,6 +85,20 @@ def search_setup(spec: StudySpec) -> SearchSetup:
     )
 
 
+TPE_OPTIONS: dict[str, Any] = {"n_startup_trials": 10, "n_ei_candidates": 24, "constant_liar": True, "group": False}
+"""The TPESampler options every search uses besides its seed and `multivariate` (True for one
+objective, False for several): Optuna 5's defaults, written out so a new default cannot change
+a seeded search (Optuna 4's were multivariate=False, constant_liar=False). The options Optuna
+deprecates (gamma, weights, prior_weight, consider_*) keep their defaults, unchanged from 4 to 5."""
+
+
+def tpe_sampler(seed: int, objectives: int):
+    """The seeded TPESampler of one chain's study (TPE_OPTIONS; multi-objective TPE for several)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=int(seed), multivariate=objectives == 1, **TPE_OPTIONS)
+
+
 def tune_domain(dist: Mapping[str, Sequence[Any]]):
     """A validated search.space distribution as a Tune domain (OptunaSearch converts these)."""
     from ray import tune
@@ -126,7 +145,6 @@ class ChainOptunaSearch(Searcher):
     def __init__(self, *, chains: Sequence[str], seeds: Sequence[int], space: Mapping[str, Any],
                  distributions: Mapping[str, Mapping[str, Sequence[Any]]], metric: Sequence[str],
                  mode: Sequence[str], num_samples: int, seed: int):
-        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         single = len(metric) == 1
@@ -138,10 +156,10 @@ class ChainOptunaSearch(Searcher):
         optuna_space = OptunaSearch.convert_search_space(dict(space))
         # Passing the sampler (not OptunaSearch's `seed`, which it ignores beside a sampler and
         # which is falsy for 0) keeps the seeding explicit; TPESampler handles one or several
-        # objectives (multi-objective TPE).
+        # objectives (multi-objective TPE). Its options are explicit (TPE_OPTIONS).
         self._inner = {
             chain: OptunaSearch(space=optuna_space, metric=self.metric, mode=self.mode, study_name=f"{chain}",
-                                sampler=optuna.samplers.TPESampler(seed=int(seed)))
+                                sampler=tpe_sampler(seed, len(self._metrics)))
             for chain in self._chains
         }
         self._asked = {chain: 0 for chain in self._chains}

@@ -99,6 +99,7 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
         out.append(Problem("seeds", "at least one seed is required"))
     if len(set(spec.seeds)) != len(spec.seeds):
         out.append(Problem("seeds", "seeds must be distinct"))
+    out.extend(_seed_problems(spec))
     out.extend(grid_problems(spec))
     out.extend(search_problems(spec))
     out.extend(_model_problems(spec.model))
@@ -109,6 +110,21 @@ def semantic_problems(spec: StudySpec) -> list[Problem]:
     out.extend(_worker_problems(spec))
     out.extend(_generation_problems(spec.generation))
     return out
+
+
+SEED_LIMIT = 2**32
+"""Seeds are non-negative and below 2**32: what numpy's and torch's seeding (`set_seed`) accept."""
+
+
+def _seed_problems(spec: StudySpec) -> list[Problem]:
+    """The study's seeds, data_seed and each stage's own seed, in [0, 2**32) (`set_seed` would
+    refuse them in every trial)."""
+    seeds = [(f"seeds[{i}]", s) for i, s in enumerate(spec.seeds)] + [("data_seed", spec.data_seed)]
+    seeds += [(f"chains.{chain}[{i}].seed", stage.seed) for chain, stages in spec.chains.items()
+              for i, stage in enumerate(stages) if stage.seed is not None]
+    seeds.append(("curvature.sample_seed", spec.curvature.sample_seed))
+    return [Problem(path, f"must be a non-negative integer below 2**32 (got {seed})")
+            for path, seed in seeds if not 0 <= seed < SEED_LIMIT]
 
 
 def _storage_problems(spec: StudySpec) -> list[Problem]:

@@ -1,12 +1,17 @@
 """Loading a study file: YAML -> (shorthands, stage_defaults, `tiny:` block, `--set`) -> StudySpec.
 
 `load_spec_file` reads a file; `spec_from_dict` turns plain data into a validated StudySpec
-(study/spec.py lists the fields): it expands the shorthands (`model: tiny`, `seeds: 0`, a
-single eval task or task file), gives every stage the `stage_defaults` it does not override,
+(study/spec.py lists the fields): it expands the shorthands (`model: tiny`, a single eval task
+or task file; `seeds: 3` is refused, since it reads as three seeds and as the seed 3), gives
+every stage the `stage_defaults` it does not override,
 flattens nested grid and search axes (`stage1: {learning_rate: [...]}`), builds the typed
 dataclasses (study/spec_builder.py) and runs the checks across fields (study/spec_checks.py).
 Every problem is collected with its field path (and YAML line when known) and raised once as
-`SpecError`, so a researcher fixes a file in one round trip.
+`SpecError`, so a researcher fixes a file in one round trip. A problem points at what the user
+wrote: a bad value a stage inherited from `stage_defaults` is reported once, at
+`stage_defaults.<field>` (not once per stage), and a bad value that came from `--set` (or from
+the `tiny:` block) is reported as that `--set` argument (or `tiny.<key>` at its line), not at a
+line of the file it replaced (`_attributed`).
 
 `--set key=value` overrides are applied to the raw data before all that. Keys are dotted paths
 (`model=tiny`, `chains.tqa_arc.0.learning_rate=1e-4`, `tasks.toxigen_qa.train_size=200`,
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -108,14 +114,16 @@ def load_spec_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
         raw = _expand_shorthands(dict(raw))
         variant = raw.pop(TINY_VARIANT_KEY, _NO_VARIANT)
     raw = _apply_user_overrides(raw, overrides, problems)
+    origins: list[tuple[str, str]] = []
     if variant is not _NO_VARIANT:
-        raw = _apply_tiny_variant(raw, variant, overrides, problems)
+        raw = _apply_tiny_variant(raw, variant, overrides, problems, origins)
+    origins += [(item.partition("=")[0].strip(), f"--set {item}") for item in map(str, overrides) if "=" in item]
     if isinstance(raw, dict) and isinstance(raw.get("task_files"), str):  # `--set task_files=my.yaml`
         raw["task_files"] = [raw["task_files"]]
     if isinstance(raw, dict) and isinstance(raw.get("task_files"), list):
         # Relative to the study file, so a study and its task files travel together.
         raw["task_files"] = [str((path.parent / f).resolve()) if isinstance(f, str) else f for f in raw["task_files"]]
-    return spec_from_dict(raw, source=str(path), lines=lines, preexisting=problems)
+    return spec_from_dict(raw, source=str(path), lines=lines, preexisting=problems, origins=origins)
 
 
 def spec_from_dict(
@@ -124,18 +132,25 @@ def spec_from_dict(
     source: str = "<dict>",
     lines: Mapping[str, int] | None = None,
     preexisting: list[Problem] | None = None,
+    origins: Iterable[tuple[str, str]] = (),
 ) -> StudySpec:
+    """`raw` (a study file's data, after `--set`) as a validated StudySpec; SpecError listing
+    every problem. `origins`: (dotted key, label) of the values `--set` or the `tiny:` block
+    wrote, in the order written, so their problems are reported as what the user wrote."""
     problems: list[Problem] = list(preexisting or [])
     if not isinstance(raw, Mapping):
         raise SpecError(problems + [Problem("", "a study file must be a mapping of fields")], source=source)
     raw = dict(raw)
     raw = _expand_shorthands(raw)
+    if isinstance(raw.get("seeds"), int) and not isinstance(raw["seeds"], bool):
+        problems.append(Problem("seeds", _bare_seeds_message(raw.pop("seeds"))))
     defaults = raw.pop("stage_defaults", None) or {}
     if not isinstance(defaults, Mapping):
         problems.append(Problem("stage_defaults", "must be a mapping of stage fields"))
         defaults = {}
+    inherited: set[tuple[str, int, str]] = set()
     if "chains" in raw:
-        raw["chains"] = _apply_stage_defaults(raw["chains"], defaults, problems)
+        raw["chains"] = _apply_stage_defaults(raw["chains"], defaults, problems, inherited)
     raw["grid"] = _flatten_grid(raw.get("grid"), problems)
     if "search" in raw:
         raw["search"] = _flatten_search(raw["search"], problems)
@@ -144,15 +159,56 @@ def spec_from_dict(
     if spec is not None:
         problems.extend(semantic_problems(spec))
     if problems:
-        raise SpecError(problems, source=source, lines=lines)
+        raise SpecError(_attributed(problems, inherited, list(origins)), source=source, lines=lines)
     return spec
+
+
+def _bare_seeds_message(n: int) -> str:
+    """`seeds: 3` reads as three seeds and as the seed 3: say both ways to write it."""
+    if n < 1:
+        return f"must be a list of seeds, e.g. [0] (got {n})"
+    many = ", ".join(map(str, range(n))) if n <= 5 else f"0, 1, ..., {n - 1}"
+    return (f"must be a list of seeds (got the number {n}): [{many}] for {n} seed{'s' if n != 1 else ''}, "
+            f"or [{n}] for the single seed {n}")
+
+
+_STAGE_FIELD = re.compile(r"^chains\.(?P<chain>.+?)\[(?P<index>\d+)\]\.(?P<field>\w+)(?P<rest>.*)$")
+
+
+def _attributed(problems: list[Problem], inherited: set[tuple[str, int, str]],
+                origins: list[tuple[str, str]]) -> list[Problem]:
+    """Each problem pointed at what the user wrote, each once (module docstring): a stage field
+    inherited from stage_defaults becomes `stage_defaults.<field>`; a field that `--set` (or the
+    `tiny:` block) wrote, or one under it, becomes that `--set` argument (or `tiny.<key>`), the
+    field path leading the message when it lies below the key."""
+    out: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for problem in problems:
+        path, message, line = problem.path, problem.message, problem.line
+        match = _STAGE_FIELD.match(path)
+        if match and (match["chain"], int(match["index"]), match["field"]) in inherited:
+            path, line = f"stage_defaults.{match['field']}{match['rest']}", None
+        parts = _path_parts(path)
+        for key, label in reversed(origins):  # the last value written at or above the path is the one read
+            key_parts = _path_parts(key)
+            if key_parts and parts[:len(key_parts)] == key_parts:
+                message = message if len(parts) == len(key_parts) else f"{path}: {message}"
+                path, line = label, None
+                break
+        if (path, message) not in seen:
+            seen.add((path, message))
+            out.append(Problem(path, message, line, problem.file))
+    return out
+
+
+def _path_parts(path: str) -> list[str]:
+    """"chains.a[0].steps" -> ["chains", "a", "0", "steps"], as `--set` keys name a field."""
+    return [part for part in re.sub(r"\[(\d+)\]", r".\1", path).split(".") if part != ""] if path else []
 
 
 def _expand_shorthands(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw.get("model"), str):
         raw["model"] = {"name": raw["model"]}
-    if isinstance(raw.get("seeds"), int):
-        raw["seeds"] = [raw["seeds"]]
     if isinstance(raw.get("eval_tasks"), str):
         raw["eval_tasks"] = [raw["eval_tasks"]]
     if isinstance(raw.get("task_files"), str):
@@ -160,8 +216,10 @@ def _expand_shorthands(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def _apply_stage_defaults(chains: Any, defaults: Mapping[str, Any], problems: list[Problem]) -> Any:
-    """Each stage inherits `stage_defaults` and overrides what it names (nanochat-style)."""
+def _apply_stage_defaults(chains: Any, defaults: Mapping[str, Any], problems: list[Problem],
+                          inherited: set[tuple[str, int, str]]) -> Any:
+    """Each stage inherits `stage_defaults` and overrides what it names (nanochat-style);
+    `inherited` gets (chain, stage index, field) of every value a stage took from them."""
     names = [f.name for f in dataclasses.fields(StageSpec)]
     unknown = set(defaults) - set(names)
     for key in sorted(unknown):
@@ -173,6 +231,8 @@ def _apply_stage_defaults(chains: Any, defaults: Mapping[str, Any], problems: li
     for name, stages in chains.items():
         if isinstance(stages, list):
             merged[name] = [{**defaults, **s} if isinstance(s, Mapping) else s for s in stages]
+            inherited.update((str(name), i, str(key)) for i, s in enumerate(stages) if isinstance(s, Mapping)
+                             for key in defaults if key not in s)
         else:
             merged[name] = stages
     return merged
@@ -241,9 +301,10 @@ def _model_name(raw: Any) -> Any:
 
 
 def _apply_tiny_variant(raw: Any, block: Any, overrides: list[str] | tuple[str, ...] | Any,
-                        problems: list[Problem]) -> Any:
+                        problems: list[Problem], origins: list[tuple[str, str]]) -> Any:
     """Check the `tiny:` block; when the model (after --set) is 'tiny', apply it and re-apply the
-    user's --set values over it (file < tiny block < --set)."""
+    user's --set values over it (file < tiny block < --set). `origins` gets (key, `tiny.<key>`)
+    of every value the block wrote."""
     items = _tiny_variant_items(block, problems)
     if not isinstance(raw, dict):
         return raw
@@ -260,6 +321,8 @@ def _apply_tiny_variant(raw: Any, block: Any, overrides: list[str] | tuple[str, 
         error = _set_path(target, parts, copy.deepcopy(value))
         if error:
             problems.append(Problem(f"{TINY_VARIANT_KEY}.{key}", error))
+        elif active:
+            origins.append((key, f"{TINY_VARIANT_KEY}.{key}"))
     if not active or not overrides:
         return raw
     again = []

@@ -2,6 +2,8 @@
 
 Real users load from the Hub. Machines without network point a data dir (the study spec's
 ``data_dir`` field, or ``STUDY_DATA_DIR``) at a mirror of the original release files.
+`data_source_line` is the one line a run prints about which of the two it reads; a dataset the
+Hub cannot give is a `DataUnavailableError` naming it and how to use a local copy.
 Parsed files are cached in-process because every trial of a study re-loads the same tasks.
 Rows are read with where each came from (`read_source`: file and line, or Hub split and
 position), so a row a task cannot use is reported as FILE:LINE (tasks.bad_rows).
@@ -45,6 +47,36 @@ def resolve_data_dir(explicit: str | os.PathLike | None) -> Path | None:
     if not path.is_dir():
         raise NotADirectoryError(f"data dir {str(path)!r} (from {origin}) is not a directory")
     return path.resolve()
+
+
+LOCAL_COPY_HINT = f"set {DATA_DIR_ENV} or data_dir: to use a local copy"
+
+
+def data_source_line(explicit: str | os.PathLike | None) -> str:
+    """Which source a study reads, in one line: 'data: local mirror at X' or 'data: Hugging Face
+    Hub (...)'. FileNotFoundError / NotADirectoryError as `resolve_data_dir`."""
+    path = resolve_data_dir(explicit)
+    return f"data: local mirror at {path}" if path is not None else f"data: Hugging Face Hub ({LOCAL_COPY_HINT})"
+
+
+class DataUnavailableError(OSError):
+    """Datasets the Hub could not give (no network, offline mode, a gated dataset): each named
+    with the tasks that read it, and how to point at a local copy instead."""
+
+    def __init__(self, missing: Sequence[tuple[str, Sequence[str], str]]):
+        """`missing`: (dataset as `HubSource.describe` names it, tasks that read it, the error)."""
+        self.missing = tuple((dataset, tuple(tasks), error) for dataset, tasks, error in missing)
+        lines = [f"could not fetch {len(self.missing)} dataset{'s' if len(self.missing) != 1 else ''} "
+                 "from the Hugging Face Hub or the web (no local mirror is configured):"]
+        lines += [f"  {dataset} (task{'s' if len(tasks) != 1 else ''} {', '.join(tasks)}): {error}"
+                  for dataset, tasks, error in self.missing]
+        lines.append(f"To read a local copy instead, set {DATA_DIR_ENV}=/path/to/mirror (or data_dir: in the "
+                     "study file): `study tasks` lists the files each task reads under it. Or connect to the "
+                     "Hub (and unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE).")
+        super().__init__("\n".join(lines))
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 @dataclass(frozen=True)
@@ -103,6 +135,15 @@ class MirrorSource:
                 f"(expected layout: <data dir>/{pattern}; see the mirror's README.md)"
             )
         return [path]
+
+    def presence(self, data_dir: Path, split: str) -> tuple[int, int] | None:
+        """(files, rows) of a split's file or glob matches under `data_dir` (rows as read, each
+        file once per process), or None when it is missing (`study tasks`)."""
+        try:
+            paths = self.paths(data_dir, split)
+        except FileNotFoundError:
+            return None
+        return len(paths), sum(len(_read_mirror_file(str(p), self.reader).rows) for p in paths)
 
 
 @dataclass(frozen=True)

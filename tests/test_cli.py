@@ -22,7 +22,8 @@ def test_validate_valid_file(capsys):
     assert main(["validate", str(path)]) == 0
     out, err = capsys.readouterr()
     # 2 chains × 2 grid values × 2 seeds
-    assert out.strip() == f"{path}: valid study 'small' (8 trials)"
+    assert out.splitlines()[0] == f"{path}: valid study 'small' (8 trials)"
+    assert out.splitlines()[1].startswith("data: ")  # which source the study reads (tests/test_data_source.py)
     assert err == ""
 
 

@@ -607,3 +607,50 @@ def test_single_objective_search_through_tune_finds_the_best_point(ray_cluster, 
     best_lr = max(lrs, key=lambda lr: -(math.log10(lr) + 4) ** 2)
     assert config["stage2.learning_rate"] == best_lr
     assert value == pytest.approx(1 - (math.log10(best_lr) + 4) ** 2 / 4 + 0.005)
+
+
+# ---------------------------------------------------------------- the sampler's options, explicit
+
+
+def _run_single_objective(seed=0, n=12):
+    """A single-objective search driven as Tune does (each trial finished before the next is
+    asked), past TPE's 10 random startup points; the points tqa_arc was handed, in order."""
+    searcher = _searcher(seed=seed, num_samples=n, objectives=[{"metric": "arc_easy/accuracy", "mode": "max"}],
+                         space={"stage2.learning_rate": {"loguniform": [1e-5, 1e-3]}})
+    points = []
+    for i in range(1000):
+        config = searcher.suggest(f"t{i}")
+        if config == "FINISHED":
+            return points, searcher
+        if config["chain"] == "tqa_arc" and config["seed"] == 0:
+            points.append(config["stage2.learning_rate"])
+        lr = config["stage2.learning_rate"]  # a peak at lr = 1e-4
+        searcher.on_trial_complete(f"t{i}", result={"arc_easy/accuracy": -abs(math.log10(lr) + 4)})
+    raise AssertionError("the searcher never finished")
+
+
+def test_a_seeded_search_proposes_the_same_points_twice_past_the_startup():
+    first, _ = _run_single_objective()
+    again, _ = _run_single_objective()
+    assert len(first) == 12 and first == again  # points 11 and 12 come from TPE itself
+    # The points Optuna 5.1 proposed with its defaults before the options were written out: a
+    # study searched then proposes the same points now (and a new Optuna default cannot move them).
+    assert first == [0.000125207, 0.000269388, 0.000160519, 0.000122961, 7.03574e-05, 0.000195789,
+                     7.50195e-05, 0.0006075, 0.000845913, 5.84633e-05, 1.34585e-05, 2.92606e-05]
+    other, _ = _run_single_objective(seed=1)
+    assert other[:3] != first[:3]
+
+
+def test_the_sampler_options_are_the_explicit_ones():
+    import optuna
+
+    from study.search import TPE_OPTIONS
+
+    assert TPE_OPTIONS == {"n_startup_trials": 10, "n_ei_candidates": 24, "constant_liar": True, "group": False}
+    for searcher, multivariate in [(_run_single_objective(n=1)[1], True), (_searcher(), False)]:
+        for chain in ("tqa_arc", "arc_tqa"):
+            sampler = searcher._inner[chain]._sampler  # Ray's OptunaSearch keeps the sampler it was given
+            assert isinstance(sampler, optuna.samplers.TPESampler)
+            # Optuna's own attributes: what the sampler runs with, whatever its defaults are
+            assert (sampler._n_startup_trials, sampler._n_ei_candidates) == (10, 24)
+            assert (sampler._multivariate, sampler._constant_liar, sampler._group) == (multivariate, True, False)

@@ -159,7 +159,7 @@ def test_non_numeric_learning_rate_string_is_still_rejected():
 
 
 def test_shorthands_model_seed_and_eval_task():
-    spec = spec_from_dict(_minimal(model="gpt2", seeds=5, eval_tasks="arc_easy"))
+    spec = spec_from_dict(_minimal(model="gpt2", seeds=[5], eval_tasks="arc_easy"))  # `seeds: 5` is refused
     assert spec.model.name == "gpt2"
     assert spec.model.max_length == 512  # the rest of ModelSpec keeps its defaults
     assert spec.seeds == (5,)
@@ -267,11 +267,11 @@ def test_grid_duplicate_and_empty_values_are_rejected():
     assert ("grid.stage1.steps", "a grid axis needs at least one value") in messages
 
 
-def test_inherited_bad_default_points_at_each_stage():
+def test_inherited_bad_default_is_reported_once_at_stage_defaults():
     with pytest.raises(SpecError) as info:
         spec_from_dict({"name": "t", "stage_defaults": {"steps": 0},
                         "chains": {"a": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]}})
-    assert sorted(p.path for p in info.value.problems) == ["chains.a[0].steps", "chains.a[1].steps"]
+    assert [p.path for p in info.value.problems] == ["stage_defaults.steps"]
 
 
 def test_non_mapping_study_file_is_rejected(tmp_path):

@@ -38,7 +38,8 @@ def test_show_tokens_prints_each_task_as_the_model_reads_it(capsys, data_dir, mo
 def test_chat_template_true_on_the_tiny_model_is_a_validation_problem(capsys):
     assert main(["validate", "demo", "--set", "model.chat_template=true"]) == 2
     _, err = capsys.readouterr()
-    assert "model.chat_template: the built-in tiny model has no chat template (use auto or false)" in err
+    # reported as the --set argument that wrote the value
+    assert "--set model.chat_template=true: the built-in tiny model has no chat template (use auto or false)" in err
 
 
 def test_chat_template_without_a_template_is_exit_2_before_anything_runs(capsys, family_model_path, tmp_path,
