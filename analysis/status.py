@@ -10,6 +10,7 @@ Reads what the engine leaves in a study folder (the records: contract.records):
                                (records written before checkpoint sizes were recorded cannot)
 - runs/<run id>.json           per-run counts (stage trainings executed vs the naive count)
                                and the data rows a run left out under data.bad_rows: skip
+- timings/<trial_id>.parquet   where each trial's time went: summed per phase (analysis.timings)
 
 A trial with no end marker is "running" when its trials part exists (it has started and
 writes its rows as it goes) and "pending" otherwise; after a driver crash "running" means
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
+from analysis.timings import phase_summary, read_timings, render_phase_summary
 from contract.layout import PLANS_FILE, StudyLayout
 from contract.records import FINISHED, RunRecord, TrialMarker, read_record, read_trial_summaries
 
@@ -49,6 +51,8 @@ class StudyStatus:
     """stage key -> why its stored checkpoint was discarded and the stage trained again."""
     unverifiable_checkpoints: int = 0
     """Finished stages whose record predates checkpoint sizes: only their folder's existence is checked."""
+    phases: pl.DataFrame | None = None
+    """analysis.timings.phase_summary over the timings of the trials of plans.json; None without any."""
 
 
 def study_status(results_dir: str | Path) -> StudyStatus:
@@ -93,7 +97,13 @@ def study_status(results_dir: str | Path) -> StudyStatus:
         stage_trainings_naive=sum(len(p.stage_keys) for p in plans), distinct_stages=len(keys),
         stages_trained=trained, stage_uses_reused=reused,
         last_run=runs[-1] if runs else None, checkpoint_warnings=warnings, unverifiable_checkpoints=unverifiable,
+        phases=_phases(root, {p.trial_id for p in plans}),
     )
+
+
+def _phases(root: Path, trial_ids: set[str]) -> pl.DataFrame | None:
+    timings = read_timings(root, trial_ids)
+    return None if timings is None or timings.is_empty() else phase_summary(timings)
 
 
 def render_status(status: StudyStatus) -> str:
@@ -124,6 +134,9 @@ def render_status(status: StudyStatus) -> str:
         if len(skipped) > SKIPPED_ROWS_SHOWN:
             lines.append(f"  ... and {len(skipped) - SKIPPED_ROWS_SHOWN} more "
                          f"(runs/{status.last_run.run_id}.json lists them all)")
+    if status.phases is not None:
+        lines.append("time per phase (every trial's timings; share of their total):")
+        lines.extend(render_phase_summary(status.phases))
     if status.failed:
         lines.append("failures:")
         lines.extend(f"  {trial_id}: {reason}" for trial_id, reason in sorted(status.failed.items()))
