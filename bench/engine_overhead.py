@@ -133,8 +133,10 @@ def main() -> None:
 
         out = Path(storage) / "bare.json"
         start = time.perf_counter()
+        # OMP_NUM_THREADS as Ray sets it in a trial's process: without it this torch build's OpenMP
+        # runs small CPU ops up to ~100x slower on a loaded machine (a bare loop's pitfall, not the engine's).
         subprocess.run([sys.executable, __file__, "--bare", str(StudyLayout(study).plans), "--out", str(out),
-                        "--cpus", str(args.cpus)], check=True, env=env, cwd=ROOT)
+                        "--cpus", str(args.cpus)], check=True, env={**env, "OMP_NUM_THREADS": str(args.cpus)}, cwd=ROOT)
         bare_wall = time.perf_counter() - start
         bare_rows = json.loads(out.read_text())
 
