@@ -43,10 +43,13 @@ from analysis.paper_tables import paper_tables, reward_models, varying_axes
 from analysis.render import render_html, render_markdown
 from analysis.report_sections import report_blocks
 from analysis.results import ResultTables, load_results
+from analysis.table_columns import typed
+from analysis.timings import phase_summary
 from analysis.transfer import accuracy_matrix, backward_transfer
 from analysis.uncertainty import forgetting_uncertainty
 from contract.atomic import replace_folder
 from contract.layout import StudyLayout
+from contract.schema import columns
 
 # File names under the output folder; `study report` and the README point at these.
 REPORT_MD = "report.md"
@@ -226,6 +229,8 @@ def _build_report(results: ResultTables, out: Path, metric: str) -> None:
         "reward_models": reward_models(trials),
     }
     tables |= {f"paper_{name}": frame for name, frame in paper_tables(trials, evals).items()}
+    if results.timings is not None:
+        tables["time_and_cost"] = phase_summary(results.timings.select(typed("timings", *columns("timings"))).collect())
     figure_dir = out / FIGURES_DIR
     # Every figure is drawn on one worker thread (matplotlib stays on a single thread) while this
     # thread computes the intervals and writes the tables: the bootstrap and Parquet work release

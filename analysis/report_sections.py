@@ -22,6 +22,7 @@ from analysis.report_tables import (
     regression_table,
     stage_benchmarks_table,
     summary_table,
+    time_table,
     transfer_table,
 )
 
@@ -269,4 +270,26 @@ def report_blocks(
                if "curvature_by_trial" in tables else "")
         ),
     ]
+    if "time_and_cost" in tables:
+        blocks += _time_blocks(tables["time_and_cost"])
     return blocks
+
+
+TIME_HEADING = "Time and cost"
+
+
+def _time_blocks(summary: pl.DataFrame) -> list[Block]:
+    """Where the trials' time went, per phase (analysis.timings; the phases are defined in
+    contract.schema), with device-hours."""
+    if summary.is_empty():
+        return []
+    return [
+        Heading(TIME_HEADING),
+        Paragraph("Every trial's wall time by phase, summed over the trials (a stage another trial trained "
+                  "counts only the time this trial spent on it: waiting for it, writing its rows). examples: "
+                  "training sequences fed (steps × batch size) and eval examples scored; tokens: non-padding "
+                  "tokens fed to the trainers and scored by option scoring. GPU-hours (CPU-hours for trials "
+                  "without a GPU) = seconds × the devices a trial held / 3600. tables/time_and_cost has the "
+                  "same numbers."),
+        time_table(summary),
+    ]

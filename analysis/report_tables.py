@@ -186,3 +186,15 @@ def regression_table(regressions: pl.DataFrame) -> Table:
         for r in regressions.iter_rows(named=True)
     ]
     return Table(header, rows)
+
+
+def time_table(summary: pl.DataFrame) -> Table:
+    """The "Time and cost" table: analysis.timings.phase_summary as printed."""
+    def count(value: int | None) -> str:
+        return "–" if value is None else f"{value:,}"
+
+    rows = [[r["phase"], f"{r['seconds']:.1f}", f"{100 * r['share']:.1f}%", count(r["examples"]), count(r["tokens"]),
+             f"{r['gpu_hours']:.3f}", f"{r['cpu_hours']:.3f}"] for r in summary.iter_rows(named=True)]
+    rows.append(["total", f"{summary['seconds'].sum():.1f}", "100.0%", "", "",
+                 f"{summary['gpu_hours'].sum():.3f}", f"{summary['cpu_hours'].sum():.3f}"])
+    return Table(["Phase", "Seconds", "Share", "Examples", "Tokens", "GPU-hours", "CPU-hours"], rows)

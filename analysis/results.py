@@ -29,6 +29,7 @@ class ResultTables:
     curvature: pl.LazyFrame | None = None
     weights: pl.LazyFrame | None = None
     replay: pl.LazyFrame | None = None  # which examples each replaying stage mixed in
+    timings: pl.LazyFrame | None = None  # where each trial's time went (analysis.timings)
 
 
 def scan_table(results_dir: str | Path, table: str) -> pl.LazyFrame | None:

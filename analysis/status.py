@@ -12,6 +12,7 @@ Reads what the engine leaves in a study folder (the records: contract.records):
                                removed it (bytes kept and freed)
 - runs/<run id>.json           per-run counts (stage trainings executed vs the naive count)
                                and the data rows a run left out under data.bad_rows: skip
+- timings/<trial_id>.parquet   where each trial's time went: summed per phase (analysis.timings)
 
 A trial with no end marker is "running" when its trials part exists (it has started and
 writes its rows as it goes) and "pending" otherwise; after a driver crash "running" means
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
+from analysis.timings import phase_summary, read_timings, render_phase_summary
 from contract.layout import PLANS_FILE, StudyLayout
 from contract.records import FINISHED, RunRecord, TrialMarker, read_record, read_trial_summaries
 
@@ -57,6 +59,8 @@ class StudyStatus:
     checkpoints_freed: int = 0
     checkpoint_bytes_freed: int = 0
     """Stage checkpoints the keep_checkpoints policy removed, and the bytes that freed."""
+    phases: pl.DataFrame | None = None
+    """analysis.timings.phase_summary over the timings of the trials of plans.json; None without any."""
 
 
 def study_status(results_dir: str | Path) -> StudyStatus:
@@ -106,7 +110,13 @@ def study_status(results_dir: str | Path) -> StudyStatus:
         last_run=runs[-1] if runs else None, checkpoint_warnings=warnings, unverifiable_checkpoints=unverifiable,
         checkpoints_kept=len(kept), checkpoint_bytes_kept=sum(map(_checkpoint_bytes, kept)),
         checkpoints_freed=len(freed), checkpoint_bytes_freed=sum(map(_checkpoint_bytes, freed)),
+        phases=_phases(root, {p.trial_id for p in plans}),
     )
+
+
+def _phases(root: Path, trial_ids: set[str]) -> pl.DataFrame | None:
+    timings = read_timings(root, trial_ids)
+    return None if timings is None or timings.is_empty() else phase_summary(timings)
 
 
 def _checkpoint_bytes(record: dict) -> int:
@@ -157,6 +167,9 @@ def render_status(status: StudyStatus) -> str:
         if len(skipped) > SKIPPED_ROWS_SHOWN:
             lines.append(f"  ... and {len(skipped) - SKIPPED_ROWS_SHOWN} more "
                          f"(runs/{status.last_run.run_id}.json lists them all)")
+    if status.phases is not None:
+        lines.append("time per phase (every trial's timings; share of their total):")
+        lines.extend(render_phase_summary(status.phases))
     if status.failed:
         lines.append("failures:")
         lines.extend(f"  {trial_id}: {reason}" for trial_id, reason in sorted(status.failed.items()))

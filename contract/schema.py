@@ -81,9 +81,90 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("trial_id", STRING), ("stage", INT), ("step", INT), ("loss", FLOAT),
         ("learning_rate", FLOAT), ("grad_norm", FLOAT), ("seconds", FLOAT),
     ),
+    # Where a trial's wall time went: one row per (stage, phase, task) it spent time in, written
+    # by the trial (its writer rank) as one part, `<trial id>.parquet`, when it ends. The
+    # phases and what each row's columns count are defined below the table (TIMING_PHASES).
+    "timings": (
+        ("trial_id", STRING), ("run_id", STRING),
+        # 0: the base model's evaluation; n: stage n (and, under start_from best_seed, the
+        # candidate prefixes of stage n + 1 this trial trained, scored or waited for); null: time
+        # outside any stage (the trial's start and end, and the OUTSIDE row).
+        ("stage", INT),
+        ("phase", STRING),
+        # evaluate rows: the eval task; train, data and reward_model rows: the stage's task;
+        # null otherwise (and for evaluate's own time outside any task).
+        ("task", STRING),
+        ("seconds", FLOAT),  # wall seconds (time.perf_counter), ≥ 0
+        ("examples", INT),   # see TIMING_PHASES: null where the phase processes no examples
+        ("tokens", INT),     # see TIMING_PHASES: null where not counted
+        # What the trial held while it ran (for GPU- and CPU-hours: seconds × devices):
+        # "gpu" with devices = its workers (one GPU each), or "cpu" with devices = workers ×
+        # torch threads per worker (its CPUs per worker).
+        ("device_kind", STRING), ("devices", INT),
+    ),
 }
 
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
+
+# The phases of the timings table. A trial's phases do not overlap: time inside a phase nested
+# in another (a model load inside an evaluation, a Parquet write inside a stage) counts for the
+# inner one only, so a trial's rows sum to its wall time (OUTSIDE closes the sum).
+MODEL_LOAD = "model_load"
+"""Loading weights and tokenizer from a checkpoint or the base model (trainables.models
+.load_model_and_tokenizer: for evaluation, for training the next stage, for best-seed validation,
+curvature's float32 copy)."""
+DATA = "data"
+"""Reading and sub-sampling examples (the stage's training set, the eval sets, replay sources)."""
+TRAIN = "train"
+"""The policy's trainer (trainer construction and tokenization included), only in the trial
+that trained the stage (a reused stage has no train row: its stage record keeps train_seconds).
+examples = the rows of every micro-batch the trainer's training step received, summed over the
+workers (SFT examples, DPO preference pairs, a reward model's pairs; a padding-free batch counts
+its sequences): steps × batch size, less the remainder an epoch's last batch lacks. Online RL
+(PPO, RLOO): the optimizer steps × the global batch (episodes, completions).
+tokens = the non-padding tokens of every micro-batch the trainer's training step received,
+summed over the workers: per micro-batch the sum of each `*attention_mask*` tensor (SFT: the
+example's input ids, prompt + completion + EOS as the seam encodes them; DPO: prompt + chosen +
+rejected ids; a reward model: chosen + rejected), or the input ids' count in a padding-free
+batch (it has no padding). Null for online RL (PPO, RLOO): their batches are prompts whose
+completions are generated inside the step, and nothing is counted."""
+REWARD_MODEL = "reward_model"
+"""Training the reward model an online-RL stage learns from its task (examples and tokens as
+TRAIN's, for the reward trainer: preference pairs; chosen + rejected tokens)."""
+CHECKPOINT_SAVE = "checkpoint_save"
+"""Saving the trained stage's checkpoint (safetensors, tokenizer), flushing it to storage,
+renaming it into the stage store and hashing its files for the stage record."""
+EVALUATE = "evaluate"
+"""One eval task on one stage's model (task = the eval task), in the trial that measured it (a
+stage whose evals were stored by another trial has none). examples = the task's eval examples
+scored. tokens = the scored tokens of option scoring: the length of every (example, option)
+sequence scored, context + option as the seam encodes it, cut from the left to max_length + 1
+tokens (trainables.evaluation.option_scoring.encode_pairs), summed over the options of every
+example; generated text (generate mode, generation tasks) is not counted (null for a task
+with no option scoring)."""
+CURVATURE = "curvature"
+"""Measuring the Hessian's spectrum on the stage's checkpoint (its float32 load included)."""
+VALIDATION = "validation"
+"""start_from best_seed: scoring a candidate on its task's validation sample (examples and
+tokens as EVALUATE's)."""
+WRITE = "write"
+"""Writing Parquet: the trial's parts, a stage's rows and measurements in the stage store
+(everything trainables.results_writer writes; the small JSON records are OTHER's)."""
+LOCK_WAIT = "lock_wait"
+"""Waiting for a stage's claim in the stage store (another trial training or measuring it)."""
+OTHER = "other"
+"""Time inside a stage not in any phase above: freeing memory between models (garbage
+collection), the weight-change row, reading stored rows back, JSON records, bookkeeping."""
+OUTSIDE = "outside"
+"""Time outside any stage: from the moment the Tune trial function started (for a
+multi-worker trial, the function that starts its Ray Train worker group, so the group's
+start-up is here) to the moment the trial writes its timings, minus every other row's seconds:
+importing the engine, starting workers, registering task files, clearing the trial's earlier
+parts, reporting metrics to Tune between stages.
+Ray's own scheduling before the trial function runs (placement, starting its process) is not
+in any row: it shows as the study's wall time beyond its trials'."""
+TIMING_PHASES = (MODEL_LOAD, DATA, TRAIN, REWARD_MODEL, CHECKPOINT_SAVE, EVALUATE, CURVATURE,
+                 VALIDATION, WRITE, LOCK_WAIT, OTHER, OUTSIDE)
 STAGE_TABLES = ("train_log", "weights", "replay")
 """Tables whose rows are fixed by a stage's training (stored with the stage, reused with it);
 the others measure a checkpoint (evals, predictions, curvature) or describe the trial (trials)."""

@@ -40,10 +40,11 @@ from contract.layout import StudyLayout, stage_part, trial_part
 from contract.plan import StagePlan, TrialPlan
 from contract.records import DIVERGED, FAILED, FINISHED, PENDING, SKIPPED, StageRecord, TrialMarker, write_record
 from contract.methods import ONLINE_RL_METHODS
-from contract.schema import ALL, PRIMARY_GROUPINGS, STAGE_TABLES, TABLE_NAMES
+from contract.schema import (ALL, CURVATURE, DATA, OTHER, PRIMARY_GROUPINGS, REWARD_MODEL, STAGE_TABLES, TABLE_NAMES,
+                             TRAIN, VALIDATION)
 from tasks import load_examples
 from tasks.definition import SELECTION_SPLIT
-from trainables import distributed, ranks
+from trainables import distributed, ranks, timings
 from trainables.evaluation.dispatch import evaluate_rows, primary_metric
 from trainables.evaluation.option_scoring import evaluate_examples
 from trainables.evaluation.precision import scoring, unwrapped
@@ -102,8 +103,10 @@ def register_plan_tasks(plan: TrialPlan) -> None:
                              f"(version {version} then, {now} now); run the study again to re-plan it")
 
 
-def run_chain(plan: TrialPlan, *, report: Reporter | None = None, executor: str = "function") -> dict[str, Any]:
-    """Run every stage of `plan` (reusing stored stages); write its parts; return the last metrics."""
+def run_chain(plan: TrialPlan, *, report: Reporter | None = None, executor: str = "function",
+              started_at: float | None = None) -> dict[str, Any]:
+    """Run every stage of `plan` (reusing stored stages); write its parts; return the last metrics.
+    `started_at`: time.time() when the trial began (its Tune function), where its timings start."""
     report = report or (lambda metrics: None)
     _quiet_libraries()
     register_plan_tasks(plan)
@@ -114,15 +117,18 @@ def run_chain(plan: TrialPlan, *, report: Reporter | None = None, executor: str 
                             "evaluate": lambda path: follow_evaluation(plan, path, eval_sets),
                             "report": lambda: report({})})
         return {}
+    timings.begin(timings.Recorder(plan.trial_id, plan.run.run_id, started=started_at or time.time()))
     report = distributed.leading_report(report)
     chain = _ChainRun(plan, executor)
     try:
         chain.start()
-        metrics = chain.base_stage()
+        with timings.phase(OTHER, stage=0):
+            metrics = chain.base_stage()
         chain.resolve_start_points()
         report(metrics)
         for index in range(len(chain.plan.stages)):
-            metrics = chain.stage(index)
+            with timings.phase(OTHER, stage=chain.plan.stages[index].stage):
+                metrics = chain.stage(index)
             report(metrics)
             if metrics["status"] != FINISHED:
                 break
@@ -215,11 +221,14 @@ class _ChainRun:
             own = [c for c in start.candidates if c[-1].seed == stages[index - 1].seed]
             for candidate in own + [c for c in start.candidates if c not in own]:
                 for i in range(len(candidate)):
-                    if self._ensure_stage(candidate, i)[1].status != FINISHED:
+                    with timings.phase(OTHER, stage=candidate[i].stage):
+                        record = self._ensure_stage(candidate, i)[1]
+                    if record.status != FINISHED:
                         break  # diverged: its later stages have no checkpoint to start from
             scores, n_validation = [], None
             for candidate in start.candidates:  # in seed order
-                measured = self._validation_accuracy(candidate, start.validation_size)
+                with timings.phase(VALIDATION, stage=candidate[-1].stage):
+                    measured = self._validation_accuracy(candidate, start.validation_size)
                 if measured is not None:  # None: the candidate diverged
                     score, n_validation = measured
                     scores.append((score, candidate))
@@ -256,6 +265,7 @@ class _ChainRun:
 
     def _score_validation(self, entry: StageEntry, stage: StagePlan, size: int, path: Path) -> None:
         examples = validation_examples(self.plan, stage, size)
+        timings.count(examples=len(examples))
         model, tokenizer = self.model_at(stage.stage_key, entry.checkpoint)
         with scoring(model, self.plan.eval_precision) as model:  # as the stage's evals are
             scored = evaluate_examples(model, encoder_for(self.plan.model, tokenizer), examples,
@@ -400,7 +410,8 @@ class _ChainRun:
         if stage.replay is not None:
             entry.write_rows("replay", replay_rows(self.trial_id, number, stage.replay.from_stage, inputs.replayed))
         start = time.perf_counter()
-        outcome = train_stage(self.plan, stage, inputs, work_dir)
+        with timings.phase(TRAIN, task=stage.task):
+            outcome = train_stage(self.plan, stage, inputs, work_dir)
         seconds = time.perf_counter() - start + inputs.reward_seconds
         del inputs  # `model` is the one reference left to the trained (maybe sharded) model
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -446,7 +457,8 @@ class _ChainRun:
         if not self.plan.curvature.measures(stage.stage) or entry.has_measure("curvature", self.keys.curvature):
             return
         self.drop_models()  # curvature loads its own float32 copy of the checkpoint
-        rows = curvature_rows(self.plan, stage, entry.checkpoint, _train_examples(self.plan, stage))
+        with timings.phase(CURVATURE):
+            rows = curvature_rows(self.plan, stage, entry.checkpoint, _train_examples(self.plan, stage))
         entry.write_measure("curvature", self.keys.curvature, rows)
 
     def _publish_evals(self, entry: StageEntry, number: int) -> dict[str, Any]:
@@ -479,10 +491,20 @@ class _ChainRun:
         return metrics
 
     def finish(self, *, resumable: bool = False) -> None:
+        self._write_timings(best_effort=resumable)
         write_record(StudyLayout(self.study_dir).trial_marker(self.trial_id), TrialMarker(
             trial_id=self.trial_id, run_id=self.store.run.run_id, status=self.status, failure=self.failure,
             stage_keys=tuple(s.stage_key for s in self.plan.stages), measure_keys=self.keys, resumable=resumable))
         shutil.rmtree(StudyLayout(self.study_dir).work(self.trial_id), ignore_errors=True)
+
+    def _write_timings(self, *, best_effort: bool) -> None:
+        """This trial's timings part (before its marker: a finished trial has one). After a failed
+        write it is written if it can be; the marker must be."""
+        try:
+            write_part(self.study_dir, "timings", trial_part(self.trial_id), timings.trial_rows())
+        except WriteError:
+            if not best_effort:
+                raise
 
     def write_failed(self, error: WriteError) -> dict[str, Any]:
         """End the trial as failed because something could not be written: the stage it was at
@@ -548,10 +570,11 @@ def trained_reward_model(plan: TrialPlan, stage: StagePlan, examples: list) -> s
     from trainables.stages.reward_model import REWARD_MODEL_DIRNAME, train_reward_model
 
     writer_scratch = StudyLayout(Path(plan.study_dir)).stage_work(plan.trial_id, stage.stage, 0)
-    path = train_reward_model(model_plan=plan.model, examples=examples, seed=stage.seed,
-                              settings=stage.online_rl.reward.train, training=plan.training,
-                              work_dir=str(stage_work_dir(plan, stage.stage)),
-                              out_dir=str(writer_scratch / REWARD_MODEL_DIRNAME))
+    with timings.phase(REWARD_MODEL, task=stage.task):
+        path = train_reward_model(model_plan=plan.model, examples=examples, seed=stage.seed,
+                                  settings=stage.online_rl.reward.train, training=plan.training,
+                                  work_dir=str(stage_work_dir(plan, stage.stage)),
+                                  out_dir=str(writer_scratch / REWARD_MODEL_DIRNAME))
     release_memory()
     return path
 
@@ -597,9 +620,10 @@ def follow_training(plan: TrialPlan, stage: StagePlan, previous_path: str, stage
 
 def plan_eval_sets(plan: TrialPlan) -> dict[str, list]:
     """Every eval task's examples, as each stage is evaluated on them."""
-    return {e.task: load_examples(e.task, "eval", size=e.size, data_dir=plan.data_dir, data_seed=plan.data_seed,
-                                  limit=e.limit, option_counts=e.option_counts, bad_rows=plan.bad_rows_policy)
-            for e in plan.eval_tasks}
+    with timings.phase(DATA):
+        return {e.task: load_examples(e.task, "eval", size=e.size, data_dir=plan.data_dir, data_seed=plan.data_seed,
+                                      limit=e.limit, option_counts=e.option_counts, bad_rows=plan.bad_rows_policy)
+                for e in plan.eval_tasks}
 
 
 def follow_evaluation(plan: TrialPlan, path: str, eval_sets: dict[str, list]) -> None:
@@ -620,18 +644,20 @@ def follow_evaluation(plan: TrialPlan, path: str, eval_sets: dict[str, list]) ->
 def _train_examples(plan: TrialPlan, stage: StagePlan) -> list:
     """The stage's training subsample: what it trains on (every method, PPO/RLOO prompts and the
     reward model included), what replay from it draws from, and the pool of its curvature sample."""
-    return load_examples(stage.task, "train", size=stage.train_size, data_dir=plan.data_dir,
-                         data_seed=plan.train_data_seed(stage), limit=stage.train_limit,
-                         option_counts=stage.option_counts, bad_rows=plan.bad_rows_policy)
+    with timings.phase(DATA):
+        return load_examples(stage.task, "train", size=stage.train_size, data_dir=plan.data_dir,
+                             data_seed=plan.train_data_seed(stage), limit=stage.train_limit,
+                             option_counts=stage.option_counts, bad_rows=plan.bad_rows_policy)
 
 
 def validation_examples(plan: TrialPlan, stage: StagePlan, size: int) -> list:
     """What best_seed scores a stage's model on: a stratified sample of `size` examples of its
     task's validation split, filtered as its training data is (option counts, limit). Never
     fewer than asked: study validation refuses such a selection_size, and so does this."""
-    examples = load_examples(stage.task, SELECTION_SPLIT, size=size, data_dir=plan.data_dir,
-                             data_seed=plan.data_seed, limit=stage.train_limit, option_counts=stage.option_counts,
-                             bad_rows=plan.bad_rows_policy)
+    with timings.phase(DATA):
+        examples = load_examples(stage.task, SELECTION_SPLIT, size=size, data_dir=plan.data_dir,
+                                 data_seed=plan.data_seed, limit=stage.train_limit,
+                                 option_counts=stage.option_counts, bad_rows=plan.bad_rows_policy)
     if len(examples) < size:
         raise ValueError(f"start_from best_seed: task {stage.task!r} has {len(examples)} validation examples, "
                          f"fewer than selection_size {size}; lower selection_size")

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from contract.schema import CHECKPOINT_SAVE, MODEL_LOAD
+from trainables import timings
 from trainables.ranks import model_device
 
 
@@ -125,8 +127,9 @@ def load_model_and_tokenizer(path: str, *, dtype: str = "auto", attn_implementat
                               **on_this_ranks_device()}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    with timings.phase(MODEL_LOAD):
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     return model, tokenizer
 
 
@@ -146,6 +149,7 @@ def release_memory() -> None:
 def save_checkpoint(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    with timings.phase(CHECKPOINT_SAVE):
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
     return out_dir

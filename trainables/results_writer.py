@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 
 from contract.atomic import write_file_atomic
 from contract.layout import StudyLayout
-from contract.schema import TABLE_NAMES, arrow_schema
+from contract.schema import TABLE_NAMES, WRITE, arrow_schema
+from trainables import timings
 
 # The tables' columns and types live in contract.schema (the readers use the same ones).
 _SCHEMAS: dict[str, pa.Schema] = {table: arrow_schema(table) for table in TABLE_NAMES}
@@ -36,5 +37,6 @@ def write_rows(path: str | Path, table: str, rows: Sequence[dict[str, Any]]) -> 
     extra = sorted({k for r in rows for k in r} - set(schema.names))
     if missing or extra:
         raise ValueError(f"rows for table '{table}' do not match its schema: missing {missing}, unexpected {extra}")
-    table_rows = pa.Table.from_pylist(list(rows), schema=schema)
-    return write_file_atomic(path, lambda tmp: pq.write_table(table_rows, tmp))
+    with timings.phase(WRITE):
+        table_rows = pa.Table.from_pylist(list(rows), schema=schema)
+        return write_file_atomic(path, lambda tmp: pq.write_table(table_rows, tmp))

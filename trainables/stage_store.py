@@ -84,7 +84,8 @@ from contract.keys import BASE_KEY_PREFIX
 from contract.layout import StageLayout, StudyLayout
 from contract.plan import RunInfo
 from contract.records import FINISHED, StageRecord, read_record, write_record
-from trainables import stage_claims
+from contract.schema import CHECKPOINT_SAVE, LOCK_WAIT
+from trainables import stage_claims, timings
 from trainables.results_writer import write_rows as write_parquet_rows
 
 
@@ -191,10 +192,11 @@ class StageEntry:
         so no other process publishes it meanwhile, and the staging folder is read (weight rows)
         before it is published. A holder killed before this leaves its `.checkpoint.<pid>`
         behind, for `reset` to remove."""
-        flush_tree(staging)
-        shutil.rmtree(self.checkpoint, ignore_errors=True)
-        os.replace(staging, self.checkpoint)
-        flush_tree(self.paths.folder, recursive=False)
+        with timings.phase(CHECKPOINT_SAVE):
+            flush_tree(staging)
+            shutil.rmtree(self.checkpoint, ignore_errors=True)
+            os.replace(staging, self.checkpoint)
+            flush_tree(self.paths.folder, recursive=False)
 
     def write_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         write_parquet_rows(self.paths.rows(table), table, rows)
@@ -209,7 +211,10 @@ class StageEntry:
         rows = self.paths.folder / StageLayout.ROWS
         if rows.is_dir():
             flush_tree(rows)
-        files = folder_digests(self.checkpoint) if status == FINISHED and self.checkpoint.is_dir() else None
+        files = None
+        if status == FINISHED and self.checkpoint.is_dir():
+            with timings.phase(CHECKPOINT_SAVE):  # hashing the checkpoint's files
+                files = folder_digests(self.checkpoint)
         record = StageRecord(stage_key=self.key, run_id=self.run.run_id, trained_by=trial_id, status=status,
                              reason=reason, finished_at=time.time(), train_seconds=train_seconds,
                              n_train_examples=n_train_examples, trained_on=stage_claims.current_node(),
@@ -265,7 +270,7 @@ class StageStore:
         the study's Ray coordinator, or flock without one: trainables.stage_claims)."""
         entry = self.entry(stage_key)
         entry.paths.folder.mkdir(parents=True, exist_ok=True)
-        with stage_claims.claim(self.layout.root, stage_key, entry.paths.lock):
+        with timings.entered(LOCK_WAIT, stage_claims.claim(self.layout.root, stage_key, entry.paths.lock)):
             # Who holds the stage now (for `study status` and for fault-injection tests).
             write_json_atomic(entry.paths.holder, stage_claims.holder_facts())
             try:

@@ -62,8 +62,11 @@ def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], 
     `cpus_per_worker` / `gpus_per_worker` are each worker's share; `workers` > 1 needs the
     `train` executor; `fsdp` shards the model over GPU workers (FSDP2) instead of replicating it.
     """
+    import time
+
     from ray import tune
 
+    started_at = time.time()  # where the trial's timings start (contract.schema.OUTSIDE)
     plan = plan_for(config)
     if not isinstance(fsdp, bool):  # execution.fsdp 'auto' is resolved by study.orchestrate, never passed on
         raise TypeError(f"fsdp must be true or false here (got {fsdp!r})")
@@ -76,7 +79,7 @@ def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], 
         _limit_threads(cpus_per_worker)
         from trainables.chain import run_chain
 
-        run_chain(plan, report=tune.report, executor="function")
+        run_chain(plan, report=tune.report, executor="function", started_at=started_at)
         return
 
     # Ray Train V2 patches `print` in workers to tee into its logger even while sys.stdout is
@@ -91,7 +94,8 @@ def chain_trial(config: dict[str, Any], *, plan_for: Callable[[dict[str, Any]], 
 
     trainer = TorchTrainer(
         train_worker_loop,
-        train_loop_config={"plan": plan, "cpus": cpus_per_worker, "gpus": gpus_per_worker, "fsdp": bool(fsdp)},
+        train_loop_config={"plan": plan, "cpus": cpus_per_worker, "gpus": gpus_per_worker, "fsdp": bool(fsdp),
+                           "started_at": started_at},
         scaling_config=scaling_config(workers=workers, cpus_per_worker=cpus_per_worker,
                                       gpus_per_worker=gpus_per_worker),
         run_config=RunConfig(
@@ -131,7 +135,7 @@ def train_worker_loop(config: dict[str, Any]) -> None:
     hide_gpus_unless_asked(config["gpus"])
     os.environ[FSDP_ENV] = "1" if fsdp else "0"
     _limit_threads(config["cpus"])
-    run_chain(config["plan"], report=ray.train.report, executor="train")
+    run_chain(config["plan"], report=ray.train.report, executor="train", started_at=config.get("started_at"))
 
 
 def hide_gpus_unless_asked(gpus: float) -> None:

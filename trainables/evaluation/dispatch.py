@@ -20,8 +20,10 @@ from typing import Any
 
 from contract.methods import GENERATE_MODE, SCORE_MODE
 from contract.plan import GenerationPlan, TrialPlan
+from contract.schema import EVALUATE
 from tasks import get_task
 from tasks.definition import PRIMARY_METRIC
+from trainables import timings
 from trainables.evaluation import generated_answers
 from trainables.evaluation.option_scoring import evaluate_examples, grouped_accuracy_rows
 from trainables.evaluation.over_ranks import judges_here, over_ranks
@@ -49,10 +51,12 @@ def evaluate_rows(plan: TrialPlan, model: Any, tokenizer: Any, eval_sets: dict[s
         for entry in plan.eval_tasks:
             name = entry.task
             items = eval_sets[name]
-            if get_task(name).kind == "generation":
-                evals, predictions = _generation_rows(plan, model, tokenizer, items)
-            else:
-                evals, predictions = _choice_rows(plan, name, entry.modes, model, tokenizer, items)
+            with timings.phase(EVALUATE, task=name):  # in the stage the caller's phase is in
+                timings.count(examples=len(items))
+                if get_task(name).kind == "generation":
+                    evals, predictions = _generation_rows(plan, model, tokenizer, items)
+                else:
+                    evals, predictions = _choice_rows(plan, name, entry.modes, model, tokenizer, items)
             head = {"trial_id": plan.trial_id, "stage": -1, "eval_task": name}
             eval_rows.extend({**head, **row} for row in evals)
             prediction_rows.extend({**head, **row} for row in predictions)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from contract.schema import ACCURACY_METRIC, ALL, PRIMARY_GROUPING, PRIMARY_GROUPINGS
+from trainables import timings
 from trainables.evaluation.over_ranks import merged, my_batches
 from trainables.tokenization import as_encoder, common_prefix_length
 
@@ -288,6 +289,7 @@ def option_scores(model: Any, tokenizer: Any, examples: Sequence[Any], *, batch_
     encoder = as_encoder(tokenizer)
     tokenizer = encoder.tokenizer
     pairs = encode_pairs(encoder, examples, max_length)
+    timings.count(tokens=sum(len(ids) for _, _, ids, _ in pairs))  # scored tokens (contract.schema.EVALUATE)
     scores: list[list[float]] = [[0.0] * len(ex.options) for ex in examples]
     if share_context and not can_share_context(model):
         raise ValueError("share_context=True needs a Hugging Face decoder-only model (see can_share_context)")

@@ -47,6 +47,7 @@ from contract.methods import DPO_REFERENCES, STAGE_START_REFERENCE
 from contract.plan import DpoPlan, ModelPlan, StagePlan, TrainingPlan
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.trainer_plumbing import TrainLogRecorder, frozen_copy, quiet_trainer
+from trainables.timings import count_fed
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import as_encoder, common_prefix_length
 
@@ -187,6 +188,7 @@ def build_dpo_trainer(*, model: Any, tokenizer: Any, stage: StagePlan, pairs: Se
         callbacks=callbacks or [],
     )
     quiet_trainer(trainer)
+    count_fed(trainer)  # examples and tokens into the timings phase it trains in
     if precompute:
         # Every pair's reference log-probabilities are in the dataset now: free the reference.
         del ref_model

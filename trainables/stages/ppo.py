@@ -52,6 +52,7 @@ from trainables.stages.online_rl import online_rl_inputs
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.text_reward import retokenizing_reward_model
 from trainables.stages.trainer_plumbing import TrainLogRecorder, frozen_copy, quiet_trainer
+from trainables.timings import count_fed
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import as_encoder
 
@@ -162,6 +163,7 @@ def run_ppo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence[
         callbacks=[log.callback()],
     )
     quiet_trainer(trainer)
+    count_fed(trainer)  # examples and tokens into the timings phase it trains in
     try:
         trainer.train()
     finally:

@@ -34,6 +34,7 @@ from contract.plan import ModelPlan, RewardPlan, RewardTrainingPlan, TrainingPla
 from trainables.stages.dpo import fitting_pairs, preference_tokens
 from trainables.stages.reward_data import reward_examples
 from trainables.stages.trainer_plumbing import TrainLogRecorder, quiet_trainer
+from trainables.timings import count_fed
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import AnswerEncoder
 
@@ -106,6 +107,7 @@ def train_reward_model(*, model_plan: ModelPlan, examples: Sequence[Any], seed: 
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
                             processing_class=tokenizer, callbacks=[log.callback()])
     quiet_trainer(trainer)
+    count_fed(trainer)  # examples and tokens into the timings phase it trains in
     trainer.train()
     # Gathered whole on rank 0 (a collective when FSDP sharded it), written once, read by all.
     # (FSDP2 shards `model` in place; DDP wraps it and leaves `model` whole.)

@@ -30,6 +30,7 @@ from trainables.stages.online_rl import online_rl_inputs
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.text_reward import check_reward_model, reward_function
 from trainables.stages.trainer_plumbing import TrainLogRecorder, frozen_copy, quiet_trainer, sharded_like_policy
+from trainables.timings import count_fed
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import as_encoder, chat_messages
 
@@ -80,6 +81,7 @@ def run_rloo(*, model: Any, tokenizer: Any, stage: StagePlan, examples: Sequence
         trainer.beta = settings.kl_coef
         trainer.args.beta = settings.kl_coef
     quiet_trainer(trainer)
+    count_fed(trainer)  # examples and tokens into the timings phase it trains in
     trainer.train()
     model.eval()
     return StageOutcome(log_rows=log.rows, n_examples=len(prompts))

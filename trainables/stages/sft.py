@@ -29,6 +29,7 @@ from contract.plan import ModelPlan, StagePlan, TrainingPlan
 from contract.problems import TokenizationError
 from trainables.stages.outcome import StageOutcome
 from trainables.stages.trainer_plumbing import TrainLogRecorder, quiet_trainer
+from trainables.timings import count_fed
 from trainables.stages.training_args import common_training_kwargs
 from trainables.tokenization import IGNORE_INDEX, AnswerEncoder, Encoded, as_encoder, chat_messages
 
@@ -88,6 +89,7 @@ def build_sft_trainer(*, model: Any, tokenizer: Any, stage: StagePlan, examples:
     )
     check_trainer_tokens(trainer.train_dataset, examples, encoded)
     quiet_trainer(trainer)
+    count_fed(trainer)  # examples and tokens into the timings phase it trains in
     return trainer
 
 
