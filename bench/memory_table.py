@@ -1,4 +1,4 @@
-"""The README's GPU table: what each paper-* preset needs per GPU, from the memory model.
+"""The GPU table of docs/paper-experiments.md: what each paper-* preset needs per GPU, from the memory model.
 
     python bench/memory_table.py            # prints the Markdown table (a few seconds, CPU only)
 

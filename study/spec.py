@@ -133,7 +133,7 @@ class EvaluationSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """How the study treats its task data (README: "Bad data rows")."""
+    """How the study treats its task data (docs/reliability.md: "Bad data rows")."""
 
     bad_rows: Literal["error", "skip"] = "error"  # = tasks.bad_rows.POLICIES
     """A row of the data the study reads that cannot be parsed or made into an item: 'error'
@@ -392,7 +392,7 @@ class StudySpec:
     model: ModelSpec = field(default_factory=ModelSpec)
     tasks: Mapping[str, TaskSpec] = field(default_factory=dict)
     task_files: tuple[str, ...] = ()
-    """YAML files declaring extra multiple-choice tasks (README: "Your own tasks"); relative
+    """YAML files declaring extra multiple-choice tasks (docs/tasks.md: "Your own tasks"); relative
     paths are relative to the study file."""
     eval_tasks: tuple[str, ...] = ()
     """Tasks evaluated at stage 0 and after every stage; empty = every task used in a chain."""

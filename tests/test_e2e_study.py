@@ -9,6 +9,7 @@ import pytest
 
 from analysis.labels import points
 from study.orchestrate import run_study
+from tests.doc_blocks import python_blocks, run_blocks
 from tests.report_checks import assert_every_interval_contains_its_estimate
 from study.spec_loading import spec_from_dict
 
@@ -95,6 +96,22 @@ def test_two_chain_study_writes_tables_and_report_matching_predictions(ray_clust
     assert f"{points(row['max_biased_forgetting'])} (p = " in report_md  # the maximum's permutation test
     assert_every_interval_contains_its_estimate(outcome.report.parent)
     assert (outcome.report.parent / "figures" / "forgetting_by_first_lr.png").stat().st_size > 1000
+
+    # The user docs' examples run on this folder and compute what they say: forgetting of each
+    # trial's first task (ToxiGenQA for tqa_arc, ARC for arc_tqa), as the report has it.
+    assert python_blocks("README.md") and len(python_blocks("docs/results.md")) >= 3
+    readme = run_blocks("README.md", study_dir)
+    assert sorted(readme["summary"]["forgetting"].to_list()) == pytest.approx(sorted(summary["forgetting"].to_list()))
+    assert readme["groups"].height > 0
+    docs = run_blocks("docs/results.md", study_dir)
+    forgetting = docs["forgetting"]
+    assert dict(forgetting.filter(pl.col("group") == "all").select("chain", "eval_task").iter_rows()) == \
+        {"tqa_arc": "toxigen_qa", "arc_tqa": "arc_easy"}
+    whole = forgetting.filter((pl.col("chain") == "tqa_arc") & (pl.col("group") == "all"))["forgetting"].item()
+    assert whole == pytest.approx(row["forgetting"])
+    assert forgetting.filter(pl.col("chain") == "tqa_arc").height == 14  # "all" + 13 groups
+    assert docs["by_stage"].height == evals.filter((pl.col("group") == "all") & (pl.col("metric") == "accuracy")).height
+    assert len(docs["evals_pd"]) == evals.height
 
     # Re-running the finished study overwrites its parts: no duplicated rows.
     again = run_study(spec)

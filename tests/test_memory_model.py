@@ -223,7 +223,7 @@ def test_validate_downloads_no_config(capsys, monkeypatch):
 
 
 def test_readme_table_row_for_paper_ordering():
-    """bench/memory_table.py, which writes the README's table: paper-ordering needs FSDP over 2
+    """bench/memory_table.py, which writes docs/paper-experiments.md's table: paper-ordering needs FSDP over 2
     GPUs of 80 GB with the default checkpointing (68.4 GB per GPU), one of 141 GB (136.3 GB), and
     FSDP over 8 GPUs of 80 GB without checkpointing; paper-batch-size's batch-2 grid point allows
     2 workers at most."""

@@ -485,10 +485,15 @@ def test_every_shipped_preset_validates():
 
 
 def test_readme_study_files_per_method_validate(tmp_path):
-    """The README shows one study file per method; each must stay valid as the spec evolves."""
+    """docs/methods.md shows one study file per method; each must stay valid as the spec evolves.
+    The README's study file too."""
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[1]
+    (example,) = re.findall(r"```yaml\n(name: my-study.*?)```", (root / "README.md").read_text(), re.S)
+    (tmp_path / "readme.yaml").write_text(example)
+    assert load_spec_file(tmp_path / "readme.yaml").seeds == (0, 1, 2)
+    readme = (root / "docs" / "methods.md").read_text()
     blocks = re.findall(r"```yaml\n(# (?:SFT|DPO|RLHF|RLOO).*?)```", readme, re.S)
     methods = set()
     for i, block in enumerate(blocks):
