@@ -127,9 +127,9 @@ def memory_line(needs: Needs) -> str:
     shown = ", ".join(f"{label} {_gb(size)}" for label, size in parts if size > 0)
     if needs.on_gpu:
         how = f"{needs.workers} worker{'s' if needs.workers != 1 else ''}" + (", FSDP" if needs.fsdp else "")
-        return (f"memory: {_gb(b.total)} GB per GPU at the largest step ({m.path}: {m.method}, {how}; {shown} GB; "
+        return (f"per trial: {_gb(b.total)} GB per GPU at the largest step ({m.path}: {m.method}, {how}; {shown} GB; "
                 f"peak at the {b.peak_phase}); the GPUs have {needs.gpu_memory_gb:g} GB (execution.gpu_memory_gb)")
-    return f"memory: {_gb(b.host_ram)} GB of RAM per CPU worker at the largest step ({m.path}: {m.method}; {shown} GB)"
+    return f"per trial: {_gb(b.host_ram)} GB of RAM per CPU worker at the largest step ({m.path}: {m.method}; {shown} GB)"
 
 
 def render_needs(needs: Needs) -> list[str]:
@@ -144,7 +144,7 @@ def render_needs(needs: Needs) -> list[str]:
     if needs.memory is not None:
         lines.append(memory_line(needs))
     else:
-        lines.append(f"memory: not estimated: {needs.config_note}")
+        lines.append(f"per trial: not estimated: {needs.config_note}")
     g = needs.gated
     if g is not None and g.gated:
         lines.append(f"access: gated on the Hugging Face Hub ({g.source}): accept its license at "

@@ -354,8 +354,11 @@ def study_needs(spec: StudySpec, *, local_files_only: bool = False,
     elif local_files_only and resolve_data_dir(spec.data_dir) is None:
         found["counts_note"] = "stages and examples counted by `study plan` (it reads the data from the Hub)"
     else:
-        found["cost"], _ = plan_costs(resolved, fresh=fresh, chars_per_token=table.chars_per_token,
-                                      model_params=table.model_params, force=True)
+        try:
+            found["cost"], _ = plan_costs(resolved, fresh=fresh, chars_per_token=table.chars_per_token,
+                                          model_params=table.model_params, force=True)
+        except (OSError, ValueError) as exc:  # data or tokenizer problems: the checks that own them report them
+            found["counts_note"] = f"stages and examples not counted: {str(exc).splitlines()[0][:200]}"
     return resolved, lines, Needs(**found), error
 
 
