@@ -16,7 +16,7 @@ from pathlib import Path
 
 from contract.atomic import WriteError
 from contract.problems import TokenizationError
-from study.orchestrate import StudyBusyError, check_memory, tokenization_preview
+from study.orchestrate import StudyBusyError, study_needs, tokenization_preview
 from study.presets import render_presets, resolve_study_file
 from study.spec_loading import SpecError, load_spec_file
 from tasks.bad_rows import BadRowsError  # pure data, no torch
@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-checkpoints", action="store_true",
                    help="before reusing a checkpoint stored by an earlier run, check its sha256 hashes against "
                         "its stage record (file sizes are always checked)")
+    p.add_argument("--force", action="store_true",
+                   help="start a study the hardware preflight refuses (a step over execution.gpu_memory_gb, "
+                        "or a model over 1B parameters fine-tuned on CPU)")
 
     p = sub.add_parser("report", help="write report.md/.html, tables and figures from a results folder")
     p.add_argument("results_dir")
@@ -114,6 +117,17 @@ def _trials(n: int) -> str:
     return f"{n} trial{'s' if n != 1 else ''}"
 
 
+def _print_needs(needs) -> None:
+    """The needs block (study.needs), and what `study run` would refuse on CPU."""
+    from study.needs import cpu_problem, render_needs
+
+    for line in render_needs(needs):
+        print(line)
+    cpu = cpu_problem(needs)
+    if cpu is not None:
+        print(f"needs: `study run` refuses this: {cpu.path}: {cpu.message}")
+
+
 def _load(file: str, overrides: list[str]):
     return load_spec_file(resolve_study_file(file), overrides)
 
@@ -123,9 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "validate":
             spec = _load(args.file, args.overrides)
-            _, lines = check_memory(spec, local_files_only=True)  # GPU studies only; exit 2 when one does not fit
+            # the memory check (GPU studies; exit 2 when a step does not fit) and what the study needs
+            _, lines, needs, memory_error = study_needs(spec, local_files_only=True)
             for line in lines:
                 print(line)
+            _print_needs(needs)
+            if memory_error is not None:
+                raise memory_error
             n = len(spec.chains) * len(spec.seeds)
             if spec.search is not None:
                 n *= spec.search.num_samples
@@ -156,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             from study.orchestrate import run_study
 
             outcome = run_study(spec, resume=args.resume, report=not args.no_report,
-                                verify_checkpoints=args.verify_checkpoints)
+                                verify_checkpoints=args.verify_checkpoints, force=args.force)
             print(f"[study] results: {outcome.study_dir}")
             if outcome.report:
                 print(f"[study] report: {outcome.report}")

@@ -115,10 +115,12 @@ def run_counts(study_dir: Path, plans: list[TrialPlan], run_id: str, skipped: in
 
 
 def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, verify_checkpoints: bool = False,
-              log=print) -> RunOutcome:
+              force: bool = False, log=print) -> RunOutcome:
     """Run the study (see the module docstring). `verify_checkpoints`: hash every stored
     checkpoint of an earlier run before reusing it (trainables.stage_store; sizes are always
-    checked)."""
+    checked). `force`: start a study the hardware preflight refuses (study.needs.refusal)."""
+    from study.needs import refusal, render_needs
+    from study.spec_loading import SpecError
     from tasks.source import data_source_line
 
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
@@ -128,7 +130,16 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, ver
     data = check_study_data(spec)  # every file the study reads; bad rows refused (or skipped) before anything is written
     for line in skipped_lines(data.bad):
         log(f"[study] {line}")
-    spec, _ = check_memory(spec)  # every 'auto' of the GPU budget resolved before anything is planned
+    # every 'auto' of the GPU budget resolved before anything is planned; what the study needs, printed
+    spec, lines, needs, memory_error = study_needs(spec, fresh=not resume)
+    for line in render_needs(needs):
+        log(f"[study] {line}")
+    refused = refusal(needs, list(memory_error.problems) if memory_error else [])
+    if refused and not force:
+        raise SpecError(refused, source=f"study {spec.name!r} (hardware)")
+    for problem in refused if force else []:
+        if problem.path:  # (not the line saying what to change)
+            log(f"[study] --force: started anyway: {problem}")
     study_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(study_dir):
         return _run_study(spec, study_dir, data=data, resume=resume, report=report,
@@ -286,7 +297,7 @@ def check_example_counts(spec: StudySpec) -> None:
         raise SpecError(problems, source=f"study {spec.name!r} (Hub data)")
 
 
-def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> tuple[StudySpec, list[str]]:
+def check_memory(spec: StudySpec, *, local_files_only: bool = False, force: bool = False) -> tuple[StudySpec, list[str]]:
     """The memory preflight (trainables.memory_preflight): a study whose steps do not fit its
     workers' GPUs raises SpecError (`study run` and `study validate` exit 2), each problem at its
     stage's field path with what would fit, and the evaluation batch sizes are checked against
@@ -297,7 +308,8 @@ def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> tuple[St
     of each distinct step and of the evaluation batches (nothing for a CPU study). With
     `local_files_only` (`study validate`) a model config that is not on this machine is not
     downloaded: the check is skipped with a line saying so, and a GPU study's 'auto' is left to
-    `study run`."""
+    `study run`. With `force` (`study run --force`) nothing is refused (the caller reports the problems:
+    `study_needs`)."""
     from study.spec_loading import SpecError
     from trainables.memory_preflight import memory_preflight
 
@@ -309,14 +321,62 @@ def check_memory(spec: StudySpec, *, local_files_only: bool = False) -> tuple[St
             raise
         return spec, [f"memory: not checked: a model config is not on this machine ({exc.__class__.__name__}); "
                       "`study run` reads it and checks before anything runs (and resolves 'auto')"]
-    if report.problems or evals.problems:
-        raise SpecError(report.problems + evals.problems, source=f"study {spec.name!r} (memory per worker)")
+    over = report.problems + evals.problems
+    if over and not force:
+        raise SpecError(over, source=f"study {spec.name!r} (memory per worker)")
+    if over:  # `study run --force`: started anyway; an evaluation batch that fits nowhere runs one row at a time
+        evals = dataclasses.replace(evals, eval_batch_size=evals.eval_batch_size or 1,
+                                    generation_batch_size=evals.generation_batch_size or 1)
     resolved = dataclasses.replace(
         spec, execution=dataclasses.replace(spec.execution, fsdp=report.fsdp),
         training=dataclasses.replace(spec.training, activation_checkpointing=report.activation_checkpointing))
     if spec.execution.gpus_per_trial > 0:
         resolved = _with_eval_batches(resolved, evals)
     return resolved, report.lines + evals.lines
+
+
+def study_needs(spec: StudySpec, *, local_files_only: bool = False,
+                fresh: bool = True) -> tuple[StudySpec, list[str], Any, Any]:
+    """What the study needs (study.needs.Needs: parameters, the largest step's memory, Hub
+    access, the cost plan's counts), with `check_memory`'s resolved spec and lines, and its
+    SpecError when a step does not fit (None when every step fits): raised by the caller, after
+    the needs are printed. `local_files_only` (`study validate`): no config downloaded, and
+    nothing counted when the data would come from the Hub. `fresh`: counted as a run without
+    --resume."""
+    from study.needs import Needs, gated_on_hub, trial_count
+    from study.spec_loading import SpecError
+    from study.throughput import DEFAULT_TABLE, load_table
+    from tasks import resolve_data_dir
+    from trainables.memory_preflight import trial_memory
+
+    error = None
+    try:
+        resolved, lines = check_memory(spec, local_files_only=local_files_only)
+    except SpecError as exc:
+        error = exc
+        resolved, lines = check_memory(spec, local_files_only=local_files_only, force=True)
+    ex, table = resolved.execution, load_table(DEFAULT_TABLE)
+    found: dict[str, Any] = dict(model=spec.model.name, on_gpu=ex.gpus_per_trial > 0, gpus_per_trial=ex.gpus_per_trial,
+                                 gpu_memory_gb=ex.gpu_memory_gb, fsdp=ex.fsdp is True, workers=ex.workers_per_trial,
+                                 gated=gated_on_hub(spec.model.name), trials=trial_count(spec))
+    try:
+        memory = trial_memory(resolved, local_files_only=local_files_only)
+        found.update(params=memory.params, memory=memory)
+    except (OSError, ValueError) as exc:
+        found["config_note"] = ("its config is not on this machine (`study run` reads it)" if local_files_only
+                                else f"its config could not be fetched ({exc.__class__.__name__})")
+        found["params"] = table.model_params.get(spec.model.name)  # published counts (study/throughput.yaml)
+    if spec.search is not None:
+        found["counts_note"] = "an Optuna search plans its stages as it samples them"
+    elif local_files_only and resolve_data_dir(spec.data_dir) is None:
+        found["counts_note"] = "stages and examples counted by `study plan` (it reads the data from the Hub)"
+    else:
+        try:
+            found["cost"], _ = plan_costs(resolved, fresh=fresh, chars_per_token=table.chars_per_token,
+                                          model_params=table.model_params, force=True)
+        except (OSError, ValueError) as exc:  # data or tokenizer problems: the checks that own them report them
+            found["counts_note"] = f"stages and examples not counted: {str(exc).splitlines()[0][:200]}"
+    return resolved, lines, Needs(**found), error
 
 
 def eval_batch_report(spec: StudySpec, *, local_files_only: bool = False) -> Any:
@@ -495,18 +555,20 @@ def _marker(study_dir: Path, trial_id: str) -> TrialMarker | None:
     return read_record(TrialMarker, StudyLayout(study_dir).trial_marker(trial_id))
 
 
-def plan_costs(spec: StudySpec, *, fresh: bool = False, chars_per_token: float, model_params: dict[str, int]) -> Any:
+def plan_costs(spec: StudySpec, *, fresh: bool = False, chars_per_token: float, model_params: dict[str, int],
+               force: bool = False) -> Any:
     """`study plan`: the study's plans counted (study.cost_plan.CostPlan) without training or
     loading weights and without writing to storage: the tiny model is built in this machine's
     cache (its plans name the folder `study run` builds it in, so the keys match); a Hub model's
     tokenizer and config are read only when they are on this machine (else tokens are estimated
-    from `chars_per_token` and parameters come from `model_params`, by model name)."""
+    from `chars_per_token` and parameters come from `model_params`, by model name). `force`: a
+    study whose steps do not fit its GPUs is counted anyway (`study run --force`)."""
     from study.cost_plan import count_plan
     from tasks import resolve_data_dir
     from trainables.models import resolve_base_model
     from trainables.token_counts import checkpoint_parameters, load_counter
 
-    spec, _ = check_memory(spec, local_files_only=True)
+    spec, _ = check_memory(spec, local_files_only=True, force=force)
     study_dir = resolve_study_dir(spec)
     data_dir = resolve_data_dir(spec.data_dir)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None

@@ -228,10 +228,11 @@ def test_the_circle_check_finds_a_circle_through_a_late_import(tmp_path):
     assert import_circles(import_graph(tmp_path)) == [["trainables.models", "trainables.ranks"]]
 
 
-def test_validating_a_cpu_study_loads_no_torch(data_dir):
-    """`study validate` on a CPU study (the memory check is for GPU studies) stays light: the
-    command starts nothing and imports no torch, ray, transformers or trl."""
-    done = _run_blocked({"torch", "ray", "transformers", "trl"}, f"""
+def test_validating_a_cpu_study_loads_no_ray(data_dir):
+    """`study validate` on a CPU study starts nothing: it imports no ray or trl (torch and
+    transformers it does: the needs block counts the model's parameters on the meta device and
+    the study's tokens with its tokenizer, study.needs)."""
+    done = _run_blocked({"ray", "trl"}, f"""
         from study.cli import main
 
         assert main(["validate", "demo", "--set", "data_dir={data_dir}"]) == 0

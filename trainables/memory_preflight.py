@@ -248,6 +248,34 @@ def memory_preflight(spec: Any, *, local_files_only: bool = False,
     return MemoryReport(problems=problems, lines=lines, fsdp=fsdp, activation_checkpointing=checkpointing)
 
 
+@dataclass(frozen=True)
+class TrialMemory:
+    """What one trial needs, for the needs block of `study validate` / `study run`: the model's
+    parameter count and the largest of its steps (by the memory model, at the settings the trials
+    run with)."""
+
+    params: int
+    path: str
+    """The field path of the largest step (its first, when several share it)."""
+    method: str
+    breakdown: Any
+    """Its MemoryBreakdown: bytes per GPU (per worker on CPU, where `host_ram` is what counts)."""
+
+
+def trial_memory(spec: Any, *, local_files_only: bool = False,
+                 read_config: Callable[[str], Any] | None = None) -> TrialMemory:
+    """The study's largest step under its own settings (call it with 'auto' resolved:
+    study.orchestrate.check_memory), by GPU memory on a GPU study and by host RAM on a CPU one.
+    OSError when a config cannot be read."""
+    from trainables.memory_model import estimate
+
+    steps = study_steps(spec, local_files_only=local_files_only, read_config=read_config)
+    on_gpu = spec.execution.gpus_per_trial > 0
+    sized = [(path, shape, setup, estimate(shape, setup)) for path, shape, setup in steps]
+    path, shape, setup, breakdown = max(sized, key=lambda s: s[3].total if on_gpu else s[3].host_ram)
+    return TrialMemory(params=shape.params, path=path, method=setup.method, breakdown=breakdown)
+
+
 # ---------------------------------------------------------------- evaluation batch sizes
 
 
