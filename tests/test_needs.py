@@ -38,7 +38,7 @@ def test_validate_prints_what_a_7b_preset_needs(capsys, llama7b_folder, data_dir
     # from the best first stage, so seeds do not share)
     assert "needs: work: 24 trials, 48 stage trainings after sharing (48 in the chains)," in out
     assert "needs: `study run` refuses this: execution.gpus_per_trial: 0: fine-tuning" in out
-    assert "valid study 'paper-first-lr'" in out.splitlines()[-1]
+    assert "valid study 'paper-first-lr'" in out.splitlines()[-2] and out.splitlines()[-1].startswith("data: ")
 
 
 def test_validate_on_eight_gpus_gives_the_per_gpu_estimate(capsys, llama7b_folder, data_dir):
