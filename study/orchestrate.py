@@ -120,7 +120,9 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, ver
     checkpoint of an earlier run before reusing it (trainables.stage_store; sizes are always
     checked)."""
     from tasks.source import data_source_line
+    from trainables.quiet_logs import quiet_libraries
 
+    quiet_libraries()  # the driver's preflight loads tokenizers and configs: the same noise as a trial's
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     log(data_source_line(spec.data_dir))
     check_hub_data(spec)  # no mirror: every dataset the study reads fetched, those the Hub cannot give named

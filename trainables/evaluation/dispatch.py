@@ -57,8 +57,9 @@ def evaluate_rows(plan: TrialPlan, model: Any, tokenizer: Any, eval_sets: dict[s
                     evals, predictions = _generation_rows(plan, model, tokenizer, items)
                 else:
                     evals, predictions = _choice_rows(plan, name, entry.modes, model, tokenizer, items)
-            head = {"trial_id": plan.trial_id, "stage": -1, "eval_task": name, "chance": chance_accuracy(items)}
-            eval_rows.extend({**head, **row} for row in evals)
+            head = {"trial_id": plan.trial_id, "stage": -1, "eval_task": name}
+            chance = chance_accuracy(items)
+            eval_rows.extend({**head, **row, "chance": chance} for row in evals)
             prediction_rows.extend({**head, **row} for row in predictions)
     return eval_rows, prediction_rows
 
