@@ -30,6 +30,8 @@ def _overall_rows(evals: Frame) -> pl.LazyFrame:
         lazy = lazy.with_columns(metric=pl.lit(ACCURACY_METRIC))
     # Rows written before the `value` column existed are accuracy rows: their value is the accuracy.
     value = typed_column("evals", "value") if "value" in names else null_column("evals", "value")
+    # The eval set's chance accuracy; rows written before the column existed have none.
+    chance = typed_column("evals", "chance") if "chance" in names else null_column("evals", "chance")
     return (
         lazy.filter(pl.col("group") == ALL)
         .select(
@@ -37,13 +39,16 @@ def _overall_rows(evals: Frame) -> pl.LazyFrame:
             typed_column("evals", "metric").fill_null(ACCURACY_METRIC),
             typed_column("evals", "n"),
             pl.coalesce(value, typed_column("evals", "accuracy")).alias("value"),
+            chance,
         )
     )
 
 
 def stage_benchmarks(trials: Frame, evals: Frame) -> pl.DataFrame:
     """Long table, one row per (setting, stage, eval_task, metric): the seed mean and spread of
-    the metric over the task's whole eval set. Stage 0 is the base model (stage_task null)."""
+    the metric over the task's whole eval set, and the set's chance accuracy (a uniform guess;
+    null for generation tasks and results written before evals had it). Stage 0 is the base
+    model (stage_task null)."""
     overview = trial_overview(trials)
     rows = _overall_rows(evals).filter(pl.col("metric") != JUDGE_METRIC).collect()
     return (
@@ -56,9 +61,10 @@ def stage_benchmarks(trials: Frame, evals: Frame) -> pl.DataFrame:
             n=pl.col("n").max(),
             value=pl.col("value").mean(),
             value_std=pl.col("value").std(),
+            chance=pl.col("chance").mean(),
         )
         .select(*SETTING, "chain_stages", "stage", "stage_task", "eval_task", "metric", "n_seeds", "n",
-                "value", "value_std")
+                "value", "value_std", "chance")
         .sort(*SETTING, "stage", "eval_task", "metric")
     )
 

@@ -3,8 +3,11 @@ the curvature figures of the paper's Figure 5).
 
 matplotlib is driven through its object API with the Agg canvas, never pyplot, so building a
 report neither needs a display nor changes the backend of a researcher's interactive session.
-Every function writes its file even when there is nothing to plot (a "no data" notice), so a
-report always has the same set of files.
+A figure with nothing to plot is not drawn: its function writes no file and returns None, and
+the report leaves it out. Settings are labelled in words ("ToxiGenQA → ARC, lr 1e-3": `orders`
+maps a chain to its order in display names, analysis.labels.readable_setting), the panels of
+one figure share their y-scale, and accuracy panels mark chance (a uniform guess, the evals'
+`chance` column) with a dotted line.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from analysis.labels import setting_label
+from analysis.labels import readable_setting, task_label
 from contract.schema import HEADLINE_METRICS
 
 # Beyond this many settings the per-group panel figure becomes unreadable; the report's
@@ -42,12 +45,21 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def _no_data(path: Path, title: str) -> Path:
-    figure = _new_figure(6, 3)
-    axes = figure.add_subplot()
-    axes.set_axis_off()
-    axes.text(0.5, 0.5, f"{title}\n(no data)", ha="center", va="center")
-    return _save(figure, path)
+def _setting(orders: dict[str, str] | None, chain: str, grid_point: str | None) -> str:
+    """A setting's label in a figure: its order in display names (orders: chain -> order) and
+    its grid point in words; a chain missing from `orders` is shown by its name."""
+    return readable_setting((orders or {}).get(chain, chain), grid_point)
+
+
+def _share_y(figure: Figure) -> None:
+    """One y-scale for every panel of `figure`: the union of their autoscaled limits."""
+    panels = figure.axes
+    if len(panels) < 2:
+        return
+    low = min(a.get_ylim()[0] for a in panels)
+    high = max(a.get_ylim()[1] for a in panels)
+    for axes in panels:
+        axes.set_ylim(low, high)
 
 
 def _interval_spans(x: list, low: list[float | None], high: list[float | None]) -> tuple[list, list[float], list[float]]:
@@ -65,8 +77,9 @@ def _draw_intervals(axes, x: list, low: list[float | None], high: list[float | N
 
 
 def plot_forgetting_by_hyperparameter(
-    summary: pl.DataFrame, column: str, path: Path, *, xlabel: str | None = None
-) -> Path:
+    summary: pl.DataFrame, column: str, path: Path, *, xlabel: str | None = None,
+    orders: dict[str, str] | None = None,
+) -> Path | None:
     """Forgetting of the first task (y, points) against one hyperparameter (x), one line per
     chain (task order): solid = overall forgetting, dashed = WG forgetting (the paper's Figures
     2 and 4). `column` is a column of analysis.forgetting_summary: "first_learning_rate" or an
@@ -82,10 +95,10 @@ def plot_forgetting_by_hyperparameter(
     name = xlabel or column
     title = f"Forgetting of the first task by {name}"
     if column not in summary.columns:
-        return _no_data(path, title)
+        return None
     data = summary.filter(pl.col(column).is_not_null() & pl.col("forgetting").is_not_null())
     if data.is_empty() or not data.schema[column].is_numeric():
-        return _no_data(path, title)
+        return None
     # The WG line is a maximum over groups, which has no interval (analysis.uncertainty).
     bounds = ["forgetting_low", "forgetting_high"]
     # Without predictions the summary has no interval columns: every point is then bar-less.
@@ -104,14 +117,15 @@ def plot_forgetting_by_hyperparameter(
     axes = figure.add_subplot()
     for (chain,), line in by_value.group_by("chain", maintain_order=True):
         x = line.get_column(column).to_list()
-        drawn = axes.plot(x, [100 * v for v in line.get_column("forgetting")], marker="o", label=f"{chain}")
+        name_of_chain = (orders or {}).get(chain, chain)
+        drawn = axes.plot(x, [100 * v for v in line.get_column("forgetting")], marker="o", label=name_of_chain)
         colour = drawn[0].get_color()
         _draw_intervals(axes, x, line["forgetting_low"].to_list(), line["forgetting_high"].to_list(), colour)
         wg = line.filter(pl.col("wg_forgetting").is_not_null())
         if not wg.is_empty():
             wg_x = wg.get_column(column).to_list()
             axes.plot(wg_x, [100 * v for v in wg.get_column("wg_forgetting")], marker="x", linestyle="--",
-                      color=colour, label=f"{chain} (WG)")
+                      color=colour, label=f"{name_of_chain} (worst group)")
     if "learning_rate" in column and (by_value.get_column(column) > 0).all():
         axes.set_xscale("log")
     else:
@@ -125,22 +139,29 @@ def plot_forgetting_by_hyperparameter(
     return _save(figure, path)
 
 
-def plot_forgetting_by_first_lr(summary: pl.DataFrame, path: Path) -> Path:
+def plot_forgetting_by_first_lr(summary: pl.DataFrame, path: Path, *, orders: dict[str, str] | None = None) -> Path | None:
     """Forgetting of the first task against stage 1's learning rate (log x), one line per
     chain; solid = overall, dashed = WG, error bars = 95% intervals (the paper's Figure 2a).
     See plot_forgetting_by_hyperparameter."""
     return plot_forgetting_by_hyperparameter(
-        summary, "first_learning_rate", path, xlabel="learning rate of stage 1"
+        summary, "first_learning_rate", path, xlabel="learning rate of stage 1", orders=orders
     )
 
 
-def plot_group_forgetting(groups: pl.DataFrame, path: Path) -> Path:
+def plot_group_forgetting(groups: pl.DataFrame, path: Path, *, orders: dict[str, str] | None = None) -> Path | None:
+    """group_forgetting_figure, saved to `path` (None, and no file, when there is nothing to plot)."""
+    figure = group_forgetting_figure(groups, orders=orders)
+    return None if figure is None else _save(figure, path)
+
+
+def group_forgetting_figure(groups: pl.DataFrame, *, orders: dict[str, str] | None = None) -> Figure | None:
     """Per-group forgetting bars at each setting's final stage, the overall forgetting marked
     by a dashed line and the worst group in red (like the paper's Figures 3 and 6), with 95%
-    intervals as error bars when `groups` carries group_forgetting_low/_high."""
+    intervals as error bars when `groups` carries group_forgetting_low/_high. One panel per
+    setting, all on one y-scale."""
     title = "Per-group forgetting of the first task at the final stage"
     if groups.is_empty():
-        return _no_data(path, title)
+        return None
     settings = groups.select("chain", "grid_point").unique(maintain_order=True).head(MAX_GROUP_PANELS)
     columns = min(3, settings.height)
     rows = -(-settings.height // columns)
@@ -162,20 +183,21 @@ def plot_group_forgetting(groups: pl.DataFrame, path: Path) -> Path:
             axes.legend(fontsize="x-small")
         axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize="x-small")
         axes.set_ylabel("forgetting (points)")
-        axes.set_title(setting_label(chain, grid_point), fontsize="small")
+        axes.set_title(_setting(orders, chain, grid_point), fontsize="small")
+    _share_y(figure)
     shown = settings.height
     total = groups.select("chain", "grid_point").unique().height
     suffix = f" (first {shown} of {total} settings)" if total > shown else ""
     figure.suptitle(title + suffix)
     figure.tight_layout()
-    return _save(figure, path)
+    return figure
 
 
-def plot_forgetting_curve(curve: pl.DataFrame, path: Path) -> Path:
+def plot_forgetting_curve(curve: pl.DataFrame, path: Path, *, orders: dict[str, str] | None = None) -> Path | None:
     """Forgetting of the first task after each later stage, one line per setting."""
     title = "Forgetting of the first task after each later stage"
     if curve.is_empty():
-        return _no_data(path, title)
+        return None
     figure = _new_figure(7, 4.5)
     axes = figure.add_subplot()
     for (chain, grid_point), line in curve.sort("after_stage").group_by(
@@ -185,7 +207,7 @@ def plot_forgetting_curve(curve: pl.DataFrame, path: Path) -> Path:
             line.get_column("after_stage").to_list(),
             [100 * v for v in line.get_column("forgetting")],
             marker="o",
-            label=setting_label(chain, grid_point),
+            label=_setting(orders, chain, grid_point),
         )
     stages = sorted(set(curve.get_column("after_stage").to_list()))
     axes.set_xticks(stages)
@@ -225,13 +247,14 @@ def _fit_label(fit: dict) -> str:
     return f"OLS p={p}, R²={r2}, n={fit['n']}"
 
 
-def plot_spectral_radius_by_setting(by_setting: pl.DataFrame, path: Path) -> Path:
+def plot_spectral_radius_by_setting(by_setting: pl.DataFrame, path: Path, *,
+                                    orders: dict[str, str] | None = None) -> Path | None:
     """Spectral radius after stage 1 per setting (bars, mean over seeds, error bars = std over
     seeds), coloured by first task, like the paper's Figure 5a (task ordering)."""
     title = "Spectral radius of the first task's Hessian after stage 1"
     data = by_setting.filter(pl.col("spectral_radius").is_not_null()).sort("first_task", "chain", "grid_point")
     if data.is_empty():
-        return _no_data(path, title)
+        return None
     shown = data.head(MAX_CURVATURE_BARS)
     colours = _task_colours(shown.get_column("first_task").to_list())
     figure = _new_figure(max(6.0, 0.6 * shown.height + 2), 4.5)
@@ -245,11 +268,11 @@ def plot_spectral_radius_by_setting(by_setting: pl.DataFrame, path: Path) -> Pat
         capsize=3,
         color=[colours[task] for task in shown.get_column("first_task")],
     )
-    labels = [setting_label(c, g) for c, g in shown.select("chain", "grid_point").iter_rows()]
+    labels = [_setting(orders, c, g) for c, g in shown.select("chain", "grid_point").iter_rows()]
     axes.set_xticks(list(positions), labels, rotation=45, ha="right", fontsize="x-small")
     from matplotlib.patches import Patch
 
-    legend = [Patch(color=colour, label=task) for task, colour in colours.items()]
+    legend = [Patch(color=colour, label=task_label(task)) for task, colour in colours.items()]
     axes.legend(handles=legend, title="first task", fontsize="small")
     axes.set_ylabel("spectral radius ρ(H)")
     suffix = f" (first {shown.height} of {data.height} settings)" if data.height > shown.height else ""
@@ -258,7 +281,7 @@ def plot_spectral_radius_by_setting(by_setting: pl.DataFrame, path: Path) -> Pat
     return _save(figure, path)
 
 
-def plot_spectral_radius_by_lr(by_setting: pl.DataFrame, regressions: pl.DataFrame, path: Path) -> Path:
+def plot_spectral_radius_by_lr(by_setting: pl.DataFrame, regressions: pl.DataFrame, path: Path) -> Path | None:
     """Spectral radius after stage 1 (y) against stage 1's learning rate (x, log), like the
     paper's Figure 5b: one colour per first task, a point per setting (mean over seeds, error
     bars = std over seeds) and the task's OLS line in log10(lr) fitted on the trials
@@ -268,7 +291,7 @@ def plot_spectral_radius_by_lr(by_setting: pl.DataFrame, regressions: pl.DataFra
         pl.col("spectral_radius").is_not_null() & (pl.col("first_learning_rate") > 0)
     ).sort("first_task", "first_learning_rate")
     if data.is_empty():
-        return _no_data(path, title)
+        return None
     import numpy as np
 
     colours = _task_colours(data.get_column("first_task").to_list())
@@ -279,13 +302,13 @@ def plot_spectral_radius_by_lr(by_setting: pl.DataFrame, regressions: pl.DataFra
         axes.errorbar(
             lrs, points.get_column("spectral_radius").to_numpy(),
             yerr=points.get_column("spectral_radius_std").fill_null(float("nan")).to_numpy(),
-            fmt="o", capsize=3, color=colours[task], label=task,
+            fmt="o", capsize=3, color=colours[task], label=task_label(task),
         )
         fit = _fit(regressions, "spectral_radius~log10_lr", task)
         if fit is not None:
             xs = np.logspace(np.log10(lrs.min()), np.log10(lrs.max()), 50)
             axes.plot(xs, fit["intercept"] + fit["slope"] * np.log10(xs), linestyle="--",
-                      color=colours[task], label=f"{task}: {_fit_label(fit)}")
+                      color=colours[task], label=f"{task_label(task)}: {_fit_label(fit)}")
     axes.set_xscale("log")
     axes.set_xlabel("learning rate of stage 1")
     axes.set_ylabel("spectral radius ρ(H)")
@@ -297,7 +320,7 @@ def plot_spectral_radius_by_lr(by_setting: pl.DataFrame, regressions: pl.DataFra
 
 def plot_forgetting_by_spectral_radius(
     by_trial: pl.DataFrame, regressions: pl.DataFrame, path: Path
-) -> Path:
+) -> Path | None:
     """Forgetting of the first task at the final stage (y, points) against the spectral
     radius after stage 1 (x), one point per trial and colour per first task, with the task's
     OLS line (regression "forgetting~spectral_radius"), like the paper's Figure 5c."""
@@ -306,7 +329,7 @@ def plot_forgetting_by_spectral_radius(
         pl.col("spectral_radius").is_not_null() & pl.col("forgetting").is_not_null()
     ).sort("first_task", "spectral_radius")
     if data.is_empty():
-        return _no_data(path, title)
+        return None
     import numpy as np
 
     colours = _task_colours(data.get_column("first_task").to_list())
@@ -314,12 +337,12 @@ def plot_forgetting_by_spectral_radius(
     axes = figure.add_subplot()
     for (task,), points in data.group_by("first_task", maintain_order=True):
         radius = points.get_column("spectral_radius").to_numpy()
-        axes.scatter(radius, 100 * points.get_column("forgetting").to_numpy(), color=colours[task], label=task)
+        axes.scatter(radius, 100 * points.get_column("forgetting").to_numpy(), color=colours[task], label=task_label(task))
         fit = _fit(regressions, "forgetting~spectral_radius", task)
         if fit is not None:
             xs = np.linspace(radius.min(), radius.max(), 50)
             axes.plot(xs, 100 * (fit["intercept"] + fit["slope"] * xs), linestyle="--",
-                      color=colours[task], label=f"{task}: {_fit_label(fit)}")
+                      color=colours[task], label=f"{task_label(task)}: {_fit_label(fit)}")
     axes.axhline(0, color="grey", linewidth=0.8)
     axes.set_xlabel("spectral radius ρ(H) after stage 1")
     axes.set_ylabel("forgetting of first task (points)")
@@ -333,14 +356,25 @@ def plot_forgetting_by_spectral_radius(
 MAX_PROGRESSION_PANELS = 8
 
 
-def plot_accuracy_progression(long: pl.DataFrame, path: Path) -> Path:
+def plot_accuracy_progression(long: pl.DataFrame, path: Path, *, orders: dict[str, str] | None = None) -> Path | None:
+    """accuracy_progression_figure, saved to `path` (None, and no file, when there is nothing to plot)."""
+    figure = accuracy_progression_figure(long, orders=orders)
+    return None if figure is None else _save(figure, path)
+
+
+CHANCE_LABEL = "chance"
+
+
+def accuracy_progression_figure(long: pl.DataFrame, *, orders: dict[str, str] | None = None) -> Figure | None:
     """Each eval task's headline metric (accuracy, or safe % for generation tasks) after every
     stage, stage 0 = the base model; one panel per task, one line per setting (the paper's
-    Figure 7). `long` is analysis.benchmarks.stage_benchmarks."""
+    Figure 7), every panel on one y-scale. An accuracy panel whose eval set has a chance level
+    (`long`'s chance column: a uniform guess's accuracy) marks it with a dotted grey line
+    labelled CHANCE_LABEL. `long` is analysis.benchmarks.stage_benchmarks."""
     title = "Every eval task after every stage"
     data = long.filter(pl.col("metric").is_in(HEADLINE_METRICS) & pl.col("value").is_not_null())
     if data.is_empty():
-        return _no_data(path, title)
+        return None
     panels = data.select("eval_task", "metric").unique().sort("metric", "eval_task").head(MAX_PROGRESSION_PANELS)
     columns = min(4, panels.height)
     rows = -(-panels.height // columns)
@@ -350,12 +384,16 @@ def plot_accuracy_progression(long: pl.DataFrame, path: Path) -> Path:
         panel = data.filter((pl.col("eval_task") == task) & (pl.col("metric") == metric)).sort("stage")
         for (chain, grid_point), line in panel.group_by("chain", "grid_point", maintain_order=True):
             axes.plot(line.get_column("stage").to_list(), [100 * v for v in line.get_column("value")],
-                      marker="o", label=setting_label(chain, grid_point))
+                      marker="o", label=_setting(orders, chain, grid_point))
+        chance = panel.get_column("chance").drop_nulls().mean() if "chance" in panel.columns else None
+        if chance is not None and metric != "safe":
+            axes.axhline(100 * chance, color="grey", linestyle=":", linewidth=1, label=CHANCE_LABEL)
         axes.set_xticks(sorted(set(panel.get_column("stage").to_list())))
         axes.set_xlabel("after stage (0 = base)")
         axes.set_ylabel("safe %" if metric == "safe" else "accuracy (%)")
-        axes.set_title(task, fontsize="small")
+        axes.set_title(task_label(task), fontsize="small")
+    _share_y(figure)
     figure.axes[0].legend(fontsize="x-small")
     figure.suptitle(title + " (mean over seeds)")
     figure.tight_layout()
-    return _save(figure, path)
+    return figure

@@ -39,6 +39,31 @@ def setting_label(chain: str, grid_point: str | None) -> str:
     return f"{chain} ({grid})" if grid else chain
 
 
+def grid_words(grid_point: str | None) -> str:
+    """A grid point in words for a figure: '{"stage1.learning_rate": 0.001}' -> 'lr 1e-3',
+    '{"stage2.learning_rate": 1e-05, "stage1.batch_size": 8}' -> 'bs 8, stage-2 lr 1e-5'
+    (stage 1's settings unprefixed: the first stage is what the figures vary)."""
+    values = json.loads(grid_point or "{}")
+    words = []
+    for key in sorted(values):
+        scope, _, name = key.rpartition(".")
+        short, text = hyperparameter_label(key, values[key]).split("=", 1)
+        if name == "learning_rate" and isinstance(values[key], (int, float)) and values[key] > 0:
+            mantissa, exponent = f"{values[key]:e}".split("e")
+            text = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        prefix = "" if scope in ("stage1", "") else (
+            f"stage-{scope[5:]} " if scope.startswith("stage") and scope[5:].isdigit() else f"{scope} ")
+        words.append(f"{prefix}{short} {text}")
+    return ", ".join(words)
+
+
+def readable_setting(order: str, grid_point: str | None) -> str:
+    """A setting as a figure shows it: the chain's order in display names and its grid point in
+    words, e.g. 'ToxiGenQA → ARC, lr 1e-3'."""
+    grid = grid_words(grid_point)
+    return f"{order}, {grid}" if grid else order
+
+
 def points(fraction: float | None, digits: int = 2) -> str:
     """A fraction in [0, 1] (or a difference of two) as percentage points, e.g. 0.0481 -> '4.81'."""
     if fraction is None:

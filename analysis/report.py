@@ -39,9 +39,11 @@ from analysis.forgetting import (
     mean_stage_accuracy,
 )
 from analysis.labels import axis_label
+from analysis.paper_table_reasons import missing_reasons
 from analysis.paper_tables import paper_tables, reward_models, varying_axes
 from analysis.render import render_html, render_markdown
-from analysis.report_sections import report_blocks
+from analysis.report_header import chain_orders, study_settings
+from analysis.report_sections import curvature_measured, report_blocks, shows_curve
 from analysis.results import ResultTables, load_results
 from analysis.table_columns import typed
 from analysis.timings import phase_summary
@@ -111,27 +113,30 @@ def _with_intervals(summary: pl.DataFrame, groups: pl.DataFrame, tables: dict[st
 def _curvature_tables(
     results: ResultTables, trials: pl.DataFrame, evals: pl.DataFrame, *, metric: str
 ) -> dict[str, pl.DataFrame]:
-    """The curvature tables, or {} when the results hold neither curvature nor weights."""
+    """The curvature tables, or {} when the results hold neither curvature nor weights; without
+    a spectral radius (weights only) just the per-trial and per-setting weight change."""
     if results.curvature is None and results.weights is None:
         return {}
     curvature = None if results.curvature is None else results.curvature.collect()
     weights = None if results.weights is None else results.weights.collect()
     by_trial = curvature_by_trial(trials, evals, curvature=curvature, weights=weights, metric=metric)
+    tables = {"curvature_by_setting": curvature_by_setting(by_trial), "curvature_by_trial": by_trial}
+    if not curvature_measured(tables):
+        return tables
     groups = group_curvature_by_trial(trials, evals, curvature=curvature, metric=metric)
-    return {
-        "curvature_by_setting": curvature_by_setting(by_trial),
-        "curvature_by_trial": by_trial,
+    return tables | {
         "group_curvature_by_trial": groups,
         "curvature_regressions": curvature_regressions(by_trial, groups),
     }
 
 
-def _curvature_figures(tables: dict[str, pl.DataFrame], figure_dir: Path) -> dict[str, Path]:
+def _curvature_figures(tables: dict[str, pl.DataFrame], figure_dir: Path,
+                       orders: dict[str, str]) -> dict[str, Path | None]:
     files = {name: figure_dir / file for name, file in CURVATURE_FIGURE_FILES.items()}
     regressions = tables["curvature_regressions"]
     return {
         "spectral_radius_by_setting": plot_spectral_radius_by_setting(
-            tables["curvature_by_setting"], files["spectral_radius_by_setting"]
+            tables["curvature_by_setting"], files["spectral_radius_by_setting"], orders=orders
         ),
         "spectral_radius_by_lr": plot_spectral_radius_by_lr(
             tables["curvature_by_setting"], regressions, files["spectral_radius_by_lr"]
@@ -186,11 +191,12 @@ def write_report(
     Into out_dir (default <results_dir>/report): report.md, report.html (figures embedded),
     tables/{forgetting_summary,group_forgetting,forgetting_curve,stage_accuracy,
     forgetting_by_trial, ...}.{csv,parquet} and figures/{forgetting_by_first_lr,group_forgetting,
-    forgetting_curve,accuracy_progression}.png. When the results hold a curvature or weights table, a "Curvature
-    and weight change" section is added, with tables/{curvature_by_setting,curvature_by_trial,
-    group_curvature_by_trial,curvature_regressions}.{csv,parquet} and figures/
-    {spectral_radius_by_setting,spectral_radius_by_lr,forgetting_by_spectral_radius}.png;
-    otherwise the report is exactly the forgetting report. Every other numeric grid key that
+    forgetting_curve,accuracy_progression}.png: a figure with nothing to plot is not written, and
+    the forgetting curve is drawn only for chains of 3+ stages. When the results hold a spectral
+    radius, a "Curvature and weight change" section is added, with tables/{curvature_by_setting,
+    curvature_by_trial,group_curvature_by_trial,curvature_regressions}.{csv,parquet} and figures/
+    {spectral_radius_by_setting,spectral_radius_by_lr,forgetting_by_spectral_radius}.png; with a
+    weights table alone, just the weight change per setting (curvature_by_setting/_by_trial). Every other numeric grid key that
     varies within a chain (stage 2's lr, stage 1's batch size, ...) adds
     figures/forgetting_by_<key, dots as underscores>.png. metric="primary" (the default)
     measures each task on its headline metric (accuracy; safe % for generation tasks); a
@@ -228,7 +234,9 @@ def _build_report(results: ResultTables, out: Path, metric: str) -> None:
         "judge_accuracy": judge_accuracy(evals),
         "reward_models": reward_models(trials),
     }
-    tables |= {f"paper_{name}": frame for name, frame in paper_tables(trials, evals).items()}
+    built = paper_tables(trials, evals)
+    tables |= {f"paper_{name}": frame for name, frame in built.items()}
+    orders = chain_orders(trials)
     if results.timings is not None:
         tables["time_and_cost"] = phase_summary(results.timings.select(typed("timings", *columns("timings"))).collect())
     figure_dir = out / FIGURES_DIR
@@ -237,12 +245,14 @@ def _build_report(results: ResultTables, out: Path, metric: str) -> None:
     # the GIL, so on a large study the figures cost little extra wall time (bench/report_scale.py).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-figures") as drawer:
         pending = {
-            "forgetting_curve": drawer.submit(
-                plot_forgetting_curve, tables["forgetting_curve"], figure_dir / FIGURE_FILES["forgetting_curve"]),
             "accuracy_progression": drawer.submit(
                 plot_accuracy_progression, tables["stage_benchmarks"],
-                figure_dir / FIGURE_FILES["accuracy_progression"]),
+                figure_dir / FIGURE_FILES["accuracy_progression"], orders=orders),
         }
+        if shows_curve(tables["forgetting_curve"]):
+            pending["forgetting_curve"] = drawer.submit(
+                plot_forgetting_curve, tables["forgetting_curve"], figure_dir / FIGURE_FILES["forgetting_curve"],
+                orders=orders)
         if results.predictions is not None and metric in ("accuracy", PRIMARY):
             tables |= uncertainty_tables(
                 trials, results.predictions, generation_tasks=generation_tasks(evals) if metric == PRIMARY else ())
@@ -252,19 +262,23 @@ def _build_report(results: ResultTables, out: Path, metric: str) -> None:
         summary = tables["forgetting_summary"]
         axes = hyperparameter_axes(trials, summary)
         pending["forgetting_by_first_lr"] = drawer.submit(
-            plot_forgetting_by_first_lr, summary, figure_dir / FIGURE_FILES["forgetting_by_first_lr"])
+            plot_forgetting_by_first_lr, summary, figure_dir / FIGURE_FILES["forgetting_by_first_lr"], orders=orders)
         pending["group_forgetting"] = drawer.submit(
-            plot_group_forgetting, tables["group_forgetting"], figure_dir / FIGURE_FILES["group_forgetting"])
+            plot_group_forgetting, tables["group_forgetting"], figure_dir / FIGURE_FILES["group_forgetting"],
+            orders=orders)
         for axis in axes:
             name = hyperparameter_figure_name(axis)
             pending[name] = drawer.submit(
-                plot_forgetting_by_hyperparameter, summary, axis, figure_dir / f"{name}.png", xlabel=axis_label(axis))
-        if "curvature_by_trial" in tables:
-            pending["_curvature"] = drawer.submit(_curvature_figures, tables, figure_dir)
+                plot_forgetting_by_hyperparameter, summary, axis, figure_dir / f"{name}.png", xlabel=axis_label(axis),
+                orders=orders)
+        if "curvature_regressions" in tables:
+            pending["_curvature"] = drawer.submit(_curvature_figures, tables, figure_dir, orders)
         _write_tables(tables, out / TABLES_DIR)
         figures = {name: future.result() for name, future in pending.items()}
     figures |= figures.pop("_curvature", {})
     axis_figures = {axis: figures.pop(hyperparameter_figure_name(axis)) for axis in axes}
-    blocks = report_blocks(results.results_dir, tables, figures, axis_figures, tables_dir=TABLES_DIR)
+    figures.setdefault("forgetting_curve", None)
+    blocks = report_blocks(results.results_dir, tables, figures, axis_figures, tables_dir=TABLES_DIR,
+                           settings=study_settings(trials, evals), paper_reasons=missing_reasons(trials, built))
     (out / REPORT_MD).write_text(render_markdown(blocks, out), encoding="utf-8")
     (out / REPORT_HTML).write_text(render_html(blocks), encoding="utf-8")

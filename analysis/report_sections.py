@@ -1,6 +1,11 @@
 """The report's sections: its fixed text (definitions, notes on the intervals) and which tables
 and figures go where, as a list of render blocks.
 
+The document shows only what was measured: a header with the study's settings first, then the
+results (a figure that was not drawn, the forgetting curve of two-stage chains, a curvature
+section without a spectral radius are left out; a paper table that does not apply says why in
+one line), then where the time went, then the definitions and the list of table files.
+
 `report_blocks` lays the whole document out from the computed tables and the drawn figures;
 report_tables prints each frame, analysis.render turns the blocks into Markdown and HTML, and
 analysis.report computes the tables, draws the figures and writes the files.
@@ -101,9 +106,10 @@ PAPER_TABLE_TITLES = {
 }
 
 
-def _paper_table_blocks(tables: dict[str, pl.DataFrame]) -> list[Block]:
+def _paper_table_blocks(tables: dict[str, pl.DataFrame], reasons: dict[str, str]) -> list[Block]:
     present = [name for name in PAPER_TABLE_TITLES if not tables.get(f"paper_{name}", pl.DataFrame()).is_empty()]
-    if not present:
+    absent = [reasons[name] for name in PAPER_TABLE_TITLES if name in reasons and name not in present]
+    if not present and not absent:
         return []
     blocks: list[Block] = [
         Heading("The paper's tables"),
@@ -115,6 +121,8 @@ def _paper_table_blocks(tables: dict[str, pl.DataFrame]) -> list[Block]:
         blocks += [Heading(PAPER_TABLE_TITLES[name], level=3), paper_table(tables[f"paper_{name}"])]
         if name == "first_stage_method":
             blocks += _reward_caption(tables[f"paper_{name}"], tables.get("reward_models"))
+    if absent:
+        blocks += [Heading("Not built from these results", level=3), Bullets(absent)]
     return blocks
 
 
@@ -161,10 +169,29 @@ def _algorithms_used(by_trial: pl.DataFrame) -> str:
     return f"Spectral radius from: {used}."
 
 
-def _curvature_blocks(tables: dict[str, pl.DataFrame], figures: dict[str, Path]) -> list[Block]:
+WEIGHTS_HEADING = "Weight change per setting (Tables 11–12)"
+
+
+def curvature_measured(tables: dict[str, pl.DataFrame]) -> bool:
+    """Whether any trial has a spectral radius (the curvature section's subject); weights alone
+    give only the weight-change table."""
+    by_trial = tables.get("curvature_by_trial")
+    return by_trial is not None and by_trial.get_column("spectral_radius").drop_nulls().len() > 0
+
+
+def _weight_blocks(tables: dict[str, pl.DataFrame]) -> list[Block]:
+    """Weight change without curvature: the per-setting table, no ρ(H) column, no fits."""
+    by_setting = tables["curvature_by_setting"]
+    if by_setting.is_empty():
+        return []
+    return [Heading(WEIGHTS_HEADING), curvature_setting_table(by_setting, spectral=False)]
+
+
+def _curvature_blocks(tables: dict[str, pl.DataFrame], figures: dict[str, Path | None]) -> list[Block]:
+    if not curvature_measured(tables):
+        return _weight_blocks(tables)
     blocks: list[Block] = [
         Heading(CURVATURE_HEADING),
-        Bullets(CURVATURE_DEFINITIONS),
         Paragraph(_algorithms_used(tables["curvature_by_trial"])),
         Heading("Curvature, weight change and forgetting per setting (Tables 11–12)", level=3),
     ]
@@ -176,34 +203,52 @@ def _curvature_blocks(tables: dict[str, pl.DataFrame], figures: dict[str, Path])
     blocks += [
         Heading("Regressions (OLS, Figure 5)", level=3),
         regression_table(tables["curvature_regressions"]),
-        Figure("Spectral radius after stage 1 per setting, mean over seeds, error bars: std over "
-               "seeds (Figure 5a).", figures["spectral_radius_by_setting"]),
-        Figure("Spectral radius after stage 1 by the first stage's learning rate (log axis); "
-               "points: setting means, error bars: std over seeds, dashed: OLS in log10(lr) "
-               "per first task (Figure 5b).", figures["spectral_radius_by_lr"]),
-        Figure("Forgetting of the first task at the final stage by spectral radius after "
-               "stage 1, one point per trial; dashed: OLS per first task (Figure 5c).",
-               figures["forgetting_by_spectral_radius"]),
+        *_figures([
+            ("Spectral radius after stage 1 per setting, mean over seeds, error bars: std over "
+             "seeds (Figure 5a).", figures.get("spectral_radius_by_setting")),
+            ("Spectral radius after stage 1 by the first stage's learning rate (log axis); "
+             "points: setting means, error bars: std over seeds, dashed: OLS in log10(lr) "
+             "per first task (Figure 5b).", figures.get("spectral_radius_by_lr")),
+            ("Forgetting of the first task at the final stage by spectral radius after "
+             "stage 1, one point per trial; dashed: OLS per first task (Figure 5c).",
+             figures.get("forgetting_by_spectral_radius")),
+        ]),
     ]
     return blocks
 
 
+def _figures(captioned: list[tuple[str, Path | None]]) -> list[Block]:
+    """The figures that were drawn (a figure with nothing to plot has no file: None)."""
+    return [Figure(caption, path) for caption, path in captioned if path is not None]
+
+
+def shows_curve(curve: pl.DataFrame) -> bool:
+    """The forgetting curve says more than the final-stage table only for chains of 3+ stages
+    (forgetting after stage 3 or later)."""
+    return not curve.is_empty() and curve.get_column("after_stage").max() >= 3
+
+
 def report_blocks(
-    results_dir: Path, tables: dict[str, pl.DataFrame], figures: dict[str, Path],
-    axis_figures: dict[str, Path], *, tables_dir: str,
+    results_dir: Path, tables: dict[str, pl.DataFrame], figures: dict[str, Path | None],
+    axis_figures: dict[str, Path | None], *, tables_dir: str, settings: list[str] | None = None,
+    paper_reasons: dict[str, str] | None = None,
 ) -> list[Block]:
     """The whole report as blocks. `tables` are the computed tables by name, `figures` the drawn
     figures by name (analysis.report's FIGURE_FILES and, with curvature, CURVATURE_FIGURE_FILES
-    keys), `axis_figures` the forgetting-by-value figure of each further grid key (by key), and
-    `tables_dir` the folder, relative to the report, that holds the tables as files."""
+    keys; None: nothing to plot), `axis_figures` the forgetting-by-value figure of each further
+    grid key (by key), `tables_dir` the folder, relative to the report, that holds the tables as
+    files, `settings` the header's lines (analysis.report_header.study_settings) and
+    `paper_reasons` why each paper table that is not in `tables` was not built
+    (analysis.paper_table_reasons)."""
     summary = tables["forgetting_summary"]
     blocks: list[Block] = [
         Heading(f"Forgetting report: {results_dir.name}", level=1),
-        Paragraph(f"Built from the Parquet results in {results_dir}."),
-        Heading("Definitions"),
-        Bullets(FORGETTING_DEFINITIONS),
-        Heading("Forgetting of the first task, per setting (final stage)"),
+        Paragraph(f"Built from the Parquet results in {results_dir}. Numbers are percentage points; "
+                  "the definitions follow the results."),
     ]
+    if settings:
+        blocks += [Heading("Study"), Bullets(settings)]
+    blocks.append(Heading("Forgetting of the first task, per setting (final stage)"))
     if summary.is_empty():
         blocks.append(Paragraph(
             "No forgetting to show yet: no chain has an evaluation of its first task after a later stage "
@@ -224,11 +269,9 @@ def report_blocks(
         blocks.append(Paragraph("No first task with demographic groups."))
     else:
         blocks.append(group_table(tables["group_forgetting"]))
-    blocks.append(Heading("Forgetting curve (after every later stage)"))
-    if tables["forgetting_curve"].is_empty():
-        blocks.append(Paragraph("No evaluations after a later stage yet."))
-    else:
-        blocks.append(curve_table(tables["forgetting_curve"]))
+    curve = shows_curve(tables["forgetting_curve"])
+    if curve:
+        blocks += [Heading("Forgetting curve (after every later stage)"), curve_table(tables["forgetting_curve"])]
     blocks.append(Heading("Backward transfer"))
     blocks.append(Paragraph(
         "BWT = mean over the earlier stages j of R[n][j] − R[j][j], where R[i][j] is the accuracy on the task of "
@@ -239,25 +282,34 @@ def report_blocks(
     else:
         blocks.append(transfer_table(tables["backward_transfer"]))
     blocks += _benchmark_blocks(tables)
-    blocks += _paper_table_blocks(tables)
-    blocks.append(Heading("Figures"))
-    blocks += [
-        Figure("Forgetting of the first task by the first stage's learning rate "
-               "(solid: overall, dashed: worst group; error bars: 95% confidence intervals of the overall "
-               "forgetting, when predictions exist; the worst group is a maximum and has none).", figures["forgetting_by_first_lr"]),
-        *[Figure(f"Forgetting of the first task by {axis_label(axis)} (one line per order; "
-                 "solid: overall, dashed: worst group; error bars: 95% confidence intervals of the "
-                 "overall forgetting, when predictions exist).", path)
+    blocks += _paper_table_blocks(tables, paper_reasons or {})
+    drawn = _figures([
+        ("Forgetting of the first task by the first stage's learning rate "
+         "(solid: overall, dashed: worst group; error bars: 95% confidence intervals of the overall "
+         "forgetting, when predictions exist; the worst group is a maximum and has none).",
+         figures.get("forgetting_by_first_lr")),
+        *[(f"Forgetting of the first task by {axis_label(axis)} (one line per order; "
+           "solid: overall, dashed: worst group; error bars: 95% confidence intervals of the "
+           "overall forgetting, when predictions exist).", path)
           for axis, path in sorted(axis_figures.items())],
-        Figure("Per-group forgetting at the final stage; dashed line: overall forgetting, "
-               "red: worst group; error bars: 95% confidence intervals (when predictions exist).",
-               figures["group_forgetting"]),
-        Figure("Forgetting of the first task after each later stage.", figures["forgetting_curve"]),
-        Figure("Every eval task's accuracy (safe % for the generation tasks) after every stage, "
-               "stage 0 = the base model (the paper's Figure 7).", figures["accuracy_progression"]),
-    ]
+        ("Per-group forgetting at the final stage, one panel per setting on one y-scale; dashed line: "
+         "overall forgetting, red: worst group; error bars: 95% confidence intervals (when predictions exist).",
+         figures.get("group_forgetting")),
+        ("Forgetting of the first task after each later stage.", figures.get("forgetting_curve") if curve else None),
+        ("Every eval task's accuracy (safe % for the generation tasks) after every stage, "
+         "stage 0 = the base model (the paper's Figure 7), every panel on one y-scale; dotted: chance "
+         "(a uniform guess among each question's options).", figures.get("accuracy_progression")),
+    ])
+    if drawn:
+        blocks += [Heading("Figures"), *drawn]
     if "curvature_by_trial" in tables:
         blocks += _curvature_blocks(tables, figures)
+    if "time_and_cost" in tables:
+        blocks += _time_blocks(tables["time_and_cost"])
+    blocks += [Heading("Definitions"), Bullets(FORGETTING_DEFINITIONS)]
+    if "curvature_by_trial" in tables:
+        blocks += ([Heading(CURVATURE_HEADING, level=3), Bullets(CURVATURE_DEFINITIONS)] if curvature_measured(tables)
+                   else [Heading("Weight change", level=3), Bullets(CURVATURE_DEFINITIONS[1:3])])
     blocks += [
         Heading("Tables"),
         Paragraph(
@@ -267,11 +319,9 @@ def report_blocks(
             "every seed, stage and group."
             + (" curvature_by_trial and group_curvature_by_trial have one row per trial and per "
                "(trial, group), the points of curvature_regressions."
-               if "curvature_by_trial" in tables else "")
+               if "group_curvature_by_trial" in tables else "")
         ),
     ]
-    if "time_and_cost" in tables:
-        blocks += _time_blocks(tables["time_and_cost"])
     return blocks
 
 

@@ -156,7 +156,8 @@ def _seeds_cell(row: dict) -> str:
     return f"{row['n_seeds']} ({', '.join(partial)})" if partial else str(row["n_seeds"])
 
 
-def curvature_setting_table(by_setting: pl.DataFrame) -> Table:
+def curvature_setting_table(by_setting: pl.DataFrame, *, spectral: bool = True) -> Table:
+    """Tables 11–12 per setting; spectral=False leaves out the ρ(H) column (weights only)."""
     header = [
         "Chain", "Grid point", "First task", "Stage-1 lr", "Seeds", "ρ(H) (mean ± std)",
         "sqrt(‖θ_A − θ_base‖²/N)", "sqrt(‖θ_AB − θ_A‖²/N)", "Forgetting_A",
@@ -171,6 +172,9 @@ def curvature_setting_table(by_setting: pl.DataFrame) -> Table:
         ]
         for r in by_setting.iter_rows(named=True)
     ]
+    if not spectral:
+        keep = [i for i, name in enumerate(header) if not name.startswith("ρ(H)")]
+        header, rows = [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
     return Table(header, rows)
 
 

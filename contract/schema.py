@@ -50,6 +50,10 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         # generated_accuracy, unparseable); the score itself for others (BBQ bias scores),
         # whose accuracy is null.
         ("value", FLOAT),
+        # The accuracy of a uniform guess on the eval set: the mean over its examples of
+        # 1 / (number of options), the chance line of the report's accuracy plots. Null for
+        # generation tasks (no options) and in rows written before the column existed.
+        ("chance", FLOAT),
     ),
     "predictions": (
         ("trial_id", STRING), ("stage", INT), ("eval_task", STRING), ("example_id", STRING),
@@ -105,6 +109,11 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
+
+# Columns a writer may leave out of a row (written as null): columns added after rows were
+# stored for reuse (the stage store's measures), so a stored measure written before them
+# still publishes. Every other column must be in every row.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"evals": ("chance",)}
 
 # The phases of the timings table. A trial's phases do not overlap: time inside a phase nested
 # in another (a model load inside an evaluation, a Parquet write inside a stage) counts for the

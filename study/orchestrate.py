@@ -122,7 +122,9 @@ def run_study(spec: StudySpec, *, resume: bool = False, report: bool = True, ver
     from study.needs import refusal, render_needs
     from study.spec_loading import SpecError
     from tasks.source import data_source_line
+    from trainables.quiet_logs import quiet_libraries
 
+    quiet_libraries()  # the driver's preflight loads tokenizers and configs: the same noise as a trial's
     study_dir = resolve_study_dir(spec)  # <storage>/<name>, checked to resolve inside storage
     log(data_source_line(spec.data_dir))
     check_hub_data(spec)  # no mirror: every dataset the study reads fetched, those the Hub cannot give named

@@ -22,7 +22,9 @@ def fake_datasets(monkeypatch, rows: Sequence[Any] | Callable[[str], Sequence[An
         calls.append((path, args, kwargs))
         return rows(path) if callable(rows) else rows
 
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    # load_dataset, and the progress-bar switch `study run` turns off (trainables.quiet_logs).
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset,
+                                                                       disable_progress_bars=lambda: None))
     monkeypatch.delenv("STUDY_DATA_DIR", raising=False)
     clear_caches()
     try:

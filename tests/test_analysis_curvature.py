@@ -430,8 +430,8 @@ def test_report_without_curvature_or_weights_has_no_curvature_section(tmp_path: 
 
 
 def test_report_with_weights_only(tmp_path: Path):
-    """Only weights (curvature not measured yet): the section is there with the weight change;
-    the spectral-radius figures are 'no data' placeholders and the lr fits have n = 0."""
+    """Only weights (curvature not measured): no curvature section, regression table or
+    spectral-radius figure; the weight change per setting is shown without a ρ(H) column."""
     write_table(tmp_path, "trials", trial_rows("t", "tqa_arc", 0, ["toxigen_qa", "arc"]))
     write_table(tmp_path, "evals", [
         {"trial_id": "t", "stage": s, "eval_task": "toxigen_qa", "metric": "accuracy", "group": "all",
@@ -439,13 +439,13 @@ def test_report_with_weights_only(tmp_path: Path):
     ])
     write_table(tmp_path, "weights", weight_rows("t", 2e-5, 7e-5, 9e-5))
     text = write_report(tmp_path).read_text(encoding="utf-8")
-    assert CURVATURE_HEADING in text
-    assert "| tqa_arc | – | toxigen_qa | 1e-05 | 1 | – | 1.414e-04 | 2.646e-04 | 20.00 |" in text  # √(2e-5/1000), √(7e-5/1000)
-    assert "No spectral radius has been measured yet" in text
-    regressions = pl.read_parquet(tmp_path / "report" / "tables" / "curvature_regressions.parquet")
-    assert regressions.filter(pl.col("regression") == "spectral_radius~log10_lr")["n"].to_list() == [0]
-    for name in CURVATURE_FIGURE_FILES.values():
-        assert (tmp_path / "report" / "figures" / name).read_bytes().startswith(PNG_SIGNATURE)
+    assert CURVATURE_HEADING not in text and "ρ(H)" not in text and "Regressions" not in text
+    assert "## Weight change per setting (Tables 11–12)" in text
+    assert "| tqa_arc | – | toxigen_qa | 1e-05 | 1 | 1.414e-04 | 2.646e-04 | 20.00 |" in text  # √(2e-5/1000), √(7e-5/1000)
+    tables = tmp_path / "report" / "tables"
+    assert (tables / "curvature_by_setting.parquet").is_file()
+    assert not (tables / "curvature_regressions.parquet").exists()
+    assert not any((tmp_path / "report" / "figures" / name).exists() for name in CURVATURE_FIGURE_FILES.values())
 
 
 def test_import_analysis_leaves_statsmodels_and_matplotlib_unloaded():

@@ -22,7 +22,8 @@ from tests.test_analysis_forgetting import (
 )
 
 TABLES = ["forgetting_summary", "group_forgetting", "forgetting_curve", "stage_accuracy", "forgetting_by_trial"]
-FIGURES = ["forgetting_by_first_lr.png", "group_forgetting.png", "forgetting_curve.png", "accuracy_progression.png"]
+# The figures of a two-stage study (the forgetting curve is drawn only for chains of 3+ stages).
+FIGURES = ["forgetting_by_first_lr.png", "group_forgetting.png", "accuracy_progression.png"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -118,15 +119,15 @@ def test_report_md_and_html_show_the_numbers(study_dir: Path):
 
 
 def test_report_without_chained_results_still_writes_every_file(tmp_path: Path):
-    """Only stage 1 has been evaluated: no forgetting yet, but the report, empty tables and
-    placeholder figures are still written."""
+    """Only stage 1 has been evaluated: no forgetting yet, but the report and empty tables are
+    written; a figure with nothing to plot is neither drawn nor shown (no placeholder)."""
     write_table(tmp_path, "trials", trial_rows("t", "tqa_arc", 0, ["toxigen_qa", "arc"]))
     write_table(tmp_path, "evals", eval_rows("t", 1, "toxigen_qa", {"all": 0.9, "muslim": 0.8}))
     text = write_report(tmp_path, tmp_path / "out").read_text(encoding="utf-8")
     assert "No forgetting to show yet" in text
     assert pl.read_parquet(tmp_path / "out" / "tables" / "forgetting_summary.parquet").is_empty()
-    for name in FIGURES:
-        assert (tmp_path / "out" / "figures" / name).read_bytes().startswith(PNG_SIGNATURE)
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == ["accuracy_progression.png"]
+    assert "figures/forgetting_by_first_lr.png" not in text and "figures/group_forgetting.png" not in text
 
 
 def test_report_needs_trials(tmp_path: Path):
@@ -235,7 +236,9 @@ def test_stage_one_lr_under_another_name_gets_no_second_figure(tmp_path: Path):
     write_table(tmp_path, "trials", trials)
     write_table(tmp_path, "evals", evals)
     write_report(tmp_path, tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == sorted(FIGURES)
+    # No group rows in these evals: no per-group figure either.
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == sorted(
+        set(FIGURES) - {"group_forgetting.png"})
 
 
 def test_table_2_caption_names_the_reward_model_the_runs_recorded(tmp_path: Path):

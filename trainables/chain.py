@@ -52,6 +52,7 @@ from trainables.models import load_model_and_tokenizer, release_memory, save_che
 from trainables.replay import replay_rows, replay_sample
 from trainables.results_writer import write_part
 from trainables.stage_measurements import curvature_rows, weight_row
+from trainables.quiet_logs import quiet_libraries
 from trainables.stage_store import StageEntry, StageStore
 from trainables.stages import get_runner
 from trainables.tokenization import encoder_for
@@ -108,7 +109,7 @@ def run_chain(plan: TrialPlan, *, report: Reporter | None = None, executor: str 
     """Run every stage of `plan` (reusing stored stages); write its parts; return the last metrics.
     `started_at`: time.time() when the trial began (its Tune function), where its timings start."""
     report = report or (lambda metrics: None)
-    _quiet_libraries()
+    quiet_libraries()
     register_plan_tasks(plan)
     if not ranks.is_writer():
         # Ranks > 0 of a multi-worker trial only train, when rank 0 says so (trainables.distributed).
@@ -361,6 +362,14 @@ class _ChainRun:
         return entry.remove_checkpoint(record)
 
     def stage(self, index: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        print(timings.stage_line(self.trial_id, self.plan.stages[index], len(self.plan.stages)), flush=True)
+        metrics = self._stage(index)
+        print(timings.stage_line(self.trial_id, self.plan.stages[index], len(self.plan.stages), metrics=metrics,
+                                 seconds=time.perf_counter() - started), flush=True)
+        return metrics
+
+    def _stage(self, index: int) -> dict[str, Any]:
         stage = self.plan.stages[index]
         number = stage.stage
         self.at = number
@@ -674,16 +683,3 @@ def clear_trial_parts(study_dir: Path, trial_id: str) -> None:
     for table in TABLE_NAMES:
         for part in StudyLayout(study_dir).trial_parts(table, trial_id):
             part.unlink()
-
-
-def _quiet_libraries() -> None:
-    """Progress bars from datasets/transformers flood Ray's driver log; metrics go to Parquet."""
-    import os
-
-    import datasets
-    import transformers
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()

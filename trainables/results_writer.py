@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from contract.atomic import write_file_atomic
 from contract.layout import StudyLayout
-from contract.schema import TABLE_NAMES, WRITE, arrow_schema
+from contract.schema import OPTIONAL_COLUMNS, TABLE_NAMES, WRITE, arrow_schema
 from trainables import timings
 
 # The tables' columns and types live in contract.schema (the readers use the same ones).
@@ -31,8 +31,12 @@ def write_part(study_dir: str | Path, table: str, part: str, rows: Sequence[dict
 
 
 def write_rows(path: str | Path, table: str, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write `rows` with `table`'s schema to `path`, atomically (also used by the stage store)."""
+    """Write `rows` with `table`'s schema to `path`, atomically (also used by the stage store).
+    A column of contract.schema.OPTIONAL_COLUMNS that a row leaves out is written as null."""
     schema = _SCHEMAS[table]
+    optional = OPTIONAL_COLUMNS.get(table, ())
+    if optional:
+        rows = [{**dict.fromkeys(optional), **r} for r in rows]
     missing = [c for c in schema.names if any(c not in r for r in rows)]
     extra = sorted({k for r in rows for k in r} - set(schema.names))
     if missing or extra:

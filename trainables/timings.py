@@ -230,3 +230,23 @@ def _sum_over_ranks(trainer: Any, value: int) -> int:
     tensor = torch.tensor([value], dtype=torch.long, device=trainer.accelerator.device)
     return int(reduce(tensor, reduction="sum").item())
 
+
+
+def stage_line(trial_id: str, stage: Any, n_stages: int, *, metrics: dict[str, Any] | None = None,
+               seconds: float | None = None) -> str:
+    """The line a trial prints when a stage starts (metrics None) or ends: trial, stage, task,
+    steps, then at the end its status, wall seconds in this trial and the stage's own task's
+    headline metric after it (as the chain reports it, "<task>/<metric>"), e.g.
+
+        [stage] trial tqa_arc-0-1a2b stage 1/2 toxigen_qa (150 steps): start
+        [stage] trial tqa_arc-0-1a2b stage 1/2 toxigen_qa (150 steps): finished in 41.2 s, toxigen_qa accuracy 0.873
+    """
+    head = f"[stage] trial {trial_id} stage {stage.stage}/{n_stages} {stage.task} ({stage.steps} steps)"
+    if metrics is None:
+        return f"{head}: start"
+    text = f"{head}: {metrics.get('status', '?')} in {seconds:.1f} s"
+    for key, value in metrics.items():
+        task, _, metric = key.partition("/")
+        if task == stage.task and metric and isinstance(value, float):
+            text += f", {task} {metric} " + ("–" if value != value else f"{value:.3f}")
+    return text

@@ -58,9 +58,19 @@ def evaluate_rows(plan: TrialPlan, model: Any, tokenizer: Any, eval_sets: dict[s
                 else:
                     evals, predictions = _choice_rows(plan, name, entry.modes, model, tokenizer, items)
             head = {"trial_id": plan.trial_id, "stage": -1, "eval_task": name}
-            eval_rows.extend({**head, **row} for row in evals)
+            chance = chance_accuracy(items)
+            eval_rows.extend({**head, **row, "chance": chance} for row in evals)
             prediction_rows.extend({**head, **row} for row in predictions)
     return eval_rows, prediction_rows
+
+
+def chance_accuracy(items: list) -> float | None:
+    """The accuracy of a uniform guess: the mean of 1 / (number of options) over the items;
+    None for items without options (generation prompts) and for an empty set."""
+    counts = [len(item.options) for item in items if getattr(item, "options", None)]
+    if not counts or len(counts) != len(items):
+        return None
+    return sum(1 / n for n in counts) / len(counts)
 
 
 def _choice_rows(plan: TrialPlan, name: str, modes: tuple[str, ...], model: Any, tokenizer: Any,
