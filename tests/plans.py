@@ -60,20 +60,32 @@ def stage_plan(fields: Mapping[str, Any]) -> StagePlan:
     return StagePlan(**{"dpo": None, "ppo": None, "rloo": None, **stage})
 
 
-def small_chain_plan(tiny_model_path: str | Path, data_dir: str | Path, study: str | Path, name: str) -> TrialPlan:
-    """The one trial of a small study: the tiny model, ToxiGenQA then ARC-Easy, 2 steps of batch 4
-    on 16 examples each, 8 eval examples per task (seconds on a CPU)."""
+def tiny_study_plans(tiny_model_path: str | Path, data_dir: str | Path, study: str | Path, name: str,
+                     chains: Mapping[str, Any], *, train_size: int = 16, eval_size: int = 8,
+                     run_id: str | None = None) -> list[TrialPlan]:
+    """The trials of a small study on the tiny model: ToxiGenQA and ARC-Easy with `train_size`
+    training and `eval_size` eval examples each, stages of 2 steps of batch 4 at lr 1e-3 unless
+    a chain's stage says otherwise (seconds on a CPU); `run_id`: the plans carry that run, as
+    `study run` stamps them, for tests that call the chain directly."""
+    from contract.plan import RunInfo
     from study.planner import build_plans
     from study.spec_loading import spec_from_dict
 
     spec = spec_from_dict({
         "name": name, "model": {"name": "tiny", "max_length": 256},
-        "tasks": {"toxigen_qa": {"train_size": 16, "eval_size": 8}, "arc_easy": {"train_size": 16, "eval_size": 8}},
+        "tasks": {task: {"train_size": train_size, "eval_size": eval_size} for task in ("toxigen_qa", "arc_easy")},
         "stage_defaults": {"learning_rate": 1e-3, "batch_size": 4, "steps": 2},
-        "chains": {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]}, "data_dir": str(data_dir),
+        "chains": dict(chains), "data_dir": str(data_dir),
     })
-    [plan] = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path),
-                         chat=False)
+    plans = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path),
+                        chat=False)
+    return [dataclasses.replace(p, run=RunInfo(run_id)) for p in plans] if run_id else plans
+
+
+def small_chain_plan(tiny_model_path: str | Path, data_dir: str | Path, study: str | Path, name: str) -> TrialPlan:
+    """The one trial of a small study: the tiny model, ToxiGenQA then ARC-Easy, 2 steps of batch 4
+    on 16 examples each, 8 eval examples per task (seconds on a CPU)."""
+    [plan] = tiny_study_plans(tiny_model_path, data_dir, study, name, {"c": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]})
     return plan
 
 

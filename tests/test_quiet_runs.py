@@ -6,16 +6,13 @@ warning still shows."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import warnings
 
 import pytest
 
-from contract.plan import RunInfo
-from study.planner import build_plans
-from study.spec_loading import spec_from_dict
+from tests.plans import tiny_study_plans
 from trainables.chain import run_chain
 from trainables.quiet_logs import PAST_KEY_VALUES_NOTICE, quiet_libraries
 
@@ -24,16 +21,11 @@ SILENCED = ("past_key_values", "cache_params", "Building labels", "Truncating", 
 
 @pytest.fixture(scope="module")
 def two_stage_plan(tiny_model_path, data_dir, tmp_path_factory):
-    spec = spec_from_dict({
-        "name": "quiet", "model": {"name": "tiny", "max_length": 256},
-        "tasks": {"toxigen_qa": {"train_size": 8, "eval_size": 4}, "arc_easy": {"train_size": 8, "eval_size": 4}},
-        "stage_defaults": {"learning_rate": 1e-3, "batch_size": 4, "steps": 2},
-        "chains": {"b": [{"task": "toxigen_qa", "steps": 3}, {"task": "arc_easy"}]},
-        "data_dir": str(data_dir),
-    })
     study = tmp_path_factory.mktemp("quiet") / "quiet"
-    (plan,) = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path), chat=False)
-    return dataclasses.replace(plan, run=RunInfo("run1"))
+    (plan,) = tiny_study_plans(tiny_model_path, data_dir, study, "quiet",
+                               {"b": [{"task": "toxigen_qa", "steps": 3}, {"task": "arc_easy"}]}, train_size=8,
+                               eval_size=4, run_id="run1")
+    return plan
 
 
 def test_each_stage_prints_a_start_and_an_end_line_and_no_silenced_notice(two_stage_plan, capfd):
@@ -61,7 +53,7 @@ def test_each_stage_prints_a_start_and_an_end_line_and_no_silenced_notice(two_st
     assert "an engine warning that must still show" in shown
 
 
-def test_only_the_known_notices_are_silenced(capfd):
+def test_only_the_known_notices_are_silenced():
     """The filters match the known messages, not a category or a logger as a whole."""
     quiet_libraries()
     import transformers
@@ -74,12 +66,15 @@ def test_only_the_known_notices_are_silenced(capfd):
         warnings.warn("another FutureWarning", FutureWarning)
         warnings.warn("a UserWarning", UserWarning)
     assert [str(w.message) for w in caught] == ["another FutureWarning", "a UserWarning"]
-    transformers.utils.logging.set_verbosity_warning()  # as a trainer might set it
-    try:
-        logger.warning(PAST_KEY_VALUES_NOTICE + " Use `cache` instead.")
-        logger.warning("another transformers warning")
-    finally:
-        transformers.utils.logging.set_verbosity_error()
-    err = capfd.readouterr().err
-    assert "cache_params" not in err and "another transformers warning" in err
+    # transformers' own handler drops the notice and passes any other warning (asked of the
+    # handler's filters directly: the stream it writes to is whatever stderr was when it was made)
+    handler = transformers.utils.logging._default_handler
+    assert handler is not None
+
+    def passes(message: str) -> bool:
+        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, message, (), None)
+        return bool(handler.filter(record))
+
+    assert not passes(PAST_KEY_VALUES_NOTICE + " Use `cache` instead.")
+    assert passes("another transformers warning")
     assert logging.getLogger("transformers").level == logging.ERROR

@@ -7,16 +7,14 @@ full epochs): a trains it, b reuses it and trains stage 2 (ARC-Easy, 2 steps) on
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import polars as pl
 import pytest
 
-from contract.plan import RunInfo, TrialPlan
+from contract.plan import TrialPlan
 from contract.schema import EVALUATE, LOCK_WAIT, MODEL_LOAD, OUTSIDE, TIMING_PHASES, TRAIN, WRITE
-from study.planner import build_plans
-from study.spec_loading import spec_from_dict
+from tests.plans import tiny_study_plans
 from trainables.chain import _train_examples, plan_eval_sets, run_chain
 from trainables.models import load_tokenizer
 from trainables.timings import Recorder, batch_rows, batch_tokens
@@ -24,17 +22,10 @@ from trainables.timings import Recorder, batch_rows, batch_tokens
 
 @pytest.fixture(scope="module")
 def shared_study(tiny_model_path, data_dir, tmp_path_factory):
-    spec = spec_from_dict({
-        "name": "timed", "model": {"name": "tiny", "max_length": 256},
-        "tasks": {"toxigen_qa": {"train_size": 16, "eval_size": 8}, "arc_easy": {"train_size": 16, "eval_size": 8}},
-        "stage_defaults": {"learning_rate": 1e-3, "batch_size": 4, "steps": 2},
-        "chains": {"a": [{"task": "toxigen_qa", "steps": 8}],
-                   "b": [{"task": "toxigen_qa", "steps": 8}, {"task": "arc_easy"}]},
-        "data_dir": str(data_dir),
-    })
     study = tmp_path_factory.mktemp("timings") / "timed"
-    a, b = build_plans(spec, study_dir=study, data_dir=str(data_dir), base_model_path=str(tiny_model_path), chat=False)
-    a, b = (dataclasses.replace(p, run=RunInfo("run1")) for p in (a, b))
+    a, b = tiny_study_plans(tiny_model_path, data_dir, study, "timed", {
+        "a": [{"task": "toxigen_qa", "steps": 8}], "b": [{"task": "toxigen_qa", "steps": 8}, {"task": "arc_easy"}]},
+        run_id="run1")
     assert a.stages[0].stage_key == b.stages[0].stage_key
     run_chain(a)
     run_chain(b)
