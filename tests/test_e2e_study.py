@@ -147,7 +147,7 @@ def test_failed_trial_is_listed_and_cli_exits_1(ray_cluster, data_dir, tmp_path,
     # With the report on: no evals exist, which must not turn the failure into "bad input" (2).
     assert main(["run", str(study_file)]) == 1
     captured = capsys.readouterr()
-    assert "1 of 1 trials failed" in captured.err and "arc-0-" in captured.err
+    assert "1 of 1 trial failed" in captured.err and "arc-0-" in captured.err
     assert "no report written" in captured.out
 
 
@@ -159,7 +159,9 @@ def test_curvature_and_weights_land_in_tables_and_report(ray_cluster, data_dir, 
         "stage_defaults": {"learning_rate": 3e-3, "batch_size": 8, "steps": 8},
         "chains": {"tqa_arc": [{"task": "toxigen_qa"}, {"task": "arc_easy"}]},
         "data_dir": str(data_dir), "storage": str(tmp_path / "results"),
-        "curvature": {"enabled": True, "n_samples": 16, "per_group": True, "max_iterations": 60, "tol": 1e-4},
+        # Both methods named (the default is Lanczos alone); the per-group rows use the first.
+        "curvature": {"enabled": True, "n_samples": 16, "per_group": True, "max_iterations": 60, "tol": 1e-4,
+                      "algorithms": ["power_iteration", "lanczos"]},
     })
     outcome = run_study(spec)
     assert outcome.failed == []
