@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
+
+STAGE_LINES = r"\[stage\] trial "
+"""Ray folds log lines that differ only in their numbers ("[repeated 2x across cluster]"); each
+stage's start and end line (trainables.timings.stage_line) differs from another trial's only in
+numbers, so lines matching this are never folded. Ray reads the setting when it is imported."""
+os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", STAGE_LINES)
 
 from contract.atomic import WriteError
 from contract.problems import TokenizationError

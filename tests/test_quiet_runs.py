@@ -78,3 +78,23 @@ def test_only_the_known_notices_are_silenced():
     assert not passes(PAST_KEY_VALUES_NOTICE + " Use `cache` instead.")
     assert passes("another transformers warning")
     assert logging.getLogger("transformers").level == logging.ERROR
+
+
+def test_ray_never_folds_stage_lines():
+    """The `study` command tells Ray, before Ray is imported, to pass every stage line through
+    its log deduplication (lines of two trials differ only in numbers, which Ray would fold)."""
+    import re
+    import subprocess
+    import sys
+
+    from study.cli import STAGE_LINES
+    from trainables.timings import stage_line
+    from tests.plans import stage_plan
+
+    stage = stage_plan({"method": "sft", "task": "toxigen_qa", "learning_rate": 1e-3, "batch_size": 4,
+                        "steps": 150, "seed": 0, "stage": 1})
+    assert re.search(STAGE_LINES, stage_line("tqa_arc-0-1a2b", stage, 2))
+    probe = ("import os, sys; import study.cli; "
+             "print('ray' in sys.modules); print(os.environ['RAY_DEDUP_LOGS_ALLOW_REGEX'])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["False", STAGE_LINES]
