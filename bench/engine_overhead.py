@@ -46,14 +46,16 @@ def bare_loop(plans_file: Path, out: Path, cpus: int) -> None:
     from contract.plan import TrialPlan
     from contract.schema import OTHER, TRAIN
     from trainables import timings
-    from trainables.chain import _quiet_libraries, plan_eval_sets, register_plan_tasks, stage_inputs, train_stage
+    from trainables.chain import register_plan_tasks, stage_inputs, train_stage
+    from trainables.quiet_logs import quiet_libraries
+    from trainables.trial_data import plan_eval_sets
     from trainables.evaluation.dispatch import evaluate_rows
     from trainables.evaluation.precision import unwrapped
     from trainables.models import load_model_and_tokenizer, release_memory, save_checkpoint
 
     started = time.time()
     torch.set_num_threads(cpus)
-    _quiet_libraries()
+    quiet_libraries()
     plans = [TrialPlan.from_dict(p) for p in json.loads(plans_file.read_text())]
     recorder = timings.Recorder("bare", "bare", started=started)
     timings.begin(recorder)

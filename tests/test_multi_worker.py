@@ -602,7 +602,7 @@ def _shared_eval_worker(rank: int, world: int, port: int, model_path: str, data_
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    from trainables import chain
+    from trainables import trial_data
     from trainables.evaluation.dispatch import evaluate_rows
     from trainables.models import load_model_and_tokenizer
 
@@ -610,7 +610,7 @@ def _shared_eval_worker(rank: int, world: int, port: int, model_path: str, data_
     plan = _eval_plan(data_dir, model_path, Path(out_dir) / "study")
     model, tokenizer = load_model_and_tokenizer(model_path, dtype="float32")
     model.register_forward_pre_hook(lambda module, args, kwargs: batches.append(1), with_kwargs=True)
-    evals, predictions = evaluate_rows(plan, model, tokenizer, chain.plan_eval_sets(plan), shared=True)
+    evals, predictions = evaluate_rows(plan, model, tokenizer, trial_data.plan_eval_sets(plan), shared=True)
     from trainables.evaluation import dispatch
 
     Path(out_dir, f"eval{rank}.json").write_text(json.dumps({"evals": evals, "predictions": predictions,
@@ -627,7 +627,7 @@ def test_evaluation_shared_over_two_ranks_equals_one_process(single_process, tin
     toxicity judge), and each rank ran only part of the forward passes."""
     import torch.multiprocessing as mp
 
-    from trainables import chain
+    from trainables import trial_data
     from trainables.evaluation.dispatch import evaluate_rows
     from trainables.models import load_model_and_tokenizer
 
@@ -639,7 +639,7 @@ def test_evaluation_shared_over_two_ranks_equals_one_process(single_process, tin
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_path), dtype="float32")
     forwards = []
     model.register_forward_pre_hook(lambda module, args, kwargs: forwards.append(1), with_kwargs=True)
-    evals, predictions = evaluate_rows(plan, model, tokenizer, chain.plan_eval_sets(plan))
+    evals, predictions = evaluate_rows(plan, model, tokenizer, trial_data.plan_eval_sets(plan))
     one = json.loads(json.dumps({"evals": evals, "predictions": predictions}))  # as the ranks wrote them
     assert ranks_out[0]["evals"] == one["evals"] and ranks_out[0]["predictions"] == one["predictions"]
     judged = {"toxigen_prompts"}

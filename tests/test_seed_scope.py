@@ -14,7 +14,7 @@ import study.planner as plan_module
 from contract.plan import TrialPlan
 from study.planner import build_plans
 from study.spec_loading import spec_from_dict
-from trainables.chain import stage_examples
+from trainables.trial_data import stage_examples
 from trainables.trial_reports import trial_row
 from tasks.sampling import derived_data_seed
 

@@ -15,7 +15,8 @@ import pytest
 from contract.plan import TrialPlan
 from contract.schema import EVALUATE, LOCK_WAIT, MODEL_LOAD, OUTSIDE, TIMING_PHASES, TRAIN, WRITE
 from tests.plans import tiny_study_plans
-from trainables.chain import _train_examples, plan_eval_sets, run_chain
+from trainables.chain import run_chain
+from trainables.trial_data import plan_eval_sets, train_examples
 from trainables.models import load_tokenizer
 from trainables.timings import Recorder, batch_rows, batch_tokens
 
@@ -74,10 +75,10 @@ def test_training_rows_count_steps_times_batch_and_the_tokens_fed(shared_study):
     _, a, b, rows, tokenizer = shared_study
     [row] = _of(rows, a).filter(pl.col("phase") == TRAIN).rows(named=True)
     assert (row["stage"], row["task"], row["examples"]) == (1, "toxigen_qa", 8 * 4)
-    assert row["tokens"] == 2 * _training_tokens(tokenizer, _train_examples(a, a.stages[0]))
+    assert row["tokens"] == 2 * _training_tokens(tokenizer, train_examples(a, a.stages[0]))
     [row] = _of(rows, b).filter(pl.col("phase") == TRAIN).rows(named=True)
     assert (row["stage"], row["task"], row["examples"]) == (2, "arc_easy", 2 * 4)
-    lengths = sorted(_training_tokens(tokenizer, [ex]) for ex in _train_examples(b, b.stages[1]))
+    lengths = sorted(_training_tokens(tokenizer, [ex]) for ex in train_examples(b, b.stages[1]))
     assert sum(lengths[:8]) <= row["tokens"] <= sum(lengths[-8:])
 
 

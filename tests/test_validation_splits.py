@@ -168,7 +168,7 @@ def test_best_seed_scores_a_stratified_sample_of_the_validation_split_filtered_l
     from types import SimpleNamespace
 
     from tests.plans import stage_plan
-    from trainables.chain import validation_examples
+    from trainables.trial_data import validation_examples
 
     plan = SimpleNamespace(data_dir=str(MIRROR), data_seed=0, bad_rows_policy="error")  # the parts of a TrialPlan it reads
     stage = {"task": "arc_easy", "train_size": 2241}

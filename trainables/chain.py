@@ -40,22 +40,22 @@ from contract.layout import StudyLayout, stage_part, trial_part
 from contract.plan import StagePlan, TrialPlan
 from contract.records import DIVERGED, FAILED, FINISHED, PENDING, SKIPPED, StageRecord, TrialMarker, write_record
 from contract.methods import ONLINE_RL_METHODS
-from contract.schema import (ALL, CURVATURE, DATA, OTHER, PRIMARY_GROUPINGS, REWARD_MODEL, STAGE_TABLES, TABLE_NAMES,
+from contract.schema import (ALL, CURVATURE, OTHER, PRIMARY_GROUPINGS, REWARD_MODEL, STAGE_TABLES, TABLE_NAMES,
                              TRAIN, VALIDATION)
-from tasks import load_examples
 from tasks.definition import SELECTION_SPLIT
 from trainables import distributed, ranks, timings
 from trainables.evaluation.dispatch import evaluate_rows, primary_metric
 from trainables.evaluation.option_scoring import evaluate_examples
 from trainables.evaluation.precision import scoring, unwrapped
 from trainables.models import load_model_and_tokenizer, release_memory, save_checkpoint, weights_dtype
-from trainables.replay import replay_rows, replay_sample
+from trainables.replay import replay_rows
 from trainables.results_writer import write_part
 from trainables.stage_measurements import curvature_rows, weight_row
 from trainables.quiet_logs import quiet_libraries
 from trainables.stage_store import StageEntry, StageStore
 from trainables.stages import get_runner
 from trainables.tokenization import encoder_for
+from trainables.trial_data import plan_eval_sets, stage_examples, train_examples, validation_examples
 from trainables.trial_reports import divergence, forgetting_metrics, trial_row
 
 Reporter = Callable[[dict[str, Any]], None]
@@ -467,7 +467,7 @@ class _ChainRun:
             return
         self.drop_models()  # curvature loads its own float32 copy of the checkpoint
         with timings.phase(CURVATURE):
-            rows = curvature_rows(self.plan, stage, entry.checkpoint, _train_examples(self.plan, stage))
+            rows = curvature_rows(self.plan, stage, entry.checkpoint, train_examples(self.plan, stage))
         entry.write_measure("curvature", self.keys.curvature, rows)
 
     def _publish_evals(self, entry: StageEntry, number: int) -> dict[str, Any]:
@@ -588,18 +588,6 @@ def trained_reward_model(plan: TrialPlan, stage: StagePlan, examples: list) -> s
     return path
 
 
-def stage_examples(plan: TrialPlan, stage: StagePlan, stages: tuple[StagePlan, ...]) -> tuple[list, list]:
-    """(what the stage trains on, the replayed part of it): its training subsample plus, with
-    replay, a sample of the named earlier stage's own subsample drawn by the stage's seed."""
-    examples = _train_examples(plan, stage)
-    replayed: list = []
-    if stage.replay is not None:
-        source = stages[stage.replay.from_stage - 1]
-        replayed = replay_sample(_train_examples(plan, source), stage.replay.fraction, stage.seed)
-        examples = replayed if stage.replay.only else list(examples) + replayed
-    return examples, replayed
-
-
 def stage_work_dir(plan: TrialPlan, number: int) -> Path:
     """The trainer's scratch folder, one per rank (the ranks of a trial may share a node)."""
     return StudyLayout(Path(plan.study_dir)).stage_work(plan.trial_id, number, ranks.rank())
@@ -627,14 +615,6 @@ def follow_training(plan: TrialPlan, stage: StagePlan, previous_path: str, stage
         release_memory()  # the next stage this rank trains starts from an empty GPU
 
 
-def plan_eval_sets(plan: TrialPlan) -> dict[str, list]:
-    """Every eval task's examples, as each stage is evaluated on them."""
-    with timings.phase(DATA):
-        return {e.task: load_examples(e.task, "eval", size=e.size, data_dir=plan.data_dir, data_seed=plan.data_seed,
-                                      limit=e.limit, option_counts=e.option_counts, bad_rows=plan.bad_rows_policy)
-                for e in plan.eval_tasks}
-
-
 def follow_evaluation(plan: TrialPlan, path: str, eval_sets: dict[str, list]) -> None:
     """A follower's part of an evaluation rank 0 leads: the same weights read from `path`, its
     share of every batch (trainables.evaluation.over_ranks), no writes. `eval_sets`: the
@@ -648,33 +628,6 @@ def follow_evaluation(plan: TrialPlan, path: str, eval_sets: dict[str, list]) ->
     finally:
         del model
         release_memory()
-
-
-def _train_examples(plan: TrialPlan, stage: StagePlan) -> list:
-    """The stage's training subsample: what it trains on (every method, PPO/RLOO prompts and the
-    reward model included), what replay from it draws from, and the pool of its curvature sample."""
-    with timings.phase(DATA):
-        return load_examples(stage.task, "train", size=stage.train_size, data_dir=plan.data_dir,
-                             data_seed=plan.train_data_seed(stage), limit=stage.train_limit,
-                             option_counts=stage.option_counts, bad_rows=plan.bad_rows_policy)
-
-
-def validation_examples(plan: TrialPlan, stage: StagePlan, size: int) -> list:
-    """What best_seed scores a stage's model on: a stratified sample of `size` examples of its
-    task's validation split, filtered as its training data is (option counts, limit). Never
-    fewer than asked: study validation refuses such a selection_size, and so does this."""
-    with timings.phase(DATA):
-        examples = load_examples(stage.task, SELECTION_SPLIT, size=size, data_dir=plan.data_dir,
-                                 data_seed=plan.data_seed, limit=stage.train_limit,
-                                 option_counts=stage.option_counts, bad_rows=plan.bad_rows_policy)
-    if len(examples) < size:
-        raise ValueError(f"start_from best_seed: task {stage.task!r} has {len(examples)} validation examples, "
-                         f"fewer than selection_size {size}; lower selection_size")
-    return examples
-
-
-
-
 
 
 def clear_trial_parts(study_dir: Path, trial_id: str) -> None:

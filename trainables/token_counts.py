@@ -60,12 +60,12 @@ class TokenCounter:
 
     def train(self, plan: TrialPlan, stage: StagePlan) -> SetCount:
         """A stage's training subsample as SFT keeps it (examples that fit max_length)."""
-        from trainables.chain import _train_examples
+        from trainables.trial_data import train_examples
 
         key = ("train", stage.task, stage.train_size, plan.train_data_seed(stage), stage.train_limit,
                stage.option_counts, plan.model.max_length)
         if key not in self._cache:
-            examples = _train_examples(plan, stage)
+            examples = train_examples(plan, stage)
             lengths = [n for n in self.training_lengths(examples) if n <= plan.model.max_length]
             self._cache[key] = SetCount(len(lengths), sum(lengths), estimated=self.estimated)
         return self._cache[key]
@@ -74,7 +74,7 @@ class TokenCounter:
         """Per eval task, one model's evaluation: examples and scored tokens over its modes."""
         from contract.methods import GENERATE_MODE, SCORE_MODE
         from tasks import get_task
-        from trainables.chain import plan_eval_sets
+        from trainables.trial_data import plan_eval_sets
 
         key = ("eval", tuple(e.to_dict().__repr__() for e in plan.eval_tasks), plan.data_seed, plan.model.max_length,
                plan.generation.to_dict().__repr__() if plan.generation else None)
@@ -99,7 +99,7 @@ class TokenCounter:
 
     def validation(self, plan: TrialPlan, stage: StagePlan, size: int) -> SetCount:
         """A best-seed candidate's validation sample, scored by option log-likelihood."""
-        from trainables.chain import validation_examples
+        from trainables.trial_data import validation_examples
 
         key = ("validation", stage.task, size, plan.data_seed, stage.train_limit, stage.option_counts,
                plan.model.max_length)
